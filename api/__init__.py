@@ -1,0 +1,1 @@
+"""The HTTP front door: job actions and the ADC worker-facing endpoints."""

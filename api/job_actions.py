@@ -1,0 +1,155 @@
+"""Job actions (create, run, cancel, retry, status), shared by the HTTP API and the CLI.
+
+The database is written first (CANCELING, RETRY) so the UI and ``/tasks/`` react at once; then
+Temporal is asked to start or cancel the job's workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import job_store, naming, search_attributes
+from core.errors import InvalidJobState
+from core.job_store import JobRecord
+from core.progress import reset_progress
+from core.settings import Settings
+from core.states import (
+    CANCELABLE_STATES,
+    FINAL_STATES,
+    RETRYABLE_STATES,
+    DispatchMode,
+    JobState,
+)
+from core.workflow_io import JobWorkflowInput
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+
+class JobView(BaseModel):
+    """A job with its latest log lines, as shown by ``GET /jobs/{id}`` and ``job status``."""
+
+    job: JobRecord
+    logs: list[dict[str, Any]]
+
+
+class JobActions:
+    def __init__(self, pool: Pool, client: Client, settings: Settings) -> None:
+        self._pool = pool
+        self._client = client
+        self._settings = settings
+
+    def _handle(self, job_id: int) -> WorkflowHandle[Any, Any]:
+        return self._client.get_workflow_handle(naming.workflow_id(job_id))
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        pipeline_slug: str,
+        collection_id: int,
+        name: str | None = None,
+        dispatch_mode: DispatchMode | None = None,
+        limit: int | None = None,
+        shuffle: bool = True,
+        start: bool = False,
+    ) -> JobRecord:
+        async with self._pool.connection() as conn:
+            job = await job_store.create_ml_job(
+                conn,
+                project_id=project_id,
+                pipeline_slug=pipeline_slug,
+                collection_id=collection_id,
+                name=name,
+                dispatch_mode=dispatch_mode,
+                limit=limit,
+                shuffle=shuffle,
+            )
+        return await self.run(job.id) if start else job
+
+    async def run(self, job_id: int) -> JobRecord:
+        """Start the job's workflow; a job already running keeps its one run."""
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, job_id)
+            if job.status in FINAL_STATES or job.status == JobState.CANCELING:
+                raise InvalidJobState(job_id, job.status, "run")
+            await job_store.transition(conn, job_id, JobState.PENDING, [JobState.CREATED])
+        await self._start_workflow(job)
+        async with self._pool.connection() as conn:
+            return await job_store.get_job(conn, job_id)
+
+    async def retry(self, job_id: int) -> JobRecord:
+        """A new run of a FAILURE or REVOKED job under the same workflow id."""
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, job_id)
+            if job.status not in RETRYABLE_STATES:
+                raise InvalidJobState(job_id, job.status, "retry")
+            moved = await job_store.transition(
+                conn,
+                job_id,
+                JobState.RETRY,
+                RETRYABLE_STATES,
+                progress=reset_progress(job.progress),
+            )
+            if not moved:
+                raise InvalidJobState(job_id, (await job_store.get_status(conn, job_id)), "retry")
+            await job_store.append_log(conn, job_id, "Retry requested")
+        await self._start_workflow(job)
+        async with self._pool.connection() as conn:
+            return await job_store.get_job(conn, job_id)
+
+    async def cancel(self, job_id: int, reason: str = "cancelled by user") -> JobRecord:
+        """CANCELING now, then cancel the workflow; a job with no workflow is REVOKED here."""
+        async with self._pool.connection() as conn:
+            moved = await job_store.transition(conn, job_id, JobState.CANCELING, CANCELABLE_STATES)
+            if not moved:
+                raise InvalidJobState(job_id, (await job_store.get_status(conn, job_id)), "cancel")
+            await job_store.append_log(conn, job_id, f"Cancel requested: {reason}")
+        try:
+            await self._handle(job_id).cancel(reason=reason)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # Never started (CREATED): nothing runs, so nothing has to stop first.
+            async with self._pool.connection() as conn:
+                await job_store.transition(
+                    conn, job_id, JobState.REVOKED, [JobState.CANCELING], finished=True
+                )
+                await job_store.append_log(conn, job_id, "Revoked before its workflow started")
+        async with self._pool.connection() as conn:
+            return await job_store.get_job(conn, job_id)
+
+    async def view(self, job_id: int, log_lines: int | None = None) -> JobView:
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, job_id)
+            logs = await job_store.latest_logs(
+                conn, job_id, log_lines or self._settings.api.log_lines
+            )
+        return JobView(job=job, logs=logs)
+
+    async def _start_workflow(self, job: JobRecord) -> None:
+        await self._client.start_workflow(
+            naming.JOB_WORKFLOW,
+            JobWorkflowInput(job_id=job.id),
+            id=naming.workflow_id(job.id),
+            task_queue=self._settings.jobs.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    search_attributes.JOB_ID.value_set(job.id),
+                    search_attributes.PROJECT_ID.value_set(job.project_id),
+                    search_attributes.JOB_STATUS.value_set(JobState.PENDING.value),
+                ]
+            ),
+        )

@@ -1,0 +1,65 @@
+"""The one place where names of workflows, streams, subjects, consumers and Redis keys are made."""
+
+from __future__ import annotations
+
+import re
+
+JOB_WORKFLOW = "JobWorkflow"
+CANCEL_SIGNAL = "cancel"
+PROGRESS_QUERY = "progress"
+
+_WORKFLOW_ID = re.compile(r"^job-(\d+)$")
+
+
+def workflow_id(job_id: int) -> str:
+    return f"job-{job_id}"
+
+
+def job_id_from_workflow_id(value: str) -> int | None:
+    match = _WORKFLOW_ID.match(value)
+    return int(match.group(1)) if match else None
+
+
+def stream_name(job_id: int) -> str:
+    return f"job_{job_id}"
+
+
+def subject(job_id: int) -> str:
+    return f"job.{job_id}.tasks"
+
+
+def consumer_name(job_id: int) -> str:
+    return f"job-{job_id}-consumer"
+
+
+def ack_prefix(job_id: int) -> str:
+    """Reply subjects of this job's task messages all start with this."""
+    return f"$JS.ACK.{stream_name(job_id)}.{consumer_name(job_id)}."
+
+
+def max_deliveries_advisory(job_id: int) -> str:
+    return (
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+        f"{stream_name(job_id)}.{consumer_name(job_id)}"
+    )
+
+
+def pending_key(job_id: int, stage: str) -> str:
+    return f"job:{job_id}:pending_images:{stage}"
+
+
+def failed_key(job_id: int) -> str:
+    return f"job:{job_id}:failed_images"
+
+
+def total_key(job_id: int) -> str:
+    return f"job:{job_id}:pending_images_total"
+
+
+def redis_keys(job_id: int) -> list[str]:
+    return [
+        pending_key(job_id, "process"),
+        pending_key(job_id, "results"),
+        failed_key(job_id),
+        total_key(job_id),
+    ]

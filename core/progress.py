@@ -1,0 +1,131 @@
+"""The job's progress JSON, in Antenna's shape (summary, stages with params, errors, logs).
+
+Pure functions over pydantic models; the aggregator is the only writer while a job runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.states import FINAL_STATES, JobState
+
+ParamValue = int | float | str | None
+
+
+class StageParam(BaseModel):
+    name: str
+    key: str
+    category: str = "default"
+    value: ParamValue = ""
+
+
+class Stage(BaseModel):
+    key: str
+    name: str
+    status: JobState = JobState.CREATED
+    progress: float = 0.0
+    params: list[StageParam] = Field(default_factory=list)
+
+    def param(self, key: str) -> ParamValue:
+        for p in self.params:
+            if p.key == key:
+                return p.value
+        return None
+
+    def set_param(self, key: str, value: ParamValue) -> None:
+        for p in self.params:
+            if p.key == key:
+                p.value = value
+                return
+        self.params.append(StageParam(name=key.replace("_", " ").title(), key=key, value=value))
+
+
+class Summary(BaseModel):
+    status: JobState = JobState.CREATED
+    progress: float = 0.0
+
+
+class JobProgress(BaseModel):
+    summary: Summary = Field(default_factory=Summary)
+    stages: list[Stage] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    logs: list[str] = Field(default_factory=list)
+
+    def stage(self, key: str) -> Stage:
+        for s in self.stages:
+            if s.key == key:
+                return s
+        raise KeyError(f"progress has no stage {key!r}")
+
+    def update_stage(
+        self,
+        key: str,
+        *,
+        status: JobState | None = None,
+        progress: float | None = None,
+        **params: ParamValue,
+    ) -> None:
+        stage = self.stage(key)
+        if status is not None:
+            stage.status = status
+        if progress is not None:
+            stage.progress = max(0.0, min(1.0, progress))
+        for name, value in params.items():
+            stage.set_param(name, value)
+        if stage.status == JobState.CREATED and stage.progress > 0:
+            stage.status = JobState.STARTED
+        self._summarise()
+
+    def _summarise(self) -> None:
+        if self.stages:
+            self.summary.progress = sum(s.progress for s in self.stages) / len(self.stages)
+
+    def is_complete(self) -> bool:
+        return bool(self.stages) and all(
+            s.progress >= 1.0 and s.status in FINAL_STATES for s in self.stages
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _stage(key: str, name: str, *param_keys: tuple[str, str]) -> Stage:
+    return Stage(key=key, name=name, params=[StageParam(name=n, key=k) for k, n in param_keys])
+
+
+def new_ml_progress() -> JobProgress:
+    """The stages of an ML job, complete before it runs (Antenna's Job.setup())."""
+    return JobProgress(
+        stages=[
+            _stage("collect", "Collect", ("total_images", "Total Images")),
+            _stage(
+                "process",
+                "Process",
+                ("processed", "Processed"),
+                ("remaining", "Remaining"),
+                ("failed", "Failed"),
+            ),
+            _stage(
+                "results",
+                "Results",
+                ("captures", "Captures"),
+                ("detections", "Detections"),
+                ("classifications", "Classifications"),
+            ),
+        ]
+    )
+
+
+def reset_progress(progress: JobProgress) -> JobProgress:
+    """Antenna's JobProgress.reset() for a retry: stages back to CREATED, numbers back to 0."""
+    fresh = progress.model_copy(deep=True)
+    fresh.summary = Summary()
+    for stage in fresh.stages:
+        stage.status = JobState.CREATED
+        stage.progress = 0.0
+        for p in stage.params:
+            if isinstance(p.value, int | float):
+                p.value = 0
+    return fresh

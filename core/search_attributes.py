@@ -1,0 +1,20 @@
+"""Custom search attributes the job workflow sets, so operators can filter jobs in the Web UI."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+JOB_ID = SearchAttributeKey.for_int("AntennaJobId")
+JOB_STATUS = SearchAttributeKey.for_keyword("AntennaJobStatus")
+PROJECT_ID = SearchAttributeKey.for_int("AntennaProjectId")
+
+ALL = (JOB_ID, JOB_STATUS, PROJECT_ID)
+
+
+def dev_server_flags() -> list[str]:
+    """``--search-attribute NAME=Type`` flags for ``temporal server start-dev``."""
+    kinds = {"INT": "Int", "KEYWORD": "Keyword"}
+    flags: list[str] = []
+    for key in ALL:
+        flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
+    return flags

@@ -1,0 +1,101 @@
+"""Settings from the environment, one class per concern, defaults on the local services.
+
+Environment names: ``ANTENNA_JOBS_DATABASE_URL``, ``ANTENNA_JOBS_REDIS_URL``,
+``ANTENNA_JOBS_NATS_URL``, ``ANTENNA_JOBS_TEMPORAL_ADDRESS``, ``ANTENNA_JOBS_TEMPORAL_NAMESPACE``,
+``ANTENNA_JOBS_TASK_QUEUE`` and the others below. Durations take ``5``, ``"5s"`` or ``"2m"``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.durations import Duration
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_DATABASE_", populate_by_name=True)
+
+    url: str = "postgresql://postgres@127.0.0.1:5432/test"
+    # Tests isolate themselves in a schema of their own; production uses public.
+    schema_name: str = Field(default="public", validation_alias="ANTENNA_JOBS_DATABASE_SCHEMA")
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+
+
+class RedisSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    # Derived job state is rebuilt from Postgres when missing; the TTL only bounds leaks.
+    key_ttl: Duration = timedelta(days=7)
+
+
+class NatsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_NATS_")
+
+    url: str = "nats://127.0.0.1:4222"
+    ack_wait: Duration = timedelta(seconds=300)
+    max_deliver: int = 2
+    max_ack_pending: int = 1000
+    # Long enough that a retried publish attempt is still deduplicated by Nats-Msg-Id.
+    duplicate_window: Duration = timedelta(hours=2)
+    stream_max_age: Duration = timedelta(days=1)
+    publish_window: int = 512
+    fetch_timeout: Duration = timedelta(seconds=0.5)
+    request_timeout: Duration = timedelta(seconds=10)
+
+
+class TemporalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_TEMPORAL_")
+
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    ui_url: str = "http://127.0.0.1:8233"
+
+
+class JobSettings(BaseSettings):
+    """Task queues and the knobs of the job workflow's activities."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_")
+
+    task_queue: str = "antenna-jobs"
+    # Long-running activities get their own queue so they never hold short activities' slots.
+    aggregate_task_queue: str | None = None
+    heartbeat_timeout: Duration = timedelta(seconds=10)
+    heartbeat_interval: Duration = timedelta(seconds=2)
+    progress_interval: Duration = timedelta(seconds=1)
+    aggregate_batch_size: int = 500
+    aggregate_idle_poll: Duration = timedelta(seconds=0.2)
+    # Nothing moved for this long with every task delivered: the rest is counted failed.
+    stall_period: Duration = timedelta(minutes=15)
+    failure_threshold: float = 0.5
+    collect_batch_size: int = 5000
+    publish_page_size: int = 1000
+
+    @property
+    def long_task_queue(self) -> str:
+        return self.aggregate_task_queue or f"{self.task_queue}-aggregate"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_API_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    url: str = "http://127.0.0.1:8000"
+    token: str | None = None
+    log_lines: int = 50
+
+
+class Settings(BaseSettings):
+    """Everything a process needs, built once in its entry point and passed down."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
