@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -147,9 +148,9 @@ class JobActions:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
-                    search_attributes.JOB_ID.value_set(job.id),
-                    search_attributes.PROJECT_ID.value_set(job.project_id),
-                    search_attributes.JOB_STATUS.value_set(JobState.PENDING.value),
+                    SearchAttributePair(search_attributes.JOB_ID, job.id),
+                    SearchAttributePair(search_attributes.PROJECT_ID, job.project_id),
+                    SearchAttributePair(search_attributes.JOB_STATUS, JobState.PENDING.value),
                 ]
             ),
         )

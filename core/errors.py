@@ -1,10 +1,10 @@
 """Errors of antenna-jobs, each carrying the fields a caller needs.
 
-    AntennaJobsError
-    ├── JobNotFound(job_id)
-    ├── InvalidJobState(job_id, status, action)      refused: e.g. run a finished job
-    ├── InvalidJobInput(field, message)              bad create parameters
-    └── TaskQueueUnavailable(job_id)                 NATS did not answer in time
+AntennaJobsError
+├── JobNotFound(job_id)
+├── InvalidJobState(job_id, status, action)      refused: e.g. run a finished job
+├── InvalidJobInput(field, message)              bad create parameters
+└── TaskQueueUnavailable(job_id)                 NATS did not answer in time
 """
 
 from __future__ import annotations

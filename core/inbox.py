@@ -17,9 +17,7 @@ class InboxEntry(BaseModel):
     payload: dict[str, Any]
 
 
-async def store(
-    conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]
-) -> list[int]:
+async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
     """Insert entries in one statement; returns their row ids in the same order."""
     if not entries:
         return []

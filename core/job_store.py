@@ -155,9 +155,7 @@ async def transition(
     return cur.rowcount == 1
 
 
-async def save_progress(
-    conn: AsyncConnection[Any], job_id: int, progress: JobProgress
-) -> None:
+async def save_progress(conn: AsyncConnection[Any], job_id: int, progress: JobProgress) -> None:
     """Write the progress JSON, keeping the summary status the row's own status."""
     await conn.execute(
         "UPDATE jobs SET progress = jsonb_set(%s::jsonb, '{summary,status}', to_jsonb(status)),"
@@ -166,9 +164,7 @@ async def save_progress(
     )
 
 
-async def save_result(
-    conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]
-) -> None:
+async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE jobs SET result = %s::jsonb, updated_at = now() WHERE id = %s",
         (json.dumps(result), job_id),
@@ -189,9 +185,7 @@ async def append_log(
     )
 
 
-async def latest_logs(
-    conn: AsyncConnection[Any], job_id: int, limit: int
-) -> list[dict[str, Any]]:
+async def latest_logs(conn: AsyncConnection[Any], job_id: int, limit: int) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT created_at, level, message, context FROM job_logs"
         " WHERE job_id = %s ORDER BY id DESC LIMIT %s",

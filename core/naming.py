@@ -39,8 +39,7 @@ def ack_prefix(job_id: int) -> str:
 
 def max_deliveries_advisory(job_id: int) -> str:
     return (
-        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-        f"{stream_name(job_id)}.{consumer_name(job_id)}"
+        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name(job_id)}.{consumer_name(job_id)}"
     )
 
 
