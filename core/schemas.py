@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Numbers become strings where a str is expected (ids), as pydantic v1 did on Antenna.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
 
 class PipelineProcessingTask(WireModel):

@@ -80,6 +80,20 @@ class JobSettings(BaseSettings):
         return self.aggregate_task_queue or f"{self.task_queue}-aggregate"
 
 
+class WorkerSettings(BaseSettings):
+    """The worker process: slots of the long task queue, shutdown grace, Prometheus endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_WORKER_")
+
+    # A waiting aggregator costs a slot but no thread: many slots on the long queue.
+    long_queue_slots: int = 500
+    short_queue_slots: int = 100
+    # In-flight activities may finish (or reach a checkpoint) before a shutdown cancels them.
+    graceful_shutdown: Duration = timedelta(seconds=30)
+    # e.g. "0.0.0.0:9464" serves Temporal's worker metrics at /metrics; unset = off.
+    metrics_bind: str | None = None
+
+
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_API_")
 
@@ -99,3 +113,4 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)

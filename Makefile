@@ -1,0 +1,49 @@
+# The few commands everyone runs. `make demo` and `make test` set up .venv themselves; the install
+# step is skipped while pyproject.toml is unchanged (a stamp file named after its hash).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+IMAGES ?= 500
+# CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
+PYTEST_ARGS ?= -q
+
+.PHONY: install demo test lint bench chaos up down
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,embedded]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/antenna-jobs demo --images $(IMAGES)
+
+test: install
+	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	@set -e; for f in benchmarks/*.py; do [ -e "$$f" ] || continue; \
+		echo "== $$f"; $(BIN)/python "$$f"; done
+
+# The full form of the chaos tests (CI runs them bounded as part of `make test`).
+chaos: install
+	ANTENNA_JOBS_TEST_PROFILE=full $(BIN)/pytest -q -m chaos; rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "no chaos tests yet"; rc=0; fi; exit $$rc
+
+up: install
+	$(BIN)/antenna-jobs up
+
+down: install
+	$(BIN)/antenna-jobs down

@@ -1,0 +1,214 @@
+"""Job row activities: start, cancel checks, finalize, fail, revoke, with the job log lines.
+
+Every status write is guarded (core.job_store.transition), so a retried attempt or a late writer
+can never move a job out of a final state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import (
+    JOB_NOT_FOUND,
+    UNSUPPORTED_JOB,
+    AggregateCounters,
+    CancelCheck,
+    FailInput,
+    FinalizeInput,
+    FinalizeResult,
+    JobConfig,
+    JobRef,
+    RevokeInput,
+    StartOutcome,
+    StartResult,
+)
+from core import job_store
+from core.errors import JobNotFound
+from core.progress import JobProgress
+from core.settings import Settings
+from core.states import (
+    CANCELABLE_STATES,
+    FINAL_STATES,
+    FINALIZABLE_STATES,
+    REVOCABLE_STATES,
+    STARTABLE_STATES,
+    DispatchMode,
+    JobState,
+    JobType,
+)
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
+
+
+def final_status(counters: AggregateCounters, threshold: float) -> JobState:
+    """FAILURE when more than ``threshold`` of the images failed (Antenna's FAILURE_THRESHOLD)."""
+    if counters.total and counters.failed / counters.total > threshold:
+        return JobState.FAILURE
+    return JobState.SUCCESS
+
+
+def finished_progress(progress: JobProgress, counters: AggregateCounters, status: JobState) -> None:
+    """Close the process and results stages with the final counts."""
+    if not progress.stages:
+        return
+    progress.update_stage(
+        "process",
+        status=status,
+        progress=1.0,
+        processed=counters.done,
+        remaining=counters.remaining,
+        failed=counters.failed,
+    )
+    progress.update_stage(
+        "results",
+        status=status,
+        progress=1.0,
+        captures=counters.processed,
+        detections=counters.detections,
+        classifications=counters.classifications,
+    )
+
+
+class JobActivities:
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    def _config(self) -> JobConfig:
+        jobs = self._settings.jobs
+        return JobConfig(
+            long_task_queue=jobs.long_task_queue,
+            heartbeat_timeout=jobs.heartbeat_timeout,
+            failure_threshold=jobs.failure_threshold,
+        )
+
+    @activity.defn(name="start_job")
+    async def start_job(self, ref: JobRef) -> StartResult:
+        """Guarded move to STARTED; tells the workflow whether to run, stop, or clean up."""
+        async with self._pool.connection() as conn:
+            try:
+                job = await job_store.get_job(conn, ref.job_id)
+            except JobNotFound as err:
+                raise ApplicationError(str(err), type=JOB_NOT_FOUND, non_retryable=True) from err
+            result = StartResult(
+                outcome=StartOutcome.STARTED,
+                status=job.status,
+                project_id=job.project_id,
+                config=self._config(),
+            )
+            if job.status in FINAL_STATES:
+                return result.model_copy(update={"outcome": StartOutcome.FINAL})
+            if job.status == JobState.CANCELING:
+                return result.model_copy(update={"outcome": StartOutcome.CANCELING})
+            if job.job_type != JobType.ML or job.dispatch_mode != DispatchMode.ASYNC_API:
+                raise ApplicationError(
+                    f"job {job.id} is {job.job_type}/{job.dispatch_mode}: this workflow runs"
+                    " async_api ML jobs only",
+                    type=UNSUPPORTED_JOB,
+                    non_retryable=True,
+                )
+            moved = await job_store.transition(
+                conn, job.id, JobState.STARTED, STARTABLE_STATES, started=True
+            )
+            if not moved:
+                status = await job_store.get_status(conn, job.id)
+                if status in FINAL_STATES:
+                    return result.model_copy(
+                        update={"outcome": StartOutcome.FINAL, "status": status}
+                    )
+                if status == JobState.CANCELING:
+                    return result.model_copy(
+                        update={"outcome": StartOutcome.CANCELING, "status": status}
+                    )
+                # STARTED already: a retried attempt of this activity, or a new run after the
+                # previous one was terminated. Either way the job resumes from collect.
+            info = activity.info()
+            await job_store.append_log(
+                conn,
+                job.id,
+                f"Job started (workflow {info.workflow_id}, run {info.workflow_run_id})",
+                context={"from_status": job.status.value},
+            )
+            return result.model_copy(update={"status": JobState.STARTED})
+
+    @activity.defn(name="check_cancel")
+    async def check_cancel(self, ref: JobRef) -> CancelCheck:
+        """A job cancelled in the database only (e.g. by the Antenna UI) stops too."""
+        async with self._pool.connection() as conn:
+            status = await job_store.get_status(conn, ref.job_id)
+        return CancelCheck(status=status, cancelling=status in CANCEL_STATES)
+
+    @activity.defn(name="mark_canceling")
+    async def mark_canceling(self, ref: JobRef) -> None:
+        """CANCELING first, so /tasks/ stops serving while the running activities wind down."""
+        async with self._pool.connection() as conn:
+            if await job_store.transition(conn, ref.job_id, JobState.CANCELING, CANCELABLE_STATES):
+                await job_store.append_log(conn, ref.job_id, "Cancel requested through Temporal")
+
+    @activity.defn(name="finalize_job")
+    async def finalize_job(self, inp: FinalizeInput) -> FinalizeResult:
+        """Guarded SUCCESS, or FAILURE past the failure threshold; closes the progress stages."""
+        counters = inp.counters
+        status = final_status(counters, self._settings.jobs.failure_threshold)
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, inp.job_id)
+            if job.status == status:
+                # A retried attempt whose first try already committed.
+                return FinalizeResult(status=status, moved=True)
+            progress = job.progress.model_copy(deep=True)
+            finished_progress(progress, counters, status)
+            moved = await job_store.transition(
+                conn, job.id, status, FINALIZABLE_STATES, finished=True, progress=progress
+            )
+            if not moved:
+                return FinalizeResult(status=await job_store.get_status(conn, job.id), moved=False)
+            summary = counters.model_dump() | {"status": status.value}
+            await job_store.save_result(conn, job.id, summary)
+            reason = inp.reason or (
+                f"{counters.failed} of {counters.total} images failed"
+                f" (threshold {self._settings.jobs.failure_threshold:.0%})"
+            )
+            await job_store.append_log(
+                conn,
+                job.id,
+                f"Job finished: {status.value}. {counters.processed} processed, {counters.failed}"
+                f" failed of {counters.total}; {counters.detections} detections,"
+                f" {counters.classifications} classifications. {reason}",
+                level="INFO" if status == JobState.SUCCESS else "ERROR",
+                context=summary,
+            )
+        return FinalizeResult(status=status, moved=True)
+
+    @activity.defn(name="fail_job")
+    async def fail_job(self, inp: FailInput) -> FinalizeResult:
+        """Guarded FAILURE for a job whose workflow itself failed (not the images)."""
+        async with self._pool.connection() as conn:
+            moved = await job_store.transition(
+                conn, inp.job_id, JobState.FAILURE, FINALIZABLE_STATES, finished=True
+            )
+            if moved:
+                await job_store.append_log(
+                    conn, inp.job_id, f"Job failed: {inp.reason}", level="ERROR"
+                )
+            status = await job_store.get_status(conn, inp.job_id)
+        return FinalizeResult(status=status, moved=moved)
+
+    @activity.defn(name="revoke_job")
+    async def revoke_job(self, inp: RevokeInput) -> FinalizeResult:
+        """Guarded REVOKED with finished_at, after the job's queue state has been removed."""
+        async with self._pool.connection() as conn:
+            moved = await job_store.transition(
+                conn, inp.job_id, JobState.REVOKED, REVOCABLE_STATES, finished=True
+            )
+            if moved:
+                await job_store.append_log(
+                    conn, inp.job_id, f"Job revoked: {inp.reason}", level="WARNING"
+                )
+            status = await job_store.get_status(conn, inp.job_id)
+        return FinalizeResult(status=status, moved=moved)

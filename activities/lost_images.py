@@ -1,0 +1,89 @@
+"""Finding the image behind a task message: from a reply (ack) subject, or from a JetStream
+MAX_DELIVERIES advisory; both carry the stream sequence, and get_msg gives the task message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import suppress
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from core import naming
+
+# $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+_V1_TOKENS = 9
+# $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
+#   .<pending>[.<random>]
+_V2_MIN_TOKENS = 11
+
+
+def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
+    """(stream, stream sequence) encoded in a JetStream ack subject, or None if it is not one."""
+    tokens = reply_subject.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        return None
+    try:
+        if len(tokens) == _V1_TOKENS:
+            return tokens[2], int(tokens[5])
+        if len(tokens) >= _V2_MIN_TOKENS:
+            return tokens[4], int(tokens[7])
+    except ValueError:
+        return None
+    return None
+
+
+class TaskLookup:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def image_for_seq(self, stream: str, seq: int) -> int | None:
+        """The image id of the task message at ``seq``; None if the message or stream is gone."""
+        try:
+            msg = await self._js.get_msg(stream, seq)
+            return int(json.loads(msg.data or b"{}")["image_id"])
+        except (NatsError, KeyError, ValueError, TypeError):
+            return None
+
+    async def image_for_reply(self, reply_subject: str) -> int | None:
+        found = stream_seq_from_reply(reply_subject)
+        return await self.image_for_seq(*found) if found else None
+
+
+class MaxDeliveriesWatcher:
+    """Collects MAX_DELIVERIES advisories of one job's consumer while the aggregator runs.
+
+    Advisories published while nobody listens are lost; the stall reconciliation covers those.
+    """
+
+    def __init__(self, nc: NatsClient, job_id: int) -> None:
+        self._nc = nc
+        self._job_id = job_id
+        self._seqs: list[tuple[int, int]] = []
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(
+            naming.max_deliveries_advisory(self._job_id), cb=self._on_advisory
+        )
+
+    async def _on_advisory(self, msg: Msg) -> None:
+        with suppress(ValueError, KeyError, TypeError):
+            body = json.loads(msg.data)
+            self._seqs.append((int(body["stream_seq"]), int(body.get("deliveries", 0))))
+
+    def take(self) -> list[tuple[int, int]]:
+        """(stream sequence, deliveries) of the advisories received since the last call."""
+        taken, self._seqs = self._seqs, []
+        return taken
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with suppress(NatsError, asyncio.CancelledError):
+                await self._sub.unsubscribe()
+            self._sub = None

@@ -1,0 +1,134 @@
+"""Inputs, outputs and heartbeat checkpoints of the job activities.
+
+Imported by the workflow (through ``imports_passed_through``), so it holds pydantic models only:
+no drivers, no I/O. One model per activity input so fields can be added later.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, NonNegativeInt
+
+from core.states import JobState
+
+# ApplicationError types raised by activities and read by the workflow.
+JOB_CANCELLED = "JobCancelled"
+JOB_NOT_FOUND = "JobNotFound"
+UNSUPPORTED_JOB = "UnsupportedJob"
+
+
+class JobRef(BaseModel):
+    job_id: int
+
+
+class JobConfig(BaseModel):
+    """The settings workflow code needs; it cannot read the environment, so start_job sends them."""
+
+    long_task_queue: str
+    heartbeat_timeout: timedelta
+    failure_threshold: float
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    # Already SUCCESS/FAILURE/REVOKED: the workflow ends without side effects.
+    FINAL = "final"
+    # Cancelled before the workflow got to it: clean up and revoke.
+    CANCELING = "canceling"
+
+
+class StartResult(BaseModel):
+    outcome: StartOutcome
+    status: JobState
+    project_id: int
+    config: JobConfig
+
+
+class CollectResult(BaseModel):
+    total: NonNegativeInt
+    # Candidates before the job's limit trimmed them (None when nothing was trimmed).
+    candidates: NonNegativeInt
+
+
+class PublishInput(BaseModel):
+    job_id: int
+    total: NonNegativeInt
+
+
+class PublishCheckpoint(BaseModel):
+    """Heartbeat details of publish_tasks: everything up to last_ordinal has its acks."""
+
+    last_ordinal: NonNegativeInt = 0
+    published: NonNegativeInt = 0
+    no_url: NonNegativeInt = 0
+
+
+class PublishResult(BaseModel):
+    published: NonNegativeInt
+    no_url: NonNegativeInt
+    seconds: float
+
+
+class AggregateInput(BaseModel):
+    job_id: int
+    total: NonNegativeInt
+
+
+class AggregateCounters(BaseModel):
+    """Counts of the job's images and saved results; also the aggregator's heartbeat details."""
+
+    total: NonNegativeInt = 0
+    processed: NonNegativeInt = 0  # successful results saved
+    failed: NonNegativeInt = 0
+    detections: NonNegativeInt = 0
+    classifications: NonNegativeInt = 0
+
+    @property
+    def done(self) -> int:
+        return self.processed + self.failed
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.done)
+
+
+class AggregateResult(BaseModel):
+    counters: AggregateCounters
+    # Images counted failed by reconciliation (max_deliver exhausted or the stall period).
+    reconciled: NonNegativeInt = 0
+    stalled: bool = False
+
+
+class FinalizeInput(BaseModel):
+    job_id: int
+    counters: AggregateCounters
+    reason: str | None = None
+
+
+class FinalizeResult(BaseModel):
+    status: JobState
+    # False when the guarded update found the job no longer finalizable (e.g. CANCELING).
+    moved: bool
+
+
+class FailInput(BaseModel):
+    job_id: int
+    reason: str
+
+
+class RevokeInput(BaseModel):
+    job_id: int
+    reason: str = Field(default="cancelled")
+
+
+class CancelCheck(BaseModel):
+    status: JobState
+    cancelling: bool
+
+
+class SelfCancelInput(BaseModel):
+    workflow_id: str
+    run_id: str
+    reason: str

@@ -1,0 +1,188 @@
+"""The job's task queue in NATS JetStream (stream job_{id}, durable pull consumer) and the Redis
+pending state that goes with it: reset, prepare, publish, cleanup.
+
+Publishing resumes from its heartbeat checkpoint; a page is checkpointed only after every publish
+in it was acked, and a re-published page is dropped by JetStream's duplicate window because each
+message carries Nats-Msg-Id = the image id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+
+from activities.heartbeat import heartbeating, resume_details
+from activities.job_state_cache import JobStateCache
+from activities.models import JobRef, PublishCheckpoint, PublishInput, PublishResult
+from core import inbox, job_store, naming
+from core.inbox import InboxEntry
+from core.schemas import PipelineProcessingTask
+from core.settings import Settings
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+NO_URL_ERROR = "image has no URL"
+
+_PAGE = (
+    "SELECT ji.ordinal, ji.source_image_id, si.url FROM job_images ji"
+    " JOIN source_images si ON si.id = ji.source_image_id"
+    " WHERE ji.job_id = %s AND ji.ordinal > %s ORDER BY ji.ordinal LIMIT %s"
+)
+
+
+def task_message(image_id: int, url: str) -> bytes:
+    """The task body the ADC worker expects (reply_subject is filled in when it is fetched)."""
+    return (
+        PipelineProcessingTask(
+            id=str(image_id), image_id=str(image_id), image_url=url, reply_subject=None
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+class TaskQueueActivities:
+    def __init__(
+        self, js: JetStreamContext, redis: aioredis.Redis, pool: Pool, settings: Settings
+    ) -> None:
+        self._js = js
+        self._pool = pool
+        self._settings = settings
+        self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()))
+
+    async def remove(self, job_id: int) -> None:
+        """Delete consumer, stream and Redis keys; whatever is already gone counts as removed."""
+        stream = naming.stream_name(job_id)
+        with suppress(NotFoundError):
+            await self._js.delete_consumer(stream, naming.consumer_name(job_id))
+        with suppress(NotFoundError):
+            await self._js.delete_stream(stream)
+        await self._cache.delete(job_id)
+
+    @activity.defn(name="reset_job_queue")
+    async def reset_job_queue(self, ref: JobRef) -> None:
+        """Remove what a previous run of this job left behind (no duplicates on retry, #1283)."""
+        await self.remove(ref.job_id)
+
+    @activity.defn(name="cleanup_job_queue")
+    async def cleanup_job_queue(self, ref: JobRef) -> None:
+        await self.remove(ref.job_id)
+
+    @activity.defn(name="prepare_job_queue")
+    async def prepare_job_queue(self, ref: JobRef) -> None:
+        """Create the job's stream and durable pull consumer (same config again is a no-op)."""
+        nats = self._settings.nats
+        stream = naming.stream_name(ref.job_id)
+        await self._js.add_stream(
+            StreamConfig(
+                name=stream,
+                subjects=[naming.subject(ref.job_id)],
+                max_age=nats.stream_max_age.total_seconds(),
+                duplicate_window=nats.duplicate_window.total_seconds(),
+            )
+        )
+        await self._js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=naming.consumer_name(ref.job_id),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=nats.ack_wait.total_seconds(),
+                max_deliver=nats.max_deliver,
+                max_ack_pending=nats.max_ack_pending,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject=naming.subject(ref.job_id),
+            ),
+        )
+
+    @activity.defn(name="publish_tasks")
+    async def publish_tasks(self, inp: PublishInput) -> PublishResult:
+        state = resume_details(PublishCheckpoint) or PublishCheckpoint()
+        if state.last_ordinal > inp.total:
+            state = PublishCheckpoint()
+        resumed_from = state.last_ordinal
+        started = time.monotonic()
+        window = asyncio.Semaphore(self._settings.nats.publish_window)
+        async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: state):
+            while True:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(
+                        _PAGE,
+                        (inp.job_id, state.last_ordinal, self._settings.jobs.publish_page_size),
+                    )
+                    rows = await cur.fetchall()
+                    if not rows:
+                        break
+                    no_url = [r["source_image_id"] for r in rows if not r["url"]]
+                    if no_url:
+                        # Failed through the inbox, so the aggregator stays their only counter.
+                        await inbox.store(conn, inp.job_id, [_no_url_entry(i) for i in no_url])
+                with_url = [r for r in rows if r["url"]]
+                await self._cache.add_pending(
+                    inp.job_id, (r["source_image_id"] for r in with_url), inp.total
+                )
+                await self._publish_page(inp.job_id, with_url, window)
+                state = PublishCheckpoint(
+                    last_ordinal=rows[-1]["ordinal"],
+                    published=state.published + len(with_url),
+                    no_url=state.no_url + len(no_url),
+                )
+        seconds = time.monotonic() - started
+        count = state.published
+        async with self._pool.connection() as conn:
+            resumed = f", resumed after ordinal {resumed_from}" if resumed_from else ""
+            await job_store.append_log(
+                conn,
+                inp.job_id,
+                f"Published {count} tasks to stream {naming.stream_name(inp.job_id)}"
+                f" in {seconds:.1f} s ({count / max(seconds, 1e-6):.0f} msgs/s{resumed})",
+                context=state.model_dump(),
+            )
+            if state.no_url:
+                await job_store.append_log(
+                    conn,
+                    inp.job_id,
+                    f"{state.no_url} images have no URL and are counted failed",
+                    level="WARNING",
+                )
+        return PublishResult(published=count, no_url=state.no_url, seconds=seconds)
+
+    async def _publish_page(
+        self, job_id: int, rows: list[dict[str, Any]], window: asyncio.Semaphore
+    ) -> None:
+        """Publish a page with at most ``window`` publishes in flight; return once all are acked."""
+        subject = naming.subject(job_id)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for row in rows:
+                await window.acquire()
+                image_id = row["source_image_id"]
+                future = await self._js.publish_async(
+                    subject,
+                    task_message(image_id, row["url"]),
+                    headers={"Nats-Msg-Id": str(image_id)},
+                )
+                future.add_done_callback(lambda _: window.release())
+                futures.append(future)
+            await asyncio.gather(*futures)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+
+def _no_url_entry(image_id: int) -> InboxEntry:
+    return InboxEntry(
+        image_id=image_id,
+        reply_subject="",
+        is_error=True,
+        payload={"error": NO_URL_ERROR, "image_id": str(image_id)},
+    )

@@ -1,0 +1,80 @@
+"""The FastAPI application: job actions and the ADC worker-facing endpoints under /api/v2/.
+
+``create_app(settings)`` opens its own connections in its lifespan (migrate, Postgres pool, NATS,
+Temporal) and closes them on shutdown; ``create_app(settings, resources=...)`` uses connections a
+caller (a test) already opened and leaves closing them to that caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import nats
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+
+from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
+from api.auth import require_token
+from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources
+from core.db import migrate, open_pool
+from core.settings import Settings
+from core.temporal_client import connect_temporal
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
+    """Migrate, then open the pool, one NATS connection and the Temporal client."""
+    async with AsyncExitStack() as stack:
+        applied = await migrate(settings.database)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        pool = await open_pool(settings.database)
+        stack.push_async_callback(pool.close)
+        nc = await nats.connect(
+            settings.nats.url,
+            name="antenna-jobs-api",
+            connect_timeout=5,
+            # Keep trying forever: /tasks/ answers 503 while disconnected, never crashes.
+            max_reconnect_attempts=-1,
+        )
+        stack.push_async_callback(nc.drain)
+        temporal = await connect_temporal(settings.temporal)
+        yield ApiResources(pool=pool, nats=nc, temporal=temporal)
+
+
+def create_app(
+    settings: Settings,
+    resources: ApiResources | None = None,
+    *,
+    db_timeout: float = DB_TIMEOUT_SECONDS,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            opened = resources
+            if opened is None:
+                opened = await stack.enter_async_context(open_resources(settings))
+            context = ApiContext.build(settings, opened, db_timeout)
+            stack.push_async_callback(context.tasks.close)
+            app.state.context = context
+            yield
+
+    app = FastAPI(
+        title="antenna-jobs",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    http_errors.install(app)
+    for module in (routes_jobs, routes_tasks, routes_results, routes_projects):
+        app.include_router(module.router(), dependencies=[Depends(require_token)])
+    # Outside /api/ and without a token, for load balancers and compose health checks.
+    app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    return app
+
+
+async def _health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})

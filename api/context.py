@@ -1,0 +1,66 @@
+"""What a request handler can reach: the open clients and the per-process helpers built on them."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import psycopg
+from fastapi import Request
+from nats.aio.client import Client as NatsClient
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+
+from api.job_actions import JobActions
+from api.liveness import Liveness
+from api.task_fetcher import TaskFetcher
+from api.tokens import TokenVerifier
+from core.settings import Settings
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+# How long a request waits for a pooled connection before answering 503.
+DB_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ApiResources:
+    """Connections the API uses; opened by the app's lifespan, or by a test and passed in."""
+
+    pool: Pool
+    nats: NatsClient
+    temporal: Client
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    settings: Settings
+    resources: ApiResources
+    actions: JobActions
+    tokens: TokenVerifier
+    tasks: TaskFetcher
+    liveness: Liveness
+    db_timeout: float
+
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A pooled connection, or PoolTimeout (answered 503) after ``db_timeout``."""
+        return self.resources.pool.connection(timeout=self.db_timeout)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, resources: ApiResources, db_timeout: float = DB_TIMEOUT_SECONDS
+    ) -> ApiContext:
+        return cls(
+            settings=settings,
+            resources=resources,
+            actions=JobActions(resources.pool, resources.temporal, settings),
+            tokens=TokenVerifier(resources.pool, db_timeout),
+            tasks=TaskFetcher(resources.nats, settings.nats),
+            liveness=Liveness(resources.pool, db_timeout),
+            db_timeout=db_timeout,
+        )
+
+
+def get_context(request: Request) -> ApiContext:
+    return cast(ApiContext, request.app.state.context)

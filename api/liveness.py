@@ -1,0 +1,99 @@
+"""Liveness "heartbeats" of pull-mode processing services, inferred from their HTTP polls.
+
+Requests carry no service identity (antenna#1194), so, like Antenna, a poll marks every async
+service (``endpoint_url IS NULL``) of the pipeline or project seen. Each key is written at most
+once per ``interval`` per process (antenna#1258); a failed write never fails the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+log = logging.getLogger(__name__)
+
+HEARTBEAT_THROTTLE_SECONDS = 30.0
+
+_MARK_SEEN = "UPDATE processing_services SET last_seen = now(), last_seen_live = true"
+
+
+class Throttle:
+    """``ready(key)`` is True at most once per interval per key."""
+
+    def __init__(self, interval: float, max_keys: int = 10_000) -> None:
+        self.interval = interval
+        self._last: dict[Hashable, float] = {}
+        self._max_keys = max_keys
+
+    def ready(self, key: Hashable) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+        self._last[key] = now
+        return True
+
+
+class Liveness:
+    def __init__(
+        self, pool: Pool, db_timeout: float, interval: float = HEARTBEAT_THROTTLE_SECONDS
+    ) -> None:
+        self._pool = pool
+        self._db_timeout = db_timeout
+        self.throttle = Throttle(interval)
+
+    async def pipeline_seen(self, pipeline_id: int, project_id: int) -> None:
+        """From /tasks/ and /result/: the async services of the job's pipeline in its project."""
+        if self.throttle.ready(("pipeline", pipeline_id, project_id)):
+            await self._write(
+                _MARK_SEEN + " WHERE endpoint_url IS NULL"
+                " AND id IN (SELECT processing_service_id FROM processing_service_pipelines"
+                "            WHERE pipeline_id = %s)"
+                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
+                "            WHERE project_id = %s)",
+                (pipeline_id, project_id),
+            )
+
+    async def pipelines_seen(self, slugs: list[str], project_id: int | None) -> None:
+        """From list polls filtered by pipeline slugs (and maybe a project)."""
+        key = ("slugs", tuple(sorted(slugs)), project_id)
+        if not slugs or not self.throttle.ready(key):
+            return
+        query = (
+            _MARK_SEEN + " WHERE endpoint_url IS NULL"
+            " AND id IN (SELECT psp.processing_service_id FROM processing_service_pipelines psp"
+            "            JOIN pipelines p ON p.id = psp.pipeline_id WHERE p.slug = ANY(%s))"
+        )
+        params: tuple[Any, ...] = (slugs,)
+        if project_id is not None:
+            query += (
+                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
+                "            WHERE project_id = %s)"
+            )
+            params += (project_id,)
+        await self._write(query, params)
+
+    async def project_seen(self, project_id: int) -> None:
+        """From list polls filtered by project only."""
+        if self.throttle.ready(("project", project_id)):
+            await self._write(
+                _MARK_SEEN + " WHERE endpoint_url IS NULL"
+                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
+                "            WHERE project_id = %s)",
+                (project_id,),
+            )
+
+    async def _write(self, query: str, params: tuple[Any, ...]) -> None:
+        try:
+            async with self._pool.connection(timeout=self._db_timeout) as conn:
+                await conn.execute(query, params)
+        except (psycopg.Error, PoolTimeout) as err:
+            log.warning("could not record processing service liveness: %s", err)

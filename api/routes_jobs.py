@@ -1,0 +1,190 @@
+"""Job endpoints: the list (also the ADC's claim poll), create, detail, run, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import job_listing
+from api.bodies import json_object, strict_int
+from api.context import get_context
+from api.http_errors import BadRequest
+from api.job_listing import JobFilters
+from api.pagination import int_param, page_body, page_of, truthy
+from api.routing import route
+from core.errors import JobNotFound
+from core.job_store import JobRecord
+from core.states import DispatchMode, JobState
+
+DEFAULT_PAGE_SIZE = 10
+DEFAULT_LOGS_LIMIT = 1000
+MAX_LOGS_LIMIT = 5000
+
+
+def _filters(request: Request, ids_only: bool) -> JobFilters:
+    query = request.query_params
+    project_id = int_param(request, "project_id", minimum=0)
+    if project_id is None:
+        project_id = int_param(request, "project", minimum=0)
+    slugs: list[str] | None = None
+    if "pipeline__slug__in" in query:
+        slugs = [s.strip() for s in query["pipeline__slug__in"].split(",") if s.strip()]
+    elif "pipeline__slug" in query:
+        slugs = [query["pipeline__slug"]]
+    mode: DispatchMode | None = None
+    if query.get("dispatch_mode"):
+        try:
+            mode = DispatchMode(query["dispatch_mode"])
+        except ValueError:
+            raise BadRequest.field("dispatch_mode", "Select a valid choice.") from None
+    statuses: list[str] | None = None
+    if query.get("status"):
+        statuses = [s.strip().upper() for s in query["status"].split(",") if s.strip()]
+        unknown = [s for s in statuses if s not in JobState.__members__]
+        if unknown:
+            raise BadRequest.field("status", f"Select a valid choice: {', '.join(unknown)}.")
+    return JobFilters(
+        project_id=project_id,
+        pipeline_id=int_param(request, "pipeline", minimum=0),
+        pipeline_slugs=slugs,
+        dispatch_mode=mode,
+        statuses=statuses,
+        incomplete_only=truthy(query.get("incomplete_only")),
+        with_pipeline=ids_only,
+    )
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    """DRF page of jobs; ``ids_only=1`` gives ``{id, pipeline_slug}`` in random order, 1 a page."""
+    ctx = get_context(request)
+    ids_only = truthy(request.query_params.get("ids_only"))
+    filters = _filters(request, ids_only)
+    page = page_of(request, 1 if ids_only else DEFAULT_PAGE_SIZE)
+    async with ctx.connection() as conn:
+        count = await job_listing.count_jobs(conn, filters)
+        results = (
+            await job_listing.list_job_ids(conn, filters, page)
+            if ids_only
+            else await job_listing.list_jobs(conn, filters, page)
+        )
+    if filters.pipeline_slugs:
+        await ctx.liveness.pipelines_seen(filters.pipeline_slugs, filters.project_id)
+    elif filters.project_id is not None:
+        await ctx.liveness.project_seen(filters.project_id)
+    return JSONResponse(page_body(request, page, count, results))
+
+
+def _pipeline_slug(body: dict[str, Any]) -> str | int:
+    for name in ("pipeline_slug", "pipeline", "pipeline_id"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip():
+            return int(value) if name == "pipeline_id" and value.isdigit() else value.strip()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise BadRequest.field(name, "A pipeline slug or id is required.")
+    raise BadRequest.field("pipeline_slug", "This field is required.")
+
+
+def _required_int(body: dict[str, Any], *names: str) -> int:
+    for name in names:
+        value = strict_int(body, name, minimum=0)
+        if value is not None:
+            return value
+    raise BadRequest.field(names[0], "This field is required.")
+
+
+async def create_job(request: Request) -> JSONResponse:
+    ctx = get_context(request)
+    body = await json_object(request)
+    pipeline = _pipeline_slug(body)
+    project_id = _required_int(body, "project_id", "project")
+    collection_id = _required_int(body, "collection_id", "source_image_collection_id")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest.field("name", "Not a valid string.")
+    mode: DispatchMode | None = None
+    if body.get("dispatch_mode") is not None:
+        try:
+            mode = DispatchMode(body["dispatch_mode"])
+        except ValueError:
+            raise BadRequest.field("dispatch_mode", "Select a valid choice.") from None
+    shuffle = body.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise BadRequest.field("shuffle", "Must be a valid boolean.")
+    if isinstance(pipeline, int):
+        async with ctx.connection() as conn:
+            slug = await job_listing.pipeline_slug(conn, pipeline)
+        if slug is None:
+            raise BadRequest.field("pipeline", f"no pipeline with id {pipeline}")
+        pipeline = slug
+    start = truthy(request.query_params.get("start_now")) or body.get("start_now") is True
+    job = await ctx.actions.create(
+        project_id=project_id,
+        pipeline_slug=pipeline,
+        collection_id=collection_id,
+        name=name,
+        dispatch_mode=mode,
+        limit=strict_int(body, "limit", minimum=0),
+        shuffle=shuffle,
+        start=start,
+    )
+    return JSONResponse(await _summary(request, job), status_code=201)
+
+
+async def job_detail(request: Request, job_id: int) -> JSONResponse:
+    """The job, its progress JSON and its newest log lines (``?logs_limit=``, max 5000)."""
+    ctx = get_context(request)
+    limit = int_param(request, "logs_limit", minimum=1, maximum=MAX_LOGS_LIMIT)
+    view = await ctx.actions.view(job_id, limit or DEFAULT_LOGS_LIMIT)
+    body = await _summary(request, view.job)
+    lines = [
+        f"[{entry['created_at'].isoformat()}] {entry['level']} {entry['message']}"
+        for entry in view.logs
+    ]
+    body["logs"] = {
+        "stdout": lines,
+        "stderr": [
+            line
+            for line, entry in zip(lines, view.logs, strict=True)
+            if entry["level"] in {"ERROR", "CRITICAL"}
+        ],
+    }
+    return JSONResponse(body)
+
+
+async def run_job(request: Request, job_id: int) -> JSONResponse:
+    job = await get_context(request).actions.run(job_id)
+    return JSONResponse(await _summary(request, job))
+
+
+async def cancel_job(request: Request, job_id: int) -> JSONResponse:
+    job = await get_context(request).actions.cancel(job_id, reason="cancelled through the API")
+    return JSONResponse(await _summary(request, job))
+
+
+async def retry_job(request: Request, job_id: int) -> JSONResponse:
+    job = await get_context(request).actions.retry(job_id)
+    return JSONResponse(await _summary(request, job))
+
+
+async def _summary(request: Request, job: JobRecord) -> dict[str, Any]:
+    async with get_context(request).connection() as conn:
+        body = await job_listing.job_summary(conn, job.id)
+    if body is None:
+        raise JobNotFound(job.id)
+    return body
+
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/api/v2/jobs")
+    route(r, "GET", "/", list_jobs)
+    route(r, "POST", "/", create_job, status_code=201)
+    route(r, "GET", "/{job_id}/", job_detail)
+    route(r, "POST", "/{job_id}/run/", run_job)
+    route(r, "POST", "/{job_id}/cancel/", cancel_job)
+    route(r, "POST", "/{job_id}/retry/", retry_job)
+    return r

@@ -1,0 +1,102 @@
+"""``POST /api/v2/jobs/{id}/tasks/``: hand a worker up to ``batch_size`` reserved tasks.
+
+Status is read on every call (one primary-key lookup) so a CANCELING job gets [] at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from nats.aio.msg import Msg
+
+from api.bodies import json_object, strict_int
+from api.context import ApiContext, get_context
+from api.http_errors import BadRequest
+from api.liveness import Throttle
+from api.routing import route
+from core import job_store
+from core.errors import JobNotFound
+from core.states import ACTIVE_STATES, DispatchMode, JobState
+
+log = logging.getLogger(__name__)
+
+# One "not active" line per job a minute: idle workers poll every few seconds.
+_not_active_log = Throttle(60.0)
+
+
+def _batch_size(body: dict[str, Any]) -> int:
+    if "batch_size" not in body:
+        raise BadRequest.field("batch_size", "This field is required.")
+    if body["batch_size"] is None:
+        raise BadRequest.field("batch_size", "This field may not be null.")
+    value = strict_int(body, "batch_size", minimum=1)
+    assert value is not None
+    client_info = body.get("client_info")
+    if client_info is not None and not isinstance(client_info, dict):
+        raise BadRequest.field("client_info", "Expected an object.")
+    return value
+
+
+def _task(msg: Msg) -> dict[str, Any] | None:
+    try:
+        data = json.loads(msg.data)
+        return {
+            "id": str(data["id"]),
+            "image_id": str(data["image_id"]),
+            "image_url": str(data["image_url"]),
+            "reply_subject": msg.reply,
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
+    ctx = get_context(request)
+    batch_size = _batch_size(await json_object(request))
+    async with ctx.connection() as conn:
+        cur = await conn.execute(
+            "SELECT status, dispatch_mode, pipeline_id, project_id FROM jobs WHERE id = %s",
+            (job_id,),
+        )
+        job = await cur.fetchone()
+    if job is None:
+        raise JobNotFound(job_id)
+    if job["dispatch_mode"] != DispatchMode.ASYNC_API:
+        raise BadRequest.field("dispatch_mode", "Only async_api jobs have fetchable tasks")
+    if job["pipeline_id"] is None:
+        raise BadRequest.field("pipeline", "This job has no pipeline")
+    status = JobState(job["status"])
+    if status not in ACTIVE_STATES:
+        await _not_active(ctx, job_id, status)
+        return JSONResponse({"tasks": []})
+    await ctx.liveness.pipeline_seen(job["pipeline_id"], job["project_id"])
+    tasks = []
+    for msg in await ctx.tasks.fetch(job_id, batch_size):
+        task = _task(msg)
+        if task is None:
+            # Unreadable forever: terminate it rather than let it bounce until max_deliver.
+            log.error("job %s: terminating malformed task message %r", job_id, msg.data[:200])
+            await msg.term()
+        else:
+            tasks.append(task)
+    return JSONResponse({"tasks": tasks})
+
+
+async def _not_active(ctx: ApiContext, job_id: int, status: JobState) -> None:
+    # Its consumer is about to go (or gone): release this process's subscriptions to it.
+    await ctx.tasks.forget(job_id)
+    if _not_active_log.ready(job_id):
+        async with ctx.connection() as conn:
+            await job_store.append_log(
+                conn, job_id, f"Tasks requested while the job is {status}: none served"
+            )
+
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/api/v2/jobs")
+    route(r, "POST", "/{job_id}/tasks/", fetch_tasks)
+    return r

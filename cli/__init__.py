@@ -1,0 +1,1 @@
+"""The ``antenna-jobs`` command line: local stack, processes, job actions, fake worker, demo."""

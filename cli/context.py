@@ -1,0 +1,82 @@
+"""What the commands share: settings, a database pool, job actions, and plain error messages.
+
+Every command builds its own clients from ``Settings()`` (the environment) and closes them before
+it returns, so a clean run exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import psycopg
+import typer
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from rich.console import Console
+
+from core.db import open_pool
+from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
+from core.settings import Settings
+from core.temporal_client import connect_temporal
+
+if TYPE_CHECKING:
+    from api.job_actions import JobActions
+
+T = TypeVar("T")
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def load_settings() -> Settings:
+    return Settings()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine, turning known failures into a message and exit code 1."""
+    with user_errors():
+        return asyncio.run(coro)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except InvalidJobState as err:
+        fail(f"job {err.job_id} is {err.status}: cannot {err.action}")
+    except (JobNotFound, InvalidJobInput) as err:
+        fail(str(err))
+    except (psycopg.OperationalError, PoolTimeout) as err:
+        fail(f"cannot reach PostgreSQL ({err}); is it running? try `antenna-jobs up`")
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Pool]:
+    pool = await open_pool(settings.database)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def job_actions(settings: Settings) -> AsyncIterator[JobActions]:
+    from api.job_actions import JobActions
+
+    try:
+        client = await connect_temporal(settings.temporal)
+    except RuntimeError as err:
+        fail(
+            f"cannot reach Temporal at {settings.temporal.address} ({err});"
+            " is it running? try `antenna-jobs up`"
+        )
+    async with database(settings) as pool:
+        yield JobActions(pool, client, settings)

@@ -1,0 +1,279 @@
+"""``antenna-jobs demo``: one ML job end to end on this machine, with a live progress bar.
+
+Brings up what is missing of the stack, migrates, seeds N images, creates a token, runs the
+worker and the API as subprocesses (``antenna-jobs worker`` / ``api --port <free>``) and K fake
+ADC workers in-process, then creates and starts the job and follows it to a final state. It stops
+everything it started (subprocesses: SIGTERM, then wait) and ends with exactly one line:
+``job <id> SUCCESS: <N> images, <D> detections, <C> classifications in <T> s (<R> images/s)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from cli import local_stack, processes, progress_view
+from cli.context import (
+    Pool,
+    console,
+    database,
+    err_console,
+    fail,
+    job_actions,
+    load_settings,
+    user_errors,
+)
+from cli.fake_worker import FakeWorker, FakeWorkerConfig, api_base
+from cli.stack_services import StackError
+from core import naming
+from core.db import migrate
+from core.job_store import JobRecord
+from core.seed import seed
+from core.settings import Settings
+from core.states import JobState
+
+
+class DemoError(Exception):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    peak_rss_kib: int | None = None
+
+
+@dataclass
+class Outcome:
+    line: str
+    ok: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def demo(
+    images: Annotated[int, typer.Option(min=1, help="Images in the demo collection")] = 500,
+    workers: Annotated[int, typer.Option(min=1, help="Fake ADC workers")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="Task fetchers per fake worker")] = 4,
+    error_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of failed images")] = 0.0,
+    delay: Annotated[float, typer.Option(min=0, help="Fake inference seconds per batch")] = 0.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds")] = 900,
+    keep_stack: Annotated[
+        bool, typer.Option("--keep-stack", help="Leave started services up (`down` stops them)")
+    ] = False,
+) -> None:
+    """Run one ML job end to end on the local stack and report its throughput."""
+    settings = load_settings()
+    if "ANTENNA_JOBS_TASK_QUEUE" not in os.environ:
+        # A queue of its own: no other worker on this machine can take this demo's tasks.
+        queue = f"antenna-jobs-demo-{uuid.uuid4().hex[:8]}"
+        os.environ["ANTENNA_JOBS_TASK_QUEUE"] = queue
+        settings = load_settings()
+    stack = local_stack.StackSettings()
+    console.rule("antenna-jobs demo")
+    try:
+        reports = local_stack.up(settings, stack)
+    except StackError as err:
+        fail(f"local stack: {err}")
+    started = {r.name for r in reports if r.action == "started"}
+    for r in reports:
+        console.print(f"  {r.name:<9} {r.address:<22} {r.action}")
+    children: list[Child] = []
+    outcome: Outcome | None = None
+    try:
+        with user_errors():
+            outcome = asyncio.run(
+                _run(
+                    settings,
+                    stack,
+                    children,
+                    images,
+                    workers,
+                    concurrency,
+                    error_rate,
+                    delay,
+                    timeout,
+                )
+            )
+    except DemoError as err:
+        err_console.print(f"demo failed: {err}", style="red")
+    finally:
+        _stop_children(children)
+        if started and not keep_stack:
+            local_stack.down(stack, only=started)
+    if outcome is None:
+        raise typer.Exit(1)
+    for note in outcome.notes:
+        console.print(note, highlight=False)
+    typer.echo(outcome.line)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+async def _run(
+    settings: Settings,
+    stack: local_stack.StackSettings,
+    children: list[Child],
+    images: int,
+    workers: int,
+    concurrency: int,
+    error_rate: float,
+    delay: float,
+    give_up_after: float,
+) -> Outcome:
+    await migrate(settings.database)
+    async with database(settings) as pool:
+        from api.tokens import create_token
+
+        async with pool.connection() as conn:
+            seeded = await seed(conn, images)
+            token = await create_token(conn, f"demo-{seeded.pipeline_slug}")
+        console.print(
+            f"seeded project {seeded.project_id}, pipeline {seeded.pipeline_slug},"
+            f" collection {seeded.collection_id} ({images} images)"
+        )
+        port = processes.free_port()
+        api_url = f"http://127.0.0.1:{port}"
+        logs = stack.state_dir.resolve() / "logs"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ANTENNA_JOBS_API_URL": api_url}
+        for name, args in (("worker", ["worker"]), ("api", ["api", "--port", str(port)])):
+            log = logs / f"demo-{stamp}-{name}.log"
+            proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
+            children.append(Child(name, proc, log))
+            console.print(f"started {name} (pid {proc.pid}, log {log})")
+        await _wait_for_api(api_url, token, children, within=60)
+
+        fakes = [
+            FakeWorker(
+                FakeWorkerConfig(
+                    api_url=api_url,
+                    token=token,
+                    delay=delay,
+                    error_rate=error_rate,
+                    concurrency=concurrency,
+                    pipelines=[seeded.pipeline_slug],
+                    poll_interval=0.5,
+                    seed=n,
+                )
+            )
+            for n in range(workers)
+        ]
+        fake_tasks = [asyncio.create_task(f.run()) for f in fakes]
+        try:
+            async with job_actions(settings) as actions:
+                job = await actions.create(
+                    project_id=seeded.project_id,
+                    pipeline_slug=seeded.pipeline_slug,
+                    collection_id=seeded.collection_id,
+                    name=f"demo: {images} images",
+                    start=True,
+                )
+                ns = settings.temporal.namespace
+                console.print(
+                    f"job {job.id} started; Temporal Web UI: {settings.temporal.ui_url}"
+                    f"/namespaces/{ns}/workflows/{naming.workflow_id(job.id)}"
+                )
+                try:
+                    job = await asyncio.wait_for(
+                        progress_view.watch(
+                            progress_view.loader(pool, job.id),
+                            console,
+                            interval=0.25,
+                            still_ok=lambda: _check_children(children),
+                        ),
+                        give_up_after,
+                    )
+                except TimeoutError:
+                    with contextlib.suppress(Exception):
+                        await actions.cancel(job.id, reason="demo timed out")
+                    raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
+        finally:
+            for f in fakes:
+                f.stop()
+            await asyncio.gather(*fake_tasks, return_exceptions=True)
+        for child in children:
+            child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
+        return await _outcome(pool, job, fakes, children)
+
+
+async def _wait_for_api(url: str, token: str, children: list[Child], within: float) -> None:
+    deadline = time.monotonic() + within
+    headers = {"Authorization": f"Token {token}"}
+    async with httpx.AsyncClient(timeout=2, headers=headers) as http:
+        while time.monotonic() < deadline:
+            _check_children(children)
+            try:
+                response = await http.get(f"{api_base(url)}/jobs", params={"ids_only": 1})
+                if response.status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)  # poll interval while the server starts
+    raise DemoError(f"the API at {url} did not answer within {within:.0f} s")
+
+
+def _check_children(children: list[Child]) -> None:
+    for child in children:
+        code = child.proc.poll()
+        if code is not None:
+            tail = processes.log_tail(child.log)
+            raise DemoError(f"{child.name} exited with code {code}; log {child.log}:\n{tail}")
+
+
+def _stop_children(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            processes.stop(child.proc.pid, timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(timeout=5)
+
+
+async def _outcome(
+    pool: Pool, job: JobRecord, fakes: list[FakeWorker], children: list[Child]
+) -> Outcome:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS detections,"
+            " (SELECT count(*) FROM classifications c JOIN detections d ON d.id = c.detection_id"
+            "   WHERE d.job_id = %s AND d.bbox_x1 IS NOT NULL) AS classifications"
+            " FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            (job.id, job.id),
+        )
+        row = await cur.fetchone() or {"detections": 0, "classifications": 0}
+    c = progress_view.counts(job.progress)
+    total = c.get("total_images", 0)
+    seconds = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
+    rate = total / seconds if seconds > 0 else 0.0
+    notes = [
+        f"{child.name} peak RSS: {child.peak_rss_kib / 1024:.1f} MiB (pid {child.proc.pid})"
+        for child in children
+        if child.peak_rss_kib is not None
+    ]
+    posted = [f.totals() for f in fakes]
+    posted_d = sum(p.get("detections", 0) for p in posted)
+    posted_c = sum(p.get("classifications", 0) for p in posted)
+    failed = c.get("failed", 0)
+    notes.append(
+        f"fake workers posted {sum(p.get('images', 0) for p in posted)} images"
+        f" ({sum(p.get('errors', 0) for p in posted)} errors, {posted_d} detections,"
+        f" {posted_c} classifications, {sum(p.get('repeats', 0) for p in posted)} repeats);"
+        f" job failed images: {failed}"
+    )
+    line = (
+        f"job {job.id} {job.status.value}: {total} images, {row['detections']} detections,"
+        f" {row['classifications']} classifications in {seconds:.1f} s ({rate:.1f} images/s)"
+    )
+    return Outcome(line=line, ok=job.status == JobState.SUCCESS, notes=notes)

@@ -1,0 +1,134 @@
+"""``antenna-jobs job ...``: create, run, cancel, retry, status and watch jobs.
+
+Actions go through api.job_actions.JobActions (Postgres + Temporal) directly, not over HTTP.
+Reads (status, watch) need only Postgres, so they work while Temporal is down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cli import progress_view
+from cli.context import console, database, job_actions, load_settings, run
+from core import job_store
+from core.job_store import JobRecord
+from core.states import DispatchMode, JobState
+
+job_app = typer.Typer(help="Create and control processing jobs.", no_args_is_help=True)
+
+JobId = Annotated[int, typer.Argument(help="Job id")]
+
+
+def _print_job(job: JobRecord) -> None:
+    typer.echo(json.dumps({"id": job.id, "status": job.status.value}))
+
+
+@job_app.command("create")
+def create(
+    project: Annotated[int, typer.Option(help="Project id")],
+    pipeline: Annotated[str, typer.Option(help="Pipeline slug")],
+    collection: Annotated[int, typer.Option(help="Collection id")],
+    dispatch_mode: Annotated[
+        DispatchMode | None, typer.Option(help="Default: the project's choice")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most this many images")] = None,
+    shuffle: Annotated[bool, typer.Option(help="Shuffle the images before the limit")] = True,
+    name: Annotated[str | None, typer.Option(help="Job name")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start it right away")] = False,
+) -> None:
+    """Create an ML job; prints {"id", "status"}."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.create(
+                project_id=project,
+                pipeline_slug=pipeline,
+                collection_id=collection,
+                name=name,
+                dispatch_mode=dispatch_mode,
+                limit=limit,
+                shuffle=shuffle,
+                start=start,
+            )
+
+    _print_job(run(go()))
+
+
+@job_app.command("run")
+def run_job(job_id: JobId) -> None:
+    """Start the job's workflow (a running job keeps its one run)."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.run(job_id)
+
+    _print_job(run(go()))
+
+
+@job_app.command("cancel")
+def cancel(
+    job_id: JobId,
+    reason: Annotated[str, typer.Option(help="Recorded in the job log")] = "cancelled from CLI",
+) -> None:
+    """CANCELING at once; the workflow stops its work, cleans up and ends REVOKED."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.cancel(job_id, reason=reason)
+
+    _print_job(run(go()))
+
+
+@job_app.command("retry")
+def retry(job_id: JobId) -> None:
+    """Run a FAILURE or REVOKED job again, under the same workflow id."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.retry(job_id)
+
+    _print_job(run(go()))
+
+
+@job_app.command("status")
+def status(
+    job_id: JobId,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    logs: Annotated[int, typer.Option(min=0, help="Latest log lines to show")] = 10,
+) -> None:
+    """Status, stage progress and the latest log lines of a job."""
+    settings = load_settings()
+
+    async def go() -> tuple[JobRecord, list[dict[str, object]]]:
+        async with database(settings) as pool, pool.connection() as conn:
+            job = await job_store.get_job(conn, job_id)
+            return job, await job_store.latest_logs(conn, job_id, logs)
+
+    job, lines = run(go())
+    if as_json:
+        typer.echo(json.dumps(progress_view.status_json(job, lines)))
+    else:
+        console.print(progress_view.status_panel(job, lines))
+
+
+@job_app.command("watch")
+def watch(
+    job_id: JobId,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between reads")] = 0.5,
+) -> None:
+    """A live progress bar until the job is final; exit 0 only if it ends SUCCESS."""
+    settings = load_settings()
+
+    async def go() -> JobRecord:
+        async with database(settings) as pool:
+            return await progress_view.watch(
+                progress_view.loader(pool, job_id), console, interval=interval
+            )
+
+    job = run(go())
+    console.print(f"job {job.id} {job.status.value}")
+    if job.status != JobState.SUCCESS:
+        raise typer.Exit(1)

@@ -1,0 +1,147 @@
+"""``antenna-jobs``: the operator's command line (typer + rich).
+
+Commands that need the worker or the API import them when they run, so the rest of the CLI works
+without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from cli import local_stack
+from cli.context import console, database, err_console, fail, load_settings, run
+from cli.demo import demo
+from cli.fake_worker_command import fake_worker
+from cli.job_commands import job_app
+from cli.stack_services import StackError
+from core.db import migrate
+from core.seed import seed as seed_data
+
+app = typer.Typer(
+    name="antenna-jobs",
+    help="Antenna's ML processing jobs as durable Temporal workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for processing workers.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+app.add_typer(job_app, name="job")
+app.command("fake-worker")(fake_worker)
+app.command("demo")(demo)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the migrations not yet applied (safe to run concurrently)."""
+    settings = load_settings()
+    applied = run(migrate(settings.database))
+    console.print_json(json.dumps({"schema": settings.database.schema_name, "applied": applied}))
+
+
+@app.command()
+def up() -> None:
+    """Start whatever of Temporal, PostgreSQL, Redis and NATS does not answer (embedded)."""
+    try:
+        reports = local_stack.up(load_settings())
+    except StackError as err:
+        fail(str(err))
+    for r in reports:
+        where = f"pid {r.pid}, log {r.log}" if r.pid else "already running, left alone"
+        console.print(f"[bold]{r.name:<9}[/] {r.address:<22} {r.action:<8} ({where})")
+    ui = load_settings().temporal.ui_url
+    console.print(f"Temporal Web UI: {ui}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the services `up` started (never one it did not start)."""
+    reports = local_stack.down()
+    if not reports:
+        console.print("nothing to stop: `up` started no service")
+    for r in reports:
+        console.print(f"[bold]{r.name:<9}[/] {r.address:<22} {r.action} (pid {r.pid})")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal workers (workflows and activities) until SIGINT/SIGTERM."""
+    from worker.main import run_worker
+
+    run(run_worker(load_settings()))
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port)")] = None,
+) -> None:
+    """Serve the HTTP API (job actions and the worker-facing endpoints)."""
+    from api.server import serve
+
+    settings = load_settings()
+    serve(settings, port or settings.api.port)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who the token is for")] = "processing-worker",
+) -> None:
+    """Create an API token and print its key (shown once; only a hash is stored)."""
+    from api.tokens import create_token
+
+    async def go() -> str:
+        async with database(load_settings()) as pool, pool.connection() as conn:
+            return await create_token(conn, name)
+
+    typer.echo(run(go()))
+
+
+@app.command()
+def seed(
+    images: Annotated[int, typer.Option(min=0, help="Images in the new collection")] = 100,
+) -> None:
+    """Create a demo project, fake pipeline and a collection of N images; print their ids."""
+    settings = load_settings()
+
+    async def go() -> str:
+        await migrate(settings.database)
+        async with database(settings) as pool, pool.connection() as conn:
+            return (await seed_data(conn, images)).model_dump_json()
+
+    typer.echo(run(go()))
+
+
+def _uses_temporal() -> bool:
+    return any(name.startswith("temporalio.bridge") for name in sys.modules)
+
+
+def main() -> None:
+    """Console-script entry point.
+
+    The Temporal SDK's native runtime can abort the interpreter at exit (sdk-python #300) after
+    all work is done; every command has shut its clients and workers down by the time it
+    returns, so a process that loaded the runtime flushes and leaves with ``os._exit``.
+    """
+    code: int
+    try:
+        app()
+        code = 0
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            err_console.print(str(exit_.code))
+            code = 1
+    except KeyboardInterrupt:
+        code = 130
+    if not _uses_temporal():
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

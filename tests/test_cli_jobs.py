@@ -1,0 +1,139 @@
+"""``seed``, ``token create`` and ``job ...`` through the CLI, against the real services.
+
+The CLI reads its settings from the environment, so the fixtures' schema, Temporal address and
+task queue are passed as env vars. Commands run in a thread: each calls ``asyncio.run`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from api.tokens import hash_key
+from cli.main import app
+from core import job_store, naming
+from core.settings import Settings
+from core.states import JobState
+
+
+@pytest.fixture
+def cli_env(settings: Settings, pool: Any) -> dict[str, str]:
+    # `pool` migrates the session schema and offsets job ids away from other sessions'.
+    return {
+        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
+        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
+    }
+
+
+async def invoke(env: dict[str, str], *args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+
+async def ok_json(env: dict[str, str], *args: str) -> Any:
+    result = await invoke(env, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def seeded_job(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    seeded = await ok_json(env, "seed", "--images", "12")
+    assert set(seeded) == {"project_id", "pipeline_slug", "collection_id"}
+    return await ok_json(
+        env,
+        "job",
+        "create",
+        "--project",
+        str(seeded["project_id"]),
+        "--pipeline",
+        seeded["pipeline_slug"],
+        "--collection",
+        str(seeded["collection_id"]),
+        *extra,
+    )
+
+
+async def test_create_status_and_cancel_a_job_that_never_started(cli_env, pool):
+    created = await seeded_job(cli_env, "--limit", "5", "--no-shuffle")
+    assert created["status"] == "CREATED"
+    job_id = created["id"]
+    async with pool.connection() as conn:
+        job = await job_store.get_job(conn, job_id)
+    assert job.limit == 5 and job.shuffle is False and job.dispatch_mode == "async_api"
+
+    status = await ok_json(cli_env, "job", "status", str(job_id), "--json")
+    assert status["id"] == job_id and status["status"] == "CREATED"
+    assert [s["key"] for s in status["progress"]["stages"]] == ["collect", "process", "results"]
+
+    human = await invoke(cli_env, "job", "status", str(job_id))
+    assert human.exit_code == 0 and f"job {job_id} CREATED" in human.stdout
+    assert "Collect" in human.stdout and "Results" in human.stdout
+
+    # No workflow was ever started: the cancel revokes it directly.
+    assert (await ok_json(cli_env, "job", "cancel", str(job_id)))["status"] == "REVOKED"
+    refused = await invoke(cli_env, "job", "cancel", str(job_id))
+    assert refused.exit_code == 1
+    assert f"job {job_id} is REVOKED: cannot cancel" in refused.stderr
+    logs = (await ok_json(cli_env, "job", "status", str(job_id), "--json"))["logs"]
+    assert any("Cancel requested" in line["message"] for line in logs)
+
+    watched = await invoke(cli_env, "job", "watch", str(job_id))
+    assert watched.exit_code == 1 and f"job {job_id} REVOKED" in watched.stdout
+
+
+async def test_run_and_retry_start_the_job_workflow(cli_env, pool, temporal_client):
+    created = await seeded_job(cli_env)
+    job_id = created["id"]
+    assert (await ok_json(cli_env, "job", "run", str(job_id)))["status"] == "PENDING"
+    handle = temporal_client.get_workflow_handle(naming.workflow_id(job_id))
+    description = await handle.describe()
+    assert description.workflow_type == naming.JOB_WORKFLOW
+    assert description.task_queue == cli_env["ANTENNA_JOBS_TASK_QUEUE"]
+
+    refused = await invoke(cli_env, "job", "retry", str(job_id))
+    assert refused.exit_code == 1 and f"job {job_id} is PENDING: cannot retry" in refused.stderr
+
+    # No worker serves this queue, so end the run by hand and retry the FAILURE.
+    await handle.terminate(reason="test")
+    async with pool.connection() as conn:
+        assert await job_store.transition(conn, job_id, JobState.FAILURE, [JobState.PENDING])
+    assert (await ok_json(cli_env, "job", "retry", str(job_id)))["status"] == "RETRY"
+    retried = await handle.describe()
+    assert retried.run_id != description.run_id
+    await temporal_client.get_workflow_handle(naming.workflow_id(job_id)).terminate("test done")
+
+
+async def test_create_with_start_and_bad_input(cli_env, temporal_client):
+    started = await seeded_job(cli_env, "--start")
+    assert started["status"] == "PENDING"
+    await temporal_client.get_workflow_handle(naming.workflow_id(started["id"])).terminate("done")
+    missing = await invoke(cli_env, "job", "status", "1")
+    assert missing.exit_code == 1 and "job 1 does not exist" in missing.stderr
+    bad = await invoke(
+        cli_env,
+        "job",
+        "create",
+        "--project",
+        "1",
+        "--pipeline",
+        "no-such-slug",
+        "--collection",
+        "1",
+    )
+    assert bad.exit_code == 1 and "pipeline" in bad.stderr
+
+
+async def test_token_create_prints_a_key_stored_only_as_its_hash(cli_env, pool):
+    result = await invoke(cli_env, "token", "create", "--name", "cli-test")
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert len(key) >= 32
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT name FROM api_tokens WHERE key_hash = %s", (hash_key(key),)
+        )
+        assert await cur.fetchone() == {"name": "cli-test"}

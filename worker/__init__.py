@@ -1,0 +1,1 @@
+"""The worker process: clients, Temporal workers, metrics and shutdown."""

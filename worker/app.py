@@ -1,0 +1,54 @@
+"""The Temporal workers of one process: the main queue (workflows + short activities) and the
+long queue (collect, publish, aggregate), so long activities never hold the short ones' slots."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.images import ImageActivities
+from activities.jobs import JobActivities
+from activities.results import ResultActivities
+from activities.task_queue import TaskQueueActivities
+from activities.temporal_ops import TemporalActivities
+from core.settings import Settings
+from worker.resources import Resources
+from workflows.job_workflow import JobWorkflow
+
+
+def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
+    jobs = JobActivities(resources.pool, settings)
+    images = ImageActivities(resources.pool, settings)
+    queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
+    results = ResultActivities(
+        resources.pool, resources.nc, resources.js, resources.redis, settings
+    )
+    temporal = TemporalActivities(client)
+    grace = settings.worker.graceful_shutdown
+    main = Worker(
+        client,
+        task_queue=settings.jobs.task_queue,
+        workflows=[JobWorkflow],
+        activities=[
+            jobs.start_job,
+            jobs.check_cancel,
+            jobs.mark_canceling,
+            jobs.finalize_job,
+            jobs.fail_job,
+            jobs.revoke_job,
+            queue.reset_job_queue,
+            queue.prepare_job_queue,
+            queue.cleanup_job_queue,
+            temporal.request_cancel,
+        ],
+        max_concurrent_activities=settings.worker.short_queue_slots,
+        graceful_shutdown_timeout=grace,
+    )
+    long = Worker(
+        client,
+        task_queue=settings.jobs.long_task_queue,
+        activities=[images.collect_images, queue.publish_tasks, results.aggregate_results],
+        max_concurrent_activities=settings.worker.long_queue_slots,
+        graceful_shutdown_timeout=grace,
+    )
+    return [main, long]

@@ -1,0 +1,82 @@
+"""``antenna-jobs worker``: migrate, connect, run the workers until SIGINT/SIGTERM, shut down.
+
+Workers and clients are shut down explicitly before returning (sdk-python #300: a process that
+leaves them to interpreter exit can abort with SIGABRT after all its work is done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from core.settings import Settings
+from core.temporal_client import connect_temporal
+from worker.app import build_workers
+from worker.resources import Resources
+
+log = logging.getLogger("antenna_jobs.worker")
+_runtime: Runtime | None = None
+
+
+def metrics_runtime(bind: str | None) -> Runtime | None:
+    """One Runtime per process serving Prometheus metrics on ``bind``; None keeps the default."""
+    global _runtime
+    if bind is None:
+        return None
+    if _runtime is None:
+        _runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=bind),
+                global_tags={"service": "antenna-jobs"},
+            )
+        )
+    return _runtime
+
+
+async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or until the calling task is cancelled), then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    resources = await Resources.open(settings)
+    try:
+        client = await connect_temporal(
+            settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
+        )
+        workers = build_workers(client, settings, resources)
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        log.info(
+            "workers polling %s and %s", settings.jobs.task_queue, settings.jobs.long_task_queue
+        )
+        if ready is not None:
+            ready.set()
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            # A worker that dies (e.g. the server is unreachable for good) ends the process too.
+            await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            log.info("shutting down workers")
+            await asyncio.shield(_shutdown(workers, runs))
+        for task in runs:
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None:
+                raise error
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await asyncio.shield(resources.close())
+
+
+async def _shutdown(workers: list[Worker], runs: list[asyncio.Task[None]]) -> None:
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    await asyncio.gather(*runs, return_exceptions=True)
