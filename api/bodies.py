@@ -10,14 +10,17 @@ from fastapi import Request
 from api.http_errors import BadRequest
 
 
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
+def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest.field("body", f"JSON parse error: {err}") from None
+
+
+async def json_body(request: Request) -> Any:
+    return parse_json(await request.body())
 
 
 async def json_object(request: Request) -> dict[str, Any]:

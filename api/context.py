@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.job_actions import JobActions
-from api.liveness import Liveness
+from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
 from api.tokens import TokenVerifier
 from core.settings import Settings
@@ -22,6 +22,7 @@ Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0
+LOG_THROTTLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ApiContext:
     tasks: TaskFetcher
     liveness: Liveness
     db_timeout: float
+    # Limits job log lines that idle polling would otherwise repeat every few seconds.
+    log_throttle: Throttle
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A pooled connection, or PoolTimeout (answered 503) after ``db_timeout``."""
@@ -59,6 +62,7 @@ class ApiContext:
             tasks=TaskFetcher(resources.nats, settings.nats),
             liveness=Liveness(resources.pool, db_timeout),
             db_timeout=db_timeout,
+            log_throttle=Throttle(LOG_THROTTLE_SECONDS),
         )
 
 

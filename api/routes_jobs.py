@@ -76,16 +76,22 @@ async def list_jobs(request: Request) -> JSONResponse:
     return JSONResponse(page_body(request, page, count, results))
 
 
-def _pipeline_slug(body: dict[str, Any]) -> str | int:
-    for name in ("pipeline_slug", "pipeline", "pipeline_id"):
+def _pipeline(body: dict[str, Any]) -> str | int:
+    """A slug (``pipeline_slug``, or ``pipeline`` as text) or an id (``pipeline_id``, or
+    ``pipeline`` as a number)."""
+    if body.get("pipeline_id") is not None and body.get("pipeline") is None:
+        pipeline_id = strict_int(body, "pipeline_id", minimum=1)
+        assert pipeline_id is not None
+        return pipeline_id
+    for name in ("pipeline_slug", "pipeline"):
         value = body.get(name)
         if value is None:
             continue
         if isinstance(value, str) and value.strip():
-            return int(value) if name == "pipeline_id" and value.isdigit() else value.strip()
-        if isinstance(value, int) and not isinstance(value, bool):
+            return value.strip()
+        if name == "pipeline" and isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise BadRequest.field(name, "A pipeline slug or id is required.")
+        raise BadRequest.field(name, "A pipeline slug is required.")
     raise BadRequest.field("pipeline_slug", "This field is required.")
 
 
@@ -100,7 +106,7 @@ def _required_int(body: dict[str, Any], *names: str) -> int:
 async def create_job(request: Request) -> JSONResponse:
     ctx = get_context(request)
     body = await json_object(request)
-    pipeline = _pipeline_slug(body)
+    pipeline = _pipeline(body)
     project_id = _required_int(body, "project_id", "project")
     collection_id = _required_int(body, "collection_id", "source_image_collection_id")
     name = body.get("name")

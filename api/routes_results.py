@@ -7,6 +7,7 @@ dedupes), never lose one. Valid entries are kept even when others in the request
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import PoolTimeout
 
-from api.bodies import json_body
+from api.bodies import parse_json
 from api.context import get_context
 from api.http_errors import BadRequest
 from api.result_entries import EntryError, reply_subject_error, validate_entry
@@ -29,6 +30,9 @@ from core.states import FINAL_STATES, JobState
 log = logging.getLogger(__name__)
 
 ACK = b"+ACK"
+# Bodies this big (result posts reach 100+ MB) are parsed and validated in a thread, so the event
+# loop keeps serving /tasks/ and other posts meanwhile.
+LARGE_BODY_BYTES = 1_000_000
 ACK_FLUSH_SECONDS = 5
 # Results for these are acked and dropped: the job's aggregation has stopped or is stopping.
 DISCARD_STATES = FINAL_STATES | {JobState.CANCELING}
@@ -66,9 +70,24 @@ def _unavailable(job_id: int) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
+def _validate_all(job_id: int, raw_entries: list[Any]) -> tuple[list[InboxEntry], list[EntryError]]:
+    valid: list[InboxEntry] = []
+    errors: list[EntryError] = []
+    for index, raw in enumerate(raw_entries):
+        checked = validate_entry(job_id, index, raw)
+        if isinstance(checked, InboxEntry):
+            valid.append(checked)
+        else:
+            errors.extend(checked)
+    return valid, errors
+
+
 async def post_results(request: Request, job_id: int) -> JSONResponse:
     ctx = get_context(request)
-    raw_entries = _entries(await json_body(request))
+    raw = await request.body()
+    large = len(raw) >= LARGE_BODY_BYTES
+    body = await asyncio.to_thread(parse_json, raw) if large else parse_json(raw)
+    raw_entries = _entries(body)
     try:
         async with ctx.connection() as conn:
             cur = await conn.execute(
@@ -83,14 +102,10 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     if status in DISCARD_STATES:
         return await _discard(request, job_id, status, raw_entries)
 
-    valid: list[InboxEntry] = []
-    errors: list[EntryError] = []
-    for index, raw in enumerate(raw_entries):
-        checked = validate_entry(job_id, index, raw)
-        if isinstance(checked, InboxEntry):
-            valid.append(checked)
-        else:
-            errors.extend(checked)
+    if large:
+        valid, errors = await asyncio.to_thread(_validate_all, job_id, raw_entries)
+    else:
+        valid, errors = _validate_all(job_id, raw_entries)
     try:
         async with ctx.connection() as conn:
             row_ids = await inbox.store(conn, job_id, valid)
@@ -104,13 +119,13 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
         {"reply_subject": entry.reply_subject, "status": "queued", "task_id": str(row_id)}
         for entry, row_id in zip(valid, row_ids, strict=True)
     ]
-    body: dict[str, Any] = {"status": "accepted", "job_id": job_id, "results_queued": len(tasks)}
+    answer: dict[str, Any] = {"status": "accepted", "job_id": job_id, "results_queued": len(tasks)}
     if not errors:
-        return JSONResponse({**body, "tasks": tasks})
+        return JSONResponse({**answer, "tasks": tasks})
     bad = sorted({e.index for e in errors})
     return JSONResponse(
         {
-            **body,
+            **answer,
             "status": "partial" if tasks else "rejected",
             "tasks": tasks,
             "detail": (

@@ -16,16 +16,12 @@ from nats.aio.msg import Msg
 from api.bodies import json_object, strict_int
 from api.context import ApiContext, get_context
 from api.http_errors import BadRequest
-from api.liveness import Throttle
 from api.routing import route
 from core import job_store
 from core.errors import JobNotFound
 from core.states import ACTIVE_STATES, DispatchMode, JobState
 
 log = logging.getLogger(__name__)
-
-# One "not active" line per job a minute: idle workers poll every few seconds.
-_not_active_log = Throttle(60.0)
 
 
 def _batch_size(body: dict[str, Any]) -> int:
@@ -89,7 +85,8 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
 async def _not_active(ctx: ApiContext, job_id: int, status: JobState) -> None:
     # Its consumer is about to go (or gone): release this process's subscriptions to it.
     await ctx.tasks.forget(job_id)
-    if _not_active_log.ready(job_id):
+    # One line per job a minute: idle workers poll every few seconds.
+    if ctx.log_throttle.ready(("tasks-not-active", job_id)):
         async with ctx.connection() as conn:
             await job_store.append_log(
                 conn, job_id, f"Tasks requested while the job is {status}: none served"

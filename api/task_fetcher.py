@@ -116,10 +116,14 @@ class TaskFetcher:
 
     async def _fetch(self, job_id: int, subs: _JobSubscriptions, batch: int) -> list[Msg]:
         sub = subs.idle.pop() if subs.idle else await self._bind(job_id)
+        # fetch() first drains everything already buffered in the subscription, then asks the
+        # server for the rest; asking for fewer than it buffered would send a pull request for
+        # zero or fewer messages. Ask for at least one more: any surplus becomes spare.
+        want = max(batch, sub.pending_msgs + 1)
         keep = False
         try:
             try:
-                msgs = await sub.fetch(batch, timeout=self._fetch_timeout)
+                msgs = await sub.fetch(want, timeout=self._fetch_timeout)
             except TimeoutError:
                 msgs = []
             keep = True

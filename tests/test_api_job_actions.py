@@ -53,6 +53,17 @@ async def test_create_returns_the_job(api: Api, pool):
     )
     assert response.status_code == 201
 
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM pipelines WHERE slug = %s", (seeded.pipeline_slug,)
+        )
+        pipeline_id = (await cur.fetchone())["id"]
+    by_id = {"project_id": seeded.project_id, "collection_id": seeded.collection_id}
+    for key in ("pipeline_id", "pipeline"):
+        response = await api.client.post("/jobs/", json={**by_id, key: pipeline_id})
+        assert response.status_code == 201
+        assert response.json()["pipeline_slug"] == seeded.pipeline_slug
+
 
 async def test_create_errors_name_the_field(api: Api, pool):
     seeded = await _seeded(pool)

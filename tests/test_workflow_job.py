@@ -12,7 +12,7 @@ from api.job_actions import JobActions
 from core import job_store, naming
 from core.seed import seed
 from core.states import JobState
-from core.workflow_io import JobWorkflowResult
+from core.workflow_io import JobWorkflowResult, WorkflowProgress
 from tests.helpers_temporal import (
     SimulatedAdcWorker,
     detections_for,
@@ -80,7 +80,7 @@ async def test_job_runs_to_success(pool, temporal_client, settings, nats_client,
             handle = job_handle(temporal_client, job.id)
             result = await handle.result()
         await assert_queue_gone(resources, redis_client, job.id)
-        query = await handle.query("progress")
+        query = await handle.query("progress", result_type=WorkflowProgress)
         assert query.phase == "done" and query.published == 300
 
     ids = await image_ids(pool, job.id)

@@ -1,0 +1,73 @@
+"""``antenna-jobs demo`` end to end as a real process: worker and API subprocesses, fake workers.
+
+Everything the demo needs already answers (the shared services and the session's Temporal dev
+server), so its ``up`` step starts nothing; it uses the session's schema and a task queue of
+its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+
+import pytest
+
+from cli import processes
+from core.settings import Settings
+
+FINAL = re.compile(
+    r"^job (\d+) SUCCESS: 40 images, (\d+) detections, (\d+) classifications"
+    r" in [\d.]+ s \([\d.]+ images/s\)$"
+)
+
+
+@pytest.mark.slow
+async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, tmp_path):
+    env = {
+        **os.environ,
+        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
+        "ANTENNA_JOBS_STACK_STATE_DIR": str(tmp_path / "state"),
+    }
+    env.pop("ANTENNA_JOBS_TASK_QUEUE", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "demo",
+        "--images",
+        "40",
+        "--workers",
+        "2",
+        "--error-rate",
+        "0.1",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 150)
+    text = out.decode()
+    assert proc.returncode == 0, text
+
+    lines = text.strip().splitlines()
+    match = FINAL.match(lines[-1])
+    assert match, lines[-1]
+    job_id, detections, classifications = (int(g) for g in match.groups())
+    assert "worker peak RSS:" in text
+    assert f"/namespaces/default/workflows/job-{job_id}" in text
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            (job_id,),
+        )
+        assert (await cur.fetchone())["n"] == detections
+        cur = await conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,))
+        assert (await cur.fetchone())["status"] == "SUCCESS"
+    assert classifications == detections  # one classification per detection
+    # The demo stopped the worker and API it started.
+    pids = [int(p) for p in re.findall(r"started (?:worker|api) \(pid (\d+)", text)]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if processes.is_running(pid)]
