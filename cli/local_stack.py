@@ -8,7 +8,6 @@ after checking the pid still runs the program that was started: never a service 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,7 +157,3 @@ def _wait_until_answers(service: Service, started: StartedService, timeout: floa
             raise StackError(service.name, f"exited while starting; log {started.log}:\n{tail}")
         time.sleep(0.2)
     raise StackError(service.name, f"did not answer within {timeout:.0f} s; log {started.log}")
-
-
-def describe(reports: list[ServiceReport]) -> str:
-    return json.dumps([r.model_dump() for r in reports], indent=2)

@@ -48,15 +48,15 @@ def db_migrate() -> None:
 @app.command()
 def up() -> None:
     """Start whatever of Temporal, PostgreSQL, Redis and NATS does not answer (embedded)."""
+    settings = load_settings()
     try:
-        reports = local_stack.up(load_settings())
+        reports = local_stack.up(settings)
     except StackError as err:
         fail(str(err))
     for r in reports:
         where = f"pid {r.pid}, log {r.log}" if r.pid else "already running, left alone"
         console.print(f"[bold]{r.name:<9}[/] {r.address:<22} {r.action:<8} ({where})")
-    ui = load_settings().temporal.ui_url
-    console.print(f"Temporal Web UI: {ui}")
+    console.print(f"Temporal Web UI: {settings.temporal.ui_url}")
 
 
 @app.command()

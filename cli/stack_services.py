@@ -87,7 +87,7 @@ class Temporal:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings.temporal
         host, _, port = self._settings.address.rpartition(":")
-        self.endpoint = Endpoint(host or "127.0.0.1", int(port))
+        self.endpoint = Endpoint(host.strip("[]") or "127.0.0.1", int(port))
         self._cli = find_program("temporal") or "temporal"
 
     def _run(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:

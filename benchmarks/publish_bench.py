@@ -1,0 +1,134 @@
+"""JetStream publish rate: our publish activity against Antenna's method, in the same run.
+
+Ours: ``TaskQueueActivities.publish_tasks`` as the worker runs it (keyset pages from Postgres, Redis
+pending state per page, ``publish_async`` with a bounded window, Nats-Msg-Id dedup, heartbeat
+checkpoints). Antenna's (ami/ml/orchestration/jobs.py): every task built in memory, Redis state
+initialised in one pipeline, then chunks of 200 concurrent ``js.publish`` calls, each awaiting its
+PubAck. Both publish the same N messages to a fresh stream of the same configuration.
+
+    .venv/bin/python benchmarks/publish_bench.py --images 20000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from contextlib import suppress
+
+import psycopg
+from temporalio.testing import ActivityEnvironment
+
+from activities.images import ImageActivities
+from activities.models import JobRef, PublishInput
+from activities.task_queue import TaskQueueActivities, task_message
+from core import job_store, naming
+from core.db import migrate
+from core.seed import seed
+from core.settings import DatabaseSettings, Settings
+from worker.resources import Resources
+
+ANTENNA_CHUNK = 200
+
+
+async def antenna_publish(res: Resources, settings: Settings, job_id: int) -> float:
+    """Antenna's queue_images_to_nats: all tasks in memory, chunks of 200 awaited publishes."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT ji.source_image_id, si.url FROM job_images ji"
+            " JOIN source_images si ON si.id = ji.source_image_id"
+            " WHERE ji.job_id = %s ORDER BY ji.ordinal",
+            (job_id,),
+        )
+        rows = await cur.fetchall()
+    started = time.perf_counter()
+    ids = [str(r["source_image_id"]) for r in rows]
+    pipe = res.redis.pipeline(transaction=False)
+    for stage in ("process", "results"):
+        pipe.delete(naming.pending_key(job_id, stage))
+        pipe.sadd(naming.pending_key(job_id, stage), *ids)
+    pipe.set(naming.total_key(job_id), len(ids))
+    await pipe.execute()
+    subject = naming.subject(job_id)
+    messages = [task_message(r["source_image_id"], r["url"]) for r in rows]
+    for i in range(0, len(messages), ANTENNA_CHUNK):
+        chunk = messages[i : i + ANTENNA_CHUNK]
+        await asyncio.gather(*(res.js.publish(subject, body) for body in chunk))
+    return time.perf_counter() - started
+
+
+async def ours_publish(acts: TaskQueueActivities, job_id: int, total: int) -> float:
+    started = time.perf_counter()
+    result = await ActivityEnvironment().run(
+        acts.publish_tasks, PublishInput(job_id=job_id, total=total)
+    )
+    assert result.published == total, result
+    return time.perf_counter() - started
+
+
+async def main(images: int, rounds: int) -> None:
+    schema = f"aj_bench_{uuid.uuid4().hex[:8]}"
+    settings = Settings(database=DatabaseSettings(schema_name=schema))
+    await migrate(settings.database)
+    async with await psycopg.AsyncConnection.connect(settings.database.url, autocommit=True) as c:
+        await c.execute(
+            f"ALTER SEQUENCE {schema}.jobs_id_seq RESTART WITH {random.randint(10**8, 10**12)}"
+        )
+    res = await Resources.open(settings, run_migrations=False)
+    queue = TaskQueueActivities(res.js, res.redis, res.pool, settings)
+    collect = ImageActivities(res.pool, settings)
+    timings: dict[str, list[float]] = {"ours": [], "antenna": []}
+    try:
+        async with res.pool.connection() as conn:
+            seeded = await seed(conn, images)
+        for _ in range(rounds):
+            for method in ("antenna", "ours"):
+                async with res.pool.connection() as conn:
+                    job = await job_store.create_ml_job(
+                        conn,
+                        project_id=seeded.project_id,
+                        pipeline_slug=seeded.pipeline_slug,
+                        collection_id=seeded.collection_id,
+                    )
+                ref = JobRef(job_id=job.id)
+                await ActivityEnvironment().run(collect.collect_images, ref)
+                await queue.prepare_job_queue(ref)
+                try:
+                    if method == "ours":
+                        seconds = await ours_publish(queue, job.id, images)
+                    else:
+                        seconds = await antenna_publish(res, settings, job.id)
+                    info = await res.js.stream_info(naming.stream_name(job.id))
+                    assert info.state.messages == images, (method, info.state.messages)
+                    timings[method].append(seconds)
+                finally:
+                    await queue.remove(job.id)
+    finally:
+        await res.close()
+        async with await psycopg.AsyncConnection.connect(
+            settings.database.url, autocommit=True
+        ) as c:
+            with suppress(Exception):
+                await c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    print(f"JetStream publish of {images} task messages, {rounds} rounds (median seconds)")
+    rates = {}
+    for method, label in (
+        ("antenna", f"Antenna: chunks of {ANTENNA_CHUNK} concurrent js.publish"),
+        ("ours", "ours: publish_tasks activity (publish_async window)"),
+    ):
+        median = statistics.median(timings[method])
+        rates[method] = images / median
+        print(f"  {label:58s} {median:7.2f} s  {rates[method]:9.0f} msgs/s")
+    print(f"  ratio ours/antenna: {rates['ours'] / rates['antenna']:.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.images, args.rounds))
