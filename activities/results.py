@@ -128,7 +128,9 @@ class _Aggregation:
         self.last_change = self.started
         self.last_progress = 0.0
         self.last_throughput = self.started
-        self.last_check = 0.0
+        # The first check waits one interval: publish creates the Redis keys meanwhile, and a
+        # rebuild is only for keys that went missing later (a flush).
+        self.last_check = self.started
         self.dirty = True
 
     async def run(self) -> AggregateResult:
@@ -167,7 +169,7 @@ class _Aggregation:
                 )
             await self._apply(outcome)
             if exhausted:
-                self.result.reconciled += len(outcome.failed)
+                self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
                 await self._log(
                     f"{len(exhausted)} tasks exhausted max_deliver"
                     f" ({self.o._settings.nats.max_deliver}) without a result: counted failed",

@@ -31,6 +31,7 @@ from core.states import (
     RETRYABLE_STATES,
     DispatchMode,
     JobState,
+    JobType,
 )
 from core.workflow_io import JobWorkflowInput
 
@@ -75,6 +76,28 @@ class JobActions:
                 dispatch_mode=dispatch_mode,
                 limit=limit,
                 shuffle=shuffle,
+            )
+        return await self.run(job.id) if start else job
+
+    async def create_internal(
+        self,
+        *,
+        job_type: JobType,
+        project_id: int,
+        collection_id: int | None = None,
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+        start: bool = False,
+    ) -> JobRecord:
+        """A populate_captures_collection or data_export job (params checked per type)."""
+        async with self._pool.connection() as conn:
+            job = await job_store.create_internal_job(
+                conn,
+                job_type=job_type,
+                project_id=project_id,
+                collection_id=collection_id,
+                params=params,
+                name=name,
             )
         return await self.run(job.id) if start else job
 
@@ -140,7 +163,7 @@ class JobActions:
 
     async def _start_workflow(self, job: JobRecord) -> None:
         await self._client.start_workflow(
-            naming.JOB_WORKFLOW,
+            naming.workflow_type(job.job_type, job.dispatch_mode),
             JobWorkflowInput(job_id=job.id),
             id=naming.workflow_id(job.id),
             task_queue=self._settings.jobs.task_queue,

@@ -16,7 +16,7 @@ from api.pagination import int_param, page_body, page_of, truthy
 from api.routing import route
 from core.errors import JobNotFound
 from core.job_store import JobRecord
-from core.states import DispatchMode, JobState
+from core.states import DispatchMode, JobState, JobType
 
 DEFAULT_PAGE_SIZE = 10
 DEFAULT_LOGS_LIMIT = 1000
@@ -103,9 +103,48 @@ def _required_int(body: dict[str, Any], *names: str) -> int:
     raise BadRequest.field(names[0], "This field is required.")
 
 
+def _job_type(body: dict[str, Any]) -> JobType:
+    """``job_type_key`` (Antenna's name) or ``job_type``; ML when neither is given."""
+    for name in ("job_type_key", "job_type"):
+        if body.get(name) is not None:
+            try:
+                return JobType(body[name])
+            except ValueError:
+                choices = ", ".join(t.value for t in JobType)
+                raise BadRequest.field(name, f"Select a valid choice: {choices}.") from None
+    return JobType.ML
+
+
+async def _create_internal(
+    request: Request, body: dict[str, Any], job_type: JobType
+) -> JSONResponse:
+    """populate_captures_collection / data_export: params per type in ``params`` (an object)."""
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise BadRequest.field("params", "Expected a JSON object.")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest.field("name", "Not a valid string.")
+    collection_id = strict_int(body, "collection_id", minimum=0)
+    if collection_id is None:
+        collection_id = strict_int(body, "source_image_collection_id", minimum=0)
+    job = await get_context(request).actions.create_internal(
+        job_type=job_type,
+        project_id=_required_int(body, "project_id", "project"),
+        collection_id=collection_id,
+        params=params,
+        name=name,
+        start=truthy(request.query_params.get("start_now")) or body.get("start_now") is True,
+    )
+    return JSONResponse(await _summary(request, job), status_code=201)
+
+
 async def create_job(request: Request) -> JSONResponse:
     ctx = get_context(request)
     body = await json_object(request)
+    job_type = _job_type(body)
+    if job_type != JobType.ML:
+        return await _create_internal(request, body, job_type)
     pipeline = _pipeline(body)
     project_id = _required_int(body, "project_id", "project")
     collection_id = _required_int(body, "collection_id", "source_image_collection_id")

@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 
 from cli import progress_view
-from cli.context import console, database, job_actions, load_settings, run
+from cli.context import console, database, fail, job_actions, load_settings, run
 from core import job_store
+from core.job_params import ExportFormat, SampleMethod
 from core.job_store import JobRecord
-from core.states import DispatchMode, JobState
+from core.states import DispatchMode, JobState, JobType
 
 job_app = typer.Typer(help="Create and control processing jobs.", no_args_is_help=True)
 
@@ -29,20 +30,66 @@ def _print_job(job: JobRecord) -> None:
 @job_app.command("create")
 def create(
     project: Annotated[int, typer.Option(help="Project id")],
-    pipeline: Annotated[str, typer.Option(help="Pipeline slug")],
-    collection: Annotated[int, typer.Option(help="Collection id")],
-    dispatch_mode: Annotated[
-        DispatchMode | None, typer.Option(help="Default: the project's choice")
+    pipeline: Annotated[str | None, typer.Option(help="Pipeline slug (ML jobs)")] = None,
+    collection: Annotated[
+        int | None,
+        typer.Option(
+            help="Collection id (ML: its images; populate: the one to fill; export: scope)"
+        ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=0, help="At most this many images")] = None,
-    shuffle: Annotated[bool, typer.Option(help="Shuffle the images before the limit")] = True,
+    job_type: Annotated[JobType, typer.Option("--type", help="Job type")] = JobType.ML,
+    dispatch_mode: Annotated[
+        DispatchMode | None, typer.Option(help="ML: default is the project's choice")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="ML: at most this many images")] = None,
+    shuffle: Annotated[bool, typer.Option(help="ML: shuffle the images before the limit")] = True,
+    export_format: Annotated[
+        ExportFormat, typer.Option("--format", help="data_export: file format")
+    ] = ExportFormat.CSV,
+    method: Annotated[
+        SampleMethod | None, typer.Option(help="populate_captures_collection: how to sample")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="populate random: captures to pick")] = None,
+    every: Annotated[int | None, typer.Option(help="populate every_nth: keep 1 in N")] = None,
+    seed: Annotated[int | None, typer.Option(help="populate random: seed of the sample")] = None,
+    date_start: Annotated[str | None, typer.Option(help="populate window: YYYY-MM-DD")] = None,
+    date_end: Annotated[str | None, typer.Option(help="populate window: YYYY-MM-DD")] = None,
+    hour_start: Annotated[int | None, typer.Option(help="populate window: hour (UTC)")] = None,
+    hour_end: Annotated[int | None, typer.Option(help="populate window: hour (UTC)")] = None,
     name: Annotated[str | None, typer.Option(help="Job name")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it right away")] = False,
 ) -> None:
-    """Create an ML job; prints {"id", "status"}."""
+    """Create a job (ML, populate_captures_collection or data_export); prints {"id", "status"}."""
+    if job_type == JobType.ML and (pipeline is None or collection is None):
+        fail("an ML job needs --pipeline and --collection")
+    params: dict[str, object] = {}
+    if job_type == JobType.DATA_EXPORT:
+        params = {"format": export_format.value}
+    elif job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        given = {
+            "method": method.value if method else None,
+            "size": size,
+            "every": every,
+            "seed": seed,
+            "date_start": date_start,
+            "date_end": date_end,
+            "hour_start": hour_start,
+            "hour_end": hour_end,
+        }
+        params = {key: value for key, value in given.items() if value is not None}
 
     async def go() -> JobRecord:
         async with job_actions(load_settings()) as actions:
+            if job_type != JobType.ML:
+                return await actions.create_internal(
+                    job_type=job_type,
+                    project_id=project,
+                    collection_id=collection,
+                    params=params,
+                    name=name,
+                    start=start,
+                )
+            assert pipeline is not None and collection is not None
             return await actions.create(
                 project_id=project,
                 pipeline_slug=pipeline,

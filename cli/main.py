@@ -16,6 +16,7 @@ import typer
 from cli import local_stack
 from cli.context import console, database, err_console, fail, load_settings, run
 from cli.demo import demo
+from cli.fake_service_command import fake_service
 from cli.fake_worker_command import fake_worker
 from cli.job_commands import job_app
 from cli.stack_services import StackError
@@ -34,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(job_app, name="job")
 app.command("fake-worker")(fake_worker)
+app.command("fake-service")(fake_service)
 app.command("demo")(demo)
 
 

@@ -69,6 +69,8 @@ def status_panel(job: JobRecord, logs: list[dict[str, Any]]) -> RenderableType:
         for row in reversed(logs)
     ]
     errors = [Text(f"error: {e}", style="red") for e in job.progress.errors[-5:]]
+    if job.result and "path" in job.result:
+        errors.insert(0, Text(f"file: {job.result['path']} ({job.result.get('size')} bytes)"))
     return Group(head, stages, *errors, Text("latest logs:", style="bold") if lines else "", *lines)
 
 
@@ -77,8 +79,10 @@ def status_json(job: JobRecord, logs: list[dict[str, Any]]) -> dict[str, Any]:
         "id": job.id,
         "name": job.name,
         "status": job.status.value,
+        "job_type": job.job_type.value,
         "dispatch_mode": job.dispatch_mode.value,
         "progress": job.progress.as_json(),
+        "result": job.result,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "logs": [

@@ -4,10 +4,13 @@ aggregator, which saves and deletes rows in one transaction so a replay cannot c
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import AsyncConnection
 from pydantic import BaseModel
+
+from core.states import JobState
 
 
 class InboxEntry(BaseModel):
@@ -27,12 +30,42 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
         " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
         "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
         " ORDER BY e.n RETURNING id",
-        (
-            job_id,
-            [e.image_id for e in entries],
-            [e.reply_subject for e in entries],
-            [e.is_error for e in entries],
-            [json.dumps(e.payload) for e in entries],
-        ),
+        (job_id, *_columns(entries)),
     )
     return [int(row["id"]) for row in await cur.fetchall()]
+
+
+def _columns(entries: list[InboxEntry]) -> tuple[list[Any], ...]:
+    return (
+        [e.image_id for e in entries],
+        [e.reply_subject for e in entries],
+        [e.is_error for e in entries],
+        [json.dumps(e.payload) for e in entries],
+    )
+
+
+async def store_while_accepting(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    entries: list[InboxEntry],
+    refused: Iterable[JobState],
+) -> list[int] | None:
+    """Like ``store``, but only while the job's status is not in ``refused``; None if it is.
+
+    The status is read FOR SHARE in the insert itself, so a concurrent status change (a cancel)
+    either waits until these rows are committed (the job's cleanup, which runs after it, then
+    removes them) or is seen here and nothing is inserted: no row can land after the cleanup.
+    """
+    if not entries:
+        return []
+    cur = await conn.execute(
+        "WITH job AS (SELECT id FROM jobs WHERE id = %s AND NOT (status = ANY(%s)) FOR SHARE)"
+        " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
+        " SELECT job.id, e.image_id, e.reply_subject, e.is_error, e.payload"
+        " FROM job, unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
+        "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
+        " ORDER BY e.n RETURNING id",
+        (job_id, [s.value for s in refused], *_columns(entries)),
+    )
+    ids = [int(row["id"]) for row in await cur.fetchall()]
+    return ids or None

@@ -15,7 +15,8 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.errors import InvalidJobInput, JobNotFound
-from core.progress import JobProgress, new_ml_progress
+from core.job_params import validate_params
+from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
 from core.states import DispatchMode, JobState, JobType
 
 _COLUMNS = (
@@ -116,6 +117,60 @@ async def create_ml_job(
             json.dumps(new_ml_progress().as_json()),
             limit,
             shuffle,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return await get_job(conn, row["id"])
+
+
+async def create_internal_job(
+    conn: AsyncConnection[Any],
+    *,
+    job_type: JobType,
+    project_id: int,
+    collection_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> JobRecord:
+    """Create a populate_captures_collection or data_export job (dispatch mode internal)."""
+    if job_type == JobType.ML:
+        raise InvalidJobInput("job_type", "ML jobs are created with a pipeline (create_ml_job)")
+    stored = validate_params(job_type, params or {})
+    cur = await conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,))
+    if await cur.fetchone() is None:
+        raise InvalidJobInput("project", f"project {project_id} does not exist")
+    if collection_id is None and job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        raise InvalidJobInput("collection", "the collection to populate is required")
+    if collection_id is not None:
+        cur = await conn.execute(
+            "SELECT project_id FROM collections WHERE id = %s", (collection_id,)
+        )
+        collection = await cur.fetchone()
+        if collection is None:
+            raise InvalidJobInput("collection", f"collection {collection_id} does not exist")
+        if collection["project_id"] != project_id:
+            raise InvalidJobInput(
+                "collection", f"collection {collection_id} is not in project {project_id}"
+            )
+    if job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        progress = new_populate_progress()
+        default_name = f"Populate collection {collection_id} ({stored['method']})"
+    else:
+        progress = new_export_progress()
+        scope = f"collection {collection_id}" if collection_id else f"project {project_id}"
+        default_name = f"Export {scope} as {stored['format']}"
+    cur = await conn.execute(
+        "INSERT INTO jobs (name, project_id, collection_id, job_type, dispatch_mode, progress,"
+        " params) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            name or default_name,
+            project_id,
+            collection_id,
+            job_type.value,
+            DispatchMode.INTERNAL.value,
+            json.dumps(progress.as_json()),
+            json.dumps(stored),
         ),
     )
     row = await cur.fetchone()

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import re
 
+from core.states import DispatchMode, JobType
+
 JOB_WORKFLOW = "JobWorkflow"
+SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
+INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 CANCEL_SIGNAL = "cancel"
 PROGRESS_QUERY = "progress"
 
 _WORKFLOW_ID = re.compile(r"^job-(\d+)$")
+
+
+def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
+    """The workflow that runs a job: ML jobs by dispatch mode, every other type internally."""
+    if job_type != JobType.ML:
+        return INTERNAL_JOB_WORKFLOW
+    return SYNC_JOB_WORKFLOW if dispatch_mode == DispatchMode.SYNC_API else JOB_WORKFLOW
 
 
 def workflow_id(job_id: int) -> str:

@@ -118,6 +118,42 @@ def new_ml_progress() -> JobProgress:
     )
 
 
+def new_populate_progress() -> JobProgress:
+    """populate_captures_collection: Antenna's one stage, with what was sampled and added."""
+    return JobProgress(
+        stages=[
+            _stage(
+                "populate_captures_collection",
+                "Populate captures collection",
+                ("method", "Method"),
+                ("captures_considered", "Captures considered"),
+                ("captures_added", "Captures added"),
+            )
+        ]
+    )
+
+
+def new_export_progress() -> JobProgress:
+    """data_export: rows streamed to the file, then the finished file moved into place."""
+    return JobProgress(
+        stages=[
+            _stage(
+                "exporting_data",
+                "Exporting data",
+                ("format", "Format"),
+                ("total_records", "Total records"),
+                ("records_exported", "Records exported"),
+            ),
+            _stage(
+                "saving_file",
+                "Saving file",
+                ("file_path", "File path"),
+                ("file_size", "File size"),
+            ),
+        ]
+    )
+
+
 def reset_progress(progress: JobProgress) -> JobProgress:
     """Antenna's JobProgress.reset() for a retry: stages back to CREATED, numbers back to 0."""
     fresh = progress.model_copy(deep=True)

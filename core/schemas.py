@@ -159,6 +159,15 @@ class PipelineRegistrationResponse(WireModel):
     processing_service_id: int | None = None
 
 
+class ProcessingServiceInfoResponse(WireModel):
+    """``GET /info`` of a push-mode (sync) processing service."""
+
+    name: str
+    description: str | None = None
+    pipelines: list[PipelineConfigResponse] = Field(default_factory=list)
+    algorithms: list[AlgorithmConfigResponse] = Field(default_factory=list)
+
+
 class SourceImageRequest(WireModel):
     id: str
     url: str

@@ -8,6 +8,7 @@ Environment names: ``ANTENNA_JOBS_DATABASE_URL``, ``ANTENNA_JOBS_REDIS_URL``,
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,6 +95,30 @@ class WorkerSettings(BaseSettings):
     metrics_bind: str | None = None
 
 
+class SyncApiSettings(BaseSettings):
+    """SYNC_API jobs: how batches are posted to a push-mode processing service's /process."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_SYNC_")
+
+    connect_timeout: Duration = timedelta(seconds=5)
+    # One batch of inference on a remote GPU; a request slower than this counts as failed.
+    read_timeout: Duration = timedelta(seconds=120)
+    # Extra attempts of a batch after a 5xx, a timeout or a connection error.
+    retries: int = Field(default=3, ge=0)
+    # Wait before the first retry, doubled for each further one.
+    retry_backoff: Duration = timedelta(seconds=1)
+    readyz_timeout: Duration = timedelta(seconds=5)
+
+
+class ExportSettings(BaseSettings):
+    """data_export jobs: where the files go and how many rows each database round trip fetches."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_EXPORT_")
+
+    dir: Path = Path("exports")
+    batch_size: int = Field(default=2000, ge=1)
+
+
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_API_")
 
@@ -114,3 +139,5 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sync: SyncApiSettings = Field(default_factory=SyncApiSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)

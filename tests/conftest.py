@@ -102,3 +102,16 @@ async def nats_client(session_settings: Settings) -> AsyncIterator[NatsClient]:
         yield nc
     finally:
         await nc.drain()
+
+
+# --- worker fixtures ---
+
+
+@pytest_asyncio.fixture
+async def job_workers(temporal_client: Client, settings: Settings) -> AsyncIterator[Any]:
+    """The job workflow's workers (both task queues) for this test's settings; yields the
+    worker's Resources (pool, redis, nats, jetstream)."""
+    from tests.helpers_temporal import running_workers
+
+    async with running_workers(temporal_client, settings) as resources:
+        yield resources

@@ -116,16 +116,27 @@ class SimulatedAdcWorker:
     batch_size: int = 100
     # Images whose task is received but never answered nor acked (redelivery / max_deliver).
     ignores: Callable[[int], bool] = lambda _image: False
+    # Error results that name no image (the aggregator must find it from the reply subject).
+    anonymous_errors: bool = False
     acked: int = 0
     seen: list[int] = field(default_factory=list)
+    _sub: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
+        try:
+            await self._pull(js, stop)
+        finally:
+            if self._sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._sub.unsubscribe()
+
+    async def _pull(self, js: Any, stop: asyncio.Event) -> None:
         sub = None
         while not stop.is_set():
             if sub is None:
                 try:
-                    sub = await js.pull_subscribe_bind(
+                    sub = self._sub = await js.pull_subscribe_bind(
                         naming.consumer_name(self.job_id), naming.stream_name(self.job_id)
                     )
                 except NotFoundError:
@@ -133,7 +144,7 @@ class SimulatedAdcWorker:
                     continue
             try:
                 msgs = await sub.fetch(self.batch_size, timeout=0.2)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except NotFoundError:
                 sub = None
@@ -150,11 +161,12 @@ class SimulatedAdcWorker:
             if self.ignores(image):
                 continue
             if self.fails(image):
-                result: Any = PipelineResultsError(error="simulated", image_id=task.image_id)
+                named = None if self.anonymous_errors else task.image_id
+                result: Any = PipelineResultsError(error="simulated", image_id=named)
             else:
                 result = success_result(task, self.pipeline)
             entry = InboxEntry(
-                image_id=image,
+                image_id=None if self.anonymous_errors and self.fails(image) else image,
                 reply_subject=msg.reply,
                 is_error=isinstance(result, PipelineResultsError),
                 payload=result.model_dump(mode="json"),

@@ -189,12 +189,13 @@ async def test_mostly_failed_job_ends_failure(pool, temporal_client, settings, n
     )
 
 
-async def test_zero_image_job_succeeds_at_once(pool, temporal_client, settings, redis_client):
+async def test_zero_image_job_succeeds_at_once(
+    pool, temporal_client, settings, redis_client, job_workers
+):
     job, _ = await new_job(pool, 0)
-    async with running_workers(temporal_client, settings) as resources:
-        await JobActions(pool, temporal_client, settings).run(job.id)
-        result = await job_handle(temporal_client, job.id).result()
-        await assert_queue_gone(resources, redis_client, job.id)
+    await JobActions(pool, temporal_client, settings).run(job.id)
+    result = await job_handle(temporal_client, job.id).result()
+    await assert_queue_gone(job_workers, redis_client, job.id)
     assert result.status == JobState.SUCCESS and result.total == 0
     async with pool.connection() as conn:
         done = await job_store.get_job(conn, job.id)

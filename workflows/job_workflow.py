@@ -114,7 +114,10 @@ class JobWorkflow:
                 if is_cancelled_exception(err):
                     raise
                 raise asyncio.CancelledError(workflow.cancellation_reason()) from err
-            raise await self._fail(err) from err
+            failure = await self._fail(err)
+            if failure is err:
+                raise
+            raise failure from err
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
@@ -164,8 +167,11 @@ class JobWorkflow:
     async def _finalize(self, counters: AggregateCounters) -> JobWorkflowResult:
         self._state.phase = "finalizing"
         self._set_counts(counters)
+        # No cancel check right after: once the job is final, a late cancel no longer applies.
         done: FinalizeResult = await self._short(
-            JobActivities.finalize_job, FinalizeInput(job_id=self._job.job_id, counters=counters)
+            JobActivities.finalize_job,
+            FinalizeInput(job_id=self._job.job_id, counters=counters),
+            check=False,
         )
         if not done.moved and done.status not in FINAL_STATES - {JobState.REVOKED}:
             await self._cancel_self(f"the job became {done.status} while finishing")

@@ -1,0 +1,315 @@
+"""data_export: stream a project's (or one collection's) detections and their classifications
+to a CSV or JSON Lines file in the export directory, never holding the export in memory.
+
+A server-side cursor (in one transaction: one consistent snapshot) is read ``batch_size`` rows
+at a time in detection id order and each batch is appended to ``<file>.partial`` and flushed;
+the heartbeat details then record (last detection id, bytes), so a retried attempt truncates the
+partial file to that size and continues after that id. The finished file is fsynced and renamed
+into place; its path and size become the job's result. A cancel removes the partial file here,
+and the workflow's cleanup (remove_export) removes whatever a killed attempt left.
+
+CSV: one row per classification (detection columns repeated; a detection without any has one
+row with empty classification columns). JSON Lines: one object per detection, classifications
+nested. Null-bbox "nothing found" markers are not detections and are not exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating, resume_details
+from activities.internal_models import ExportCheckpoint, InternalResult, RemoveExportInput
+from activities.jobs import CANCEL_STATES
+from activities.models import JOB_CANCELLED, JobRef
+from core import job_store
+from core.job_params import ExportFormat, export_params
+from core.job_store import JobRecord
+from core.progress import JobProgress
+from core.settings import Settings
+from core.states import JobState
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+_SCOPE = """
+FROM detections d
+JOIN source_images si ON si.id = d.source_image_id
+JOIN algorithms a ON a.id = d.algorithm_id
+WHERE si.project_id = %(project)s AND d.bbox_x1 IS NOT NULL
+  AND (%(collection)s::bigint IS NULL OR EXISTS (
+        SELECT 1 FROM collection_images ci
+        WHERE ci.collection_id = %(collection)s AND ci.source_image_id = d.source_image_id))
+"""
+_CLASSIFICATIONS = """
+coalesce((SELECT json_agg(json_build_object(
+    'classification_id', c.id, 'taxon', c.taxon, 'algorithm', ca.key,
+    'score', (SELECT max(s) FROM unnest(c.scores) AS s), 'terminal', c.terminal,
+    'timestamp', c.timestamp) ORDER BY c.id)
+  FROM classifications c JOIN algorithms ca ON ca.id = c.algorithm_id
+  WHERE c.detection_id = d.id), '[]'::json)
+"""
+_RECORD = (
+    "json_build_object('detection_id', d.id, 'source_image_id', si.id,"
+    " 'source_image_url', si.url, 'source_image_timestamp', si.timestamp,"
+    " 'deployment_id', si.deployment_id, 'job_id', d.job_id, 'algorithm', a.key,"
+    " 'bbox', json_build_array(d.bbox_x1, d.bbox_y1, d.bbox_x2, d.bbox_y2),"
+    " 'inference_time', d.inference_time, 'timestamp', d.timestamp,"
+    " 'crop_image_url', d.crop_image_url, 'classifications', " + _CLASSIFICATIONS + ")::text"
+)
+_PAGE = "SELECT d.id, " + _RECORD + " AS record " + _SCOPE + " AND d.id > %(after)s ORDER BY d.id"
+_COUNT = "SELECT count(*) AS n " + _SCOPE
+
+DETECTION_COLUMNS = [
+    "detection_id",
+    "source_image_id",
+    "source_image_url",
+    "source_image_timestamp",
+    "deployment_id",
+    "job_id",
+    "algorithm",
+    "bbox_x1",
+    "bbox_y1",
+    "bbox_x2",
+    "bbox_y2",
+    "inference_time",
+    "timestamp",
+    "crop_image_url",
+]
+CLASSIFICATION_COLUMNS = ["classification_id", "taxon", "algorithm", "score", "terminal"]
+CSV_HEADER = [
+    *DETECTION_COLUMNS,
+    "classification_id",
+    "taxon",
+    "classification_algorithm",
+    "score",
+    "terminal",
+]
+
+
+def export_path(directory: Path, job: JobRecord, fmt: ExportFormat) -> Path:
+    scope = f"-collection-{job.collection_id}" if job.collection_id else ""
+    return directory / f"project-{job.project_id}{scope}-job-{job.id}.{fmt.value}"
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
+    bbox = record["bbox"] or [None] * 4
+    base = [
+        record["detection_id"],
+        record["source_image_id"],
+        record["source_image_url"],
+        record["source_image_timestamp"],
+        record["deployment_id"],
+        record["job_id"],
+        record["algorithm"],
+        *bbox,
+        record["inference_time"],
+        record["timestamp"],
+        record["crop_image_url"],
+    ]
+    classifications = record["classifications"] or [{}]
+    return [base + [c.get(k) for k in CLASSIFICATION_COLUMNS] for c in classifications]
+
+
+def encode_page(fmt: ExportFormat, records: list[str]) -> tuple[bytes, int]:
+    """(bytes to append, rows written) for one page of JSON records from the database."""
+    if fmt == ExportFormat.JSONL:
+        return "".join(r + "\n" for r in records).encode(), len(records)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    rows = 0
+    for raw in records:
+        for row in csv_rows(json.loads(raw)):
+            writer.writerow(row)
+            rows += 1
+    return buffer.getvalue().encode(), rows
+
+
+def csv_header() -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(CSV_HEADER)
+    return buffer.getvalue().encode()
+
+
+def open_partial(path: Path, state: ExportCheckpoint, fmt: ExportFormat) -> IO[bytes]:
+    """The partial file positioned at the checkpoint; a fresh one when it cannot resume."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if state.bytes and path.exists() and path.stat().st_size >= state.bytes:
+        resumed = path.open("r+b")
+        resumed.truncate(state.bytes)
+        resumed.seek(state.bytes)
+        return resumed
+    fresh = path.open("wb")
+    if fmt == ExportFormat.CSV:
+        fresh.write(csv_header())
+    return fresh
+
+
+def publish_file(file: IO[bytes], partial: Path, final: Path) -> int:
+    """Make the finished file durable and move it into place; returns its size."""
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+    os.replace(partial, final)
+    return final.stat().st_size
+
+
+class ExportActivities:
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        # Absolute once, so the job's result names the file whatever the reader's directory.
+        self._dir = settings.export.dir.resolve()
+
+    @activity.defn(name="export_data")
+    async def export_data(self, ref: JobRef) -> InternalResult:
+        return await _Export(self, ref.job_id).run()
+
+    @activity.defn(name="remove_export")
+    async def remove_export(self, inp: RemoveExportInput) -> None:
+        """Remove what a stopped export left (the partial file; the file too unless kept)."""
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, inp.job_id)
+        final = export_path(self._dir, job, export_params(job.params).format)
+        targets = [partial_path(final)] + ([] if inp.keep_final else [final])
+        for path in targets:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+class _Export:
+    """One attempt of export_data."""
+
+    def __init__(self, owner: ExportActivities, job_id: int) -> None:
+        self.o = owner
+        self.job_id = job_id
+        self.jobs = owner._settings.jobs
+        self.progress = JobProgress()
+        self.last_progress = 0.0
+        self.last_check = time.monotonic()
+
+    async def run(self) -> InternalResult:
+        async with self.o._pool.connection() as conn:
+            job = await job_store.get_job(conn, self.job_id)
+        fmt = export_params(job.params).format
+        final = export_path(self.o._dir, job, fmt)
+        partial = partial_path(final)
+        query = {"project": job.project_id, "collection": job.collection_id}
+        state = resume_details(ExportCheckpoint) or ExportCheckpoint()
+        file = open_partial(partial, state, fmt)
+        if file.tell() != state.bytes or not state.bytes:
+            state = ExportCheckpoint(bytes=file.tell())
+        self.progress = job.progress.model_copy(deep=True)
+        try:
+            async with (
+                heartbeating(self.jobs.heartbeat_interval, lambda: state),
+                self.o._pool.connection() as conn,
+                conn.transaction(),
+            ):
+                # One snapshot for the count and every page.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if not state.total:
+                    cur = await conn.execute(_COUNT, query)
+                    row = await cur.fetchone()
+                    state = state.model_copy(update={"total": int(row["n"]) if row else 0})
+                await self._write_progress(state, fmt, force=True)
+                cursor = conn.cursor(name=f"export_job_{self.job_id}")
+                await cursor.execute(_PAGE, {**query, "after": state.last_id})
+                while page := await cursor.fetchmany(self.o._settings.export.batch_size):
+                    data, rows = encode_page(fmt, [r["record"] for r in page])
+                    file.write(data)
+                    file.flush()
+                    state = ExportCheckpoint(
+                        last_id=page[-1]["id"],
+                        records=state.records + len(page),
+                        rows=state.rows + rows,
+                        bytes=state.bytes + len(data),
+                        total=state.total,
+                    )
+                    await self._write_progress(state, fmt)
+                    await self._check_job()
+                await cursor.close()
+            size = publish_file(file, partial, final)
+        except BaseException:
+            # Cancelled or failed: no partial file stays behind. (A killed worker runs no
+            # code at all: its partial file is what the next attempt resumes from.)
+            file.close()
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            raise
+        await self._saved(final, size, state)
+        return InternalResult(
+            result={
+                "path": str(final),
+                "size": size,
+                "format": fmt.value,
+                "records": state.records,
+                "rows": state.rows,
+                "project_id": job.project_id,
+                "collection_id": job.collection_id,
+            },
+            summary=f"Exported {state.records} detections ({state.rows} rows, {size} bytes)"
+            f" to {final}",
+        )
+
+    async def _check_job(self) -> None:
+        now = time.monotonic()
+        if now - self.last_check < self.jobs.heartbeat_interval.total_seconds():
+            return
+        self.last_check = now
+        async with self.o._pool.connection() as conn:
+            status = await job_store.get_status(conn, self.job_id)
+        if status in CANCEL_STATES:
+            raise ApplicationError(
+                f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
+            )
+
+    async def _write_progress(
+        self, state: ExportCheckpoint, fmt: ExportFormat, *, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_progress < self.jobs.progress_interval.total_seconds():
+            return
+        share = state.records / state.total if state.total else 1.0
+        self.progress.update_stage(
+            "exporting_data",
+            status=JobState.STARTED,
+            progress=share,
+            format=fmt.value,
+            total_records=state.total,
+            records_exported=state.records,
+        )
+        async with self.o._pool.connection() as conn:
+            await job_store.save_progress(conn, self.job_id, self.progress)
+        self.last_progress = now
+
+    async def _saved(self, final: Path, size: int, state: ExportCheckpoint) -> None:
+        self.progress.update_stage(
+            "exporting_data",
+            progress=1.0,
+            total_records=state.total,
+            records_exported=state.records,
+        )
+        self.progress.update_stage(
+            "saving_file",
+            status=JobState.STARTED,
+            progress=1.0,
+            file_path=str(final),
+            file_size=size,
+        )
+        async with self.o._pool.connection() as conn:
+            await job_store.save_progress(conn, self.job_id, self.progress)

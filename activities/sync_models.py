@@ -1,0 +1,38 @@
+"""Inputs, outputs and checkpoints of the SYNC_API activities (pydantic only: the workflow
+imports this module)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, NonNegativeInt
+
+from activities.models import AggregateCounters
+
+# ApplicationError type: no processing service of the job's pipeline answered /readyz.
+NO_LIVE_SERVICE = "NoLiveService"
+
+
+class ServiceChoice(BaseModel):
+    service_id: int
+    name: str
+    endpoint_url: str
+    latency: float
+
+
+class SyncProcessInput(BaseModel):
+    job_id: int
+    total: NonNegativeInt
+    service: ServiceChoice
+
+
+class SyncCheckpoint(BaseModel):
+    """Heartbeat details of process_sync_batches: every batch up to last_ordinal is saved."""
+
+    last_ordinal: NonNegativeInt = 0
+    batches: NonNegativeInt = 0
+    failed_batches: NonNegativeInt = 0
+
+
+class SyncProcessResult(BaseModel):
+    counters: AggregateCounters
+    batches: NonNegativeInt
+    failed_batches: NonNegativeInt

@@ -1,0 +1,227 @@
+"""Real processes a test owns: worker subprocesses it may SIGKILL, and servers it may restart.
+
+Everything is started on free ports with data in the test's tmp dir and stopped by the pid we
+recorded (cli.processes), never by name. The shared services are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings
+
+from cli import processes
+from cli.stack_services import find_program
+from core import search_attributes
+from core.settings import Settings
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()}s"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the environment variable the subprocess's Settings() reads back."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        group = getattr(settings, name)
+        assert isinstance(group, BaseSettings)
+        prefix = str(type(group).model_config.get("env_prefix", ""))
+        for field_name, field in type(group).model_fields.items():
+            value = getattr(group, field_name)
+            if value is None:
+                continue
+            alias = field.validation_alias
+            key = alias if isinstance(alias, str) else f"{prefix}{field_name}".upper()
+            env[key] = _env_value(value)
+    return env
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment without its own ANTENNA_JOBS_* values, plus ``settings``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ANTENNA_JOBS_")}
+    return {**base, "PYTHONUNBUFFERED": "1", **settings_env(settings), **extra}
+
+
+class Proc:
+    """One subprocess with its log file; ``kill`` is SIGKILL, ``stop`` is SIGTERM then wait."""
+
+    def __init__(self, name: str, command: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.command = command
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.proc = processes.spawn(self.command, self.log, env=self.env, detach=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.running():
+            os.kill(self.pid, signal.SIGKILL)
+            assert self.proc is not None
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.running():
+            processes.stop(self.pid, timeout=timeout)
+            assert self.proc is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+    def tail(self, lines: int = 40) -> str:
+        return processes.log_tail(self.log, lines)
+
+
+class WorkerProcesses:
+    """``antenna-jobs worker`` subprocesses of one test, all stopped when the test ends."""
+
+    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str) -> None:
+        self.env = child_env(settings, **extra_env)
+        self.log_dir = log_dir
+        self.started: list[Proc] = []
+
+    def start(self) -> Proc:
+        name = f"worker-{len(self.started) + 1}"
+        command = [str(VENV_BIN / "antenna-jobs"), "worker"]
+        proc = Proc(name, command, self.log_dir / f"{name}.log", self.env).start()
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop(timeout=15)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.started)
+
+
+@contextlib.contextmanager
+def worker_processes(settings: Settings, log_dir: Path, **extra_env: str) -> Iterator[WorkerProcesses]:
+    workers = WorkerProcesses(settings, log_dir, **extra_env)
+    try:
+        yield workers
+    except BaseException:
+        print(workers.logs())
+        raise
+    finally:
+        workers.stop_all()
+
+
+async def wait_port(port: int, within: float = 60.0, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if processes.port_open("127.0.0.1", port, timeout=0.5):
+            return
+        if proc is not None and not proc.running():
+            raise AssertionError(f"{proc.name} exited:\n{proc.tail()}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {within} s")
+
+
+class OwnedServer:
+    """A server this test started, on a free port, restartable on the same data."""
+
+    def __init__(self, name: str, data_dir: Path) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.port = processes.free_port()
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = self.data_dir.parent / f"{self.name}-{self.starts}.log"
+        self.proc = Proc(self.name, self.command(), log, dict(os.environ)).start()
+        await wait_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
+
+    async def restart(self) -> None:
+        self.stop()
+        await self.start()
+
+
+class OwnedTemporal(OwnedServer):
+    """``temporal server start-dev`` with a SQLite file, so a restart keeps every workflow."""
+
+    def command(self) -> list[str]:
+        return [
+            str(VENV_BIN / "temporal"), "server", "start-dev", "--headless",
+            "--ip", "127.0.0.1", "--port", str(self.port),
+            "--db-filename", str(self.data_dir / "temporal.db"),
+            "--log-level", "error",
+            *search_attributes.dev_server_flags(),
+        ]  # fmt: skip
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class OwnedNats(OwnedServer):
+    """``nats-server -js`` with a file store, so streams and consumers survive a restart."""
+
+    def command(self) -> list[str]:
+        return [
+            str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(self.port),
+            "-js", "-sd", str(self.data_dir),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+class OwnedRedis(OwnedServer):
+    """A redis-server nobody else uses, so the test may FLUSHALL it."""
+
+    def command(self) -> list[str]:
+        return [
+            find_program("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@contextlib.asynccontextmanager
+async def owned(server: OwnedServer):  # type: ignore[no-untyped-def]
+    server.data_dir.mkdir(parents=True, exist_ok=True)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

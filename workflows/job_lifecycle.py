@@ -1,0 +1,321 @@
+"""What every job workflow shares: start, the cancel paths, failure, revoke and the wind-down.
+
+A job workflow (``job-{id}``, one per job, whatever its type) subclasses JobLifecycle, fills in
+``_work`` (what runs once the job is STARTED) and ``_cleanup`` (what must go whenever the run
+ends: streams and keys, a partial export file...), and defines a ``@workflow.run`` that returns
+``await self._run_job()``. The SDK requires the run method on the class itself; the ``cancel``
+signal, the ``progress`` query and ``@workflow.init`` are inherited.
+
+Every path that stops a job early is a Temporal cancel (``handle.cancel``, the ``cancel`` signal,
+a job row saying CANCELING): running activities are cancelled and awaited, cleanup runs, the job
+is REVOKED and the run closes as CANCELED. A failure fails the job with the reason and the run
+with an ApplicationError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.jobs import JobActivities
+    from activities.models import (
+        JOB_CANCELLED,
+        JOB_NOT_FOUND,
+        AggregateCounters,
+        FailInput,
+        FinalizeInput,
+        FinalizeResult,
+        JobConfig,
+        JobRef,
+        RevokeInput,
+        SelfCancelInput,
+        StartInput,
+        StartOutcome,
+        StartResult,
+    )
+    from activities.temporal_ops import TemporalActivities
+    from core import search_attributes
+    from core.states import FINAL_STATES, JobState
+    from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
+
+JOB_FAILED = "JobFailed"
+SHORT_TIMEOUT = timedelta(minutes=2)
+LONG_TIMEOUT = timedelta(days=30)
+# Unlimited attempts with backoff: an outage of Postgres/NATS/Redis delays the job, it does not
+# fail it; business errors are raised non-retryable by the activities.
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
+WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+
+
+def _evicting(err: BaseException) -> bool:
+    """The SDK tears down an evicted run by raising this (private) BaseException: never handle it
+    like a cancel, or the teardown would try to schedule cleanup activities."""
+    return type(err).__name__ == "_WorkflowBeingEvictedError"
+
+
+def _error_type(err: BaseException) -> str | None:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+class JobLifecycle:
+    # The workflow type name; start_job checks that it is the one that runs this job's type.
+    workflow_name: ClassVar[str]
+
+    @workflow.init
+    def __init__(self, inp: JobWorkflowInput) -> None:
+        self._job = JobRef(job_id=inp.job_id)
+        self._state = WorkflowProgress(job_id=inp.job_id)
+        self._config: JobConfig | None = None
+        self._start: StartResult | None = None
+        self._handles: list[workflow.ActivityHandle[Any]] = []
+        # Set once the job reached a final state here: a late cancel no longer applies.
+        self._finished = False
+        # False when start found the job already final: then this run touches nothing.
+        self._owns_job = True
+        self._cancel_signalled = False
+
+    @workflow.query(name="progress")
+    def progress(self) -> WorkflowProgress:
+        return self._state
+
+    @workflow.signal(name="cancel")
+    async def cancel(self, reason: str | None = None) -> None:
+        """Same as a Temporal cancel request: it makes one (see activities/temporal_ops.py)."""
+        if self._finished or self._cancel_signalled or workflow.cancellation_reason() is not None:
+            return
+        self._cancel_signalled = True
+        await self._request_cancel(reason or "cancel signal")
+
+    # --- what a job workflow fills in ---------------------------------------------------------
+
+    async def _work(self) -> JobWorkflowResult:
+        """The job's own work, once it is STARTED; returns after the job was finalized."""
+        raise NotImplementedError
+
+    async def _cleanup(self) -> None:
+        """Remove what the job's work may leave behind; runs at the end of every run it owns."""
+
+    # --- the run --------------------------------------------------------------------------------
+
+    async def _run_job(self) -> JobWorkflowResult:
+        try:
+            try:
+                result = await self._begin()
+            except BaseException as err:
+                if _evicting(err):
+                    raise
+                if _error_type(err) == JOB_CANCELLED and workflow.cancellation_reason() is None:
+                    await self._cancel_self("the job row says it is cancelled")
+                raise
+            finally:
+                await self._wind_down()
+        except BaseException as err:
+            if _evicting(err):
+                raise
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if workflow.cancellation_reason() is not None and not self._finished:
+                await self._revoke()
+                if is_cancelled_exception(err):
+                    raise
+                raise asyncio.CancelledError(workflow.cancellation_reason()) from err
+            failure = await self._fail(err)
+            if failure is err:
+                raise
+            raise failure from err
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _begin(self) -> JobWorkflowResult:
+        start: StartResult = await self._short(
+            JobActivities.start_job,
+            StartInput(job_id=self._job.job_id, workflow=self.workflow_name),
+        )
+        if start.outcome == StartOutcome.FINAL:
+            self._owns_job = False
+            self._finished = True
+            self._state.phase, self._state.status = "done", start.status
+            return JobWorkflowResult(job_id=self._job.job_id, status=start.status)
+        self._start = start
+        self._config = start.config
+        if start.outcome == StartOutcome.CANCELING:
+            await self._cancel_self("the job was cancelled before it started")
+        self._set_status(JobState.STARTED, project_id=start.project_id)
+        return await self._work()
+
+    async def _finalize(self, counters: AggregateCounters) -> JobWorkflowResult:
+        """An ML job's end: SUCCESS, or FAILURE when too many of its images failed."""
+        self._state.phase = "finalizing"
+        self._set_counts(counters)
+        # No cancel check right after: once the job is final, a late cancel no longer applies.
+        done: FinalizeResult = await self._short(
+            JobActivities.finalize_job,
+            FinalizeInput(job_id=self._job.job_id, counters=counters),
+            check=False,
+        )
+        result = JobWorkflowResult(
+            job_id=self._job.job_id,
+            status=done.status,
+            total=counters.total,
+            processed=counters.processed,
+            failed=counters.failed,
+        )
+        reason = f"{counters.failed} of {counters.total} images failed"
+        return await self._close(done, result, reason)
+
+    async def _close(
+        self, done: FinalizeResult, result: JobWorkflowResult, reason: str
+    ) -> JobWorkflowResult:
+        """After the final status write: a job cancelled meanwhile takes the cancel path; a
+        FAILURE fails the run (non-retryable, with the result attached)."""
+        if not done.moved and done.status not in FINAL_STATES - {JobState.REVOKED}:
+            await self._cancel_self(f"the job became {done.status} while finishing")
+        self._finished = True
+        self._set_status(done.status)
+        self._state.phase = "done"
+        if done.status == JobState.FAILURE:
+            raise ApplicationError(
+                f"job {self._job.job_id} failed: {reason}",
+                result,
+                type=JOB_FAILED,
+                non_retryable=True,
+            )
+        return result
+
+    # --- the cancel and failure paths -------------------------------------------------------
+
+    async def _wind_down(self) -> None:
+        """Stop what still runs, then clean up (always, also on success)."""
+        cancelling = workflow.cancellation_reason() is not None and not self._finished
+        if cancelling and self._owns_job:
+            self._state.phase = "cancelling"
+            await self._short(JobActivities.mark_canceling, self._job, check=False)
+        running = [h for h in self._handles if not h.done()]
+        for handle in running:
+            handle.cancel()
+        for handle in running:
+            # Cancelled on purpose: only waiting for its end matters, not how it ended.
+            with contextlib.suppress(BaseException):
+                await handle
+        if self._owns_job:
+            await self._cleanup()
+
+    async def _revoke(self) -> None:
+        reason = workflow.cancellation_reason() or "cancelled"
+        done: FinalizeResult = await self._short(
+            JobActivities.revoke_job,
+            RevokeInput(job_id=self._job.job_id, reason=reason),
+            check=False,
+        )
+        self._set_status(done.status)
+        self._state.phase = "cancelled"
+
+    async def _fail(self, err: BaseException) -> BaseException:
+        """The job fails with the reason; the run fails with an ApplicationError (never a plain
+        exception, which would leave the run retrying its workflow task forever)."""
+        if isinstance(err, ApplicationError) and err.type == JOB_FAILED:
+            return err
+        cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+        reason = f"{type(cause).__name__}: {cause}"
+        if _error_type(err) != JOB_NOT_FOUND:
+            done: FinalizeResult = await self._short(
+                JobActivities.fail_job,
+                FailInput(job_id=self._job.job_id, reason=reason),
+                check=False,
+            )
+            self._set_status(done.status)
+        self._state.phase = "failed"
+        return ApplicationError(
+            f"job {self._job.job_id} failed: {reason}", type=JOB_FAILED, non_retryable=True
+        )
+
+    async def _cancel_self(self, reason: str) -> None:
+        """Turn a decision to stop into a real cancel request, then take the cancel path."""
+        await self._request_cancel(reason)
+        await workflow.wait_condition(lambda: workflow.cancellation_reason() is not None)
+        raise asyncio.CancelledError(reason)
+
+    async def _request_cancel(self, reason: str) -> None:
+        info = workflow.info()
+        await self._short(
+            TemporalActivities.request_cancel,
+            SelfCancelInput(workflow_id=info.workflow_id, run_id=info.run_id, reason=reason),
+            check=False,
+        )
+
+    async def _check_job(self) -> None:
+        """Between phases: a Temporal cancel request, or a job row cancelled elsewhere."""
+        self._raise_if_cancel_requested()
+        check = await self._short(JobActivities.check_cancel, self._job)
+        if check.cancelling:
+            await self._cancel_self(f"the job row says {check.status}")
+
+    def _raise_if_cancel_requested(self) -> None:
+        # A cancel can lose the race to an activity that just finished: honour it here.
+        if workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError(workflow.cancellation_reason())
+
+    # --- activity calls ------------------------------------------------------------------------
+
+    async def _short(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
+        """A short activity that always runs to its end: a cancel arriving meanwhile waits for it
+        (so we know whether its write happened) and is honoured afterwards."""
+        handle = workflow.start_activity_method(
+            activity, arg, start_to_close_timeout=SHORT_TIMEOUT, retry_policy=RETRY
+        )
+        try:
+            result = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            result = await handle
+        if check:
+            self._raise_if_cancel_requested()
+        return result
+
+    def _start_long(self, activity: Any, arg: Any) -> workflow.ActivityHandle[Any]:
+        assert self._config is not None
+        handle = workflow.start_activity_method(
+            activity,
+            arg,
+            task_queue=self._config.long_task_queue,
+            start_to_close_timeout=LONG_TIMEOUT,
+            heartbeat_timeout=self._config.heartbeat_timeout,
+            retry_policy=RETRY,
+            cancellation_type=WAIT,
+        )
+        self._handles.append(handle)
+        return handle
+
+    async def _long(self, activity: Any, arg: Any) -> Any:
+        result = await self._start_long(activity, arg)
+        self._raise_if_cancel_requested()
+        return result
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _set_status(self, status: JobState, project_id: int | None = None) -> None:
+        if status == self._state.status and project_id is None:
+            return
+        self._state.status = status
+        updates: list[SearchAttributeUpdate[Any]] = [
+            search_attributes.JOB_STATUS.value_set(status.value)
+        ]
+        if project_id is not None:
+            updates += [
+                search_attributes.JOB_ID.value_set(self._job.job_id),
+                search_attributes.PROJECT_ID.value_set(project_id),
+            ]
+        workflow.upsert_search_attributes(updates)
+
+    def _set_counts(self, counters: AggregateCounters) -> None:
+        self._state.total = counters.total
+        self._state.processed = counters.processed
+        self._state.failed = counters.failed
+        self._state.detections = counters.detections
+        self._state.classifications = counters.classifications
