@@ -108,9 +108,15 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
         valid, errors = _validate_all(job_id, raw_entries)
     try:
         async with ctx.connection() as conn:
-            row_ids = await inbox.store(conn, job_id, valid)
+            # The status check above is only a fast path: a cancel can land after it, so the
+            # insert checks again, atomically (nothing is stored once the job is CANCELING).
+            row_ids = await inbox.store_while_accepting(conn, job_id, valid, DISCARD_STATES)
+            if row_ids is None:
+                status = await job_store.get_status(conn, job_id)
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
+    if row_ids is None:
+        return await _discard(request, job_id, status, raw_entries)
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
     if job["pipeline_id"] is not None:
         await ctx.liveness.pipeline_seen(job["pipeline_id"], job["project_id"])

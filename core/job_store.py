@@ -187,24 +187,30 @@ async def transition(
     started: bool = False,
     finished: bool = False,
     progress: JobProgress | None = None,
+    unchanged_since: datetime | None = None,
 ) -> bool:
     """Move a job to ``to`` only if it is in one of ``from_states``; True if it moved.
 
     ``started`` stamps started_at and clears finished_at; ``finished`` stamps finished_at.
     The progress summary's status follows the job's status in the same statement.
+    ``unchanged_since`` (an updated_at read earlier) also requires that nothing wrote the row
+    since: a decision made on that read is still valid.
     """
     progress_sql = "%s::jsonb" if progress is not None else "progress"
     params: list[Any] = []
     if progress is not None:
         params.append(json.dumps(progress.as_json()))
     params += [to.value, to.value, job_id, [s.value for s in from_states]]
+    if unchanged_since is not None:
+        params.append(unchanged_since)
     cur = await conn.execute(
         "UPDATE jobs SET"
         f" progress = jsonb_set({progress_sql}, '{{summary,status}}', to_jsonb(%s::text)),"
         " status = %s, updated_at = now()"
         + (", started_at = now(), finished_at = NULL" if started else "")
         + (", finished_at = now()" if finished else "")
-        + " WHERE id = %s AND status = ANY(%s)",
+        + " WHERE id = %s AND status = ANY(%s)"
+        + (" AND updated_at = %s" if unchanged_since is not None else ""),
         params,
     )
     return cur.rowcount == 1

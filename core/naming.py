@@ -9,10 +9,13 @@ from core.states import DispatchMode, JobType
 JOB_WORKFLOW = "JobWorkflow"
 SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
+RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
 CANCEL_SIGNAL = "cancel"
 PROGRESS_QUERY = "progress"
 
 _WORKFLOW_ID = re.compile(r"^job-(\d+)$")
+_STREAM = re.compile(r"^job_(\d+)$")
+_REDIS_KEY = re.compile(r"^job:(\d+):")
 
 
 def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
@@ -31,8 +34,32 @@ def job_id_from_workflow_id(value: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def reconcile_schedule_id(task_queue: str) -> str:
+    """One reconcile Schedule per task queue (so deployments sharing a namespace stay apart)."""
+    return f"reconcile-{task_queue}"
+
+
+def reconcile_workflow_id(task_queue: str) -> str:
+    return f"reconcile-jobs-{task_queue}"
+
+
 def stream_name(job_id: int) -> str:
     return f"job_{job_id}"
+
+
+def job_id_from_stream(name: str) -> int | None:
+    match = _STREAM.match(name)
+    return int(match.group(1)) if match else None
+
+
+def redis_key_pattern() -> str:
+    """SCAN pattern matching every job's Redis keys."""
+    return "job:*"
+
+
+def job_id_from_redis_key(key: str) -> int | None:
+    match = _REDIS_KEY.match(key)
+    return int(match.group(1)) if match else None
 
 
 def subject(job_id: int) -> str:

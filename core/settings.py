@@ -119,6 +119,20 @@ class ExportSettings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1)
 
 
+class ReconcileSettings(BaseSettings):
+    """The reconcile workflow (Antenna's jobs_health_check) and the Schedule that runs it."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_RECONCILE_")
+
+    # The worker creates a Temporal Schedule with this interval if there is none; 0: no schedule.
+    interval: Duration = timedelta(minutes=5)
+    # A job row untouched this long whose workflow is closed or missing gets repaired; a younger
+    # one may sit between a run/retry request's status write and its workflow start.
+    grace: Duration = timedelta(minutes=1)
+    # job_N streams whose job does not exist here are removed once this old (NATS may be shared).
+    zombie_age: Duration = timedelta(hours=1)
+
+
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_API_")
 
@@ -141,3 +155,4 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sync: SyncApiSettings = Field(default_factory=SyncApiSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)

@@ -81,9 +81,7 @@ class DbHold:
         self.held = False
 
     async def __aenter__(self) -> DbHold:
-        self._conn = await psycopg.AsyncConnection.connect(
-            self._db.url, **connect_kwargs(self._db)
-        )
+        self._conn = await psycopg.AsyncConnection.connect(self._db.url, **connect_kwargs(self._db))
         await self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         self.held = True
         await self._conn.execute(_HOLD_FUNCTION)
@@ -248,8 +246,8 @@ async def check_exactly_once(
         )
         images = {r["source_image_id"]: r["status"] for r in await cur.fetchall()}
         cur = await conn.execute(
-            "SELECT d.source_image_id, d.bbox_x1, count(*) AS n FROM detections d WHERE d.job_id = %s"
-            " GROUP BY d.source_image_id, d.algorithm_id, d.bbox_x1, d.bbox_y1, d.bbox_x2, d.bbox_y2",
+            "SELECT source_image_id, bbox_x1, count(*) AS n FROM detections WHERE job_id = %s"
+            " GROUP BY source_image_id, algorithm_id, bbox_x1, bbox_y1, bbox_x2, bbox_y2",
             (job_id,),
         )
         groups = list(await cur.fetchall())
@@ -259,7 +257,9 @@ async def check_exactly_once(
             (job_id,),
         )
         classifications = (await cur.fetchone())["n"]
-        cur = await conn.execute("SELECT count(*) AS n FROM result_inbox WHERE job_id = %s", (job_id,))
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM result_inbox WHERE job_id = %s", (job_id,)
+        )
         inbox_left = (await cur.fetchone())["n"]
     total = len(images)
     processed = {i for i, s in images.items() if s == "processed"}

@@ -122,7 +122,9 @@ class WorkerProcesses:
 
 
 @contextlib.contextmanager
-def worker_processes(settings: Settings, log_dir: Path, **extra_env: str) -> Iterator[WorkerProcesses]:
+def worker_processes(
+    settings: Settings, log_dir: Path, **extra_env: str
+) -> Iterator[WorkerProcesses]:
     workers = WorkerProcesses(settings, log_dir, **extra_env)
     try:
         yield workers
@@ -208,7 +210,8 @@ class OwnedRedis(OwnedServer):
 
     def command(self) -> list[str]:
         return [
-            find_program("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            find_program("redis-server") or "redis-server",
+            "--bind", "127.0.0.1", "--port", str(self.port),
             "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
         ]  # fmt: skip
 

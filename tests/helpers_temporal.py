@@ -144,7 +144,7 @@ class SimulatedAdcWorker:
                     continue
             try:
                 msgs = await sub.fetch(self.batch_size, timeout=0.2)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except NotFoundError:
                 sub = None

@@ -114,7 +114,9 @@ async def queue_left(resources, redis_client, pool, job_id: int) -> list[str]:
     if await redis_client.exists(*naming.redis_keys(job_id)):
         left.append("redis keys")
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT count(*) AS n FROM result_inbox WHERE job_id = %s", (job_id,))
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM result_inbox WHERE job_id = %s", (job_id,)
+        )
         if (await cur.fetchone())["n"]:
             left.append("inbox rows")
     return left
@@ -122,7 +124,9 @@ async def queue_left(resources, redis_client, pool, job_id: int) -> list[str]:
 
 async def detections(pool, job_id: int) -> int:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT count(*) AS n FROM detections WHERE job_id = %s", (job_id,))
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM detections WHERE job_id = %s", (job_id,)
+        )
         return (await cur.fetchone())["n"]
 
 
@@ -239,6 +243,7 @@ async def test_cancel(
 
         await eventually(revoked, within=30)
         record_recovery(f"cancel/{path}/{phase}", time.monotonic() - started)
+
         async def closed():
             return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
 
@@ -263,7 +268,9 @@ async def test_cancel(
     assert any(m.startswith("Job revoked") for m in logs)
     if phase == "collect":
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT count(*) AS n FROM job_images WHERE job_id = %s", (job.id,))
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM job_images WHERE job_id = %s", (job.id,)
+            )
             assert (await cur.fetchone())["n"] == 0
 
     # A late result: answered discarded, nothing saved, status unchanged.

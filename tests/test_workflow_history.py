@@ -10,12 +10,15 @@ import time
 from collections import Counter
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from api.job_actions import JobActions
 from core import job_store
 from core.states import JobState
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker
 from tests.test_workflow_job import job_handle, new_job
+from workflows.job_workflow import JobWorkflow
 
 _WORKFLOW_TASK_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
@@ -35,7 +38,12 @@ async def run_job(pool, client, settings, nats_client, images: int):
         handle = job_handle(client, job.id)
         result = await handle.result()
     elapsed = time.monotonic() - started
-    events = [e.event_type async for e in handle.fetch_history_events()]
+    history = await handle.fetch_history()
+    # The recorded history replays on the current code: the workflow is deterministic.
+    await Replayer(workflows=[JobWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+    events = [e.event_type for e in history.events]
     async with pool.connection() as conn:
         logs = [r["message"] for r in await job_store.latest_logs(conn, job.id, 50)]
     return result, events, elapsed, logs

@@ -3,16 +3,21 @@ simulated ADC worker answering tasks through the result inbox."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nats.js.errors import NotFoundError
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.worker import Replayer
 
 from api.job_actions import JobActions
 from core import job_store, naming
 from core.seed import seed
 from core.states import JobState
 from core.workflow_io import JobWorkflowResult, WorkflowProgress
+from tests.conftest import TEMPORAL_CLI
 from tests.helpers_temporal import (
     SimulatedAdcWorker,
     detections_for,
@@ -20,6 +25,7 @@ from tests.helpers_temporal import (
     running_workers,
     simulated_worker,
 )
+from workflows.job_workflow import JobWorkflow
 
 
 async def new_job(pool, images: int, **job_kwargs):
@@ -206,7 +212,7 @@ async def test_zero_image_job_succeeds_at_once(
     assert done.progress.summary.progress == 1.0
 
 
-@pytest.mark.parametrize("how", ["handle", "signal", "job_row"])
+@pytest.mark.parametrize("how", ["handle", "signal", "cli_signal", "job_row"])
 async def test_cancel_while_aggregating(
     how, pool, temporal_client, settings, nats_client, redis_client
 ):
@@ -219,6 +225,13 @@ async def test_cancel_while_aggregating(
             await handle.cancel(reason="test cancel")
         elif how == "signal":
             await handle.signal("cancel", "test signal")
+        elif how == "cli_signal":  # `temporal workflow signal --name cancel`, no input
+            proc = await asyncio.create_subprocess_exec(
+                str(TEMPORAL_CLI), "workflow", "signal", "--address", settings.temporal.address,
+                "-w", naming.workflow_id(job.id), "--name", "cancel",
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            assert await proc.wait() == 0
         else:  # cancelled in the database only, e.g. by the Antenna UI
             async with pool.connection() as conn:
                 await job_store.transition(conn, job.id, JobState.CANCELING, [JobState.STARTED])
@@ -227,6 +240,8 @@ async def test_cancel_while_aggregating(
         assert isinstance(raised.value.cause, CancelledError)
         assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
         await assert_queue_gone(resources, redis_client, job.id)
+        replayer = Replayer(workflows=[JobWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(await handle.fetch_history())
     async with pool.connection() as conn:
         done = await job_store.get_job(conn, job.id)
         logs = [r["message"] for r in await job_store.latest_logs(conn, job.id, 50)]

@@ -1,0 +1,226 @@
+"""Reconcile: repair jobs whose workflow ended without finishing them, and remove leftovers.
+
+Replaces Antenna's ``jobs_health_check`` (reference section 7.3). A job's workflow normally
+writes a final status and cleans up in its own ``finally``; ``temporal workflow terminate`` (or a
+run that timed out, or a start request that never reached Temporal) skips that. Here:
+
+- a job whose row is not final (CREATED excluded: nothing was started, antenna#1354) and whose
+  workflow ``job-{id}`` is closed, or does not exist, becomes REVOKED if it was CANCELING, else
+  FAILURE, with the reason in its log; then its stream, consumer, Redis keys and inbox rows go.
+  Guards against repairing a job that is only between two runs: the row must be untouched since
+  the workflow closed (or for ``grace``), and the status write checks ``updated_at`` did not move.
+- leftovers of final jobs (a stream created before the job finished, Redis keys, inbox rows) are
+  removed, and ``job_N`` streams whose job does not exist here once older than ``zombie_age``.
+
+Temporal is asked through an injected client (describe is authoritative; visibility lags).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.heartbeat import heartbeating
+from activities.reconcile_models import (
+    JobsReport,
+    LeftoversReport,
+    ReconcileInput,
+    RepairedJob,
+)
+from activities.task_queue import TaskQueueActivities
+from core import job_store, naming
+from core.settings import Settings
+from core.states import FINAL_STATES, JobState
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+# Not final, and not CREATED: a CREATED job has no workflow by design.
+CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}
+# Temporal calls in flight at once while checking a page of jobs.
+_DESCRIBE_CONCURRENCY = 20
+_CANDIDATES = """
+SELECT id, status, updated_at, now() - updated_at > %s AS quiet
+FROM jobs WHERE status = ANY(%s) AND id > %s ORDER BY id LIMIT %s
+"""
+
+
+class ReconcileActivities:
+    def __init__(
+        self,
+        pool: Pool,
+        client: Client,
+        queue: TaskQueueActivities,
+        js: JetStreamContext,
+        redis: aioredis.Redis,
+        settings: Settings,
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._queue = queue
+        self._js = js
+        self._redis = redis
+        self._settings = settings
+
+    @activity.defn(name="reconcile_jobs")
+    async def reconcile_jobs(self, inp: ReconcileInput) -> JobsReport:
+        report = JobsReport()
+        grace = self._settings.reconcile.grace
+        after = 0
+        limit = asyncio.Semaphore(_DESCRIBE_CONCURRENCY)
+        async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: report):
+            while True:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(
+                        _CANDIDATES,
+                        (grace, [s.value for s in CANDIDATE_STATES], after, inp.page_size),
+                    )
+                    rows = list(await cur.fetchall())
+                if not rows:
+                    break
+                after = rows[-1]["id"]
+                verdicts = await asyncio.gather(*(self._verdict(row, limit) for row in rows))
+                for row, verdict in zip(rows, verdicts, strict=True):
+                    report.checked += 1
+                    if verdict == "running":
+                        report.running += 1
+                    elif verdict == "recent":
+                        report.recent += 1
+                    elif verdict == "unknown":
+                        report.unknown += 1
+                    else:
+                        repaired = await self._repair(row, verdict)
+                        if repaired is not None:
+                            report.repaired.append(repaired)
+        return report
+
+    async def _verdict(self, row: dict[str, Any], limit: asyncio.Semaphore) -> str:
+        """ "running", "recent", "unknown", or the reason the job needs repair."""
+        wid = naming.workflow_id(row["id"])
+        try:
+            async with limit:
+                description = await self._client.get_workflow_handle(wid).describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                activity.logger.warning("cannot describe %s: %s", wid, err)
+                return "unknown"
+            return f"its workflow {wid} does not exist" if row["quiet"] else "recent"
+        status = description.status
+        if status is None or status == WorkflowExecutionStatus.RUNNING:
+            return "running"
+        closed = description.close_time
+        # Touched after its workflow closed: a retry's RETRY, say, whose run is about to start.
+        untouched = closed is not None and row["updated_at"] <= closed
+        if not (untouched or row["quiet"]):
+            return "recent"
+        when = f" at {closed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if closed else ""
+        return f"its workflow {wid} is {status.name}{when} but the job was still {row['status']}"
+
+    async def _repair(self, row: dict[str, Any], reason: str) -> RepairedJob | None:
+        job_id, status = row["id"], JobState(row["status"])
+        to = JobState.REVOKED if status == JobState.CANCELING else JobState.FAILURE
+        async with self._pool.connection() as conn:
+            moved = await job_store.transition(
+                conn, job_id, to, [status], finished=True, unchanged_since=row["updated_at"]
+            )
+            if not moved:
+                return None  # something wrote the row meanwhile: look again next time
+            await job_store.append_log(
+                conn,
+                job_id,
+                f"Reconciled: {reason}; {status.value} -> {to.value}",
+                level="ERROR" if to == JobState.FAILURE else "WARNING",
+                context={"from_status": status.value, "to_status": to.value},
+            )
+        # After the final status, so a run that is still starting can never lose its new stream
+        # to this (a retry must first move the job out of its final status).
+        await self._queue.remove(job_id)
+        activity.logger.warning("job %s reconciled: %s -> %s (%s)", job_id, status, to, reason)
+        return RepairedJob(job_id=job_id, from_status=status, to_status=to, reason=reason)
+
+    @activity.defn(name="remove_leftovers")
+    async def remove_leftovers(self, inp: ReconcileInput) -> LeftoversReport:
+        report = LeftoversReport()
+        async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: report):
+            await self._sweep_streams(report)
+            await self._sweep_redis(report, inp.page_size)
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "WITH gone AS (DELETE FROM result_inbox i USING jobs j"
+                    " WHERE i.job_id = j.id AND j.status = ANY(%s) RETURNING 1)"
+                    " SELECT count(*) AS n FROM gone",
+                    ([s.value for s in FINAL_STATES],),
+                )
+                row = await cur.fetchone()
+                report.inbox_rows_removed = int(row["n"]) if row else 0
+        return report
+
+    async def _jobs(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, status, finished_at FROM jobs WHERE id = ANY(%s)", (list(ids),)
+            )
+            return {r["id"]: r for r in await cur.fetchall()}
+
+    async def _sweep_streams(self, report: LeftoversReport) -> None:
+        zombie_age = self._settings.reconcile.zombie_age
+        offset = 0
+        while True:
+            page = await self._js.streams_info(offset=offset)
+            if not page:
+                break
+            offset += len(page)
+            streams = {
+                job_id: info
+                for info in page
+                if (job_id := naming.job_id_from_stream(info.config.name or "")) is not None
+            }
+            report.streams_checked += len(streams)
+            jobs = await self._jobs(streams)
+            now = datetime.now(UTC)
+            for job_id, info in streams.items():
+                job, created = jobs.get(job_id), info.created
+                if job is None:
+                    if created is not None and now - created > zombie_age:
+                        with suppress(NotFoundError):
+                            await self._js.delete_stream(naming.stream_name(job_id))
+                            report.streams_removed.append(naming.stream_name(job_id))
+                    continue
+                finished = job["finished_at"]
+                if JobState(job["status"]) not in FINAL_STATES:
+                    continue
+                if created is None or finished is None or created < finished:
+                    await self._queue.remove(job_id)
+                    report.streams_removed.append(naming.stream_name(job_id))
+
+    async def _sweep_redis(self, report: LeftoversReport, batch: int) -> None:
+        """Keys of final jobs only: keys of jobs unknown here may be another deployment's, and
+        their TTL (settings.redis.key_ttl) bounds them anyway."""
+        pending: set[int] = set()
+        async for key in self._redis.scan_iter(match=naming.redis_key_pattern(), count=1000):
+            job_id = naming.job_id_from_redis_key(key)
+            if job_id is not None:
+                pending.add(job_id)
+            if len(pending) >= batch:
+                await self._remove_final_keys(pending, report)
+                pending = set()
+        await self._remove_final_keys(pending, report)
+
+    async def _remove_final_keys(self, ids: set[int], report: LeftoversReport) -> None:
+        if not ids:
+            return
+        jobs = await self._jobs(ids)
+        final = [i for i, job in jobs.items() if JobState(job["status"]) in FINAL_STATES]
+        for job_id in final:
+            await self._redis.delete(*naming.redis_keys(job_id))
+        report.redis_jobs_removed += sorted(final)
