@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from contextlib import suppress
 from typing import Any
 
@@ -60,13 +61,16 @@ class TaskQueueActivities:
         self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()))
 
     async def remove(self, job_id: int) -> None:
-        """Delete consumer, stream and Redis keys; whatever is already gone counts as removed."""
+        """Delete consumer, stream, Redis keys and results not yet aggregated (posted before a
+        cancel, or for a run that is over); whatever is already gone counts as removed."""
         stream = naming.stream_name(job_id)
         with suppress(NotFoundError):
             await self._js.delete_consumer(stream, naming.consumer_name(job_id))
         with suppress(NotFoundError):
             await self._js.delete_stream(stream)
         await self._cache.delete(job_id)
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM result_inbox WHERE job_id = %s", (job_id,))
 
     @activity.defn(name="reset_job_queue")
     async def reset_job_queue(self, ref: JobRef) -> None:
@@ -111,30 +115,44 @@ class TaskQueueActivities:
         resumed_from = state.last_ordinal
         started = time.monotonic()
         window = asyncio.Semaphore(self._settings.nats.publish_window)
+        # Pages overlap: the next page is read while this one publishes, and the window spans
+        # page boundaries. The checkpoint only moves past a page once it and every page before
+        # it have all their acks, so a resumed attempt never skips an unacked message.
+        in_flight: deque[tuple[asyncio.Future[Any], PublishCheckpoint]] = deque()
+        submitted = state
+        next_page = asyncio.ensure_future(self._read_page(inp.job_id, state.last_ordinal))
         async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: state):
-            while True:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(
-                        _PAGE,
-                        (inp.job_id, state.last_ordinal, self._settings.jobs.publish_page_size),
-                    )
-                    rows = await cur.fetchall()
+            try:
+                while True:
+                    rows, no_url = await next_page
                     if not rows:
                         break
-                    no_url = [r["source_image_id"] for r in rows if not r["url"]]
-                    if no_url:
-                        # Failed through the inbox, so the aggregator stays their only counter.
-                        await inbox.store(conn, inp.job_id, [_no_url_entry(i) for i in no_url])
-                with_url = [r for r in rows if r["url"]]
-                await self._cache.add_pending(
-                    inp.job_id, (r["source_image_id"] for r in with_url), inp.total
-                )
-                await self._publish_page(inp.job_id, with_url, window)
-                state = PublishCheckpoint(
-                    last_ordinal=rows[-1]["ordinal"],
-                    published=state.published + len(with_url),
-                    no_url=state.no_url + len(no_url),
-                )
+                    next_page = asyncio.ensure_future(
+                        self._read_page(inp.job_id, rows[-1]["ordinal"])
+                    )
+                    with_url = [r for r in rows if r["url"]]
+                    # Pending state exists before any of its tasks can be fetched and answered.
+                    await self._cache.add_pending(
+                        inp.job_id, (r["source_image_id"] for r in with_url), inp.total
+                    )
+                    acks = await self._submit_page(inp.job_id, with_url, window)
+                    submitted = PublishCheckpoint(
+                        last_ordinal=rows[-1]["ordinal"],
+                        published=submitted.published + len(with_url),
+                        no_url=submitted.no_url + no_url,
+                    )
+                    in_flight.append((acks, submitted))
+                    while in_flight and in_flight[0][0].done():
+                        done, state = in_flight.popleft()
+                        done.result()
+                while in_flight:
+                    done, checkpoint = in_flight.popleft()
+                    await done
+                    state = checkpoint
+            finally:
+                next_page.cancel()
+                for done, _ in in_flight:
+                    done.cancel()
         seconds = time.monotonic() - started
         count = state.published
         async with self._pool.connection() as conn:
@@ -155,10 +173,21 @@ class TaskQueueActivities:
                 )
         return PublishResult(published=count, no_url=state.no_url, seconds=seconds)
 
-    async def _publish_page(
+    async def _read_page(self, job_id: int, after: int) -> tuple[list[dict[str, Any]], int]:
+        """The next page of the job's images after ordinal ``after``, and how many had no URL."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_PAGE, (job_id, after, self._settings.jobs.publish_page_size))
+            rows = await cur.fetchall()
+            no_url = [r["source_image_id"] for r in rows if not r["url"]]
+            if no_url:
+                # Failed through the inbox, so the aggregator stays their only counter.
+                await inbox.store(conn, job_id, [_no_url_entry(i) for i in no_url])
+        return rows, len(no_url)
+
+    async def _submit_page(
         self, job_id: int, rows: list[dict[str, Any]], window: asyncio.Semaphore
-    ) -> None:
-        """Publish a page with at most ``window`` publishes in flight; return once all are acked."""
+    ) -> asyncio.Future[Any]:
+        """Start a page's publishes, at most ``window`` in flight; the result waits for its acks."""
         subject = naming.subject(job_id)
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -172,11 +201,11 @@ class TaskQueueActivities:
                 )
                 future.add_done_callback(lambda _: window.release())
                 futures.append(future)
-            await asyncio.gather(*futures)
-        finally:
+        except BaseException:
             for future in futures:
-                if not future.done():
-                    future.cancel()
+                future.cancel()
+            raise
+        return asyncio.gather(*futures)
 
 
 def _no_url_entry(image_id: int) -> InboxEntry:

@@ -44,7 +44,7 @@ class NatsSettings(BaseSettings):
     # Long enough that a retried publish attempt is still deduplicated by Nats-Msg-Id.
     duplicate_window: Duration = timedelta(hours=2)
     stream_max_age: Duration = timedelta(days=1)
-    publish_window: int = 512
+    publish_window: int = 2048
     fetch_timeout: Duration = timedelta(seconds=0.5)
     request_timeout: Duration = timedelta(seconds=10)
 
@@ -67,6 +67,9 @@ class JobSettings(BaseSettings):
     aggregate_task_queue: str | None = None
     heartbeat_timeout: Duration = timedelta(seconds=10)
     heartbeat_interval: Duration = timedelta(seconds=2)
+    # Attempt timeout of the short activities (status writes, queue set-up): also how long a job
+    # waits before retrying one whose worker died mid-attempt (they do not heartbeat).
+    short_activity_timeout: Duration = timedelta(minutes=1)
     progress_interval: Duration = timedelta(seconds=1)
     aggregate_batch_size: int = 500
     aggregate_idle_poll: Duration = timedelta(seconds=0.2)
