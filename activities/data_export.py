@@ -213,6 +213,7 @@ class _Export:
         file = open_partial(partial, state, fmt)
         if file.tell() != state.bytes or not state.bytes:
             state = ExportCheckpoint(bytes=file.tell())
+        resumed = state.last_id
         self.progress = job.progress.model_copy(deep=True)
         try:
             async with (
@@ -263,7 +264,7 @@ class _Export:
                 "collection_id": job.collection_id,
             },
             summary=f"Exported {state.records} detections ({state.rows} rows, {size} bytes)"
-            f" to {final}",
+            f" to {final}" + (f", resumed after detection {resumed}" if resumed else ""),
         )
 
     async def _check_job(self) -> None:

@@ -24,10 +24,11 @@ from activities.models import (
     JobConfig,
     JobRef,
     RevokeInput,
+    StartInput,
     StartOutcome,
     StartResult,
 )
-from core import job_store
+from core import job_store, naming
 from core.errors import JobNotFound
 from core.progress import JobProgress
 from core.settings import Settings
@@ -86,10 +87,11 @@ class JobActivities:
             long_task_queue=jobs.long_task_queue,
             heartbeat_timeout=jobs.heartbeat_timeout,
             failure_threshold=jobs.failure_threshold,
+            short_timeout=jobs.short_activity_timeout,
         )
 
     @activity.defn(name="start_job")
-    async def start_job(self, ref: JobRef) -> StartResult:
+    async def start_job(self, ref: StartInput) -> StartResult:
         """Guarded move to STARTED; tells the workflow whether to run, stop, or clean up."""
         async with self._pool.connection() as conn:
             try:
@@ -101,15 +103,19 @@ class JobActivities:
                 status=job.status,
                 project_id=job.project_id,
                 config=self._config(),
+                job_type=job.job_type,
             )
             if job.status in FINAL_STATES:
                 return result.model_copy(update={"outcome": StartOutcome.FINAL})
             if job.status == JobState.CANCELING:
                 return result.model_copy(update={"outcome": StartOutcome.CANCELING})
-            if job.job_type != JobType.ML or job.dispatch_mode != DispatchMode.ASYNC_API:
+            runs_it = naming.workflow_type(job.job_type, job.dispatch_mode)
+            if runs_it != ref.workflow or (
+                job.job_type == JobType.ML and job.dispatch_mode == DispatchMode.INTERNAL
+            ):
                 raise ApplicationError(
-                    f"job {job.id} is {job.job_type}/{job.dispatch_mode}: this workflow runs"
-                    " async_api ML jobs only",
+                    f"job {job.id} is {job.job_type}/{job.dispatch_mode}: {ref.workflow} does"
+                    f" not run it ({runs_it} does)",
                     type=UNSUPPORTED_JOB,
                     non_retryable=True,
                 )

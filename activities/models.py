@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
-from core.states import JobState
+from core.states import JobState, JobType
 
 # ApplicationError types raised by activities and read by the workflow.
 JOB_CANCELLED = "JobCancelled"
@@ -23,12 +23,20 @@ class JobRef(BaseModel):
     job_id: int
 
 
+class StartInput(JobRef):
+    """start_job's input: the workflow type asking, checked against the job's type and mode.
+    A payload of a plain JobRef (an older run) reads as the async ML JobWorkflow."""
+
+    workflow: str = "JobWorkflow"
+
+
 class JobConfig(BaseModel):
     """The settings workflow code needs; it cannot read the environment, so start_job sends them."""
 
     long_task_queue: str
     heartbeat_timeout: timedelta
     failure_threshold: float
+    short_timeout: timedelta = timedelta(minutes=2)
 
 
 class StartOutcome(StrEnum):
@@ -44,6 +52,7 @@ class StartResult(BaseModel):
     status: JobState
     project_id: int
     config: JobConfig
+    job_type: JobType = JobType.ML
 
 
 class CollectResult(BaseModel):

@@ -112,26 +112,34 @@ def parse_results(
             if row["image_id"] is not None:
                 parsed.failed.setdefault(row["image_id"], f"invalid result: {err.errors()[:1]}")
             continue
-        by_image: dict[int, list[DetectionResponse]] = {}
-        for source in result.source_images:
-            image = _int_id(source.id)
-            if image is not None:
-                by_image.setdefault(image, [])
-        for det in result.detections:
-            image = _int_id(det.source_image_id)
-            if image is not None:
-                by_image.setdefault(image, []).append(det)
-        for image, detections in by_image.items():
-            if image in parsed.processed:
-                continue
-            problem = unknown_algorithm(detections, pipeline)
-            if problem:
-                parsed.failed.setdefault(image, problem)
-            else:
-                parsed.processed[image] = detections
+        add_response(parsed, result, pipeline)
     for image in parsed.processed:
         parsed.failed.pop(image, None)
     return parsed
+
+
+def add_response(
+    parsed: ParsedResults, result: PipelineResultsResponse, pipeline: PipelineContext
+) -> None:
+    """One success result's images into ``parsed`` (also SYNC_API's /process answers): the
+    first success of an image wins; an algorithm the pipeline lacks fails that image."""
+    by_image: dict[int, list[DetectionResponse]] = {}
+    for source in result.source_images:
+        image = _int_id(source.id)
+        if image is not None:
+            by_image.setdefault(image, [])
+    for det in result.detections:
+        image = _int_id(det.source_image_id)
+        if image is not None:
+            by_image.setdefault(image, []).append(det)
+    for image, detections in by_image.items():
+        if image in parsed.processed:
+            continue
+        problem = unknown_algorithm(detections, pipeline)
+        if problem:
+            parsed.failed.setdefault(image, problem)
+        else:
+            parsed.processed[image] = detections
 
 
 def unnamed_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,23 +178,42 @@ async def save_batch(
         for image, error in (extra_failures or {}).items():
             if image not in parsed.processed:
                 parsed.failed.setdefault(image, error)
-        if parsed.processed:
-            cur = await conn.execute(_MARK_PROCESSED, (job_id, list(parsed.processed)))
-            outcome.processed = [r["source_image_id"] for r in await cur.fetchall()]
-        if parsed.failed:
-            cur = await conn.execute(
-                _MARK_FAILED, (list(parsed.failed), list(parsed.failed.values()), job_id)
-            )
-            outcome.failed = [r["source_image_id"] for r in await cur.fetchall()]
-        if outcome.processed:
-            new = {image: parsed.processed[image] for image in outcome.processed}
-            outcome.detections, outcome.classifications = await _insert_results(
-                conn, job_id, pipeline, new
-            )
+        recorded = await record_parsed(conn, job_id, pipeline, parsed)
+        outcome.processed, outcome.failed = recorded.processed, recorded.failed
+        outcome.detections, outcome.classifications = (
+            recorded.detections,
+            recorded.classifications,
+        )
         if rows:
             await conn.execute(
                 "DELETE FROM result_inbox WHERE id = ANY(%s::bigint[])", ([r["id"] for r in rows],)
             )
+    return outcome
+
+
+async def record_parsed(
+    conn: psycopg.AsyncConnection[Any],
+    job_id: int,
+    pipeline: PipelineContext,
+    parsed: ParsedResults,
+) -> BatchOutcome:
+    """Record per-image outcomes inside the caller's transaction: only images still pending
+    move, and only the ones that moved to processed get detections (so a replay saves nothing).
+    """
+    outcome = BatchOutcome()
+    if parsed.processed:
+        cur = await conn.execute(_MARK_PROCESSED, (job_id, list(parsed.processed)))
+        outcome.processed = [r["source_image_id"] for r in await cur.fetchall()]
+    if parsed.failed:
+        cur = await conn.execute(
+            _MARK_FAILED, (list(parsed.failed), list(parsed.failed.values()), job_id)
+        )
+        outcome.failed = [r["source_image_id"] for r in await cur.fetchall()]
+    if outcome.processed:
+        new = {image: parsed.processed[image] for image in outcome.processed}
+        outcome.detections, outcome.classifications = await _insert_results(
+            conn, job_id, pipeline, new
+        )
     return outcome
 
 

@@ -36,7 +36,7 @@ from activities.result_saver import BatchOutcome, PipelineContext, save_batch
 from core import job_store, naming
 from core.progress import JobProgress
 from core.settings import Settings
-from core.states import JobState
+from core.states import FINAL_STATES, JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 # Throughput lines go to the job log at most this often (progress is written more often).
@@ -158,15 +158,7 @@ class _Aggregation:
                 self.last_check = now
                 await self._check_job()
             exhausted = await self._exhausted(watcher)
-            async with self.o._pool.connection() as conn:
-                outcome = await save_batch(
-                    conn,
-                    self.job_id,
-                    self.pipeline,
-                    batch,
-                    self.o._lookup.image_for_reply,
-                    exhausted,
-                )
+            outcome = await self._save(batch, exhausted)
             await self._apply(outcome)
             if exhausted:
                 self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
@@ -197,6 +189,34 @@ class _Aggregation:
         )
         self.last_change = time.monotonic()
         self.dirty = True
+
+    async def _save(self, batch: int, exhausted: dict[int, str]) -> BatchOutcome:
+        """One batch, saved only while the job is not cancelled or final.
+
+        The job row is read FOR SHARE in the batch's transaction, so a status change waits for
+        the batch to commit or is seen by it: no result is ever saved after CANCELING (and so
+        after REVOKED), even by an attempt Temporal already gave up on. Idle polls skip it.
+        """
+        async with self.o._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM result_inbox WHERE job_id = %s) AS waiting",
+                (self.job_id,),
+            )
+            row = await cur.fetchone()
+            if not exhausted and not (row and row["waiting"]):
+                return BatchOutcome()
+            cur = await conn.execute(
+                "SELECT status FROM jobs WHERE id = %s FOR SHARE", (self.job_id,)
+            )
+            row = await cur.fetchone()
+            status = JobState(row["status"]) if row else JobState.REVOKED
+            if status in CANCEL_STATES or status in FINAL_STATES:
+                raise ApplicationError(
+                    f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
+                )
+            return await save_batch(
+                conn, self.job_id, self.pipeline, batch, self.o._lookup.image_for_reply, exhausted
+            )
 
     async def _check_job(self) -> None:
         """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt."""

@@ -121,7 +121,16 @@ class TaskQueueActivities:
         in_flight: deque[tuple[asyncio.Future[Any], PublishCheckpoint]] = deque()
         submitted = state
         next_page = asyncio.ensure_future(self._read_page(inp.job_id, state.last_ordinal))
-        async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: state):
+
+        def latest() -> PublishCheckpoint:
+            """The checkpoint, moved past every page fully acked by now (also while the loop
+            waits on a slow page read: a retry then republishes as little as possible)."""
+            nonlocal state
+            while in_flight and _acked(in_flight[0][0]):
+                _, state = in_flight.popleft()
+            return state
+
+        async with heartbeating(self._settings.jobs.heartbeat_interval, latest):
             try:
                 while True:
                     rows, no_url = await next_page
@@ -206,6 +215,10 @@ class TaskQueueActivities:
                 future.cancel()
             raise
         return asyncio.gather(*futures)
+
+
+def _acked(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _no_url_entry(image_id: int) -> InboxEntry:

@@ -113,21 +113,19 @@ async def queue_left(resources, redis_client, pool, job_id: int) -> list[str]:
         pass
     if await redis_client.exists(*naming.redis_keys(job_id)):
         left.append("redis keys")
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) AS n FROM result_inbox WHERE job_id = %s", (job_id,)
-        )
-        if (await cur.fetchone())["n"]:
-            left.append("inbox rows")
+    if await count_rows(pool, "result_inbox", job_id):
+        left.append("inbox rows")
     return left
 
 
-async def detections(pool, job_id: int) -> int:
+async def count_rows(pool, table: str, job_id: int) -> int:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) AS n FROM detections WHERE job_id = %s", (job_id,)
-        )
+        cur = await conn.execute(f"SELECT count(*) AS n FROM {table} WHERE job_id = %s", (job_id,))
         return (await cur.fetchone())["n"]
+
+
+async def detections(pool, job_id: int) -> int:
+    return await count_rows(pool, "detections", job_id)
 
 
 async def activity_stop_latency(handle, name: str) -> float | None:
@@ -267,11 +265,7 @@ async def test_cancel(
     assert done.status == JobState.REVOKED and done.finished_at is not None
     assert any(m.startswith("Job revoked") for m in logs)
     if phase == "collect":
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) AS n FROM job_images WHERE job_id = %s", (job.id,)
-            )
-            assert (await cur.fetchone())["n"] == 0
+        assert await count_rows(pool, "job_images", job.id) == 0
 
     # A late result: answered discarded, nothing saved, status unchanged.
     late = {"image_id": "1", "image_url": "http://x/1.jpg", "reply_subject": "$JS.ACK.x"}

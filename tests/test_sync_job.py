@@ -143,7 +143,7 @@ async def test_failed_batches_fail_their_images_and_write_no_markers(
     assert {i for i, (s, _) in statuses.items() if s == "failed"} == failed
     assert "HTTP 500" in (statuses[ids[3]][1] or "")
     assert "(after 3 attempts)" in (statuses[ids[3]][1] or "")
-    assert (statuses[ids[7]][1] or "").startswith("invalid response: detections")
+    assert (statuses[ids[7]][1] or "").startswith("invalid response: ")
     assert (statuses[ids[11]][1] or "").startswith("ReadTimeout")
     # No "processed, nothing found" marker (nor anything else) for a failed image.
     assert {r["source_image_id"] for r in await detection_rows(pool, job.id)} == set(ids) - failed
@@ -183,9 +183,7 @@ async def test_mostly_failed_sync_job_ends_failure(pool, temporal_client, settin
 async def test_no_live_service_fails_the_job_with_the_reason(case, pool, temporal_client, settings):
     config = FakeServiceConfig(ready=False)
     async with serving(create_fake_service(config)) as url:
-        seeded = await seed_sync(
-            pool, 4, service_url=None if case == "none registered" else url
-        )
+        seeded = await seed_sync(pool, 4, service_url=None if case == "none registered" else url)
         job = await create_ml(pool, seeded)
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
@@ -265,7 +263,10 @@ async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
         job = await create_ml(pool, seeded)
         # Batch 4 (ordinals 7-8) waits inside its transaction, after batches 1-3 committed.
         hold = DbHold(
-            settings, "detections", "INSERT", f"NEW.job_id = {job.id} AND NEW.source_image_id = {ids[6]}"
+            settings,
+            "detections",
+            "INSERT",
+            f"NEW.job_id = {job.id} AND NEW.source_image_id = {ids[6]}",
         )
         with worker_processes(settings, tmp_path) as workers:
             async with hold:

@@ -6,14 +6,22 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.data_export import ExportActivities
 from activities.images import ImageActivities
+from activities.internal_jobs import InternalJobActivities
 from activities.jobs import JobActivities
+from activities.populate_collection import PopulateActivities
+from activities.reconcile import ReconcileActivities
 from activities.results import ResultActivities
+from activities.sync_process import SyncActivities
 from activities.task_queue import TaskQueueActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources
+from workflows.internal_job_workflow import InternalJobWorkflow
 from workflows.job_workflow import JobWorkflow
+from workflows.reconcile_workflow import ReconcileWorkflow
+from workflows.sync_job_workflow import SyncJobWorkflow
 
 
 def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
@@ -24,11 +32,18 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
         resources.pool, resources.nc, resources.js, resources.redis, settings
     )
     temporal = TemporalActivities(client)
+    sync = SyncActivities(resources.pool, resources.http, settings)
+    populate = PopulateActivities(resources.pool, settings)
+    export = ExportActivities(resources.pool, settings)
+    internal = InternalJobActivities(resources.pool)
+    reconcile = ReconcileActivities(
+        resources.pool, client, queue, resources.js, resources.redis, settings
+    )
     grace = settings.worker.graceful_shutdown
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
-        workflows=[JobWorkflow],
+        workflows=[JobWorkflow, ReconcileWorkflow, SyncJobWorkflow, InternalJobWorkflow],
         activities=[
             jobs.start_job,
             jobs.check_cancel,
@@ -40,6 +55,11 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             queue.prepare_job_queue,
             queue.cleanup_job_queue,
             temporal.request_cancel,
+            sync.choose_service,
+            internal.finish_internal_job,
+            export.remove_export,
+            reconcile.reconcile_jobs,
+            reconcile.remove_leftovers,
         ],
         max_concurrent_activities=settings.worker.short_queue_slots,
         graceful_shutdown_timeout=grace,
@@ -47,7 +67,14 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     long = Worker(
         client,
         task_queue=settings.jobs.long_task_queue,
-        activities=[images.collect_images, queue.publish_tasks, results.aggregate_results],
+        activities=[
+            images.collect_images,
+            queue.publish_tasks,
+            results.aggregate_results,
+            sync.process_batches,
+            populate.populate_collection,
+            export.export_data,
+        ],
         max_concurrent_activities=settings.worker.long_queue_slots,
         graceful_shutdown_timeout=grace,
     )

@@ -18,6 +18,7 @@ from core.settings import Settings
 from core.temporal_client import connect_temporal
 from worker.app import build_workers
 from worker.resources import Resources
+from worker.schedules import ensure_reconcile_schedule
 
 log = logging.getLogger("antenna_jobs.worker")
 _runtime: Runtime | None = None
@@ -53,6 +54,7 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
             settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
         )
         workers = build_workers(client, settings, resources)
+        await ensure_reconcile_schedule(client, settings)
         runs = [asyncio.create_task(w.run()) for w in workers]
         log.info(
             "workers polling %s and %s", settings.jobs.task_queue, settings.jobs.long_task_queue

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import nats
 import psycopg
 import redis.asyncio as aioredis
@@ -27,6 +28,8 @@ class Resources:
     redis: aioredis.Redis
     nc: NatsClient
     js: JetStreamContext
+    # Requests to push-mode processing services (SYNC_API); each call sets its own timeouts.
+    http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
 
     @classmethod
     async def open(cls, settings: Settings, *, run_migrations: bool = True) -> Resources:
@@ -51,6 +54,7 @@ class Resources:
         return cls(pool=pool, redis=redis, nc=nc, js=js)
 
     async def close(self) -> None:
+        await self.http.aclose()
         with suppress(Exception):
             await self.nc.drain()
         await self.redis.aclose()

@@ -267,8 +267,10 @@ class JobLifecycle:
     async def _short(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
         """A short activity that always runs to its end: a cancel arriving meanwhile waits for it
         (so we know whether its write happened) and is honoured afterwards."""
+        # Before start_job answered, the configured timeout is not known yet.
+        timeout = self._config.short_timeout if self._config is not None else SHORT_TIMEOUT
         handle = workflow.start_activity_method(
-            activity, arg, start_to_close_timeout=SHORT_TIMEOUT, retry_policy=RETRY
+            activity, arg, start_to_close_timeout=timeout, retry_policy=RETRY
         )
         try:
             result = await asyncio.shield(handle)
@@ -293,7 +295,11 @@ class JobLifecycle:
         return handle
 
     async def _long(self, activity: Any, arg: Any) -> Any:
-        result = await self._start_long(activity, arg)
+        handle = self._start_long(activity, arg)
+        # Through workflow.wait, not on the handle: a cancel reaches this code at once (so the
+        # job is CANCELING right away), while the activity stops at its next heartbeat.
+        await workflow.wait([handle])
+        result = handle.result()
         self._raise_if_cancel_requested()
         return result
 
