@@ -41,6 +41,7 @@ from core.settings import Settings
 from core.states import JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+EXPORT_FAILED = "ExportFailed"
 
 _SCOPE = """
 FROM detections d
@@ -168,6 +169,14 @@ def publish_file(file: IO[bytes], partial: Path, final: Path) -> int:
     return final.stat().st_size
 
 
+def _file_error(err: OSError) -> ApplicationError:
+    """A file the worker cannot write (permissions, a full disk, a bad export directory) fails
+    the job with the reason instead of retrying forever; database errors stay retryable."""
+    return ApplicationError(
+        f"cannot write the export file: {err}", type=EXPORT_FAILED, non_retryable=True
+    )
+
+
 class ExportActivities:
     def __init__(self, pool: Pool, settings: Settings) -> None:
         self._pool = pool
@@ -210,7 +219,10 @@ class _Export:
         partial = partial_path(final)
         query = {"project": job.project_id, "collection": job.collection_id}
         state = resume_details(ExportCheckpoint) or ExportCheckpoint()
-        file = open_partial(partial, state, fmt)
+        try:
+            file = open_partial(partial, state, fmt)
+        except OSError as err:
+            raise _file_error(err) from err
         if file.tell() != state.bytes or not state.bytes:
             state = ExportCheckpoint(bytes=file.tell())
         resumed = state.last_id
@@ -228,29 +240,30 @@ class _Export:
                     row = await cur.fetchone()
                     state = state.model_copy(update={"total": int(row["n"]) if row else 0})
                 await self._write_progress(state, fmt, force=True)
-                cursor = conn.cursor(name=f"export_job_{self.job_id}")
-                await cursor.execute(_PAGE, {**query, "after": state.last_id})
-                while page := await cursor.fetchmany(self.o._settings.export.batch_size):
-                    data, rows = encode_page(fmt, [r["record"] for r in page])
-                    file.write(data)
-                    file.flush()
-                    state = ExportCheckpoint(
-                        last_id=page[-1]["id"],
-                        records=state.records + len(page),
-                        rows=state.rows + rows,
-                        bytes=state.bytes + len(data),
-                        total=state.total,
-                    )
-                    await self._write_progress(state, fmt)
-                    await self._check_job()
-                await cursor.close()
+                async with conn.cursor(name=f"export_job_{self.job_id}") as cursor:
+                    await cursor.execute(_PAGE, {**query, "after": state.last_id})
+                    while page := await cursor.fetchmany(self.o._settings.export.batch_size):
+                        data, rows = encode_page(fmt, [r["record"] for r in page])
+                        file.write(data)
+                        file.flush()
+                        state = ExportCheckpoint(
+                            last_id=page[-1]["id"],
+                            records=state.records + len(page),
+                            rows=state.rows + rows,
+                            bytes=state.bytes + len(data),
+                            total=state.total,
+                        )
+                        await self._write_progress(state, fmt)
+                        await self._check_job()
             size = publish_file(file, partial, final)
-        except BaseException:
+        except BaseException as err:
             # Cancelled or failed: no partial file stays behind. (A killed worker runs no
             # code at all: its partial file is what the next attempt resumes from.)
             file.close()
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+            if isinstance(err, OSError):
+                raise _file_error(err) from err
             raise
         await self._saved(final, size, state)
         return InternalResult(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -39,6 +40,8 @@ from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+# An attempt whose run is over (the job was started again since it began): it stops.
+STALE_RUN = "StaleRun"
 # Throughput lines go to the job log at most this often (progress is written more often).
 _THROUGHPUT_EVERY = 10.0
 
@@ -124,6 +127,7 @@ class _Aggregation:
         self.counters = AggregateCounters()
         self.result = AggregateResult(counters=self.counters)
         self.progress = JobProgress()
+        self.run_started: datetime | None = None
         self.started = time.monotonic()
         self.last_change = self.started
         self.last_progress = 0.0
@@ -137,7 +141,10 @@ class _Aggregation:
         async with self.o._pool.connection() as conn:
             self.pipeline = await load_pipeline(conn, self.job_id)
             self.counters = await load_counters(conn, self.job_id)
-            self.progress = (await job_store.get_job(conn, self.job_id)).progress
+            job = await job_store.get_job(conn, self.job_id)
+            self.progress = job.progress
+            # Which run this attempt works for: a retry of the job stamps a new started_at.
+            self.run_started = job.started_at
         watcher = MaxDeliveriesWatcher(self.o._nc, self.job_id)
         await watcher.start()
         try:
@@ -206,28 +213,48 @@ class _Aggregation:
             if not exhausted and not (row and row["waiting"]):
                 return BatchOutcome()
             cur = await conn.execute(
-                "SELECT status FROM jobs WHERE id = %s FOR SHARE", (self.job_id,)
+                "SELECT status, started_at FROM jobs WHERE id = %s FOR SHARE", (self.job_id,)
             )
-            row = await cur.fetchone()
-            status = JobState(row["status"]) if row else JobState.REVOKED
-            if status in CANCEL_STATES or status in FINAL_STATES:
-                raise ApplicationError(
-                    f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
-                )
+            self._check_row(await cur.fetchone())
             return await save_batch(
                 conn, self.job_id, self.pipeline, batch, self.o._lookup.image_for_reply, exhausted
             )
 
+    def _check_row(self, row: dict[str, Any] | None) -> None:
+        """Stop when the job is cancelled (or final), or when it was started again since this
+        attempt began: then this is an attempt of a run that is over (terminated, say) and the
+        new run's aggregator owns the job."""
+        if row is None or row["started_at"] != self.run_started:
+            raise ApplicationError(
+                f"job {self.job_id} was started again: this attempt's run is over",
+                type=STALE_RUN,
+                non_retryable=True,
+            )
+        status = JobState(row["status"])
+        if status in CANCEL_STATES or status in FINAL_STATES:
+            raise ApplicationError(
+                f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
+            )
+
     async def _check_job(self) -> None:
-        """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt."""
+        """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt;
+        results saved by another attempt (one Temporal gave up on, still finishing a batch) are
+        counted from Postgres, so this attempt never waits for images already done."""
         async with self.o._pool.connection() as conn:
-            status = await job_store.get_status(conn, self.job_id)
-            if status in CANCEL_STATES:
-                raise ApplicationError(
-                    f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
-                )
+            cur = await conn.execute(
+                "SELECT status, started_at FROM jobs WHERE id = %s", (self.job_id,)
+            )
+            self._check_row(await cur.fetchone())
             if not await self.o._cache.exists(self.job_id):
                 await self.o._cache.rebuild(conn, self.job_id)
+            cur = await conn.execute(_COUNTS, {"job": self.job_id})
+            images = await cur.fetchone()
+            assert images is not None
+            seen = (self.counters.processed, self.counters.failed)
+            if (images["processed"], images["failed"]) != seen:
+                self.counters = await load_counters(conn, self.job_id)
+                self.last_change = time.monotonic()
+                self.dirty = True
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
@@ -288,7 +315,9 @@ class _Aggregation:
     async def _write_progress(self, final: JobState | None = None) -> None:
         self.progress = apply_counters(self.progress, self.counters, final)
         async with self.o._pool.connection() as conn:
-            await job_store.save_progress(conn, self.job_id, self.progress)
+            await job_store.save_progress(
+                conn, self.job_id, self.progress, run_started_at=self.run_started
+            )
         self.last_progress = time.monotonic()
         self.dirty = False
 

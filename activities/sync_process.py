@@ -185,10 +185,11 @@ class _SyncRun:
             response, error = await self._post(request)
             ids = {r["source_image_id"] for r in sent}
             if response is not None:
-                add_response(parsed, response, self.pipeline)
-                for image in list(parsed.processed):
-                    if image not in ids:  # not asked for: never saved from this answer
-                        del parsed.processed[image]
+                answered = ParsedResults()
+                add_response(answered, response, self.pipeline)
+                # Only the images this batch asked for: never save or fail another from it.
+                parsed.processed = {i: d for i, d in answered.processed.items() if i in ids}
+                parsed.failed |= {i: e for i, e in answered.failed.items() if i in ids}
             for image in ids - set(parsed.processed):
                 parsed.failed.setdefault(image, error or "missing from the service's answer")
         async with self.o._pool.connection() as conn, conn.transaction():

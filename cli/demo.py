@@ -5,6 +5,9 @@ worker and the API as subprocesses (``antenna-jobs worker`` / ``api --port <free
 ADC workers in-process, then creates and starts the job and follows it to a final state. It stops
 everything it started (subprocesses: SIGTERM, then wait) and ends with exactly one line:
 ``job <id> SUCCESS: <N> images, <D> detections, <C> classifications in <T> s (<R> images/s)``.
+``--mode sync`` runs the job in SYNC_API mode against a fake push-mode processing service
+(``antenna-jobs fake-service``, a subprocess) instead of the API and fake workers
+(cli/demo_sync.py).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -43,9 +47,17 @@ from core.seed import seed
 from core.settings import Settings
 from core.states import JobState
 
+if TYPE_CHECKING:
+    from api.job_actions import JobActions
+
 
 class DemoError(Exception):
     pass
+
+
+class DemoMode(StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"
 
 
 @dataclass
@@ -73,8 +85,16 @@ def demo(
     keep_stack: Annotated[
         bool, typer.Option("--keep-stack", help="Leave started services up (`down` stops them)")
     ] = False,
+    mode: Annotated[
+        DemoMode,
+        typer.Option(help="async: fake ADC workers pull tasks; sync: a fake push-mode service"),
+    ] = DemoMode.ASYNC,
+    batch_size: Annotated[int, typer.Option(min=1, help="sync: images per /process request")] = 8,
 ) -> None:
-    """Run one ML job end to end on the local stack and report its throughput."""
+    """Run one ML job end to end on the local stack and report its throughput.
+
+    In sync mode ``--delay`` is the fake service's latency per request and ``--error-rate`` the
+    share of its requests answered 500 (retried, so most batches still succeed)."""
     settings = load_settings()
     if "ANTENNA_JOBS_TASK_QUEUE" not in os.environ:
         # A queue of its own: no other worker on this machine can take this demo's tasks.
@@ -94,19 +114,27 @@ def demo(
     outcome: Outcome | None = None
     try:
         with user_errors():
-            outcome = asyncio.run(
-                _run(
-                    settings,
-                    stack,
-                    children,
-                    images,
-                    workers,
-                    concurrency,
-                    error_rate,
-                    delay,
-                    timeout,
+            if mode == DemoMode.SYNC:
+                from cli.demo_sync import run_sync
+
+                sync = run_sync(
+                    settings, stack, children, images, batch_size, error_rate, delay, timeout
                 )
-            )
+                outcome = asyncio.run(sync)
+            else:
+                outcome = asyncio.run(
+                    _run(
+                        settings,
+                        stack,
+                        children,
+                        images,
+                        workers,
+                        concurrency,
+                        error_rate,
+                        delay,
+                        timeout,
+                    )
+                )
     except DemoError as err:
         err_console.print(f"demo failed: {err}", style="red")
     finally:
@@ -181,32 +209,44 @@ async def _run(
                     name=f"demo: {images} images",
                     start=True,
                 )
-                ns = settings.temporal.namespace
-                console.print(
-                    f"job {job.id} started; Temporal Web UI: {settings.temporal.ui_url}"
-                    f"/namespaces/{ns}/workflows/{naming.workflow_id(job.id)}"
-                )
-                try:
-                    job = await asyncio.wait_for(
-                        progress_view.watch(
-                            progress_view.loader(pool, job.id),
-                            console,
-                            interval=0.25,
-                            still_ok=lambda: _check_children(children),
-                        ),
-                        give_up_after,
-                    )
-                except TimeoutError:
-                    with contextlib.suppress(Exception):
-                        await actions.cancel(job.id, reason="demo timed out")
-                    raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
+                job = await follow(settings, actions, pool, job, children, give_up_after)
         finally:
             for f in fakes:
                 f.stop()
             await asyncio.gather(*fake_tasks, return_exceptions=True)
         for child in children:
             child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
-        return await _outcome(pool, job, fakes, children)
+        return await outcome_of(pool, job, fakes, children)
+
+
+async def follow(
+    settings: Settings,
+    actions: JobActions,
+    pool: Pool,
+    job: JobRecord,
+    children: list[Child],
+    give_up_after: float,
+) -> JobRecord:
+    """Print the job's Web UI link and show its live bar until it is final (or cancel it)."""
+    ns = settings.temporal.namespace
+    console.print(
+        f"job {job.id} started; Temporal Web UI: {settings.temporal.ui_url}"
+        f"/namespaces/{ns}/workflows/{naming.workflow_id(job.id)}"
+    )
+    try:
+        return await asyncio.wait_for(
+            progress_view.watch(
+                progress_view.loader(pool, job.id),
+                console,
+                interval=0.25,
+                still_ok=lambda: check_children(children),
+            ),
+            give_up_after,
+        )
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await actions.cancel(job.id, reason="demo timed out")
+        raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
 
 
 async def _wait_for_api(url: str, token: str, children: list[Child], within: float) -> None:
@@ -214,7 +254,7 @@ async def _wait_for_api(url: str, token: str, children: list[Child], within: flo
     headers = {"Authorization": f"Token {token}"}
     async with httpx.AsyncClient(timeout=2, headers=headers) as http:
         while time.monotonic() < deadline:
-            _check_children(children)
+            check_children(children)
             try:
                 response = await http.get(f"{api_base(url)}/jobs", params={"ids_only": 1})
                 if response.status_code < 500:
@@ -225,7 +265,7 @@ async def _wait_for_api(url: str, token: str, children: list[Child], within: flo
     raise DemoError(f"the API at {url} did not answer within {within:.0f} s")
 
 
-def _check_children(children: list[Child]) -> None:
+def check_children(children: list[Child]) -> None:
     for child in children:
         code = child.proc.poll()
         if code is not None:
@@ -241,7 +281,7 @@ def _stop_children(children: list[Child]) -> None:
             child.proc.wait(timeout=5)
 
 
-async def _outcome(
+async def outcome_of(
     pool: Pool, job: JobRecord, fakes: list[FakeWorker], children: list[Child]
 ) -> Outcome:
     async with pool.connection() as conn:
@@ -266,12 +306,15 @@ async def _outcome(
     posted_d = sum(p.get("detections", 0) for p in posted)
     posted_c = sum(p.get("classifications", 0) for p in posted)
     failed = c.get("failed", 0)
-    notes.append(
-        f"fake workers posted {sum(p.get('images', 0) for p in posted)} images"
-        f" ({sum(p.get('errors', 0) for p in posted)} errors, {posted_d} detections,"
-        f" {posted_c} classifications, {sum(p.get('repeats', 0) for p in posted)} repeats);"
-        f" job failed images: {failed}"
-    )
+    if fakes:
+        notes.append(
+            f"fake workers posted {sum(p.get('images', 0) for p in posted)} images"
+            f" ({sum(p.get('errors', 0) for p in posted)} errors, {posted_d} detections,"
+            f" {posted_c} classifications, {sum(p.get('repeats', 0) for p in posted)}"
+            f" repeats); job failed images: {failed}"
+        )
+    else:
+        notes.append(f"job failed images: {failed}")
     line = (
         f"job {job.id} {job.status.value}: {total} images, {row['detections']} detections,"
         f" {row['classifications']} classifications in {seconds:.1f} s ({rate:.1f} images/s)"

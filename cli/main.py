@@ -19,6 +19,7 @@ from cli.demo import demo
 from cli.fake_service_command import fake_service
 from cli.fake_worker_command import fake_worker
 from cli.job_commands import job_app
+from cli.service_commands import service_app
 from cli.stack_services import StackError
 from core.db import migrate
 from core.seed import seed as seed_data
@@ -34,6 +35,7 @@ token_app = typer.Typer(help="API tokens for processing workers.", no_args_is_he
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(job_app, name="job")
+app.add_typer(service_app, name="service")
 app.command("fake-worker")(fake_worker)
 app.command("fake-service")(fake_service)
 app.command("demo")(demo)

@@ -216,13 +216,28 @@ async def transition(
     return cur.rowcount == 1
 
 
-async def save_progress(conn: AsyncConnection[Any], job_id: int, progress: JobProgress) -> None:
-    """Write the progress JSON, keeping the summary status the row's own status."""
-    await conn.execute(
+async def save_progress(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    progress: JobProgress,
+    *,
+    run_started_at: datetime | None = None,
+) -> bool:
+    """Write the progress JSON, keeping the summary status the row's own status.
+
+    ``run_started_at`` (the started_at the writer's run began with) makes a writer whose run is
+    over (the job was started again since) write nothing. True if the row was written.
+    """
+    guard = " AND started_at = %s" if run_started_at is not None else ""
+    params: list[Any] = [json.dumps(progress.as_json()), job_id]
+    if run_started_at is not None:
+        params.append(run_started_at)
+    cur = await conn.execute(
         "UPDATE jobs SET progress = jsonb_set(%s::jsonb, '{summary,status}', to_jsonb(status)),"
-        " updated_at = now() WHERE id = %s",
-        (json.dumps(progress.as_json()), job_id),
+        " updated_at = now() WHERE id = %s" + guard,
+        params,
     )
+    return cur.rowcount == 1
 
 
 async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]) -> None:

@@ -25,6 +25,9 @@ async def add_push_service(
     if not endpoint_url.startswith(("http://", "https://")):
         raise InvalidJobInput("endpoint_url", f"not an http(s) URL: {endpoint_url!r}")
     async with conn.transaction():
+        cur = await conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,))
+        if await cur.fetchone() is None:
+            raise InvalidJobInput("project", f"project {project_id} does not exist")
         cur = await conn.execute(
             "SELECT id, slug FROM pipelines WHERE slug = ANY(%s)", (pipeline_slugs,)
         )

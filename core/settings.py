@@ -94,6 +94,9 @@ class WorkerSettings(BaseSettings):
     short_queue_slots: int = 100
     # In-flight activities may finish (or reach a checkpoint) before a shutdown cancels them.
     graceful_shutdown: Duration = timedelta(seconds=30)
+    # How long a workflow task waits for the worker that has the workflow cached before any
+    # worker takes it (replaying the short history): after a crash, the job waits this long.
+    sticky_timeout: Duration = timedelta(seconds=5)
     # e.g. "0.0.0.0:9464" serves Temporal's worker metrics at /metrics; unset = off.
     metrics_bind: str | None = None
 

@@ -10,6 +10,7 @@ after a guessed sleep. The trigger lives in the session's schema and matches one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -169,8 +170,15 @@ class RecordingAdc(SimulatedAdcWorker):
         self.gate.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._loop(stop)
+        finally:
+            if self._sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._sub.unsubscribe()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
-        sub = None
         while not stop.is_set():
             if self.budget is not None and self.budget <= 0:
                 self.gate.clear()
@@ -181,16 +189,16 @@ class RecordingAdc(SimulatedAdcWorker):
                 stopper.cancel()
                 continue
             try:
-                if sub is None:
-                    sub = await js.pull_subscribe_bind(
+                if self._sub is None:
+                    self._sub = await js.pull_subscribe_bind(
                         naming.consumer_name(self.job_id), naming.stream_name(self.job_id)
                     )
                 want = self.batch_size if self.budget is None else min(self.batch_size, self.budget)
-                msgs = await sub.fetch(want, timeout=0.2)
+                msgs = await self._sub.fetch(want, timeout=0.2)
             except nats.errors.TimeoutError:
                 continue
             except (NotFoundError, nats.errors.Error, OSError, TimeoutError):
-                sub = None
+                await self._drop_subscription()
                 await asyncio.sleep(0.1)  # the stream is not there yet, or NATS is restarting
                 continue
             if self.budget is not None:
@@ -199,6 +207,12 @@ class RecordingAdc(SimulatedAdcWorker):
                 await self._answer(msgs)
             except (nats.errors.Error, OSError, TimeoutError):
                 await asyncio.sleep(0.1)  # acks lost in an outage: NATS redelivers those tasks
+
+    async def _drop_subscription(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _answer(self, msgs: list[Any]) -> None:
         for msg in msgs:

@@ -54,7 +54,9 @@ def settings(settings):
                     "publish_page_size": 50,
                 }
             ),
-            "worker": settings.worker.model_copy(update={"graceful_shutdown": timedelta(0)}),
+            "worker": settings.worker.model_copy(
+                update={"graceful_shutdown": timedelta(0), "sticky_timeout": timedelta(seconds=1)}
+            ),
             "reconcile": settings.reconcile.model_copy(update={"interval": timedelta(0)}),
         }
     )
@@ -190,7 +192,14 @@ async def test_kill_between_aggregation_and_finalize(
             await hold.release()
             assert await wait_final(pool, job.id) == JobState.SUCCESS
             record_recovery("worker SIGKILL before finalize", time.monotonic() - killed)
+            await eventually(lambda: queue_gone(nats_client, redis_client, job.id))
     await check_exactly_once(pool, job.id, adc)
-    with pytest.raises(NotFoundError):
-        await nats_client.jetstream().stream_info(naming.stream_name(job.id))
-    assert await redis_client.exists(*naming.redis_keys(job.id)) == 0
+
+
+async def queue_gone(nats_client, redis_client, job_id: int) -> bool:
+    """The run's cleanup, right after the final status: no stream, no keys."""
+    try:
+        await nats_client.jetstream().stream_info(naming.stream_name(job_id))
+        return False
+    except NotFoundError:
+        return await redis_client.exists(*naming.redis_keys(job_id)) == 0

@@ -206,6 +206,7 @@ async def test_populate_cancelled_mid_way_leaves_the_collection_as_it_was(
     assert rows[0]["method"] == "manual"
 
 
+@pytest.mark.chaos
 async def test_populate_worker_killed_mid_way_finishes_on_another(
     pool, temporal_client, settings, tmp_path
 ):
@@ -279,6 +280,10 @@ async def export_job(pool, temporal_client, settings, images: int, **kwargs):
         **kwargs,
     )
     return job, seeded
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 def file_size(path: Path) -> int:
@@ -364,15 +369,25 @@ async def test_export_of_a_collection_has_only_its_images(
     assert len(records) == 10 and f"-collection-{collection}-" in done.result["path"]
 
 
-def _hold_after_first_page(settings: Settings, job_id: int) -> DbHold:
-    """The progress write after the first page: the partial file then holds real rows."""
-    return DbHold(
-        settings,
-        "jobs",
-        "UPDATE",
-        f"NEW.id = {job_id}"
-        " AND coalesce(NEW.progress #>> '{stages,0,params,2,value}', '') NOT IN ('', '0')",
+_RECORDS = "coalesce(NEW.progress #>> '{stages,0,params,2,value}', '')"
+
+
+def _hold_progress(settings: Settings, job_id: int, condition: str) -> DbHold:
+    """The export's progress write (after a page) whose records_exported matches ``condition``."""
+    return DbHold(settings, "jobs", "UPDATE", f"NEW.id = {job_id} AND {_RECORDS} {condition}")
+
+
+async def _waiting_on_job_row(pool) -> bool:
+    """A status write (core.job_store.transition) waits for a row lock of this session's jobs
+    table (other sessions' backends are in other schemas)."""
+    rows = await fetch(
+        pool,
+        "SELECT 1 FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock'"
+        " AND a.query LIKE 'UPDATE jobs SET progress = jsonb_set(progress,%%'"
+        " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
+        "             AND l.relation = 'jobs'::regclass)",
     )
+    return bool(rows)
 
 
 @pytest.mark.parametrize("how", ["temporal", "signal"])
@@ -381,30 +396,38 @@ async def test_export_cancelled_mid_way_removes_the_partial_file(
 ):
     settings = with_export(settings, tmp_path, batch_size=10)
     job, _ = await export_job(pool, temporal_client, settings, 50, params={"format": "csv"})
-    hold = _hold_after_first_page(settings, job.id)
-    async with running_workers(temporal_client, settings), hold:
+    # Page 1's progress write waits; then (CANCELING written meanwhile) page 2's waits, until the
+    # cancel reaches the activity and cancels that statement.
+    first = _hold_progress(settings, job.id, "= '10'")
+    second = _hold_progress(settings, job.id, "NOT IN ('', '0', '10')")
+    async with running_workers(temporal_client, settings), first, second:
         await JobActions(pool, temporal_client, settings).run(job.id)
-        await hold.wait_blocked()
+        await first.wait_blocked()
         partial = list((tmp_path / "exports").glob("*.partial"))
-        assert len(partial) == 1 and len(partial[0].read_text().splitlines()) > 1
-        if how == "temporal":
+        assert len(partial) == 1 and len(read_lines(partial[0])) > 1  # header + page 1
+        if how == "temporal":  # `temporal workflow cancel` and the Web UI make this same call
             await handle(temporal_client, job.id).cancel()
         else:
             await handle(temporal_client, job.id).signal("cancel", "test")
+        # The workflow writes CANCELING at once; it waits behind the held progress write.
+        await eventually(lambda: _waiting_on_job_row(pool))
+        await first.release()
         with pytest.raises(WorkflowFailureError) as raised:
             await handle(temporal_client, job.id).result()
+        assert await second.waiting_pids() == []
     assert isinstance(raised.value.cause, CancelledError)
     done = await get_job(pool, job.id)
     assert done.status == JobState.REVOKED and done.result is None
     assert list((tmp_path / "exports").iterdir()) == []
 
 
+@pytest.mark.chaos
 async def test_export_worker_killed_mid_way_resumes_from_its_checkpoint(
     pool, temporal_client, settings, tmp_path
 ):
     settings = with_export(settings, tmp_path, batch_size=10)
     job, _ = await export_job(pool, temporal_client, settings, 50, params={"format": "jsonl"})
-    hold = _hold_after_first_page(settings, job.id)
+    hold = _hold_progress(settings, job.id, "= '10'")
     with worker_processes(settings, tmp_path / "logs") as workers:
         async with hold:
             first = workers.start()
@@ -428,3 +451,20 @@ async def test_export_worker_killed_mid_way_resumes_from_its_checkpoint(
     assert done.result["records"] == 100
     messages = [r["message"] for r in await job_logs(pool, job.id)]
     assert any("resumed after detection" in m for m in messages), messages
+
+
+async def test_export_that_cannot_write_its_file_fails_with_the_reason(
+    pool, temporal_client, settings, tmp_path
+):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings = settings.model_copy(update={"export": ExportSettings(dir=blocker / "exports")})
+    job, _ = await export_job(pool, temporal_client, settings, 3, params={"format": "csv"})
+    async with running_workers(temporal_client, settings):
+        await JobActions(pool, temporal_client, settings).run(job.id)
+        with pytest.raises(WorkflowFailureError):
+            await handle(temporal_client, job.id).result()
+    done = await get_job(pool, job.id)
+    assert done.status == JobState.FAILURE and done.finished_at is not None
+    errors = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
+    assert any("cannot write the export file" in m for m in errors), errors

@@ -253,6 +253,7 @@ async def test_cancel_in_the_job_row_stops_between_batches(pool, temporal_client
     assert "failed" not in statuses and "pending" in statuses
 
 
+@pytest.mark.chaos
 async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
     pool, temporal_client, settings, tmp_path
 ):
@@ -299,3 +300,20 @@ async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
     assert done.progress.stage("process").param("processed") == 16
     messages = [r["message"] for r in await job_logs(pool, job.id)]
     assert any("resumed after ordinal 6" in m for m in messages), messages
+
+
+async def test_history_does_not_grow_with_images_or_batches(pool, temporal_client, settings):
+    """O(1) history: one activity per phase, whatever the number of batches."""
+    lengths = []
+    async with (
+        serving(create_fake_service(FakeServiceConfig())) as url,
+        running_workers(temporal_client, settings),
+    ):
+        for images in (3, 60):
+            seeded = await seed_sync(pool, images, batch_size=1, service_url=url)
+            job = await create_ml(pool, seeded)
+            await JobActions(pool, temporal_client, settings).run(job.id)
+            await handle(temporal_client, job.id).result()
+            events = [e async for e in handle(temporal_client, job.id).fetch_history_events()]
+            lengths.append(len(events))
+    assert lengths[0] == lengths[1], lengths

@@ -63,6 +63,9 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
         ],
         max_concurrent_activities=settings.worker.short_queue_slots,
         graceful_shutdown_timeout=grace,
+        # A killed worker's sticky queue holds a workflow's next task this long before any
+        # worker gets it: part of every crash's recovery time.
+        sticky_queue_schedule_to_start_timeout=settings.worker.sticky_timeout,
     )
     long = Worker(
         client,

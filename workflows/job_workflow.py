@@ -1,9 +1,8 @@
 """The job workflow: one durable run per job (id ``job-{id}``) for an async_api ML job.
 
 start -> reset leftovers -> collect -> prepare queue -> publish || aggregate -> finalize, with
-cleanup (stream, consumer, Redis keys) always. Every path that stops a job early is a Temporal
-cancel (``handle.cancel``, the ``cancel`` signal, a job row saying CANCELING): running activities
-are cancelled and awaited, cleanup runs, the job is REVOKED and the run closes as CANCELED.
+cleanup (stream, consumer, Redis keys) always. The lifecycle every job type shares (the cancel
+paths, failure, revoke, wind-down) is JobLifecycle's (workflows/job_lifecycle.py).
 
 History is O(1) in images: a fixed set of activities, no per-image or per-batch events; counts
 live in Postgres and Redis, and the progress query returns the latest counts known here.
@@ -12,126 +11,34 @@ live in Postgres and Redis, and the progress query returns the latest counts kno
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities
-    from activities.jobs import JobActivities
     from activities.models import (
-        JOB_CANCELLED,
-        JOB_NOT_FOUND,
         AggregateCounters,
         AggregateInput,
         AggregateResult,
-        FailInput,
-        FinalizeInput,
-        FinalizeResult,
-        JobConfig,
-        JobRef,
         PublishInput,
         PublishResult,
-        RevokeInput,
-        SelfCancelInput,
-        StartOutcome,
     )
     from activities.results import ResultActivities
     from activities.task_queue import TaskQueueActivities
-    from activities.temporal_ops import TemporalActivities
-    from core import search_attributes
-    from core.states import FINAL_STATES, JobState
-    from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
-
-JOB_FAILED = "JobFailed"
-SHORT_TIMEOUT = timedelta(minutes=2)
-LONG_TIMEOUT = timedelta(days=30)
-# Unlimited attempts with backoff: an outage of Postgres/NATS/Redis delays the job, it does not
-# fail it; business errors are raised non-retryable by the activities.
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
-WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    from core import naming
+    from core.workflow_io import JobWorkflowInput, JobWorkflowResult
+    from workflows.job_lifecycle import JobLifecycle
 
 
-def _evicting(err: BaseException) -> bool:
-    """The SDK tears down an evicted run by raising this (private) BaseException: never handle it
-    like a cancel, or the teardown would try to schedule cleanup activities."""
-    return type(err).__name__ == "_WorkflowBeingEvictedError"
-
-
-def _error_type(err: BaseException) -> str | None:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return cause.type if isinstance(cause, ApplicationError) else None
-
-
-@workflow.defn(name="JobWorkflow")
-class JobWorkflow:
-    @workflow.init
-    def __init__(self, inp: JobWorkflowInput) -> None:
-        self._job = JobRef(job_id=inp.job_id)
-        self._state = WorkflowProgress(job_id=inp.job_id)
-        self._config: JobConfig | None = None
-        self._handles: list[workflow.ActivityHandle[Any]] = []
-        # Set once finalize moved the job to a final state: a late cancel no longer applies.
-        self._finished = False
-        self._owns_queue = True
-        self._cancel_signalled = False
-
-    @workflow.query(name="progress")
-    def progress(self) -> WorkflowProgress:
-        return self._state
-
-    @workflow.signal(name="cancel")
-    async def cancel(self, reason: str | None = None) -> None:
-        """Same as a Temporal cancel request: it makes one (see activities/temporal_ops.py)."""
-        if self._finished or self._cancel_signalled or workflow.cancellation_reason() is not None:
-            return
-        self._cancel_signalled = True
-        await self._request_cancel(reason or "cancel signal")
+@workflow.defn(name=naming.JOB_WORKFLOW)
+class JobWorkflow(JobLifecycle):
+    workflow_name = naming.JOB_WORKFLOW
 
     @workflow.run
     async def run(self, inp: JobWorkflowInput) -> JobWorkflowResult:
-        try:
-            try:
-                result = await self._run()
-            except BaseException as err:
-                if _evicting(err):
-                    raise
-                if _error_type(err) == JOB_CANCELLED and workflow.cancellation_reason() is None:
-                    await self._cancel_self("the job row says it is cancelled")
-                raise
-            finally:
-                await self._wind_down()
-        except BaseException as err:
-            if _evicting(err):
-                raise
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            if workflow.cancellation_reason() is not None and not self._finished:
-                await self._revoke()
-                if is_cancelled_exception(err):
-                    raise
-                raise asyncio.CancelledError(workflow.cancellation_reason()) from err
-            failure = await self._fail(err)
-            if failure is err:
-                raise
-            raise failure from err
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self._run_job()
 
-    async def _run(self) -> JobWorkflowResult:
-        start = await self._short(JobActivities.start_job, self._job)
-        if start.outcome == StartOutcome.FINAL:
-            self._owns_queue = False
-            self._finished = True
-            self._state.phase, self._state.status = "done", start.status
-            return JobWorkflowResult(job_id=self._job.job_id, status=start.status)
-        self._config = start.config
-        if start.outcome == StartOutcome.CANCELING:
-            await self._cancel_self("the job was cancelled before it started")
-        self._set_status(JobState.STARTED, project_id=start.project_id)
+    async def _work(self) -> JobWorkflowResult:
         await self._short(TaskQueueActivities.reset_job_queue, self._job)
 
         self._state.phase = "collecting"
@@ -164,170 +71,6 @@ class JobWorkflow:
         await self._check_job()
         return await self._finalize(aggregated.counters)
 
-    async def _finalize(self, counters: AggregateCounters) -> JobWorkflowResult:
-        self._state.phase = "finalizing"
-        self._set_counts(counters)
-        # No cancel check right after: once the job is final, a late cancel no longer applies.
-        done: FinalizeResult = await self._short(
-            JobActivities.finalize_job,
-            FinalizeInput(job_id=self._job.job_id, counters=counters),
-            check=False,
-        )
-        if not done.moved and done.status not in FINAL_STATES - {JobState.REVOKED}:
-            await self._cancel_self(f"the job became {done.status} while finishing")
-        self._finished = True
-        self._set_status(done.status)
-        self._state.phase = "done"
-        result = JobWorkflowResult(
-            job_id=self._job.job_id,
-            status=done.status,
-            total=counters.total,
-            processed=counters.processed,
-            failed=counters.failed,
-        )
-        if done.status == JobState.FAILURE:
-            raise ApplicationError(
-                f"job {self._job.job_id} failed: {counters.failed} of {counters.total} images"
-                " failed",
-                result,
-                type=JOB_FAILED,
-                non_retryable=True,
-            )
-        return result
-
-    # --- the cancel and failure paths -------------------------------------------------------
-
-    async def _wind_down(self) -> None:
-        """Stop what still runs, then remove the job's queue state (always, also on success)."""
-        cancelling = workflow.cancellation_reason() is not None and not self._finished
-        if cancelling and self._owns_queue:
-            self._state.phase = "cancelling"
-            await self._short(JobActivities.mark_canceling, self._job, check=False)
-        running = [h for h in self._handles if not h.done()]
-        for handle in running:
-            handle.cancel()
-        for handle in running:
-            # Cancelled on purpose: only waiting for its end matters, not how it ended.
-            with contextlib.suppress(BaseException):
-                await handle
-        if self._owns_queue:
-            await self._short(TaskQueueActivities.cleanup_job_queue, self._job, check=False)
-
-    async def _revoke(self) -> None:
-        reason = workflow.cancellation_reason() or "cancelled"
-        done: FinalizeResult = await self._short(
-            JobActivities.revoke_job,
-            RevokeInput(job_id=self._job.job_id, reason=reason),
-            check=False,
-        )
-        self._set_status(done.status)
-        self._state.phase = "cancelled"
-
-    async def _fail(self, err: BaseException) -> ApplicationError:
-        """The job fails with the reason; the run fails with an ApplicationError (never a plain
-        exception, which would leave the run retrying its workflow task forever)."""
-        if isinstance(err, ApplicationError) and err.type == JOB_FAILED:
-            return err
-        cause = err.cause if isinstance(err, ActivityError) and err.cause else err
-        reason = f"{type(cause).__name__}: {cause}"
-        if _error_type(err) != JOB_NOT_FOUND:
-            done: FinalizeResult = await self._short(
-                JobActivities.fail_job,
-                FailInput(job_id=self._job.job_id, reason=reason),
-                check=False,
-            )
-            self._set_status(done.status)
-        self._state.phase = "failed"
-        return ApplicationError(
-            f"job {self._job.job_id} failed: {reason}", type=JOB_FAILED, non_retryable=True
-        )
-
-    async def _cancel_self(self, reason: str) -> None:
-        """Turn a decision to stop into a real cancel request, then take the cancel path."""
-        await self._request_cancel(reason)
-        await workflow.wait_condition(lambda: workflow.cancellation_reason() is not None)
-        raise asyncio.CancelledError(reason)
-
-    async def _request_cancel(self, reason: str) -> None:
-        info = workflow.info()
-        await self._short(
-            TemporalActivities.request_cancel,
-            SelfCancelInput(workflow_id=info.workflow_id, run_id=info.run_id, reason=reason),
-            check=False,
-        )
-
-    async def _check_job(self) -> None:
-        """Between phases: a Temporal cancel request, or a job row cancelled elsewhere."""
-        self._raise_if_cancel_requested()
-        check = await self._short(JobActivities.check_cancel, self._job)
-        if check.cancelling:
-            await self._cancel_self(f"the job row says {check.status}")
-
-    def _raise_if_cancel_requested(self) -> None:
-        # A cancel can lose the race to an activity that just finished: honour it here.
-        if workflow.cancellation_reason() is not None:
-            raise asyncio.CancelledError(workflow.cancellation_reason())
-
-    # --- activity calls ------------------------------------------------------------------------
-
-    async def _short(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
-        """A short activity that always runs to its end: a cancel arriving meanwhile waits for it
-        (so we know whether its write happened) and is honoured afterwards."""
-        # Before start_job answered, the configured timeout is not known yet.
-        timeout = self._config.short_timeout if self._config is not None else SHORT_TIMEOUT
-        handle = workflow.start_activity_method(
-            activity, arg, start_to_close_timeout=timeout, retry_policy=RETRY
-        )
-        try:
-            result = await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            result = await handle
-        if check:
-            self._raise_if_cancel_requested()
-        return result
-
-    def _start_long(self, activity: Any, arg: Any) -> workflow.ActivityHandle[Any]:
-        assert self._config is not None
-        handle = workflow.start_activity_method(
-            activity,
-            arg,
-            task_queue=self._config.long_task_queue,
-            start_to_close_timeout=LONG_TIMEOUT,
-            heartbeat_timeout=self._config.heartbeat_timeout,
-            retry_policy=RETRY,
-            cancellation_type=WAIT,
-        )
-        self._handles.append(handle)
-        return handle
-
-    async def _long(self, activity: Any, arg: Any) -> Any:
-        handle = self._start_long(activity, arg)
-        # Through workflow.wait, not on the handle: a cancel reaches this code at once (so the
-        # job is CANCELING right away), while the activity stops at its next heartbeat.
-        await workflow.wait([handle])
-        result = handle.result()
-        self._raise_if_cancel_requested()
-        return result
-
-    # --- state --------------------------------------------------------------------------------
-
-    def _set_status(self, status: JobState, project_id: int | None = None) -> None:
-        if status == self._state.status and project_id is None:
-            return
-        self._state.status = status
-        updates: list[SearchAttributeUpdate[Any]] = [
-            search_attributes.JOB_STATUS.value_set(status.value)
-        ]
-        if project_id is not None:
-            updates += [
-                search_attributes.JOB_ID.value_set(self._job.job_id),
-                search_attributes.PROJECT_ID.value_set(project_id),
-            ]
-        workflow.upsert_search_attributes(updates)
-
-    def _set_counts(self, counters: AggregateCounters) -> None:
-        self._state.total = counters.total
-        self._state.processed = counters.processed
-        self._state.failed = counters.failed
-        self._state.detections = counters.detections
-        self._state.classifications = counters.classifications
+    async def _cleanup(self) -> None:
+        """The job's stream, consumer and Redis keys, whatever state the run ends in."""
+        await self._short(TaskQueueActivities.cleanup_job_queue, self._job, check=False)

@@ -1,0 +1,98 @@
+"""``antenna-jobs demo --mode sync``: one ML job in SYNC_API mode on this machine.
+
+Seeds N images in a project whose async flag is off, sets the pipeline's batch size, starts the
+worker and the fake push-mode processing service as subprocesses (``antenna-jobs worker`` /
+``fake-service --port <free>``), registers the service for the project and pipeline, then
+creates and starts the job and follows it like the async demo, ending with the same line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import httpx
+
+from cli import local_stack, processes
+from cli.context import console, database, job_actions
+from cli.demo import Child, DemoError, Outcome, check_children, follow, outcome_of
+from core.db import migrate
+from core.processing_services import add_push_service
+from core.seed import seed
+from core.settings import Settings
+from core.states import DispatchMode
+
+
+async def run_sync(
+    settings: Settings,
+    stack: local_stack.StackSettings,
+    children: list[Child],
+    images: int,
+    batch_size: int,
+    error_rate: float,
+    latency: float,
+    give_up_after: float,
+) -> Outcome:
+    await migrate(settings.database)
+    async with database(settings) as pool:
+        async with pool.connection() as conn:
+            seeded = await seed(conn, images, async_workers=False)
+            await conn.execute(
+                "UPDATE pipelines SET config = config || jsonb_build_object("
+                "'request_source_image_batch_size', %s::int) WHERE slug = %s",
+                (batch_size, seeded.pipeline_slug),
+            )
+        console.print(
+            f"seeded project {seeded.project_id}, pipeline {seeded.pipeline_slug},"
+            f" collection {seeded.collection_id} ({images} images, {batch_size} per request)"
+        )
+        port = processes.free_port()
+        url = f"http://127.0.0.1:{port}"
+        logs = stack.state_dir.resolve() / "logs"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        service = ["fake-service", "--port", str(port), "--pipeline", seeded.pipeline_slug]
+        service += ["--latency", str(latency), "--error-rate", str(error_rate)]
+        for name, args in (("worker", ["worker"]), ("fake-service", service)):
+            log = logs / f"demo-{stamp}-{name}.log"
+            proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
+            children.append(Child(name, proc, log))
+            console.print(f"started {name} (pid {proc.pid}, log {log})")
+        await _wait_ready(url, children, within=60)
+        async with pool.connection() as conn:
+            await add_push_service(
+                conn,
+                name=f"demo fake service {seeded.pipeline_slug}",
+                endpoint_url=url,
+                project_id=seeded.project_id,
+                pipeline_slugs=[seeded.pipeline_slug],
+            )
+        async with job_actions(settings) as actions:
+            job = await actions.create(
+                project_id=seeded.project_id,
+                pipeline_slug=seeded.pipeline_slug,
+                collection_id=seeded.collection_id,
+                name=f"demo (sync): {images} images",
+                dispatch_mode=DispatchMode.SYNC_API,
+                start=True,
+            )
+            job = await follow(settings, actions, pool, job, children, give_up_after)
+        for child in children:
+            child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
+        return await outcome_of(pool, job, [], children)
+
+
+async def _wait_ready(url: str, children: list[Child], within: float) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            check_children(children)
+            try:
+                if (await http.get(f"{url}/readyz")).is_success:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)  # poll interval while the server starts
+    raise DemoError(f"the fake service at {url} did not answer within {within:.0f} s")
