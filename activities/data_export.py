@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -196,8 +197,16 @@ class ExportActivities:
         final = export_path(self._dir, job, export_params(job.params).format)
         targets = [partial_path(final)] + ([] if inp.keep_final else [final])
         for path in targets:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as err:
+                # Best effort: a file that cannot go must not keep the job from ending.
+                async with self._pool.connection() as conn:
+                    await job_store.append_log(
+                        conn, inp.job_id, f"Could not remove {path}: {err}", level="WARNING"
+                    )
 
 
 class _Export:
@@ -214,7 +223,14 @@ class _Export:
     async def run(self) -> InternalResult:
         async with self.o._pool.connection() as conn:
             job = await job_store.get_job(conn, self.job_id)
-        fmt = export_params(job.params).format
+        try:
+            fmt = export_params(job.params).format
+        except ValidationError as err:
+            raise ApplicationError(
+                f"invalid params {job.params}: {err.errors()[:1]}",
+                type=EXPORT_FAILED,
+                non_retryable=True,
+            ) from err
         final = export_path(self.o._dir, job, fmt)
         partial = partial_path(final)
         query = {"project": job.project_id, "collection": job.collection_id}
@@ -260,7 +276,7 @@ class _Export:
             # Cancelled or failed: no partial file stays behind. (A killed worker runs no
             # code at all: its partial file is what the next attempt resumes from.)
             file.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 partial.unlink()
             if isinstance(err, OSError):
                 raise _file_error(err) from err

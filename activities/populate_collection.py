@@ -16,7 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.internal_models import InternalResult
@@ -28,6 +30,7 @@ from core.states import JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 STAGE = "populate_captures_collection"
+POPULATE_FAILED = "PopulateFailed"
 
 # The project's captures inside the optional window (UTC dates inclusive; hours of the day,
 # hour_start > hour_end wrapping past midnight).
@@ -74,6 +77,11 @@ def window_params(job: job_store.JobRecord, params: PopulateParams) -> dict[str,
     }
 
 
+def _refused(message: str) -> ApplicationError:
+    """What no retry can fix fails the job with the reason."""
+    return ApplicationError(message, type=POPULATE_FAILED, non_retryable=True)
+
+
 class PopulateActivities:
     def __init__(self, pool: Pool, settings: Settings) -> None:
         self._pool = pool
@@ -83,7 +91,10 @@ class PopulateActivities:
     async def populate_collection(self, ref: JobRef) -> InternalResult:
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, ref.job_id)
-            params = populate_params(job.params)
+            try:
+                params = populate_params(job.params)
+            except ValidationError as err:
+                raise _refused(f"invalid params {job.params}: {err.errors()[:1]}") from err
             values = window_params(job, params)
             progress = job.progress.model_copy(deep=True)
             progress.update_stage(
@@ -99,10 +110,20 @@ class PopulateActivities:
             )
             async with heartbeating(self._settings.jobs.heartbeat_interval), conn.transaction():
                 # Taken first: a second populate of the same collection waits here.
-                await conn.execute(
-                    "UPDATE collections SET method = %s, params = %s::jsonb WHERE id = %s",
-                    (params.method.value, json.dumps(job.params), job.collection_id),
+                cur = await conn.execute(
+                    "UPDATE collections SET method = %s, params = %s::jsonb"
+                    " WHERE id = %s AND project_id = %s",
+                    (
+                        params.method.value,
+                        json.dumps(job.params),
+                        job.collection_id,
+                        job.project_id,
+                    ),
                 )
+                if cur.rowcount != 1:
+                    raise _refused(
+                        f"collection {job.collection_id} of project {job.project_id} is gone"
+                    )
                 await conn.execute(
                     "DELETE FROM collection_images WHERE collection_id = %s", (job.collection_id,)
                 )

@@ -160,7 +160,9 @@ async def main(busy: int, rounds: int) -> None:
             jobs=JobSettings(task_queue=f"aj-bench-{uuid.uuid4().hex[:8]}"),
         )
         settings = settings.model_copy(
-            update={"temporal": settings.temporal.model_copy(update={"address": config.target_host})}
+            update={
+                "temporal": settings.temporal.model_copy(update={"address": config.target_host})
+            }
         )
         await migrate(settings.database)
         url = settings.database.url

@@ -37,6 +37,7 @@ from tests.helpers_processes import VENV_BIN
 from tests.helpers_temporal import eventually, running_workers
 from tests.test_workflow_job import new_job
 
+pytestmark = pytest.mark.slow
 PATHS = ["api", "cli", "temporal_cancel", "temporal_signal"]
 PHASES = ["before_start", "collect", "publish", "aggregation", "posting"]
 ALL = [(path, phase) for phase in PHASES for path in PATHS]

@@ -5,11 +5,13 @@ within about a second of its start (benchmarks/head_of_line.py prints the figure
 from __future__ import annotations
 
 import nats
+import pytest
 
 from benchmarks.head_of_line import measure
 from tests.helpers_chaos import pick
 from tests.helpers_temporal import running_workers
 
+pytestmark = pytest.mark.slow
 BOUND_SECONDS = 5.0  # generous: the benchmark measures well under one second here
 
 
@@ -17,9 +19,7 @@ async def test_a_new_job_is_not_held_up_by_busy_ones(pool, temporal_client, sett
     nc = await nats.connect(settings.nats.url)
     try:
         async with running_workers(temporal_client, settings):
-            result = await measure(
-                temporal_client, settings, pool, nc, busy=20, rounds=pick(2, 5)
-            )
+            result = await measure(temporal_client, settings, pool, nc, busy=20, rounds=pick(2, 5))
     finally:
         await nc.drain()
     print(result.line())

@@ -468,3 +468,17 @@ async def test_export_that_cannot_write_its_file_fails_with_the_reason(
     assert done.status == JobState.FAILURE and done.finished_at is not None
     errors = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
     assert any("cannot write the export file" in m for m in errors), errors
+
+
+async def test_retry_of_a_revoked_export_runs_it_again(pool, temporal_client, settings, tmp_path):
+    settings = with_export(settings, tmp_path)
+    job, _ = await export_job(pool, temporal_client, settings, 4, params={"format": "csv"})
+    actions = JobActions(pool, temporal_client, settings)
+    assert (await actions.cancel(job.id)).status == JobState.REVOKED  # never started
+    async with running_workers(temporal_client, settings):
+        assert (await actions.retry(job.id)).status == JobState.RETRY
+        result = await handle(temporal_client, job.id).result()
+    assert result.status == JobState.SUCCESS
+    done = await get_job(pool, job.id)
+    assert done.result is not None and done.result["records"] == 8
+    assert len(read_lines(Path(done.result["path"]))) == 1 + 12
