@@ -149,7 +149,16 @@ class _Aggregation:
         await watcher.start()
         try:
             async with heartbeating(self.jobs.heartbeat_interval, lambda: self.counters):
-                await self._loop(watcher)
+                try:
+                    await self._loop(watcher)
+                except ApplicationError as err:
+                    if err.type == JOB_CANCELLED:
+                        # Cancelled through the API or Temporal, the run's cancel reaches us
+                        # with a coming heartbeat: end as cancelled then (a CancelledError
+                        # interrupts this wait). Only a cancel written to the row alone (the
+                        # Antenna UI) gets here, and stops the run through this failure.
+                        await asyncio.sleep(self.jobs.heartbeat_timeout.total_seconds())
+                    raise
         finally:
             await watcher.stop()
         status = final_status(self.counters, self.jobs.failure_threshold)
