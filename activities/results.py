@@ -128,6 +128,8 @@ class _Aggregation:
         self.result = AggregateResult(counters=self.counters)
         self.progress = JobProgress()
         self.run_started: datetime | None = None
+        # The last batch found nothing to claim (checks that can wait for a quiet moment run).
+        self.idle = False
         self.started = time.monotonic()
         self.last_change = self.started
         self.last_progress = 0.0
@@ -149,16 +151,7 @@ class _Aggregation:
         await watcher.start()
         try:
             async with heartbeating(self.jobs.heartbeat_interval, lambda: self.counters):
-                try:
-                    await self._loop(watcher)
-                except ApplicationError as err:
-                    if err.type == JOB_CANCELLED:
-                        # Cancelled through the API or Temporal, the run's cancel reaches us
-                        # with a coming heartbeat: end as cancelled then (a CancelledError
-                        # interrupts this wait). Only a cancel written to the row alone (the
-                        # Antenna UI) gets here, and stops the run through this failure.
-                        await asyncio.sleep(self.jobs.heartbeat_timeout.total_seconds())
-                    raise
+                await self._loop(watcher)
         finally:
             await watcher.stop()
         status = final_status(self.counters, self.jobs.failure_threshold)
@@ -175,6 +168,7 @@ class _Aggregation:
                 await self._check_job()
             exhausted = await self._exhausted(watcher)
             outcome = await self._save(batch, exhausted)
+            self.idle = outcome.claimed == 0
             await self._apply(outcome)
             if exhausted:
                 self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
@@ -256,11 +250,15 @@ class _Aggregation:
             self._check_row(await cur.fetchone())
             if not await self.o._cache.exists(self.job_id):
                 await self.o._cache.rebuild(conn, self.job_id)
-            cur = await conn.execute(_COUNTS, {"job": self.job_id})
-            images = await cur.fetchone()
-            assert images is not None
-            seen = (self.counters.processed, self.counters.failed)
-            if (images["processed"], images["failed"]) != seen:
+            if not self.idle:
+                return
+            # Only while idle, and on the pending rows' partial index: cheap for any job size.
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM job_images WHERE job_id = %s AND status = 'pending'",
+                (self.job_id,),
+            )
+            pending = await cur.fetchone()
+            if pending is not None and pending["n"] != self.counters.remaining:
                 self.counters = await load_counters(conn, self.job_id)
                 self.last_change = time.monotonic()
                 self.dirty = True
