@@ -100,9 +100,16 @@ async def test_temporal_restart_mid_job(run, pool, settings, nats_client, tmp_pa
                 record_recovery(
                     "Temporal restart (restart to SUCCESS)", time.monotonic() - restarted
                 )
+                # The row is final before the run closes (cleanup comes after finalize): wait
+                # for the close while the workers still run.
+                handle = client.get_workflow_handle(naming.workflow_id(job.id))
+
+                async def closed() -> str | None:
+                    status = (await handle.describe()).status
+                    return None if status is None or status.name == "RUNNING" else status.name
+
+                assert await eventually(closed, within=60) == "COMPLETED"
         await check_exactly_once(pool, job.id, adc)
-        description = await client.get_workflow_handle(naming.workflow_id(job.id)).describe()
-        assert description.status is not None and description.status.name == "COMPLETED"
 
 
 @pytest.mark.parametrize("run", RUNS)
