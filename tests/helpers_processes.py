@@ -99,9 +99,17 @@ class Proc:
 
 
 class WorkerProcesses:
-    """``antenna-jobs worker`` subprocesses of one test, all stopped when the test ends."""
+    """``antenna-jobs worker`` subprocesses of one test, all stopped when the test ends.
 
-    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str) -> None:
+    They create no reconcile Schedule unless ``schedule``: one left in the session's Temporal
+    would start reconcile runs on this test's queue long after the test.
+    """
+
+    def __init__(
+        self, settings: Settings, log_dir: Path, *, schedule: bool = False, **extra_env: str
+    ) -> None:
+        if not schedule:
+            extra_env = {"ANTENNA_JOBS_RECONCILE_INTERVAL": "0", **extra_env}
         self.env = child_env(settings, **extra_env)
         self.log_dir = log_dir
         self.started: list[Proc] = []
@@ -123,9 +131,9 @@ class WorkerProcesses:
 
 @contextlib.contextmanager
 def worker_processes(
-    settings: Settings, log_dir: Path, **extra_env: str
+    settings: Settings, log_dir: Path, *, schedule: bool = False, **extra_env: str
 ) -> Iterator[WorkerProcesses]:
-    workers = WorkerProcesses(settings, log_dir, **extra_env)
+    workers = WorkerProcesses(settings, log_dir, schedule=schedule, **extra_env)
     try:
         yield workers
     except BaseException:

@@ -242,7 +242,7 @@ async def test_the_worker_creates_the_schedule_that_runs_reconcile(
     handle: ScheduleHandle = temporal_client.get_schedule_handle(schedule_id)
     try:
         # `antenna-jobs worker` creates it at start when it is missing...
-        with worker_processes(settings, tmp_path) as workers:
+        with worker_processes(settings, tmp_path, schedule=True) as workers:
             workers.start()
 
             async def created():

@@ -200,8 +200,9 @@ class JobLifecycle:
         running = [h for h in self._handles if not h.done()]
         for handle in running:
             handle.cancel()
-        for handle in running:
-            # Cancelled on purpose: only waiting for its end matters, not how it ended.
+        # Also the ones that ended meanwhile (e.g. failed on seeing CANCELING): awaiting them
+        # marks their outcome seen. Cancelled on purpose: only their end matters, not how.
+        for handle in self._handles:
             with contextlib.suppress(BaseException):
                 await handle
         if self._owns_job:
