@@ -32,8 +32,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating, resume_details
 from activities.internal_models import ExportCheckpoint, InternalResult, RemoveExportInput
-from activities.jobs import CANCEL_STATES
-from activities.models import JOB_CANCELLED, JobRef
+from activities.jobs import RowCancelCheck
+from activities.models import JobRef
 from core import job_store
 from core.job_params import ExportFormat, export_params
 from core.job_store import JobRecord
@@ -218,7 +218,9 @@ class _Export:
         self.jobs = owner._settings.jobs
         self.progress = JobProgress()
         self.last_progress = 0.0
-        self.last_check = time.monotonic()
+        self._check_job = RowCancelCheck(
+            owner._pool, job_id, self.jobs.heartbeat_interval, first_now=False
+        )
 
     async def run(self) -> InternalResult:
         async with self.o._pool.connection() as conn:
@@ -295,18 +297,6 @@ class _Export:
             summary=f"Exported {state.records} detections ({state.rows} rows, {size} bytes)"
             f" to {final}" + (f", resumed after detection {resumed}" if resumed else ""),
         )
-
-    async def _check_job(self) -> None:
-        now = time.monotonic()
-        if now - self.last_check < self.jobs.heartbeat_interval.total_seconds():
-            return
-        self.last_check = now
-        async with self.o._pool.connection() as conn:
-            status = await job_store.get_status(conn, self.job_id)
-        if status in CANCEL_STATES:
-            raise ApplicationError(
-                f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
-            )
 
     async def _write_progress(
         self, state: ExportCheckpoint, fmt: ExportFormat, *, force: bool = False

@@ -6,6 +6,8 @@ can never move a job out of a final state.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -14,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.models import (
+    JOB_CANCELLED,
     JOB_NOT_FOUND,
     UNSUPPORTED_JOB,
     AggregateCounters,
@@ -45,6 +48,29 @@ from core.states import (
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
+
+
+class RowCancelCheck:
+    """At most once per ``every``: a job cancelled in the database (e.g. by the Antenna UI)
+    stops the activity that calls this, with a non-retryable JobCancelled."""
+
+    def __init__(self, pool: Pool, job_id: int, every: timedelta, *, first_now: bool) -> None:
+        self._pool = pool
+        self._job_id = job_id
+        self._every = every.total_seconds()
+        self._last = 0.0 if first_now else time.monotonic()
+
+    async def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        async with self._pool.connection() as conn:
+            status = await job_store.get_status(conn, self._job_id)
+        if status in CANCEL_STATES:
+            raise ApplicationError(
+                f"job {self._job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
+            )
 
 
 def final_status(counters: AggregateCounters, threshold: float) -> JobState:

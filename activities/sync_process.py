@@ -24,8 +24,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aggregate_progress import apply_counters, throughput_line
 from activities.heartbeat import heartbeating, resume_details
-from activities.jobs import CANCEL_STATES, final_status
-from activities.models import JOB_CANCELLED, AggregateCounters, JobRef
+from activities.jobs import RowCancelCheck, final_status
+from activities.models import AggregateCounters, JobRef
 from activities.result_saver import (
     BatchOutcome,
     ParsedResults,
@@ -125,7 +125,9 @@ class _SyncRun:
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.last_throughput = self.started
-        self.last_check = 0.0
+        self._check_job = RowCancelCheck(
+            owner._pool, inp.job_id, self.jobs.heartbeat_interval, first_now=True
+        )
 
     async def run(self) -> SyncProcessResult:
         async with self.o._pool.connection() as conn:
@@ -245,19 +247,6 @@ class _SyncRun:
                 "classifications": self.counters.classifications + outcome.classifications,
             }
         )
-
-    async def _check_job(self) -> None:
-        """At most once per heartbeat interval: a job cancelled in the database stops here."""
-        now = time.monotonic()
-        if now - self.last_check < self.jobs.heartbeat_interval.total_seconds():
-            return
-        self.last_check = now
-        async with self.o._pool.connection() as conn:
-            status = await job_store.get_status(conn, self.job_id)
-        if status in CANCEL_STATES:
-            raise ApplicationError(
-                f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
-            )
 
     async def _maybe_write_progress(self) -> None:
         now = time.monotonic()
