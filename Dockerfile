@@ -9,8 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml ./
-RUN mkdir core workflows activities worker api cli \
-    && for p in core workflows activities worker api cli; do touch "$p/__init__.py"; done \
+RUN mkdir core workflows activities worker api cli bridge \
+    && for p in core workflows activities worker api cli bridge; do touch "$p/__init__.py"; done \
     && pip install . \
     && pip uninstall -y antenna-jobs
 COPY core core
@@ -19,6 +19,7 @@ COPY activities activities
 COPY worker worker
 COPY api api
 COPY cli cli
+COPY bridge bridge
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --no-create-home antenna
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -20,8 +20,9 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridge.outcome import BridgeOutcome
 from core import job_store, naming, search_attributes
-from core.errors import InvalidJobState
+from core.errors import InvalidJobState, JobNotFound
 from core.job_store import JobRecord
 from core.progress import reset_progress
 from core.settings import Settings
@@ -153,6 +154,43 @@ class JobActions:
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
+    async def start_for_antenna(self, job_id: int, task_id: str | None = None) -> BridgeOutcome:
+        """Antenna's run_job message: start (or join) the job's workflow.
+
+        Antenna already wrote PENDING (and a fresh task id), so the status is left as it is; the
+        workflow's start activity moves it on. A final job is a stale message: nothing starts.
+        """
+        async with self._pool.connection() as conn:
+            try:
+                job = await job_store.get_job(conn, job_id)
+            except JobNotFound:
+                return BridgeOutcome.MISSING
+        if job.status in FINAL_STATES:
+            return BridgeOutcome.FINAL
+        if job.status == JobState.CANCELING:
+            return BridgeOutcome.CANCELING
+        running = await self._running_run_id(job_id)
+        handle = await self._start_workflow(job)
+        if running is not None and handle.result_run_id == running:
+            return BridgeOutcome.ALREADY_RUNNING
+        async with self._pool.connection() as conn:
+            await job_store.append_log(
+                conn,
+                job_id,
+                f"Run started from Antenna's run_job message (task {task_id})",
+                context={"celery_task_id": task_id, "workflow_run_id": handle.result_run_id},
+            )
+        return BridgeOutcome.STARTED
+
+    async def _running_run_id(self, job_id: int) -> str | None:
+        try:
+            desc = await self._handle(job_id).describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return None
+        return desc.run_id if desc.status == WorkflowExecutionStatus.RUNNING else None
+
     async def view(self, job_id: int, log_lines: int | None = None) -> JobView:
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, job_id)
@@ -161,8 +199,8 @@ class JobActions:
             )
         return JobView(job=job, logs=logs)
 
-    async def _start_workflow(self, job: JobRecord) -> None:
-        await self._client.start_workflow(
+    async def _start_workflow(self, job: JobRecord) -> WorkflowHandle[Any, Any]:
+        return await self._client.start_workflow(
             naming.workflow_type(job.job_type, job.dispatch_mode),
             JobWorkflowInput(job_id=job.id),
             id=naming.workflow_id(job.id),

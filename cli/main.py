@@ -7,6 +7,7 @@ without them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Annotated
@@ -90,6 +91,22 @@ def api(
 
     settings = load_settings()
     serve(settings, port or settings.api.port)
+
+
+@app.command()
+def bridge() -> None:
+    """Start the workflows of Antenna's run_job messages (its Run/Retry buttons) until
+    SIGINT/SIGTERM; needs ANTENNA_JOBS_ANTENNA_BROKER_URL."""
+    from bridge.main import run_bridge
+
+    settings = load_settings()
+    if settings.antenna.broker_url is None:
+        fail("set ANTENNA_JOBS_ANTENNA_BROKER_URL to Antenna's Celery broker (amqp://...)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        run(run_bridge(settings))
+    except ConnectionError as err:
+        fail(f"{err}; is it running? try `antenna-jobs up`")
 
 
 @token_app.command("create")

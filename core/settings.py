@@ -149,6 +149,27 @@ class ApiSettings(BaseSettings):
     log_lines: int = 50
 
 
+class AntennaSettings(BaseSettings):
+    """Antenna's own Celery broker: the ``bridge`` consumes its run_job messages, and crop tasks
+    (create_detection_images) are published to it for Antenna's worker."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_ANTENNA_")
+
+    # e.g. amqp://guest:guest@127.0.0.1:5672//; unset: no bridge, no crop tasks.
+    broker_url: str | None = None
+    jobs_queue: str = "jobs"
+    results_queue: str = "ml_results"
+    # Antenna's Django cache (Redis); not used by the bridge.
+    cache_url: str | None = None
+    # run_job messages handed out by the broker at once (the bridge's in-flight starts, at most).
+    prefetch: int = Field(default=10, ge=1)
+    # A start that failed (Temporal or Postgres unreachable) is requeued after this, doubled
+    # while failures go on, up to the max; also the wait between broker reconnects.
+    retry_backoff: Duration = timedelta(seconds=1)
+    retry_backoff_max: Duration = timedelta(seconds=30)
+    connect_timeout: Duration = timedelta(seconds=5)
+
+
 class Settings(BaseSettings):
     """Everything a process needs, built once in its entry point and passed down."""
 
@@ -162,3 +183,4 @@ class Settings(BaseSettings):
     sync: SyncApiSettings = Field(default_factory=SyncApiSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    antenna: AntennaSettings = Field(default_factory=AntennaSettings)
