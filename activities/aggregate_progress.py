@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from activities.models import AggregateCounters
+from core.counters import AggregateCounters
 from core.progress import JobProgress
 from core.states import JobState
 

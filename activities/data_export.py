@@ -34,9 +34,9 @@ from activities.heartbeat import heartbeating, resume_details
 from activities.internal_models import ExportCheckpoint, InternalResult, RemoveExportInput
 from activities.jobs import RowCancelCheck
 from activities.models import JobRef
-from core import job_store
+from antenna_db import exports, job_store
+from antenna_db.job_store import JobRecord
 from core.job_params import ExportFormat, export_params
-from core.job_store import JobRecord
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
@@ -44,47 +44,18 @@ from core.states import JobState
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 EXPORT_FAILED = "ExportFailed"
 
-_SCOPE = """
-FROM detections d
-JOIN source_images si ON si.id = d.source_image_id
-JOIN algorithms a ON a.id = d.algorithm_id
-WHERE si.project_id = %(project)s AND d.bbox_x1 IS NOT NULL
-  AND (%(collection)s::bigint IS NULL OR EXISTS (
-        SELECT 1 FROM collection_images ci
-        WHERE ci.collection_id = %(collection)s AND ci.source_image_id = d.source_image_id))
-"""
-_CLASSIFICATIONS = """
-coalesce((SELECT json_agg(json_build_object(
-    'classification_id', c.id, 'taxon', c.taxon, 'algorithm', ca.key,
-    'score', (SELECT max(s) FROM unnest(c.scores) AS s), 'terminal', c.terminal,
-    'timestamp', c.timestamp) ORDER BY c.id)
-  FROM classifications c JOIN algorithms ca ON ca.id = c.algorithm_id
-  WHERE c.detection_id = d.id), '[]'::json)
-"""
-_RECORD = (
-    "json_build_object('detection_id', d.id, 'source_image_id', si.id,"
-    " 'source_image_url', si.url, 'source_image_timestamp', si.timestamp,"
-    " 'deployment_id', si.deployment_id, 'job_id', d.job_id, 'algorithm', a.key,"
-    " 'bbox', json_build_array(d.bbox_x1, d.bbox_y1, d.bbox_x2, d.bbox_y2),"
-    " 'inference_time', d.inference_time, 'timestamp', d.timestamp,"
-    " 'crop_image_url', d.crop_image_url, 'classifications', " + _CLASSIFICATIONS + ")::text"
-)
-_PAGE = "SELECT d.id, " + _RECORD + " AS record " + _SCOPE + " AND d.id > %(after)s ORDER BY d.id"
-_COUNT = "SELECT count(*) AS n " + _SCOPE
-
 DETECTION_COLUMNS = [
     "detection_id",
     "source_image_id",
     "source_image_url",
     "source_image_timestamp",
     "deployment_id",
-    "job_id",
+    "occurrence_id",
     "algorithm",
     "bbox_x1",
     "bbox_y1",
     "bbox_x2",
     "bbox_y2",
-    "inference_time",
     "timestamp",
     "crop_image_url",
 ]
@@ -116,10 +87,9 @@ def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
         record["source_image_url"],
         record["source_image_timestamp"],
         record["deployment_id"],
-        record["job_id"],
+        record["occurrence_id"],
         record["algorithm"],
         *bbox,
-        record["inference_time"],
         record["timestamp"],
         record["crop_image_url"],
     ]
@@ -178,6 +148,26 @@ def _file_error(err: OSError) -> ApplicationError:
     )
 
 
+async def export_format(conn: psycopg.AsyncConnection[Any], job: JobRecord) -> ExportFormat:
+    """Our params' format; for a job Antenna made (no params), its export row's format (its
+    ``*_csv`` formats as CSV, the others as JSON Lines)."""
+    if not job.params and job.data_export_id is not None:
+        named = await exports.format_of(conn, job.data_export_id) or ""
+        return ExportFormat.CSV if "csv" in named.lower() else ExportFormat.JSONL
+    try:
+        return export_params(job.params or {}).format
+    except ValidationError as err:
+        raise ApplicationError(
+            f"invalid params {job.params}: {err.errors()[:1]}",
+            type=EXPORT_FAILED,
+            non_retryable=True,
+        ) from err
+
+
+def file_url(base: str | None, path: Path) -> str:
+    return f"{base.rstrip('/')}/{path.name}" if base else path.as_uri()
+
+
 class ExportActivities:
     def __init__(self, pool: Pool, settings: Settings) -> None:
         self._pool = pool
@@ -194,7 +184,7 @@ class ExportActivities:
         """Remove what a stopped export left (the partial file; the file too unless kept)."""
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, inp.job_id)
-        final = export_path(self._dir, job, export_params(job.params).format)
+            final = export_path(self._dir, job, await export_format(conn, job))
         targets = [partial_path(final)] + ([] if inp.keep_final else [final])
         for path in targets:
             try:
@@ -217,6 +207,7 @@ class _Export:
         self.job_id = job_id
         self.jobs = owner._settings.jobs
         self.progress = JobProgress()
+        self.export_id: int | None = None
         self.last_progress = 0.0
         self._check_job = RowCancelCheck(
             owner._pool, job_id, self.jobs.heartbeat_interval, first_now=False
@@ -225,14 +216,8 @@ class _Export:
     async def run(self) -> InternalResult:
         async with self.o._pool.connection() as conn:
             job = await job_store.get_job(conn, self.job_id)
-        try:
-            fmt = export_params(job.params).format
-        except ValidationError as err:
-            raise ApplicationError(
-                f"invalid params {job.params}: {err.errors()[:1]}",
-                type=EXPORT_FAILED,
-                non_retryable=True,
-            ) from err
+            fmt = await export_format(conn, job)
+        self.export_id = job.data_export_id
         final = export_path(self.o._dir, job, fmt)
         partial = partial_path(final)
         query = {"project": job.project_id, "collection": job.collection_id}
@@ -254,12 +239,11 @@ class _Export:
                 # One snapshot for the count and every page.
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 if not state.total:
-                    cur = await conn.execute(_COUNT, query)
-                    row = await cur.fetchone()
-                    state = state.model_copy(update={"total": int(row["n"]) if row else 0})
+                    total = await exports.count(conn, job.project_id, job.collection_id)
+                    state = state.model_copy(update={"total": total})
                 await self._write_progress(state, fmt, force=True)
                 async with conn.cursor(name=f"export_job_{self.job_id}") as cursor:
-                    await cursor.execute(_PAGE, {**query, "after": state.last_id})
+                    await cursor.execute(exports.PAGE, {**query, "after": state.last_id})
                     while page := await cursor.fetchmany(self.o._settings.export.batch_size):
                         data, rows = encode_page(fmt, [r["record"] for r in page])
                         file.write(data)
@@ -333,3 +317,11 @@ class _Export:
         )
         async with self.o._pool.connection() as conn:
             await job_store.save_progress(conn, self.job_id, self.progress)
+            if self.export_id is not None:
+                await exports.finish(
+                    conn,
+                    self.export_id,
+                    file_url=file_url(self.o._settings.export.url_base, final),
+                    records=state.records,
+                    size=size,
+                )

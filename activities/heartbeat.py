@@ -59,3 +59,11 @@ def resume_details(model: type[M]) -> M | None:
     except ValueError:
         activity.logger.warning("ignoring invalid heartbeat details %r", details[0])
         return None
+
+
+def run_id() -> str:
+    """The workflow run the running activity works for."""
+    found = activity.info().workflow_run_id
+    if not found:
+        raise RuntimeError("not an activity of a workflow run")
+    return found

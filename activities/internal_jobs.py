@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.internal_models import FinishInput
 from activities.models import FinalizeResult
-from core import job_store
+from antenna_db import job_store
 from core.states import FINALIZABLE_STATES, JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]

@@ -10,15 +10,17 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 
-from core import naming
+from core import job_images
+from core.naming import Names
 
 STAGES = ("process", "results")
 
 
 class JobStateCache:
-    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: int, names: Names) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
+        self._names = names
 
     async def add_pending(self, job_id: int, image_ids: Iterable[int], total: int) -> None:
         """One page of published images: pending in both stages (idempotent SADDs)."""
@@ -26,9 +28,9 @@ class JobStateCache:
         pipe = self._redis.pipeline(transaction=False)
         if ids:
             for stage in STAGES:
-                pipe.sadd(naming.pending_key(job_id, stage), *ids)
-                pipe.expire(naming.pending_key(job_id, stage), self._ttl)
-        pipe.set(naming.total_key(job_id), total, ex=self._ttl)
+                pipe.sadd(self._names.pending_key(job_id, stage), *ids)
+                pipe.expire(self._names.pending_key(job_id, stage), self._ttl)
+        pipe.set(self._names.total_key(job_id), total, ex=self._ttl)
         await pipe.execute()
 
     async def mark_done(self, job_id: int, done: Iterable[int], failed: Iterable[int]) -> None:
@@ -40,31 +42,26 @@ class JobStateCache:
         pipe = self._redis.pipeline(transaction=False)
         removed = done_ids + failed_ids
         for stage in STAGES:
-            pipe.srem(naming.pending_key(job_id, stage), *removed)
+            pipe.srem(self._names.pending_key(job_id, stage), *removed)
         if failed_ids:
-            pipe.sadd(naming.failed_key(job_id), *failed_ids)
-            pipe.expire(naming.failed_key(job_id), self._ttl)
+            pipe.sadd(self._names.failed_key(job_id), *failed_ids)
+            pipe.expire(self._names.failed_key(job_id), self._ttl)
         await pipe.execute()
 
     async def exists(self, job_id: int) -> bool:
-        return bool(await self._redis.exists(naming.total_key(job_id)))
+        return bool(await self._redis.exists(self._names.total_key(job_id)))
 
     async def rebuild(
         self, conn: psycopg.AsyncConnection[Any], job_id: int, page_size: int = 5000
     ) -> None:
         """Recreate the keys from job_images (after a Redis flush), page by page."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(*naming.redis_keys(job_id))
+        pipe.delete(*self._names.redis_keys(job_id))
         await pipe.execute()
         total = 0
         last = 0
         while True:
-            cur = await conn.execute(
-                "SELECT ordinal, source_image_id, status FROM job_images"
-                " WHERE job_id = %s AND ordinal > %s ORDER BY ordinal LIMIT %s",
-                (job_id, last, page_size),
-            )
-            rows = await cur.fetchall()
+            rows = await job_images.status_page(conn, job_id, last, page_size)
             if not rows:
                 break
             last = rows[-1]["ordinal"]
@@ -74,15 +71,15 @@ class JobStateCache:
             pipe = self._redis.pipeline(transaction=False)
             for stage in STAGES:
                 if pending:
-                    pipe.sadd(naming.pending_key(job_id, stage), *pending)
+                    pipe.sadd(self._names.pending_key(job_id, stage), *pending)
             if failed:
-                pipe.sadd(naming.failed_key(job_id), *failed)
+                pipe.sadd(self._names.failed_key(job_id), *failed)
             await pipe.execute()
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(naming.total_key(job_id), total, ex=self._ttl)
-        for key in naming.redis_keys(job_id)[:3]:
+        pipe.set(self._names.total_key(job_id), total, ex=self._ttl)
+        for key in self._names.redis_keys(job_id)[:3]:
             pipe.expire(key, self._ttl)
         await pipe.execute()
 
     async def delete(self, job_id: int) -> None:
-        await self._redis.delete(*naming.redis_keys(job_id))
+        await self._redis.delete(*self._names.redis_keys(job_id))

@@ -15,11 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import run_id
 from activities.models import (
     JOB_CANCELLED,
     JOB_NOT_FOUND,
     UNSUPPORTED_JOB,
-    AggregateCounters,
     CancelCheck,
     FailInput,
     FinalizeInput,
@@ -31,7 +31,9 @@ from activities.models import (
     StartOutcome,
     StartResult,
 )
-from core import job_store, naming
+from antenna_db import job_store
+from core import job_runs, naming
+from core.counters import AggregateCounters
 from core.errors import JobNotFound
 from core.progress import JobProgress
 from core.settings import Settings
@@ -41,9 +43,7 @@ from core.states import (
     FINALIZABLE_STATES,
     REVOCABLE_STATES,
     STARTABLE_STATES,
-    DispatchMode,
     JobState,
-    JobType,
 )
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
@@ -136,18 +136,20 @@ class JobActivities:
             if job.status == JobState.CANCELING:
                 return result.model_copy(update={"outcome": StartOutcome.CANCELING})
             runs_it = naming.workflow_type(job.job_type, job.dispatch_mode)
-            if runs_it != ref.workflow or (
-                job.job_type == JobType.ML and job.dispatch_mode == DispatchMode.INTERNAL
-            ):
+            if runs_it != ref.workflow:
                 raise ApplicationError(
                     f"job {job.id} is {job.job_type}/{job.dispatch_mode}: {ref.workflow} does"
                     f" not run it ({runs_it} does)",
                     type=UNSUPPORTED_JOB,
                     non_retryable=True,
                 )
-            moved = await job_store.transition(
-                conn, job.id, JobState.STARTED, STARTABLE_STATES, started=True
-            )
+            info = activity.info()
+            consumer = self._settings.jobs.names.consumer(job.id, run_id())
+            async with conn.transaction():
+                await job_runs.take(conn, job.id, run_id(), consumer)
+                moved = await job_store.transition(
+                    conn, job.id, JobState.STARTED, STARTABLE_STATES, started=True
+                )
             if not moved:
                 status = await job_store.get_status(conn, job.id)
                 if status in FINAL_STATES:
@@ -160,7 +162,6 @@ class JobActivities:
                     )
                 # STARTED already: a retried attempt of this activity, or a new run after the
                 # previous one was terminated. Either way the job resumes from collect.
-            info = activity.info()
             await job_store.append_log(
                 conn,
                 job.id,

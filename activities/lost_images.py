@@ -14,8 +14,6 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from core import naming
-
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
 _V1_TOKENS = 9
 # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
@@ -56,21 +54,20 @@ class TaskLookup:
 
 
 class MaxDeliveriesWatcher:
-    """Collects MAX_DELIVERIES advisories of one job's consumer while the aggregator runs.
+    """Collects MAX_DELIVERIES advisories of one consumer (``subject``: its advisory subject)
+    while the aggregator runs.
 
     Advisories published while nobody listens are lost; the stall reconciliation covers those.
     """
 
-    def __init__(self, nc: NatsClient, job_id: int) -> None:
+    def __init__(self, nc: NatsClient, subject: str) -> None:
         self._nc = nc
-        self._job_id = job_id
+        self._subject = subject
         self._seqs: list[tuple[int, int]] = []
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(
-            naming.max_deliveries_advisory(self._job_id), cb=self._on_advisory
-        )
+        self._sub = await self._nc.subscribe(self._subject, cb=self._on_advisory)
 
     async def _on_advisory(self, msg: Msg) -> None:
         with suppress(ValueError, KeyError, TypeError):

@@ -11,12 +11,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
+from core.counters import AggregateCounters
 from core.states import JobState, JobType
 
 # ApplicationError types raised by activities and read by the workflow.
 JOB_CANCELLED = "JobCancelled"
 JOB_NOT_FOUND = "JobNotFound"
 UNSUPPORTED_JOB = "UnsupportedJob"
+# The job's pipeline cannot save results as Antenna does (e.g. not exactly one detector).
+PIPELINE_NOT_CONFIGURED = "PipelineNotConfigured"
 
 
 class JobRef(BaseModel):
@@ -83,24 +86,6 @@ class PublishResult(BaseModel):
 class AggregateInput(BaseModel):
     job_id: int
     total: NonNegativeInt
-
-
-class AggregateCounters(BaseModel):
-    """Counts of the job's images and saved results; also the aggregator's heartbeat details."""
-
-    total: NonNegativeInt = 0
-    processed: NonNegativeInt = 0  # successful results saved
-    failed: NonNegativeInt = 0
-    detections: NonNegativeInt = 0
-    classifications: NonNegativeInt = 0
-
-    @property
-    def done(self) -> int:
-        return self.processed + self.failed
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.total - self.done)
 
 
 class AggregateResult(BaseModel):

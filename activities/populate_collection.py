@@ -10,11 +10,9 @@ retry does too; the seed defaults to the job id.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 from temporalio import activity
@@ -23,58 +21,14 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.internal_models import InternalResult
 from activities.models import JobRef
-from core import job_store
-from core.job_params import PopulateParams, SampleMethod, populate_params
+from antenna_db import collections, job_store
+from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 STAGE = "populate_captures_collection"
 POPULATE_FAILED = "PopulateFailed"
-
-# The project's captures inside the optional window (UTC dates inclusive; hours of the day,
-# hour_start > hour_end wrapping past midnight).
-_WINDOW = """
-SELECT si.id, si.timestamp FROM source_images si
-WHERE si.project_id = %(project)s
-  AND (%(date_start)s::date IS NULL
-       OR (si.timestamp AT TIME ZONE 'UTC')::date >= %(date_start)s::date)
-  AND (%(date_end)s::date IS NULL
-       OR (si.timestamp AT TIME ZONE 'UTC')::date <= %(date_end)s::date)
-  AND (%(hour_start)s::int IS NULL OR CASE
-        WHEN %(hour_start)s::int <= %(hour_end)s::int
-          THEN extract(hour FROM si.timestamp AT TIME ZONE 'UTC')
-               BETWEEN %(hour_start)s::int AND %(hour_end)s::int
-        ELSE extract(hour FROM si.timestamp AT TIME ZONE 'UTC') >= %(hour_start)s::int
-          OR extract(hour FROM si.timestamp AT TIME ZONE 'UTC') <= %(hour_end)s::int
-       END)
-"""
-_SAMPLES: dict[SampleMethod, str] = {
-    SampleMethod.ALL: "SELECT id FROM candidates",
-    SampleMethod.TIME_WINDOW: "SELECT id FROM candidates",
-    SampleMethod.RANDOM: (
-        "SELECT id FROM candidates ORDER BY md5(%(seed)s::text || ':' || id), id LIMIT %(size)s"
-    ),
-    # The first capture in time order, then every Nth after it.
-    SampleMethod.EVERY_NTH: (
-        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY timestamp NULLS LAST, id) AS n"
-        " FROM candidates) c WHERE (n - 1) %% %(every)s = 0"
-    ),
-}
-
-
-def window_params(job: job_store.JobRecord, params: PopulateParams) -> dict[str, Any]:
-    return {
-        "project": job.project_id,
-        "collection": job.collection_id,
-        "date_start": params.date_start,
-        "date_end": params.date_end,
-        "hour_start": params.hour_start,
-        "hour_end": params.hour_end,
-        "size": params.size,
-        "every": params.every,
-        "seed": params.seed if params.seed is not None else job.id,
-    }
 
 
 def _refused(message: str) -> ApplicationError:
@@ -91,50 +45,41 @@ class PopulateActivities:
     async def populate_collection(self, ref: JobRef) -> InternalResult:
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, ref.job_id)
+            if job.collection_id is None:
+                raise _refused("the job names no capture set to populate")
+            # A job Antenna created names only the capture set: its sampling is on the set.
+            raw = job.params or await collections.sampling(conn, job.collection_id) or {}
             try:
-                params = populate_params(job.params)
+                params = populate_params(raw)
             except ValidationError as err:
-                raise _refused(f"invalid params {job.params}: {err.errors()[:1]}") from err
-            values = window_params(job, params)
+                raise _refused(
+                    f"capture set {job.collection_id}: sampling {raw} is not one antenna-jobs"
+                    f" runs: {err.errors()[:1]}"
+                ) from err
             progress = job.progress.model_copy(deep=True)
-            progress.update_stage(
-                STAGE, status=JobState.STARTED, progress=0.1, method=params.method.value
-            )
-            await job_store.save_progress(conn, job.id, progress)
-            insert = sql.SQL(
-                "WITH candidates AS (" + _WINDOW + "), sample AS (" + _SAMPLES[params.method] + ")"
-                ", added AS (INSERT INTO collection_images (collection_id, source_image_id)"
-                " SELECT %(collection)s, id FROM sample RETURNING 1)"
-                " SELECT (SELECT count(*) FROM added) AS added,"
-                " (SELECT count(*) FROM candidates) AS considered"
-            )
+            if progress.stages:
+                progress.update_stage(
+                    STAGE, status=JobState.STARTED, progress=0.1, method=params.method.value
+                )
+                await job_store.save_progress(conn, job.id, progress)
             async with heartbeating(self._settings.jobs.heartbeat_interval), conn.transaction():
-                # Taken first: a second populate of the same collection waits here.
-                cur = await conn.execute(
-                    "UPDATE collections SET method = %s, params = %s::jsonb"
-                    " WHERE id = %s AND project_id = %s",
-                    (
-                        params.method.value,
-                        json.dumps(job.params),
-                        job.collection_id,
-                        job.project_id,
-                    ),
+                done = await collections.populate(
+                    conn,
+                    collection_id=job.collection_id,
+                    project_id=job.project_id,
+                    params=params,
+                    seed=job.id,
                 )
-                if cur.rowcount != 1:
-                    raise _refused(
-                        f"collection {job.collection_id} of project {job.project_id} is gone"
-                    )
-                await conn.execute(
-                    "DELETE FROM collection_images WHERE collection_id = %s", (job.collection_id,)
+            if done is None:
+                raise _refused(
+                    f"collection {job.collection_id} of project {job.project_id} is gone"
                 )
-                cur = await conn.execute(insert, values)
-                row = await cur.fetchone()
-            assert row is not None
-            added, considered = int(row["added"]), int(row["considered"])
-            progress.update_stage(
-                STAGE, progress=1.0, captures_considered=considered, captures_added=added
-            )
-            await job_store.save_progress(conn, job.id, progress)
+            added, considered = done
+            if progress.stages:
+                progress.update_stage(
+                    STAGE, progress=1.0, captures_considered=considered, captures_added=added
+                )
+                await job_store.save_progress(conn, job.id, progress)
         summary = (
             f"Collection {job.collection_id} now holds {added} captures"
             f" (method {params.method.value}, {considered} captures considered)"

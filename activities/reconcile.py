@@ -40,7 +40,8 @@ from activities.reconcile_models import (
     RepairedJob,
 )
 from activities.task_queue import TaskQueueActivities
-from core import job_store, naming
+from antenna_db import job_store, users
+from core import naming
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 
@@ -49,10 +50,6 @@ Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}
 # Temporal calls in flight at once while checking a page of jobs.
 _DESCRIBE_CONCURRENCY = 20
-_CANDIDATES = """
-SELECT id, status, updated_at, now() - updated_at > %s AS quiet
-FROM jobs WHERE status = ANY(%s) AND id > %s ORDER BY id LIMIT %s
-"""
 
 
 class ReconcileActivities:
@@ -71,6 +68,7 @@ class ReconcileActivities:
         self._js = js
         self._redis = redis
         self._settings = settings
+        self._names = settings.jobs.names
 
     @activity.defn(name="reconcile_jobs")
     async def reconcile_jobs(self, inp: ReconcileInput) -> JobsReport:
@@ -81,11 +79,9 @@ class ReconcileActivities:
         async with heartbeating(self._settings.jobs.heartbeat_interval, lambda: report):
             while True:
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(
-                        _CANDIDATES,
-                        (grace, [s.value for s in CANDIDATE_STATES], after, inp.page_size),
+                    rows = await job_store.reconcile_candidates(
+                        conn, CANDIDATE_STATES, grace, after, inp.page_size
                     )
-                    rows = list(await cur.fetchall())
                 if not rows:
                     break
                 after = rows[-1]["id"]
@@ -155,22 +151,13 @@ class ReconcileActivities:
             await self._sweep_streams(report)
             await self._sweep_redis(report, inp.page_size)
             async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "WITH gone AS (DELETE FROM result_inbox i USING jobs j"
-                    " WHERE i.job_id = j.id AND j.status = ANY(%s) RETURNING 1)"
-                    " SELECT count(*) AS n FROM gone",
-                    ([s.value for s in FINAL_STATES],),
-                )
-                row = await cur.fetchone()
-                report.inbox_rows_removed = int(row["n"]) if row else 0
+                report.inbox_rows_removed = await job_store.remove_inbox_of_final_jobs(conn)
+                report.tokens_removed = await users.remove_expired_tokens(conn)
         return report
 
     async def _jobs(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, status, finished_at FROM jobs WHERE id = ANY(%s)", (list(ids),)
-            )
-            return {r["id"]: r for r in await cur.fetchall()}
+            return await job_store.statuses(conn, ids)
 
     async def _sweep_streams(self, report: LeftoversReport) -> None:
         zombie_age = self._settings.reconcile.zombie_age
@@ -183,7 +170,7 @@ class ReconcileActivities:
             streams = {
                 job_id: info
                 for info in page
-                if (job_id := naming.job_id_from_stream(info.config.name or "")) is not None
+                if (job_id := self._names.job_id_from_stream(info.config.name or "")) is not None
             }
             report.streams_checked += len(streams)
             jobs = await self._jobs(streams)
@@ -193,22 +180,22 @@ class ReconcileActivities:
                 if job is None:
                     if created is not None and now - created > zombie_age:
                         with suppress(NotFoundError):
-                            await self._js.delete_stream(naming.stream_name(job_id))
-                            report.streams_removed.append(naming.stream_name(job_id))
+                            await self._js.delete_stream(self._names.stream(job_id))
+                            report.streams_removed.append(self._names.stream(job_id))
                     continue
                 finished = job["finished_at"]
                 if JobState(job["status"]) not in FINAL_STATES:
                     continue
                 if created is None or finished is None or created < finished:
                     await self._queue.remove(job_id)
-                    report.streams_removed.append(naming.stream_name(job_id))
+                    report.streams_removed.append(self._names.stream(job_id))
 
     async def _sweep_redis(self, report: LeftoversReport, batch: int) -> None:
         """Keys of final jobs only: keys of jobs unknown here may be another deployment's, and
         their TTL (settings.redis.key_ttl) bounds them anyway."""
         pending: set[int] = set()
-        async for key in self._redis.scan_iter(match=naming.redis_key_pattern(), count=1000):
-            job_id = naming.job_id_from_redis_key(key)
+        async for key in self._redis.scan_iter(match=self._names.redis_key_pattern(), count=1000):
+            job_id = self._names.job_id_from_redis_key(key)
             if job_id is not None:
                 pending.add(job_id)
             if len(pending) >= batch:
@@ -222,5 +209,5 @@ class ReconcileActivities:
         jobs = await self._jobs(ids)
         final = [i for i, job in jobs.items() if JobState(job["status"]) in FINAL_STATES]
         for job_id in final:
-            await self._redis.delete(*naming.redis_keys(job_id))
+            await self._redis.delete(*self._names.redis_keys(job_id))
         report.redis_jobs_removed += sorted(final)

@@ -37,6 +37,7 @@ class LeftoversReport(BaseModel):
     streams_removed: list[str] = Field(default_factory=list)
     redis_jobs_removed: list[int] = Field(default_factory=list)
     inbox_rows_removed: NonNegativeInt = 0
+    tokens_removed: NonNegativeInt = 0
 
 
 class ReconcileReport(BaseModel):

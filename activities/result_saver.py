@@ -1,8 +1,11 @@
 """Save one batch of posted results: claim inbox rows, record them, delete them, in ONE transaction.
 
-job_images moves pending -> processed/failed only where it is still pending, and detections are
-inserted only for the images that this statement moved, so a redelivered or duplicated result
-saves nothing and counts nothing.
+Images move pending -> processed/failed only where still pending, and results are saved only
+for the images that this transaction moved, so a redelivered or duplicated result saves nothing
+and counts nothing. A row the database refuses (or that our code cannot handle) never blocks
+the others: the batch is retried row by row, each in a savepoint; a row that still fails is
+kept for a later batch, and after ``max_attempts`` its image is failed with the reason.
+Connection loss and other outages are raised instead (the activity retries them).
 """
 
 from __future__ import annotations
@@ -14,46 +17,20 @@ from typing import Any
 import psycopg
 from pydantic import ValidationError
 
-from core.schemas import DetectionResponse, PipelineResultsError, PipelineResultsResponse
+from antenna_db import results
+from antenna_db.pipelines import PipelineContext
+from antenna_db.results import ClassificationSpec, DetectionSpec
+from core import inbox, job_images, job_runs
+from core.inbox import ClaimedRow, LightDetection, LightResult
+from core.schemas import PipelineResultsError
 
 Resolver = Callable[[str], Awaitable[int | None]]
-
-_CLAIM = (
-    "SELECT id, image_id, reply_subject, is_error, payload FROM result_inbox"
-    " WHERE job_id = %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-_MARK_PROCESSED = (
-    "UPDATE job_images SET status = 'processed', updated_at = now()"
-    " WHERE job_id = %s AND source_image_id = ANY(%s::bigint[]) AND status = 'pending'"
-    " RETURNING source_image_id"
-)
-_MARK_FAILED = (
-    "UPDATE job_images ji SET status = 'failed', error = f.error, updated_at = now()"
-    " FROM unnest(%s::bigint[], %s::text[]) AS f(image_id, error)"
-    " WHERE ji.job_id = %s AND ji.source_image_id = f.image_id AND ji.status = 'pending'"
-    " RETURNING ji.source_image_id"
-)
-_DETECTION_COLUMNS = (
-    "id, source_image_id, job_id, algorithm_id, bbox_x1, bbox_y1, bbox_x2, bbox_y2,"
-    " inference_time, timestamp, crop_image_url"
-)
-_CLASSIFICATION_COLUMNS = (
-    "detection_id, algorithm_id, taxon, labels, scores, logits, inference_time, terminal, timestamp"
-)
-
-
-@dataclass(frozen=True)
-class PipelineContext:
-    """The job's pipeline: which algorithm keys it may report, and its detector for markers."""
-
-    slug: str
-    algorithms: dict[str, int]
-    detector_id: int | None
+MAX_ATTEMPTS = 3
 
 
 @dataclass
 class ParsedResults:
-    processed: dict[int, list[DetectionResponse]] = field(default_factory=dict)
+    processed: dict[int, list[DetectionSpec]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
 
 
@@ -64,21 +41,23 @@ class BatchOutcome:
     failed: list[int] = field(default_factory=list)
     detections: int = 0
     classifications: int = 0
+    # Rows that could not be saved and were failed, with the reason (for the job log).
+    refused: dict[int, str] = field(default_factory=dict)
+    need_crops: list[int] = field(default_factory=list)
+    tables: set[str] = field(default_factory=set)
 
     @property
     def moved(self) -> int:
         return len(self.processed) + len(self.failed)
 
-
-def unknown_algorithm(
-    detections: Iterable[DetectionResponse], pipeline: PipelineContext
-) -> str | None:
-    for det in detections:
-        keys = [det.algorithm.key] + [c.algorithm.key for c in det.classifications]
-        for key in keys:
-            if key not in pipeline.algorithms:
-                return f"algorithm {key!r} is not registered for pipeline {pipeline.slug!r}"
-    return None
+    def add(self, other: BatchOutcome) -> None:
+        self.processed += other.processed
+        self.failed += other.failed
+        self.detections += other.detections
+        self.classifications += other.classifications
+        self.refused |= other.refused
+        self.need_crops += other.need_crops
+        self.tables |= other.tables
 
 
 def _int_id(value: Any) -> int | None:
@@ -88,202 +67,263 @@ def _int_id(value: Any) -> int | None:
         return None
 
 
+def unknown_algorithm(
+    detections: Iterable[LightDetection], pipeline: PipelineContext
+) -> str | None:
+    for det in detections:
+        keys = [det.algorithm.key] + [c.algorithm.key for c in det.classifications]
+        for key in keys:
+            if key not in pipeline.algorithms:
+                return f"algorithm {key!r} is not registered for pipeline {pipeline.slug!r}"
+    return None
+
+
+def _box(det: LightDetection) -> tuple[float, float, float, float] | None:
+    b = det.bbox
+    return (b.x1, b.y1, b.x2, b.y2) if b is not None else None
+
+
+def _specs(
+    row_id: int, indexed: list[tuple[int, LightDetection]], pipeline: PipelineContext
+) -> list[DetectionSpec]:
+    return [
+        DetectionSpec(
+            inbox_id=row_id,
+            det_index=i,
+            bbox=_box(det),
+            algorithm_id=pipeline.algorithms[det.algorithm.key].id,
+            detection_time=det.timestamp,
+            crop_path=results.crop_path(det.crop_image_url),
+            classifications=tuple(
+                ClassificationSpec(
+                    inbox_id=row_id,
+                    det_index=i,
+                    cls_index=j,
+                    label=c.classification,
+                    algorithm_id=pipeline.algorithms[c.algorithm.key].id,
+                    terminal=c.terminal,
+                    timestamp=c.timestamp,
+                )
+                for j, c in enumerate(det.classifications)
+            ),
+        )
+        for i, det in indexed
+    ]
+
+
+def add_response(
+    parsed: ParsedResults, row_id: int, result: LightResult, pipeline: PipelineContext
+) -> None:
+    """One success result's images into ``parsed`` (also SYNC_API's /process answers): the
+    first success of an image wins; an algorithm the pipeline lacks fails that image."""
+    if result.pipeline and pipeline.slug and result.pipeline != pipeline.slug:
+        problem = f"result is for pipeline {result.pipeline!r}, the job runs {pipeline.slug!r}"
+    else:
+        problem = None
+    by_image: dict[int, list[tuple[int, LightDetection]]] = {}
+    for source in result.source_images:
+        image = _int_id(source.id)
+        if image is not None:
+            by_image.setdefault(image, [])
+    for i, det in enumerate(result.detections):
+        image = _int_id(det.source_image_id)
+        if image is not None:
+            by_image.setdefault(image, []).append((i, det))
+    for image, indexed in by_image.items():
+        if image in parsed.processed:
+            continue
+        reason = problem or unknown_algorithm((d for _, d in indexed), pipeline)
+        if reason is None and any(c.n_scores == 0 for _, d in indexed for c in d.classifications):
+            reason = "a classification has no scores"
+        if reason:
+            parsed.failed.setdefault(image, reason)
+        else:
+            parsed.processed[image] = _specs(row_id, indexed, pipeline)
+
+
 def parse_results(
-    rows: list[dict[str, Any]], pipeline: PipelineContext, resolved: dict[int, int]
+    rows: list[ClaimedRow], pipeline: PipelineContext, resolved: dict[int, int]
 ) -> ParsedResults:
-    """Turn claimed inbox rows into per-image outcomes. The first success result of an image wins;
-    a success anywhere in the batch beats an error for the same image."""
+    """Claimed rows -> per-image outcomes. A success anywhere in the batch beats an error for
+    the same image."""
     parsed = ParsedResults()
     for row in rows:
-        payload = row["payload"]
-        if row["is_error"] or "error" in payload:
+        if row.is_error or "error" in row.light:
             try:
-                error = PipelineResultsError.model_validate(payload)
+                error = PipelineResultsError.model_validate(row.light)
                 message, image = error.error, _int_id(error.image_id)
             except ValidationError:
-                message, image = f"unreadable error result: {payload!r:.200}", None
-            image = image or row["image_id"] or resolved.get(row["id"])
+                message, image = f"unreadable error result: {row.light!r:.200}", None
+            image = image or row.image_id or resolved.get(row.id)
             if image is not None:
                 parsed.failed.setdefault(image, message)
             continue
         try:
-            result = PipelineResultsResponse.model_validate(payload)
+            result = LightResult.model_validate(row.light)
         except ValidationError as err:
-            if row["image_id"] is not None:
-                parsed.failed.setdefault(row["image_id"], f"invalid result: {err.errors()[:1]}")
+            if row.image_id is not None:
+                parsed.failed.setdefault(row.image_id, f"invalid result: {err.errors()[:1]}")
             continue
-        add_response(parsed, result, pipeline)
+        add_response(parsed, row.id, result, pipeline)
     for image in parsed.processed:
         parsed.failed.pop(image, None)
     return parsed
 
 
-def add_response(
-    parsed: ParsedResults, result: PipelineResultsResponse, pipeline: PipelineContext
-) -> None:
-    """One success result's images into ``parsed`` (also SYNC_API's /process answers): the
-    first success of an image wins; an algorithm the pipeline lacks fails that image."""
-    by_image: dict[int, list[DetectionResponse]] = {}
-    for source in result.source_images:
-        image = _int_id(source.id)
-        if image is not None:
-            by_image.setdefault(image, [])
-    for det in result.detections:
-        image = _int_id(det.source_image_id)
-        if image is not None:
-            by_image.setdefault(image, []).append(det)
-    for image, detections in by_image.items():
-        if image in parsed.processed:
-            continue
-        problem = unknown_algorithm(detections, pipeline)
-        if problem:
-            parsed.failed.setdefault(image, problem)
-        else:
-            parsed.processed[image] = detections
+def images_named(row: ClaimedRow) -> list[int]:
+    """Every image a row speaks of (an ADC result names one; a /process answer several)."""
+    found = [row.image_id, _int_id(row.light.get("image_id"))]
+    for key in ("source_images", "detections"):
+        items = row.light.get(key)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict):
+                found.append(_int_id(item.get("id", item.get("source_image_id"))))
+    return sorted({i for i in found if i is not None})
 
 
-def unnamed_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def unnamed_errors(rows: list[ClaimedRow]) -> list[ClaimedRow]:
     """Error rows that name no image: their image must come from the reply subject."""
     return [
         r
         for r in rows
-        if (r["is_error"] or "error" in r["payload"])
-        and r["image_id"] is None
-        and _int_id(r["payload"].get("image_id")) is None
+        if (r.is_error or "error" in r.light)
+        and r.image_id is None
+        and _int_id(r.light.get("image_id")) is None
     ]
-
-
-async def save_batch(
-    conn: psycopg.AsyncConnection[Any],
-    job_id: int,
-    pipeline: PipelineContext,
-    limit: int,
-    resolve: Resolver,
-    extra_failures: dict[int, str] | None = None,
-) -> BatchOutcome:
-    """Claim up to ``limit`` inbox rows of the job and record them (plus reconciled failures)."""
-    outcome = BatchOutcome()
-    async with conn.transaction():
-        cur = await conn.execute(_CLAIM, (job_id, limit))
-        rows = list(await cur.fetchall())
-        outcome.claimed = len(rows)
-        if not rows and not extra_failures:
-            return outcome
-        resolved: dict[int, int] = {}
-        for row in unnamed_errors(rows):
-            image = await resolve(row["reply_subject"])
-            if image is not None:
-                resolved[row["id"]] = image
-        parsed = parse_results(rows, pipeline, resolved)
-        for image, error in (extra_failures or {}).items():
-            if image not in parsed.processed:
-                parsed.failed.setdefault(image, error)
-        recorded = await record_parsed(conn, job_id, pipeline, parsed)
-        outcome.processed, outcome.failed = recorded.processed, recorded.failed
-        outcome.detections, outcome.classifications = (
-            recorded.detections,
-            recorded.classifications,
-        )
-        if rows:
-            await conn.execute(
-                "DELETE FROM result_inbox WHERE id = ANY(%s::bigint[])", ([r["id"] for r in rows],)
-            )
-    return outcome
 
 
 async def record_parsed(
     conn: psycopg.AsyncConnection[Any],
     job_id: int,
+    project_id: int,
     pipeline: PipelineContext,
     parsed: ParsedResults,
 ) -> BatchOutcome:
     """Record per-image outcomes inside the caller's transaction: only images still pending
-    move, and only the ones that moved to processed get detections (so a replay saves nothing).
-    """
+    move, only those moved to processed get results saved, and the run's counters follow."""
     outcome = BatchOutcome()
-    if parsed.processed:
-        cur = await conn.execute(_MARK_PROCESSED, (job_id, list(parsed.processed)))
-        outcome.processed = [r["source_image_id"] for r in await cur.fetchall()]
-    if parsed.failed:
-        cur = await conn.execute(
-            _MARK_FAILED, (list(parsed.failed), list(parsed.failed.values()), job_id)
-        )
-        outcome.failed = [r["source_image_id"] for r in await cur.fetchall()]
+    outcome.processed = await job_images.mark_processed(conn, job_id, parsed.processed)
+    outcome.failed = await job_images.mark_failed(conn, job_id, parsed.failed)
     if outcome.processed:
-        new = {image: parsed.processed[image] for image in outcome.processed}
-        outcome.detections, outcome.classifications = await _insert_results(
-            conn, job_id, pipeline, new
+        saved = await results.save(
+            conn, project_id, pipeline, {i: parsed.processed[i] for i in outcome.processed}
+        )
+        outcome.detections, outcome.classifications = saved.detections, saved.classifications
+        outcome.need_crops, outcome.tables = saved.need_crops, saved.tables
+    if outcome.moved:
+        await job_runs.add(
+            conn,
+            job_id,
+            processed=len(outcome.processed),
+            failed=len(outcome.failed),
+            detections=outcome.detections,
+            classifications=outcome.classifications,
         )
     return outcome
 
 
-async def _insert_results(
-    conn: psycopg.AsyncConnection[Any],
-    job_id: int,
-    pipeline: PipelineContext,
-    results: dict[int, list[DetectionResponse]],
-) -> tuple[int, int]:
-    """COPY the detections (with pre-allocated ids) and their classifications.
+def _outage(err: BaseException) -> bool:
+    """Errors a retry of the whole activity can fix (the row is not at fault)."""
+    return isinstance(err, psycopg.OperationalError | psycopg.InterfaceError)
 
-    Returns (detections, classifications); null-bbox markers are not counted as detections.
-    """
-    markers = [image for image, dets in results.items() if not dets]
-    count = sum(len(d) for d in results.values()) + (len(markers) if pipeline.detector_id else 0)
-    if count == 0:
-        return 0, 0
-    cur = await conn.execute(
-        "SELECT nextval(pg_get_serial_sequence('detections', 'id')) AS id"
-        " FROM generate_series(1, %s)",
-        (count,),
-    )
-    ids = iter([r["id"] for r in await cur.fetchall()])
-    detections: list[tuple[Any, ...]] = []
-    classifications: list[tuple[Any, ...]] = []
-    real = 0
-    for image, dets in results.items():
-        for det in dets:
-            det_id = next(ids)
-            box = det.bbox
-            real += box is not None
-            detections.append(
-                (
-                    det_id,
-                    image,
-                    job_id,
-                    pipeline.algorithms[det.algorithm.key],
-                    *((box.x1, box.y1, box.x2, box.y2) if box else (None,) * 4),
-                    det.inference_time,
-                    det.timestamp,
-                    det.crop_image_url,
+
+class BatchSaver:
+    """Saves batches of one job's inbox rows (the aggregator's, and SYNC_API's own rows)."""
+
+    def __init__(
+        self,
+        job_id: int,
+        project_id: int,
+        pipeline: PipelineContext,
+        resolve: Resolver,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.job_id = job_id
+        self.project_id = project_id
+        self.pipeline = pipeline
+        self.resolve = resolve
+        self.max_attempts = max_attempts
+
+    async def save_batch(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        limit: int,
+        extra_failures: dict[int, str] | None = None,
+        *,
+        ids: list[int] | None = None,
+    ) -> BatchOutcome:
+        """Claim up to ``limit`` inbox rows of the job (or exactly ``ids``) and record them,
+        with reconciled failures, in the caller's transaction."""
+        rows = await inbox.claim(conn, self.job_id, limit, ids=ids)
+        outcome = BatchOutcome(claimed=len(rows))
+        if not rows and not extra_failures:
+            return outcome
+        fresh = [r for r in rows if r.attempts == 0]
+        retried = [r for r in rows if r.attempts > 0]
+        if fresh or extra_failures:
+            try:
+                async with conn.transaction():
+                    outcome.add(await self._record(conn, fresh, extra_failures or {}))
+                await inbox.delete(conn, [r.id for r in fresh])
+            except Exception as err:
+                if _outage(err):
+                    raise
+                if extra_failures:
+                    async with conn.transaction():
+                        outcome.add(await self._record(conn, [], extra_failures))
+                retried = fresh + retried
+        for row in retried:
+            outcome.add(await self._one(conn, row))
+        return outcome
+
+    async def _record(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        rows: list[ClaimedRow],
+        extra_failures: dict[int, str],
+    ) -> BatchOutcome:
+        resolved: dict[int, int] = {}
+        for row in unnamed_errors(rows):
+            image = await self.resolve(row.reply_subject)
+            if image is not None:
+                resolved[row.id] = image
+        parsed = parse_results(rows, self.pipeline, resolved)
+        for image, error in extra_failures.items():
+            if image not in parsed.processed:
+                parsed.failed.setdefault(image, error)
+        return await record_parsed(conn, self.job_id, self.project_id, self.pipeline, parsed)
+
+    async def _one(self, conn: psycopg.AsyncConnection[Any], row: ClaimedRow) -> BatchOutcome:
+        """One row on its own (in a savepoint); on failure count the attempt, and past the
+        bound fail its image with the reason and drop the row."""
+        try:
+            async with conn.transaction():
+                outcome = await self._record(conn, [row], {})
+            await inbox.delete(conn, [row.id])
+            return outcome
+        except Exception as err:
+            if _outage(err):
+                raise
+            reason = f"{type(err).__name__}: {err}".strip()
+        attempts = await inbox.record_failure(conn, row.id, reason)
+        outcome = BatchOutcome()
+        if attempts < self.max_attempts:
+            return outcome
+        images = images_named(row)
+        if not images and row.reply_subject:
+            found = await self.resolve(row.reply_subject)
+            images = [found] if found is not None else []
+        message = f"result could not be saved after {attempts} attempts: {reason}"
+        if images:
+            async with conn.transaction():
+                outcome = await record_parsed(
+                    conn,
+                    self.job_id,
+                    self.project_id,
+                    self.pipeline,
+                    ParsedResults(failed=dict.fromkeys(images, message)),
                 )
-            )
-            for c in det.classifications:
-                classifications.append(
-                    (
-                        det_id,
-                        pipeline.algorithms[c.algorithm.key],
-                        c.classification,
-                        c.labels,
-                        c.scores,
-                        c.logits,
-                        c.inference_time,
-                        c.terminal,
-                        c.timestamp,
-                    )
-                )
-    if pipeline.detector_id is not None:
-        for image in markers:
-            detections.append(
-                (next(ids), image, job_id, pipeline.detector_id, *(None,) * 4, None, None, None)
-            )
-    async with conn.cursor() as cur2:
-        async with cur2.copy(f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN") as copy:
-            for row in detections:
-                await copy.write_row(row)
-        if classifications:
-            async with cur2.copy(
-                f"COPY classifications ({_CLASSIFICATION_COLUMNS}) FROM STDIN"
-            ) as copy:
-                for row in classifications:
-                    await copy.write_row(row)
-    return real, len(classifications)
+        for image in images or [-row.id]:
+            outcome.refused[image] = message
+        await inbox.delete(conn, [row.id])
+        return outcome

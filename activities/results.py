@@ -3,14 +3,16 @@
 Long-running and heartbeating on the long task queue. The aggregator is the single writer of the
 job's progress while it runs (throttled), keeps the Redis pending/failed sets in step, reconciles
 images whose task exhausted max_deliver, and after ``stall_period`` without movement (with every
-task delivered) counts the rest failed. A job row saying CANCELING/REVOKED stops it.
+task delivered) counts the rest failed. A job row saying CANCELING/REVOKED stops it. While it
+waits it bumps the row's ``updated_at`` every ``touch_interval``, so Antenna's reaper (if it
+still runs) never takes the job for dead; the sessions' and stations' cached counts are
+refreshed every ``counts_interval`` and at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -22,19 +24,18 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.after_commit import AfterCommit
 from activities.aggregate_progress import apply_counters, throughput_line
-from activities.heartbeat import heartbeating
+from activities.heartbeat import heartbeating, run_id
 from activities.job_state_cache import JobStateCache
 from activities.jobs import CANCEL_STATES, final_status
 from activities.lost_images import MaxDeliveriesWatcher, TaskLookup
-from activities.models import (
-    JOB_CANCELLED,
-    AggregateCounters,
-    AggregateInput,
-    AggregateResult,
-)
-from activities.result_saver import BatchOutcome, PipelineContext, save_batch
-from core import job_store, naming
+from activities.models import JOB_CANCELLED, AggregateInput, AggregateResult
+from activities.result_saver import BatchOutcome, BatchSaver
+from antenna_db import captures, counts, job_store, pipelines
+from antenna_db.job_store import RunState
+from core import inbox, job_images, job_runs
+from core.counters import AggregateCounters
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
@@ -45,55 +46,6 @@ STALE_RUN = "StaleRun"
 # Throughput lines go to the job log at most this often (progress is written more often).
 _THROUGHPUT_EVERY = 10.0
 
-_COUNTS = """
-SELECT count(*) AS total,
-       count(*) FILTER (WHERE status = 'processed') AS processed,
-       count(*) FILTER (WHERE status = 'failed') AS failed
-FROM job_images WHERE job_id = %(job)s
-"""
-# Only this run's rows: a retry run of the same job starts at its own started_at.
-_RESULT_COUNTS = """
-SELECT count(*) FILTER (WHERE d.bbox_x1 IS NOT NULL) AS detections,
-       coalesce(sum((SELECT count(*) FROM classifications c WHERE c.detection_id = d.id)), 0)
-           AS classifications
-FROM detections d JOIN jobs j ON j.id = d.job_id
-WHERE d.job_id = %(job)s AND d.created_at >= j.started_at
-"""
-_PIPELINE = """
-SELECT p.slug, a.id, a.key, a.task_type
-FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
-JOIN pipeline_algorithms pa ON pa.pipeline_id = p.id
-JOIN algorithms a ON a.id = pa.algorithm_id
-WHERE j.id = %s ORDER BY a.id
-"""
-_FAIL_REST = (
-    "UPDATE job_images SET status = 'failed', error = %s, updated_at = now()"
-    " WHERE job_id = %s AND status = 'pending' RETURNING source_image_id"
-)
-
-
-async def load_pipeline(conn: psycopg.AsyncConnection[Any], job_id: int) -> PipelineContext:
-    cur = await conn.execute(_PIPELINE, (job_id,))
-    rows = await cur.fetchall()
-    detector = next(
-        (r["id"] for r in rows if r["task_type"] in ("localization", "detection")), None
-    )
-    return PipelineContext(
-        slug=rows[0]["slug"] if rows else "",
-        algorithms={r["key"]: r["id"] for r in rows},
-        detector_id=detector,
-    )
-
-
-async def load_counters(conn: psycopg.AsyncConnection[Any], job_id: int) -> AggregateCounters:
-    """Counters from Postgres: the truth on every (re)start, so a retry never double counts."""
-    cur = await conn.execute(_COUNTS, {"job": job_id})
-    images = await cur.fetchone()
-    cur = await conn.execute(_RESULT_COUNTS, {"job": job_id})
-    results = await cur.fetchone()
-    assert images is not None and results is not None
-    return AggregateCounters(**images, **results)
-
 
 class ResultActivities:
     def __init__(
@@ -103,51 +55,91 @@ class ResultActivities:
         js: JetStreamContext,
         redis: aioredis.Redis,
         settings: Settings,
+        after: AfterCommit | None = None,
     ) -> None:
         self._pool = pool
         self._nc = nc
         self._js = js
         self._settings = settings
         self._lookup = TaskLookup(js)
-        self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()))
+        self._after = after or AfterCommit()
+        self._cache = JobStateCache(
+            redis, int(settings.redis.key_ttl.total_seconds()), settings.jobs.names
+        )
 
     @activity.defn(name="aggregate_results")
     async def aggregate_results(self, inp: AggregateInput) -> AggregateResult:
-        run = _Aggregation(self, inp.job_id)
+        run = _Aggregation(
+            self._pool,
+            self._nc,
+            self._js,
+            self._lookup,
+            self._cache,
+            self._after,
+            self._settings,
+            inp.job_id,
+        )
         return await run.run()
 
 
 class _Aggregation:
     """One attempt of aggregate_results for one job; its state lives as long as the attempt."""
 
-    def __init__(self, owner: ResultActivities, job_id: int) -> None:
-        self.o = owner
+    def __init__(
+        self,
+        pool: Pool,
+        nc: NatsClient,
+        js: JetStreamContext,
+        lookup: TaskLookup,
+        cache: JobStateCache,
+        after: AfterCommit,
+        settings: Settings,
+        job_id: int,
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.js = js
+        self.lookup = lookup
+        self.cache = cache
+        self.after = after
+        self.settings = settings
+        self.names = settings.jobs.names
         self.job_id = job_id
-        self.jobs = owner._settings.jobs
+        self.jobs = settings.jobs
+        self.run_id = run_id()
         self.counters = AggregateCounters()
         self.result = AggregateResult(counters=self.counters)
         self.progress = JobProgress()
-        self.run_started: datetime | None = None
+        self.consumer = ""
+        self.project_id = 0
         # The last batch found nothing to claim (checks that can wait for a quiet moment run).
         self.idle = False
         self.started = time.monotonic()
         self.last_change = self.started
         self.last_progress = 0.0
         self.last_throughput = self.started
+        self.last_touch = self.started
+        self.last_counts = self.started
         # The first check waits one interval: publish creates the Redis keys meanwhile, and a
         # rebuild is only for keys that went missing later (a flush).
         self.last_check = self.started
         self.dirty = True
 
     async def run(self) -> AggregateResult:
-        async with self.o._pool.connection() as conn:
-            self.pipeline = await load_pipeline(conn, self.job_id)
-            self.counters = await load_counters(conn, self.job_id)
+        async with self.pool.connection() as conn:
+            pipeline = await pipelines.load(conn, self.job_id)
+            run = await job_runs.get(conn, self.job_id)
             job = await job_store.get_job(conn, self.job_id)
-            self.progress = job.progress
-            # Which run this attempt works for: a retry of the job stamps a new started_at.
-            self.run_started = job.started_at
-        watcher = MaxDeliveriesWatcher(self.o._nc, self.job_id)
+        if run is None or run.run_id != self.run_id:
+            raise self._stale()
+        self.counters = run.counters
+        self.consumer = run.consumer
+        self.project_id = job.project_id
+        self.progress = job.progress
+        self.saver = BatchSaver(self.job_id, job.project_id, pipeline, self.lookup.image_for_reply)
+        watcher = MaxDeliveriesWatcher(
+            self.nc, self.names.max_deliveries_advisory(self.job_id, self.consumer)
+        )
         await watcher.start()
         try:
             async with heartbeating(self.jobs.heartbeat_interval, lambda: self.counters):
@@ -156,6 +148,7 @@ class _Aggregation:
             await watcher.stop()
         status = final_status(self.counters, self.jobs.failure_threshold)
         await self._write_progress(final=status)
+        await self._refresh_counts()
         self.result.counters = self.counters
         return self.result
 
@@ -174,7 +167,7 @@ class _Aggregation:
                 self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
                 await self._log(
                     f"{len(exhausted)} tasks exhausted max_deliver"
-                    f" ({self.o._settings.nats.max_deliver}) without a result: counted failed",
+                    f" ({self.settings.nats.max_deliver}) without a result: counted failed",
                     level="WARNING",
                     context={"image_ids": sorted(exhausted)[:10]},
                 )
@@ -186,9 +179,15 @@ class _Aggregation:
                     await asyncio.sleep(self.jobs.aggregate_idle_poll.total_seconds())
 
     async def _apply(self, outcome: BatchOutcome) -> None:
+        for image, reason in outcome.refused.items():
+            where = f"image {image}" if image >= 0 else f"result row {-image}"
+            await self._log(f"Result for {where} refused: {reason}", level="ERROR")
+        if outcome.tables:
+            await self.after.wrote(outcome.tables)
+        await self.after.new_detections(outcome.need_crops)
         if not outcome.moved:
             return
-        await self.o._cache.mark_done(self.job_id, outcome.processed, outcome.failed)
+        await self.cache.mark_done(self.job_id, outcome.processed, outcome.failed)
         self.counters = self.counters.model_copy(
             update={
                 "processed": self.counters.processed + len(outcome.processed),
@@ -207,67 +206,65 @@ class _Aggregation:
         the batch to commit or is seen by it: no result is ever saved after CANCELING (and so
         after REVOKED), even by an attempt Temporal already gave up on. Idle polls skip it.
         """
-        async with self.o._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM result_inbox WHERE job_id = %s) AS waiting",
-                (self.job_id,),
-            )
-            row = await cur.fetchone()
-            if not exhausted and not (row and row["waiting"]):
+        async with self.pool.connection() as conn, conn.transaction():
+            if not exhausted and not await inbox.waiting(conn, self.job_id):
                 return BatchOutcome()
-            cur = await conn.execute(
-                "SELECT status, started_at FROM jobs WHERE id = %s FOR SHARE", (self.job_id,)
-            )
-            self._check_row(await cur.fetchone())
-            return await save_batch(
-                conn, self.job_id, self.pipeline, batch, self.o._lookup.image_for_reply, exhausted
-            )
+            self._check_row(await job_store.run_state(conn, self.job_id, share=True))
+            return await self.saver.save_batch(conn, batch, exhausted)
 
-    def _check_row(self, row: dict[str, Any] | None) -> None:
-        """Stop when the job is cancelled (or final), or when it was started again since this
+    def _stale(self) -> ApplicationError:
+        return ApplicationError(
+            f"job {self.job_id} was started again: this attempt's run is over",
+            type=STALE_RUN,
+            non_retryable=True,
+        )
+
+    def _check_row(self, state: RunState) -> None:
+        """Stop when the job is cancelled (or final), or when another run took it since this
         attempt began: then this is an attempt of a run that is over (terminated, say) and the
         new run's aggregator owns the job."""
-        if row is None or row["started_at"] != self.run_started:
+        if state.run_id != self.run_id:
+            raise self._stale()
+        if state.status in CANCEL_STATES or state.status in FINAL_STATES:
             raise ApplicationError(
-                f"job {self.job_id} was started again: this attempt's run is over",
-                type=STALE_RUN,
-                non_retryable=True,
-            )
-        status = JobState(row["status"])
-        if status in CANCEL_STATES or status in FINAL_STATES:
-            raise ApplicationError(
-                f"job {self.job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
+                f"job {self.job_id} is {state.status}", type=JOB_CANCELLED, non_retryable=True
             )
 
     async def _check_job(self) -> None:
         """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt;
         results saved by another attempt (one Temporal gave up on, still finishing a batch) are
         counted from Postgres, so this attempt never waits for images already done."""
-        async with self.o._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT status, started_at FROM jobs WHERE id = %s", (self.job_id,)
-            )
-            self._check_row(await cur.fetchone())
-            if not await self.o._cache.exists(self.job_id):
-                await self.o._cache.rebuild(conn, self.job_id)
+        now = time.monotonic()
+        async with self.pool.connection() as conn:
+            self._check_row(await job_store.run_state(conn, self.job_id))
+            if not await self.cache.exists(self.job_id):
+                await self.cache.rebuild(conn, self.job_id)
+            if now - self.last_touch >= self.jobs.touch_interval.total_seconds():
+                self.last_touch = now
+                await job_store.touch(conn, self.job_id)
             if not self.idle:
                 return
-            # Only while idle, and on the pending rows' partial index: cheap for any job size.
-            cur = await conn.execute(
-                "SELECT count(*) AS n FROM job_images WHERE job_id = %s AND status = 'pending'",
-                (self.job_id,),
-            )
-            pending = await cur.fetchone()
-            if pending is not None and pending["n"] != self.counters.remaining:
-                self.counters = await load_counters(conn, self.job_id)
-                self.last_change = time.monotonic()
-                self.dirty = True
+            pending = await job_images.pending_count(conn, self.job_id)
+            if pending != self.counters.remaining:
+                run = await job_runs.get(conn, self.job_id)
+                if run is not None:
+                    self.counters = run.counters
+                    self.last_change = time.monotonic()
+                    self.dirty = True
+        if now - self.last_counts >= self.jobs.counts_interval.total_seconds():
+            await self._refresh_counts()
+
+    async def _refresh_counts(self) -> None:
+        self.last_counts = time.monotonic()
+        async with self.pool.connection() as conn:
+            await counts.refresh_job_counts(conn, self.job_id, self.project_id)
+        await self.after.wrote(counts.JOB_COUNT_TABLES)
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
-        stream = naming.stream_name(self.job_id)
+        stream = self.names.stream(self.job_id)
         for seq, deliveries in watcher.take():
-            image = await self.o._lookup.image_for_seq(stream, seq)
+            image = await self.lookup.image_for_seq(stream, seq)
             if image is not None:
                 failures[image] = f"task delivered {deliveries} times without a result"
         return failures
@@ -279,9 +276,9 @@ class _Aggregation:
             return
         minutes = self.jobs.stall_period.total_seconds() / 60
         reason = f"no result for {minutes:.1f} min after every task was delivered"
-        async with self.o._pool.connection() as conn:
-            cur = await conn.execute(_FAIL_REST, (reason, self.job_id))
-            failed = [r["source_image_id"] for r in await cur.fetchall()]
+        async with self.pool.connection() as conn, conn.transaction():
+            failed = await job_images.fail_pending(conn, self.job_id, reason)
+            await job_runs.add(conn, self.job_id, failed=len(failed))
         await self._apply(BatchOutcome(failed=failed))
         self.result.reconciled += len(failed)
         self.result.stalled = True
@@ -292,21 +289,14 @@ class _Aggregation:
         )
 
     async def _all_delivered(self) -> bool:
-        stream = naming.stream_name(self.job_id)
+        stream = self.names.stream(self.job_id)
         try:
-            consumer = await self.o._js.consumer_info(stream, naming.consumer_name(self.job_id))
-            info = await self.o._js.stream_info(stream)
+            consumer = await self.js.consumer_info(stream, self.consumer)
+            info = await self.js.stream_info(stream)
         except NotFoundError:
             return True  # the queue is gone: nothing more can be delivered
-        async with self.o._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) AS n FROM job_images ji JOIN source_images si"
-                " ON si.id = ji.source_image_id WHERE ji.job_id = %s AND si.url IS NOT NULL"
-                " AND si.url <> ''",
-                (self.job_id,),
-            )
-            row = await cur.fetchone()
-        publishable = int(row["n"]) if row else 0
+        async with self.pool.connection() as conn:
+            publishable = await captures.publishable_count(conn, self.job_id)
         return consumer.num_pending == 0 and info.state.messages >= publishable
 
     async def _maybe_write_progress(self) -> None:
@@ -321,15 +311,16 @@ class _Aggregation:
 
     async def _write_progress(self, final: JobState | None = None) -> None:
         self.progress = apply_counters(self.progress, self.counters, final)
-        async with self.o._pool.connection() as conn:
-            await job_store.save_progress(
-                conn, self.job_id, self.progress, run_started_at=self.run_started
-            )
+        async with self.pool.connection() as conn:
+            await job_store.save_progress(conn, self.job_id, self.progress, run_id=self.run_id)
         self.last_progress = time.monotonic()
+        self.last_touch = self.last_progress
         self.dirty = False
+        await self.after.wrote(["jobs_job"])
 
     async def _log(
         self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
     ) -> None:
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await job_store.append_log(conn, self.job_id, message, level=level, context=context)
+        await self.after.wrote(["jobs_joblog"])

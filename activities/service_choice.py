@@ -16,21 +16,7 @@ import httpx
 import psycopg
 
 from activities.sync_models import ServiceChoice
-
-_CANDIDATES = """
-SELECT ps.id, ps.name, ps.endpoint_url
-FROM jobs j
-JOIN processing_service_pipelines psp ON psp.pipeline_id = j.pipeline_id
-JOIN processing_service_projects psj
-  ON psj.processing_service_id = psp.processing_service_id AND psj.project_id = j.project_id
-JOIN processing_services ps ON ps.id = psp.processing_service_id
-WHERE j.id = %s AND ps.endpoint_url IS NOT NULL AND ps.endpoint_url <> ''
-ORDER BY ps.id
-"""
-_MARK_SEEN = """
-UPDATE processing_services ps SET last_seen = now(), last_seen_live = c.live
-FROM unnest(%s::bigint[], %s::boolean[]) AS c(id, live) WHERE ps.id = c.id
-"""
+from antenna_db import processing_services
 
 
 @dataclass(frozen=True)
@@ -67,14 +53,9 @@ async def choose_live_service(
     conn: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, job_id: int, wait: timedelta
 ) -> tuple[ServiceChoice | None, list[Probe]]:
     """The fastest ready service of the job (None if none is), and every probe made."""
-    cur = await conn.execute(_CANDIDATES, (job_id,))
-    rows = list(await cur.fetchall())
+    rows = await processing_services.sync_candidates(conn, job_id)
     probes = list(await asyncio.gather(*(probe(http, row, wait) for row in rows)))
-    if probes:
-        await conn.execute(
-            _MARK_SEEN,
-            ([p.service_id for p in probes], [p.latency is not None for p in probes]),
-        )
+    await processing_services.record_probes(conn, [(p.service_id, p.latency) for p in probes])
     ready = sorted((p for p in probes if p.latency is not None), key=lambda p: p.latency or 0.0)
     if not ready:
         return None, probes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, NonNegativeInt
 
-from activities.models import AggregateCounters
+from core.counters import AggregateCounters
 
 # ApplicationError type: no processing service of the job's pipeline answered /readyz.
 NO_LIVE_SERVICE = "NoLiveService"

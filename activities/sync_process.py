@@ -22,18 +22,12 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.after_commit import AfterCommit
 from activities.aggregate_progress import apply_counters, throughput_line
 from activities.heartbeat import heartbeating, resume_details
 from activities.jobs import RowCancelCheck, final_status
-from activities.models import AggregateCounters, JobRef
-from activities.result_saver import (
-    BatchOutcome,
-    ParsedResults,
-    PipelineContext,
-    add_response,
-    record_parsed,
-)
-from activities.results import load_counters, load_pipeline
+from activities.models import JobRef
+from activities.result_saver import BatchOutcome, BatchSaver, ParsedResults, record_parsed
 from activities.service_choice import choose_live_service, service_url
 from activities.sync_models import (
     NO_LIVE_SERVICE,
@@ -43,28 +37,18 @@ from activities.sync_models import (
     SyncProcessResult,
 )
 from activities.task_queue import NO_URL_ERROR
-from core import job_store
+from antenna_db import captures, counts, job_store, pipelines
+from antenna_db.pipelines import BATCH_SIZE_KEY, PipelineContext
+from core import inbox, job_runs
+from core.counters import AggregateCounters
+from core.inbox import InboxEntry
 from core.progress import JobProgress
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
 from core.states import JobState
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
-BATCH_SIZE_KEY = "request_source_image_batch_size"
 _THROUGHPUT_EVERY = 10.0
-
-_NEXT_BATCH = (
-    "SELECT ji.ordinal, ji.source_image_id, si.url FROM job_images ji"
-    " JOIN source_images si ON si.id = ji.source_image_id"
-    " WHERE ji.job_id = %s AND ji.ordinal > %s AND ji.status = 'pending'"
-    " ORDER BY ji.ordinal LIMIT %s"
-)
-# The pipeline's default request config, overridden by the project's (Antenna's get_config).
-_CONFIG = (
-    "SELECT p.config || coalesce(pp.config, '{}'::jsonb) AS config FROM jobs j"
-    " JOIN pipelines p ON p.id = j.pipeline_id LEFT JOIN project_pipelines pp"
-    " ON pp.pipeline_id = p.id AND pp.project_id = j.project_id WHERE j.id = %s"
-)
 
 
 def batch_size(config: dict[str, Any]) -> int:
@@ -73,10 +57,17 @@ def batch_size(config: dict[str, Any]) -> int:
 
 
 class SyncActivities:
-    def __init__(self, pool: Pool, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        after: AfterCommit | None = None,
+    ) -> None:
         self._pool = pool
         self._http = http
         self._settings = settings
+        self._after = after or AfterCommit()
 
     @activity.defn(name="choose_sync_service")
     async def choose_service(self, ref: JobRef) -> ServiceChoice:
@@ -106,46 +97,58 @@ class SyncActivities:
 
     @activity.defn(name="process_sync_batches")
     async def process_batches(self, inp: SyncProcessInput) -> SyncProcessResult:
-        return await _SyncRun(self, inp).run()
+        return await _SyncRun(self._pool, self._http, self._settings, self._after, inp).run()
 
 
 class _SyncRun:
     """One attempt of process_sync_batches; its state lives as long as the attempt."""
 
-    def __init__(self, owner: SyncActivities, inp: SyncProcessInput) -> None:
-        self.o = owner
+    def __init__(
+        self,
+        pool: Pool,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        after: AfterCommit,
+        inp: SyncProcessInput,
+    ) -> None:
+        self.pool = pool
+        self.http = http
+        self.after = after
         self.inp = inp
         self.job_id = inp.job_id
-        self.jobs = owner._settings.jobs
-        self.sync = owner._settings.sync
+        self.jobs = settings.jobs
+        self.sync = settings.sync
         self.counters = AggregateCounters()
         self.progress = JobProgress()
-        self.pipeline = PipelineContext(slug="", algorithms={}, detector_id=None)
+        self.pipeline = PipelineContext(slug="")
+        self.project_id = 0
         self.config: dict[str, Any] = {}
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.last_throughput = self.started
         self._check_job = RowCancelCheck(
-            owner._pool, inp.job_id, self.jobs.heartbeat_interval, first_now=True
+            pool, inp.job_id, self.jobs.heartbeat_interval, first_now=True
         )
 
     async def run(self) -> SyncProcessResult:
-        async with self.o._pool.connection() as conn:
-            self.pipeline = await load_pipeline(conn, self.job_id)
-            self.counters = await load_counters(conn, self.job_id)
-            self.progress = (await job_store.get_job(conn, self.job_id)).progress
-            cur = await conn.execute(_CONFIG, (self.job_id,))
-            row = await cur.fetchone()
-        self.config = dict(row["config"]) if row else {}
+        async with self.pool.connection() as conn:
+            self.pipeline = await pipelines.load(conn, self.job_id)
+            run = await job_runs.get(conn, self.job_id)
+            job = await job_store.get_job(conn, self.job_id)
+            self.config = await pipelines.job_config(conn, self.job_id)
+        self.counters = run.counters if run else AggregateCounters()
+        self.progress, self.project_id = job.progress, job.project_id
+        self.saver = BatchSaver(self.job_id, job.project_id, self.pipeline, _no_reply, 1)
         size = batch_size(self.config)
         state = resume_details(SyncCheckpoint) or SyncCheckpoint()
         resumed = state.last_ordinal
         async with heartbeating(self.jobs.heartbeat_interval, lambda: state):
             while True:
                 await self._check_job()
-                async with self.o._pool.connection() as conn:
-                    cur = await conn.execute(_NEXT_BATCH, (self.job_id, state.last_ordinal, size))
-                    rows = list(await cur.fetchall())
+                async with self.pool.connection() as conn:
+                    rows = await captures.image_page(
+                        conn, self.job_id, state.last_ordinal, size, pending_only=True
+                    )
                 if not rows:
                     break
                 outcome, failed = await self._batch(rows)
@@ -158,6 +161,9 @@ class _SyncRun:
                 await self._maybe_write_progress()
         status = final_status(self.counters, self.jobs.failure_threshold)
         await self._write_progress(final=status)
+        async with self.pool.connection() as conn:
+            await counts.refresh_job_counts(conn, self.job_id, self.project_id)
+        await self.after.wrote(counts.JOB_COUNT_TABLES)
         await self._log(
             f"Sent {state.batches} batches of up to {size} images to {self.inp.service.name}"
             f" ({state.failed_batches} failed)"
@@ -169,13 +175,13 @@ class _SyncRun:
         )
 
     async def _batch(self, rows: list[dict[str, Any]]) -> tuple[BatchOutcome, int]:
-        """Post one batch and save what came back (or the failure), in one transaction."""
-        parsed = ParsedResults()
-        for r in rows:
-            if not r["url"]:
-                parsed.failed[r["source_image_id"]] = NO_URL_ERROR
+        """Post one batch and save what came back (or the failure), in one transaction: the
+        answer goes through the inbox like an ADC result, so it is saved the same way."""
+        failed = {r["source_image_id"]: NO_URL_ERROR for r in rows if not r["url"]}
         sent = [r for r in rows if r["url"]]
+        ids = {r["source_image_id"] for r in sent}
         error = ""
+        answer: str | None = None
         if sent:
             request = PipelineRequest(
                 pipeline=self.pipeline.slug,
@@ -185,17 +191,29 @@ class _SyncRun:
                 config=self.config,
             )
             response, error = await self._post(request)
-            ids = {r["source_image_id"] for r in sent}
             if response is not None:
-                answered = ParsedResults()
-                add_response(answered, response, self.pipeline)
-                # Only the images this batch asked for: never save or fail another from it.
-                parsed.processed = {i: d for i, d in answered.processed.items() if i in ids}
-                parsed.failed |= {i: e for i, e in answered.failed.items() if i in ids}
-            for image in ids - set(parsed.processed):
-                parsed.failed.setdefault(image, error or "missing from the service's answer")
-        async with self.o._pool.connection() as conn, conn.transaction():
-            outcome = await record_parsed(conn, self.job_id, self.pipeline, parsed)
+                answer = _only(response, ids).model_dump_json(exclude={"algorithms", "errors"})
+                answered = {_int(s.id) for s in response.source_images} | {
+                    _int(d.source_image_id) for d in response.detections
+                }
+                missing = error or "missing from the service's answer"
+                failed |= dict.fromkeys(ids - answered, missing)
+            else:
+                failed |= dict.fromkeys(ids, error)
+        async with self.pool.connection() as conn, conn.transaction():
+            outcome = BatchOutcome()
+            if answer is not None:
+                entry = InboxEntry(image_id=None, reply_subject="", is_error=False, payload=answer)
+                row_ids = await inbox.store(conn, self.job_id, [entry])
+                outcome = await self.saver.save_batch(conn, 1, failed, ids=row_ids)
+            elif failed:
+                outcome = await record_parsed(
+                    conn, self.job_id, self.project_id, self.pipeline, ParsedResults(failed=failed)
+                )
+        await self.after.wrote(outcome.tables)
+        await self.after.new_detections(outcome.need_crops)
+        for image, reason in outcome.refused.items():
+            await self._log(f"Result for image {image} refused: {reason}", level="ERROR")
         if error:
             await self._log(
                 f"Batch of {len(sent)} images failed: {error}",
@@ -216,7 +234,7 @@ class _SyncRun:
         error = ""
         for attempt in range(1, attempts + 1):
             try:
-                response = await self.o._http.post(
+                response = await self.http.post(
                     url, json=request.model_dump(mode="json"), timeout=timeout
                 )
             except httpx.TimeoutException as err:
@@ -259,12 +277,36 @@ class _SyncRun:
 
     async def _write_progress(self, final: JobState | None = None) -> None:
         self.progress = apply_counters(self.progress, self.counters, final)
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await job_store.save_progress(conn, self.job_id, self.progress)
         self.last_progress = time.monotonic()
+        await self.after.wrote(["jobs_job"])
 
     async def _log(
         self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
     ) -> None:
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await job_store.append_log(conn, self.job_id, message, level=level, context=context)
+        await self.after.wrote(["jobs_joblog"])
+
+
+async def _no_reply(_: str) -> int | None:
+    """/process answers have no reply subject: their images are named in them."""
+    return None
+
+
+def _int(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _only(response: PipelineResultsResponse, ids: set[int]) -> PipelineResultsResponse:
+    """The answer restricted to the images the batch asked for: never save or fail another."""
+    return response.model_copy(
+        update={
+            "source_images": [s for s in response.source_images if _int(s.id) in ids],
+            "detections": [d for d in response.detections if _int(d.source_image_id) in ids],
+        }
+    )

@@ -1,5 +1,5 @@
-"""The job's task queue in NATS JetStream (stream job_{id}, durable pull consumer) and the Redis
-pending state that goes with it: reset, prepare, publish, cleanup.
+"""The job's task queue in NATS JetStream (stream job_{id}, a durable pull consumer per run) and
+the Redis pending state that goes with it: reset, prepare, publish, cleanup.
 
 Publishing resumes from its heartbeat checkpoint; a page is checkpointed only after every publish
 in it was acked, and a re-published page is dropped by JetStream's duplicate window because each
@@ -22,22 +22,17 @@ from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
-from activities.heartbeat import heartbeating, resume_details
+from activities.heartbeat import heartbeating, resume_details, run_id
 from activities.job_state_cache import JobStateCache
 from activities.models import JobRef, PublishCheckpoint, PublishInput, PublishResult
-from core import inbox, job_store, naming
+from antenna_db import captures, job_store
+from core import inbox
 from core.inbox import InboxEntry
 from core.schemas import PipelineProcessingTask
 from core.settings import Settings
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 NO_URL_ERROR = "image has no URL"
-
-_PAGE = (
-    "SELECT ji.ordinal, ji.source_image_id, si.url FROM job_images ji"
-    " JOIN source_images si ON si.id = ji.source_image_id"
-    " WHERE ji.job_id = %s AND ji.ordinal > %s ORDER BY ji.ordinal LIMIT %s"
-)
 
 
 def task_message(image_id: int, url: str) -> bytes:
@@ -58,19 +53,18 @@ class TaskQueueActivities:
         self._js = js
         self._pool = pool
         self._settings = settings
-        self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()))
+        self._names = settings.jobs.names
+        self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()), self._names)
 
     async def remove(self, job_id: int) -> None:
-        """Delete consumer, stream, Redis keys and results not yet aggregated (posted before a
-        cancel, or for a run that is over); whatever is already gone counts as removed."""
-        stream = naming.stream_name(job_id)
+        """Delete the stream (its consumers go with it), Redis keys and results not yet
+        aggregated (posted before a cancel, or for a run that is over); whatever is already
+        gone counts as removed."""
         with suppress(NotFoundError):
-            await self._js.delete_consumer(stream, naming.consumer_name(job_id))
-        with suppress(NotFoundError):
-            await self._js.delete_stream(stream)
+            await self._js.delete_stream(self._names.stream(job_id))
         await self._cache.delete(job_id)
         async with self._pool.connection() as conn:
-            await conn.execute("DELETE FROM result_inbox WHERE job_id = %s", (job_id,))
+            await inbox.remove_job(conn, job_id)
 
     @activity.defn(name="reset_job_queue")
     async def reset_job_queue(self, ref: JobRef) -> None:
@@ -83,27 +77,30 @@ class TaskQueueActivities:
 
     @activity.defn(name="prepare_job_queue")
     async def prepare_job_queue(self, ref: JobRef) -> None:
-        """Create the job's stream and durable pull consumer (same config again is a no-op)."""
+        """Create the job's stream and this run's durable pull consumer (same config again is a
+        no-op)."""
         nats = self._settings.nats
-        stream = naming.stream_name(ref.job_id)
+        stream = self._names.stream(ref.job_id)
         await self._js.add_stream(
             StreamConfig(
                 name=stream,
-                subjects=[naming.subject(ref.job_id)],
+                subjects=[self._names.subject(ref.job_id)],
                 max_age=nats.stream_max_age.total_seconds(),
                 duplicate_window=nats.duplicate_window.total_seconds(),
+                # The API finds a task's image from its ack subject with a direct get.
+                allow_direct=True,
             )
         )
         await self._js.add_consumer(
             stream,
             ConsumerConfig(
-                durable_name=naming.consumer_name(ref.job_id),
+                durable_name=self._names.consumer(ref.job_id, run_id()),
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=nats.ack_wait.total_seconds(),
                 max_deliver=nats.max_deliver,
                 max_ack_pending=nats.max_ack_pending,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subject=naming.subject(ref.job_id),
+                filter_subject=self._names.subject(ref.job_id),
             ),
         )
 
@@ -169,7 +166,7 @@ class TaskQueueActivities:
             await job_store.append_log(
                 conn,
                 inp.job_id,
-                f"Published {count} tasks to stream {naming.stream_name(inp.job_id)}"
+                f"Published {count} tasks to stream {self._names.stream(inp.job_id)}"
                 f" in {seconds:.1f} s ({count / max(seconds, 1e-6):.0f} msgs/s{resumed})",
                 context=state.model_dump(),
             )
@@ -185,8 +182,9 @@ class TaskQueueActivities:
     async def _read_page(self, job_id: int, after: int) -> tuple[list[dict[str, Any]], int]:
         """The next page of the job's images after ordinal ``after``, and how many had no URL."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_PAGE, (job_id, after, self._settings.jobs.publish_page_size))
-            rows = await cur.fetchall()
+            rows = await captures.image_page(
+                conn, job_id, after, self._settings.jobs.publish_page_size
+            )
             no_url = [r["source_image_id"] for r in rows if not r["url"]]
             if no_url:
                 # Failed through the inbox, so the aggregator stays their only counter.
@@ -197,7 +195,7 @@ class TaskQueueActivities:
         self, job_id: int, rows: list[dict[str, Any]], window: asyncio.Semaphore
     ) -> asyncio.Future[Any]:
         """Start a page's publishes, at most ``window`` in flight; the result waits for its acks."""
-        subject = naming.subject(job_id)
+        subject = self._names.subject(job_id)
         futures: list[asyncio.Future[Any]] = []
         try:
             for row in rows:
@@ -226,5 +224,5 @@ def _no_url_entry(image_id: int) -> InboxEntry:
         image_id=image_id,
         reply_subject="",
         is_error=True,
-        payload={"error": NO_URL_ERROR, "image_id": str(image_id)},
+        payload=inbox.error_payload(image_id, NO_URL_ERROR),
     )

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
-from api.auth import require_token
+from api.auth import require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources
 from core.db import migrate, open_pool
 from core.settings import Settings
@@ -70,7 +70,7 @@ def create_app(
     )
     http_errors.install(app)
     for module in (routes_jobs, routes_tasks, routes_results, routes_projects):
-        app.include_router(module.router(), dependencies=[Depends(require_token)])
+        app.include_router(module.router(), dependencies=[Depends(require_caller)])
     # Outside /api/ and without a token, for load balancers and compose health checks.
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     return app

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from api.job_actions import JobActions
 from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
-from api.tokens import TokenVerifier
+from api.tokens import PermissionCache, TokenVerifier
 from core.settings import Settings
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
@@ -40,6 +40,7 @@ class ApiContext:
     resources: ApiResources
     actions: JobActions
     tokens: TokenVerifier
+    permissions: PermissionCache
     tasks: TaskFetcher
     liveness: Liveness
     db_timeout: float
@@ -59,7 +60,8 @@ class ApiContext:
             resources=resources,
             actions=JobActions(resources.pool, resources.temporal, settings),
             tokens=TokenVerifier(resources.pool, db_timeout),
-            tasks=TaskFetcher(resources.nats, settings.nats),
+            permissions=PermissionCache(resources.pool, db_timeout),
+            tasks=TaskFetcher(resources.nats, settings.nats, settings.jobs.names),
             liveness=Liveness(resources.pool, db_timeout),
             db_timeout=db_timeout,
             log_throttle=Throttle(LOG_THROTTLE_SECONDS),

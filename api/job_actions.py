@@ -20,10 +20,11 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from antenna_db import job_store
+from antenna_db.job_store import JobRecord
 from bridge.outcome import BridgeOutcome
-from core import job_store, naming, search_attributes
+from core import naming, search_attributes
 from core.errors import InvalidJobState, JobNotFound
-from core.job_store import JobRecord
 from core.progress import reset_progress
 from core.settings import Settings
 from core.states import (
@@ -108,13 +109,17 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status in FINAL_STATES or job.status == JobState.CANCELING:
                 raise InvalidJobState(job_id, job.status, "run")
-            await job_store.transition(conn, job_id, JobState.PENDING, [JobState.CREATED])
+            # Antenna's Job.enqueue: PENDING with a new task id, scheduled now.
+            await job_store.transition(
+                conn, job_id, JobState.PENDING, [JobState.CREATED], enqueued=True
+            )
         await self._start_workflow(job)
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
     async def retry(self, job_id: int) -> JobRecord:
-        """A new run of a FAILURE or REVOKED job under the same workflow id."""
+        """A new run of a FAILURE or REVOKED job under the same workflow id, written as Antenna's
+        Job.retry (progress reset, RETRY) and then its enqueue (PENDING, new task id) do."""
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, job_id)
             if job.status not in RETRYABLE_STATES:
@@ -122,8 +127,9 @@ class JobActions:
             moved = await job_store.transition(
                 conn,
                 job_id,
-                JobState.RETRY,
+                JobState.PENDING,
                 RETRYABLE_STATES,
+                enqueued=True,
                 progress=reset_progress(job.progress),
             )
             if not moved:

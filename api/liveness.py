@@ -15,12 +15,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from antenna_db import processing_services
+
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_THROTTLE_SECONDS = 30.0
-
-_MARK_SEEN = "UPDATE processing_services SET last_seen = now(), last_seen_live = true"
 
 
 class Throttle:
@@ -53,47 +53,22 @@ class Liveness:
     async def pipeline_seen(self, pipeline_id: int, project_id: int) -> None:
         """From /tasks/ and /result/: the async services of the job's pipeline in its project."""
         if self.throttle.ready(("pipeline", pipeline_id, project_id)):
-            await self._write(
-                _MARK_SEEN + " WHERE endpoint_url IS NULL"
-                " AND id IN (SELECT processing_service_id FROM processing_service_pipelines"
-                "            WHERE pipeline_id = %s)"
-                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
-                "            WHERE project_id = %s)",
-                (pipeline_id, project_id),
-            )
+            await self._write(pipeline_id=pipeline_id, project_id=project_id)
 
     async def pipelines_seen(self, slugs: list[str], project_id: int | None) -> None:
         """From list polls filtered by pipeline slugs (and maybe a project)."""
         key = ("slugs", tuple(sorted(slugs)), project_id)
-        if not slugs or not self.throttle.ready(key):
-            return
-        query = (
-            _MARK_SEEN + " WHERE endpoint_url IS NULL"
-            " AND id IN (SELECT psp.processing_service_id FROM processing_service_pipelines psp"
-            "            JOIN pipelines p ON p.id = psp.pipeline_id WHERE p.slug = ANY(%s))"
-        )
-        params: tuple[Any, ...] = (slugs,)
-        if project_id is not None:
-            query += (
-                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
-                "            WHERE project_id = %s)"
-            )
-            params += (project_id,)
-        await self._write(query, params)
+        if slugs and self.throttle.ready(key):
+            await self._write(slugs=slugs, project_id=project_id)
 
     async def project_seen(self, project_id: int) -> None:
         """From list polls filtered by project only."""
         if self.throttle.ready(("project", project_id)):
-            await self._write(
-                _MARK_SEEN + " WHERE endpoint_url IS NULL"
-                " AND id IN (SELECT processing_service_id FROM processing_service_projects"
-                "            WHERE project_id = %s)",
-                (project_id,),
-            )
+            await self._write(project_id=project_id)
 
-    async def _write(self, query: str, params: tuple[Any, ...]) -> None:
+    async def _write(self, **which: Any) -> None:
         try:
             async with self._pool.connection(timeout=self._db_timeout) as conn:
-                await conn.execute(query, params)
+                await processing_services.pull_services_seen(conn, **which)
         except (psycopg.Error, PoolTimeout) as err:
             log.warning("could not record processing service liveness: %s", err)

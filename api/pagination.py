@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 
+from antenna_db.job_listing import Page
 from api.http_errors import BadRequest
 
 MAX_PAGE_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class Page:
-    limit: int
-    offset: int
 
 
 def truthy(value: str | None) -> bool:

@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.http_errors import validation_errors
-from core import naming
 from core.inbox import InboxEntry
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 
@@ -29,16 +28,18 @@ class EntryError:
     message: str
 
 
-def reply_subject_error(job_id: int, index: int, value: Any) -> EntryError | None:
-    """An ack subject of this job's consumer, or the reason it is not."""
+def reply_subject_error(prefix: str, index: int, value: Any) -> EntryError | None:
+    """An ack subject of the job's current run (its subjects start with ``prefix``), or the
+    reason it is not."""
     field = f"results[{index}].reply_subject"
     if value is None:
         return EntryError(index, field, "This field is required.")
     if not isinstance(value, str):
         return EntryError(index, field, "Not a valid string.")
-    prefix = naming.ack_prefix(job_id)
     if not value.startswith(prefix) or not _SUBJECT_TOKEN.match(value[len(prefix) :]):
-        return EntryError(index, field, f"Not a task of job {job_id} (expected {prefix}...).")
+        return EntryError(
+            index, field, f"Not a task of this job's current run (expected {prefix}...)."
+        )
     return None
 
 
@@ -73,12 +74,12 @@ def _success(index: int, result: dict[str, Any]) -> PipelineResultsResponse | li
     return errors or model
 
 
-def validate_entry(job_id: int, index: int, raw: Any) -> InboxEntry | list[EntryError]:
+def validate_entry(prefix: str, index: int, raw: Any) -> InboxEntry | list[EntryError]:
     """The inbox row for one posted entry, or every reason it cannot be one."""
     if not isinstance(raw, dict):
         return [EntryError(index, f"results[{index}]", "Expected an object.")]
     errors: list[EntryError] = []
-    subject_error = reply_subject_error(job_id, index, raw.get("reply_subject"))
+    subject_error = reply_subject_error(prefix, index, raw.get("reply_subject"))
     if subject_error:
         errors.append(subject_error)
     result = raw.get("result")
@@ -101,7 +102,7 @@ def validate_entry(job_id: int, index: int, raw: Any) -> InboxEntry | list[Entry
             image_id=image_id,
             reply_subject=raw["reply_subject"],
             is_error=True,
-            payload=failure.model_dump(mode="json"),
+            payload=failure.model_dump_json(),
         )
     success = _success(index, result)
     if isinstance(success, list):
@@ -112,5 +113,5 @@ def validate_entry(job_id: int, index: int, raw: Any) -> InboxEntry | list[Entry
         image_id=int(success.source_images[0].id),
         reply_subject=raw["reply_subject"],
         is_error=False,
-        payload=success.model_dump(mode="json"),
+        payload=success.model_dump_json(exclude={"algorithms", "errors"}),
     )

@@ -7,15 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api import job_listing
+from antenna_db import job_listing, pipelines
+from antenna_db.job_listing import JobFilters
+from antenna_db.job_store import JobRecord
+from api.access import may_create, runnable_job, viewer, visible_job
 from api.bodies import json_object, strict_int
 from api.context import get_context
 from api.http_errors import BadRequest
-from api.job_listing import JobFilters
 from api.pagination import int_param, page_body, page_of, truthy
 from api.routing import route
 from core.errors import JobNotFound
-from core.job_store import JobRecord
 from core.states import DispatchMode, JobState, JobType
 
 DEFAULT_PAGE_SIZE = 10
@@ -53,6 +54,7 @@ def _filters(request: Request, ids_only: bool) -> JobFilters:
         statuses=statuses,
         incomplete_only=truthy(query.get("incomplete_only")),
         with_pipeline=ids_only,
+        viewer=viewer(request),
     )
 
 
@@ -128,13 +130,16 @@ async def _create_internal(
     collection_id = strict_int(body, "collection_id", minimum=0)
     if collection_id is None:
         collection_id = strict_int(body, "source_image_collection_id", minimum=0)
+    project_id = _required_int(body, "project_id", "project")
+    start = truthy(request.query_params.get("start_now")) or body.get("start_now") is True
+    await may_create(request, project_id, job_type, start)
     job = await get_context(request).actions.create_internal(
         job_type=job_type,
-        project_id=_required_int(body, "project_id", "project"),
+        project_id=project_id,
         collection_id=collection_id,
         params=params,
         name=name,
-        start=truthy(request.query_params.get("start_now")) or body.get("start_now") is True,
+        start=start,
     )
     return JSONResponse(await _summary(request, job), status_code=201)
 
@@ -162,11 +167,12 @@ async def create_job(request: Request) -> JSONResponse:
         raise BadRequest.field("shuffle", "Must be a valid boolean.")
     if isinstance(pipeline, int):
         async with ctx.connection() as conn:
-            slug = await job_listing.pipeline_slug(conn, pipeline)
+            slug = await pipelines.slug_of(conn, pipeline)
         if slug is None:
             raise BadRequest.field("pipeline", f"no pipeline with id {pipeline}")
         pipeline = slug
     start = truthy(request.query_params.get("start_now")) or body.get("start_now") is True
+    await may_create(request, project_id, JobType.ML, start)
     job = await ctx.actions.create(
         project_id=project_id,
         pipeline_slug=pipeline,
@@ -184,6 +190,7 @@ async def job_detail(request: Request, job_id: int) -> JSONResponse:
     """The job, its progress JSON and its newest log lines (``?logs_limit=``, max 5000)."""
     ctx = get_context(request)
     limit = int_param(request, "logs_limit", minimum=1, maximum=MAX_LOGS_LIMIT)
+    await visible_job(request, job_id)
     view = await ctx.actions.view(job_id, limit or DEFAULT_LOGS_LIMIT)
     body = await _summary(request, view.job)
     lines = [
@@ -202,23 +209,26 @@ async def job_detail(request: Request, job_id: int) -> JSONResponse:
 
 
 async def run_job(request: Request, job_id: int) -> JSONResponse:
+    await runnable_job(request, job_id)
     job = await get_context(request).actions.run(job_id)
     return JSONResponse(await _summary(request, job))
 
 
 async def cancel_job(request: Request, job_id: int) -> JSONResponse:
+    await runnable_job(request, job_id)
     job = await get_context(request).actions.cancel(job_id, reason="cancelled through the API")
     return JSONResponse(await _summary(request, job))
 
 
 async def retry_job(request: Request, job_id: int) -> JSONResponse:
+    await runnable_job(request, job_id)
     job = await get_context(request).actions.retry(job_id)
     return JSONResponse(await _summary(request, job))
 
 
 async def _summary(request: Request, job: JobRecord) -> dict[str, Any]:
     async with get_context(request).connection() as conn:
-        body = await job_listing.job_summary(conn, job.id)
+        body = await job_listing.job_summary(conn, job.id, viewer(request))
     if body is None:
         raise JobNotFound(job.id)
     return body

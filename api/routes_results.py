@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import PoolTimeout
 
+from antenna_db import job_store
+from api.access import worker_job
 from api.bodies import parse_json
 from api.context import get_context
 from api.http_errors import BadRequest
 from api.result_entries import EntryError, reply_subject_error, validate_entry
 from api.routing import route
-from core import inbox, job_store
-from core.errors import JobNotFound
+from core import inbox
 from core.inbox import InboxEntry
 from core.states import FINAL_STATES, JobState
 
@@ -70,11 +71,11 @@ def _unavailable(job_id: int) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-def _validate_all(job_id: int, raw_entries: list[Any]) -> tuple[list[InboxEntry], list[EntryError]]:
+def _validate_all(prefix: str, raw_entries: list[Any]) -> tuple[list[InboxEntry], list[EntryError]]:
     valid: list[InboxEntry] = []
     errors: list[EntryError] = []
     for index, raw in enumerate(raw_entries):
-        checked = validate_entry(job_id, index, raw)
+        checked = validate_entry(prefix, index, raw)
         if isinstance(checked, InboxEntry):
             valid.append(checked)
         else:
@@ -84,42 +85,37 @@ def _validate_all(job_id: int, raw_entries: list[Any]) -> tuple[list[InboxEntry]
 
 async def post_results(request: Request, job_id: int) -> JSONResponse:
     ctx = get_context(request)
+    try:
+        job = await worker_job(request, job_id)
+    except (psycopg.OperationalError, PoolTimeout):
+        return _unavailable(job_id)
     raw = await request.body()
     large = len(raw) >= LARGE_BODY_BYTES
     body = await asyncio.to_thread(parse_json, raw) if large else parse_json(raw)
     raw_entries = _entries(body)
-    try:
-        async with ctx.connection() as conn:
-            cur = await conn.execute(
-                "SELECT status, pipeline_id, project_id FROM jobs WHERE id = %s", (job_id,)
-            )
-            job = await cur.fetchone()
-    except (psycopg.OperationalError, PoolTimeout):
-        return _unavailable(job_id)
-    if job is None:
-        raise JobNotFound(job_id)
-    status = JobState(job["status"])
-    if status in DISCARD_STATES:
-        return await _discard(request, job_id, status, raw_entries)
+    if job.status in DISCARD_STATES or job.consumer is None:
+        return await _discard(request, job_id, job.status, raw_entries, None)
+    prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
     if large:
-        valid, errors = await asyncio.to_thread(_validate_all, job_id, raw_entries)
+        valid, errors = await asyncio.to_thread(_validate_all, prefix, raw_entries)
     else:
-        valid, errors = _validate_all(job_id, raw_entries)
+        valid, errors = _validate_all(prefix, raw_entries)
     try:
-        async with ctx.connection() as conn:
-            # The status check above is only a fast path: a cancel can land after it, so the
-            # insert checks again, atomically (nothing is stored once the job is CANCELING).
-            row_ids = await inbox.store_while_accepting(conn, job_id, valid, DISCARD_STATES)
-            if row_ids is None:
-                status = await job_store.get_status(conn, job_id)
+        async with ctx.connection() as conn, conn.transaction():
+            # The status read above is only a fast path: a cancel or a new run can land after
+            # it, so the job row is read again FOR SHARE before the insert: a status change
+            # waits for these rows to commit (the cleanup after it removes them) or is seen.
+            state = await job_store.run_state(conn, job_id, share=True)
+            accepting = state.status not in DISCARD_STATES and state.consumer == job.consumer
+            row_ids = await inbox.store(conn, job_id, valid) if accepting else None
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
     if row_ids is None:
-        return await _discard(request, job_id, status, raw_entries)
+        return await _discard(request, job_id, state.status, raw_entries, None)
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
-    if job["pipeline_id"] is not None:
-        await ctx.liveness.pipeline_seen(job["pipeline_id"], job["project_id"])
+    if job.pipeline_id is not None:
+        await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)
 
     tasks = [
         {"reply_subject": entry.reply_subject, "status": "queued", "task_id": str(row_id)}
@@ -146,15 +142,17 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
 
 
 async def _discard(
-    request: Request, job_id: int, status: JobState, raw_entries: list[Any]
+    request: Request, job_id: int, status: JobState, raw_entries: list[Any], prefix: str | None
 ) -> JSONResponse:
     """Late results (after cancel or completion): ack them so they stop coming back, keep none."""
     ctx = get_context(request)
+    names = ctx.settings.jobs.names
+    prefix = prefix or f"$JS.ACK.{names.stream(job_id)}."
     subjects = [
         raw["reply_subject"]
         for index, raw in enumerate(raw_entries)
         if isinstance(raw, dict)
-        and reply_subject_error(job_id, index, raw.get("reply_subject")) is None
+        and reply_subject_error(prefix, index, raw.get("reply_subject")) is None
     ]
     await ack(ctx.resources.nats, subjects)
     async with ctx.connection() as conn:

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from nats.aio.msg import Msg
 
+from antenna_db import job_store
+from api.access import worker_job
 from api.bodies import json_object, strict_int
 from api.context import ApiContext, get_context
 from api.http_errors import BadRequest
 from api.routing import route
-from core import job_store
-from core.errors import JobNotFound
 from core.states import ACTIVE_STATES, DispatchMode, JobState
 
 log = logging.getLogger(__name__)
@@ -53,25 +53,17 @@ def _task(msg: Msg) -> dict[str, Any] | None:
 async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
     ctx = get_context(request)
     batch_size = _batch_size(await json_object(request))
-    async with ctx.connection() as conn:
-        cur = await conn.execute(
-            "SELECT status, dispatch_mode, pipeline_id, project_id FROM jobs WHERE id = %s",
-            (job_id,),
-        )
-        job = await cur.fetchone()
-    if job is None:
-        raise JobNotFound(job_id)
-    if job["dispatch_mode"] != DispatchMode.ASYNC_API:
+    job = await worker_job(request, job_id)
+    if job.dispatch_mode != DispatchMode.ASYNC_API:
         raise BadRequest.field("dispatch_mode", "Only async_api jobs have fetchable tasks")
-    if job["pipeline_id"] is None:
+    if job.pipeline_id is None:
         raise BadRequest.field("pipeline", "This job has no pipeline")
-    status = JobState(job["status"])
-    if status not in ACTIVE_STATES:
-        await _not_active(ctx, job_id, status)
+    if job.status not in ACTIVE_STATES or job.consumer is None:
+        await _not_active(ctx, job_id, job.status)
         return JSONResponse({"tasks": []})
-    await ctx.liveness.pipeline_seen(job["pipeline_id"], job["project_id"])
+    await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)
     tasks = []
-    for msg in await ctx.tasks.fetch(job_id, batch_size):
+    for msg in await ctx.tasks.fetch(job_id, job.consumer, batch_size):
         task = _task(msg)
         if task is None:
             # Unreadable forever: terminate it rather than let it bounce until max_deliver.

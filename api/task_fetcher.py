@@ -1,7 +1,7 @@
 """Reserving task messages from a job's durable pull consumer, for ``POST /jobs/{id}/tasks/``.
 
 One NATS connection per process. Each concurrent request borrows a pull subscription of its own
-(bound to ``job-{id}-consumer``; binding costs one SUB, no API call), so the server's pull
+(bound to the run's durable consumer; binding costs one SUB, no API call), so the server's pull
 requests, not client code, decide who gets which message: concurrent requests never receive the
 same task. Subscriptions are kept per job between requests rather than created and dropped per
 request as Antenna does: a message the server delivers just after a fetch gave up then waits in
@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from core import naming
 from core.errors import TaskQueueUnavailable
+from core.naming import Names
 from core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ PullSubscription = JetStreamContext.PullSubscription
 
 @dataclass
 class _JobSubscriptions:
+    # The run's consumer these subscriptions are bound to (a new run has another).
+    consumer: str
     idle: list[PullSubscription] = field(default_factory=list)
     # Messages delivered beyond what a request asked for; handed out first, next time.
     spare: deque[Msg] = field(default_factory=deque)
@@ -44,25 +46,28 @@ class TaskFetcher:
         self,
         nc: NatsClient,
         settings: NatsSettings,
+        names: Names,
         max_jobs: int = MAX_JOBS,
         max_idle: int = MAX_IDLE_SUBSCRIPTIONS_PER_JOB,
     ) -> None:
         self._nc = nc
+        self._names = names
         self._js = nc.jetstream(timeout=settings.request_timeout.total_seconds())
         self._fetch_timeout = settings.fetch_timeout.total_seconds()
         self._jobs: OrderedDict[int, _JobSubscriptions] = OrderedDict()
         self._max_jobs = max_jobs
         self._max_idle = max_idle
 
-    async def fetch(self, job_id: int, batch: int) -> list[Msg]:
-        """Up to ``batch`` reserved messages; [] if the job has no stream or consumer (yet).
+    async def fetch(self, job_id: int, consumer: str, batch: int) -> list[Msg]:
+        """Up to ``batch`` reserved messages of the run's ``consumer``; [] if the job has no
+        stream or consumer (yet).
 
         Raises TaskQueueUnavailable when NATS is disconnected or answers with an error.
         """
         if not self._nc.is_connected:
             raise TaskQueueUnavailable(job_id)
         try:
-            subs = await self._job(job_id)
+            subs = await self._job(job_id, consumer)
             if subs is None:
                 return []
             taken = await self._take_spare(subs, batch)
@@ -91,15 +96,18 @@ class TaskFetcher:
             _, subs = self._jobs.popitem()
             await self._unsubscribe_all(subs)
 
-    async def _job(self, job_id: int) -> _JobSubscriptions | None:
+    async def _job(self, job_id: int, consumer: str) -> _JobSubscriptions | None:
         subs = self._jobs.get(job_id)
-        if subs is not None:
+        if subs is not None and subs.consumer == consumer:
             self._jobs.move_to_end(job_id)
             return subs
-        # First request for this job in this process: check the consumer exists, so an absent
+        if subs is not None:
+            # The job was started again: the old run's subscriptions are of no use.
+            await self.forget(job_id)
+        # First request for this run in this process: check the consumer exists, so an absent
         # one answers [] at once instead of after a fetch timeout.
-        await self._js.consumer_info(naming.stream_name(job_id), naming.consumer_name(job_id))
-        subs = self._jobs.setdefault(job_id, _JobSubscriptions())
+        await self._js.consumer_info(self._names.stream(job_id), consumer)
+        subs = self._jobs.setdefault(job_id, _JobSubscriptions(consumer))
         while len(self._jobs) > self._max_jobs:
             _, old = self._jobs.popitem(last=False)
             await self._unsubscribe_all(old)
@@ -115,7 +123,7 @@ class TaskFetcher:
         return taken
 
     async def _fetch(self, job_id: int, subs: _JobSubscriptions, batch: int) -> list[Msg]:
-        sub = subs.idle.pop() if subs.idle else await self._bind(job_id)
+        sub = subs.idle.pop() if subs.idle else await self._bind(job_id, subs.consumer)
         # fetch() first drains everything already buffered in the subscription, then asks the
         # server for the rest; asking for fewer than it buffered would send a pull request for
         # zero or fewer messages. Ask for at least one more: any surplus becomes spare.
@@ -136,9 +144,9 @@ class TaskFetcher:
             else:
                 await _unsubscribe(sub)
 
-    async def _bind(self, job_id: int) -> PullSubscription:
+    async def _bind(self, job_id: int, consumer: str) -> PullSubscription:
         return await self._js.pull_subscribe_bind(
-            durable=naming.consumer_name(job_id), stream=naming.stream_name(job_id)
+            durable=consumer, stream=self._names.stream(job_id)
         )
 
     async def _unsubscribe_all(self, subs: _JobSubscriptions) -> None:

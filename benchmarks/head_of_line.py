@@ -32,9 +32,10 @@ import psycopg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
+from antenna_db import job_store  # noqa: E402
+from antenna_db.seed import seed  # noqa: E402
 from api.job_actions import JobActions  # noqa: E402
-from core import job_store, naming  # noqa: E402
-from core.seed import seed  # noqa: E402
+from core import naming  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.helpers_chaos import hold_collect  # noqa: E402
 

@@ -25,9 +25,10 @@ from temporalio.testing import ActivityEnvironment
 from activities.images import ImageActivities
 from activities.models import JobRef, PublishInput
 from activities.task_queue import TaskQueueActivities, task_message
-from core import job_store, naming
+from antenna_db import job_store
+from antenna_db.seed import seed
+from core import naming
 from core.db import migrate
-from core.seed import seed
 from core.settings import DatabaseSettings, Settings
 from worker.resources import Resources
 

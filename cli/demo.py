@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
+from antenna_db import results, users
+from antenna_db.job_store import JobRecord
+from antenna_db.seed import seed
 from cli import local_stack, processes, progress_view
 from cli.context import (
     Pool,
@@ -42,8 +45,6 @@ from cli.fake_worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack_services import StackError
 from core import naming
 from core.db import migrate
-from core.job_store import JobRecord
-from core.seed import seed
 from core.settings import Settings
 from core.states import JobState
 
@@ -163,11 +164,11 @@ async def _run(
 ) -> Outcome:
     await migrate(settings.database)
     async with database(settings) as pool:
-        from api.tokens import create_token
-
         async with pool.connection() as conn:
             seeded = await seed(conn, images)
-            token = await create_token(conn, f"demo-{seeded.pipeline_slug}")
+            token = await users.create_token_user(
+                conn, f"demo-{seeded.pipeline_slug}", superuser=True
+            )
         console.print(
             f"seeded project {seeded.project_id}, pipeline {seeded.pipeline_slug},"
             f" collection {seeded.collection_id} ({images} images)"
@@ -285,14 +286,8 @@ async def outcome_of(
     pool: Pool, job: JobRecord, fakes: list[FakeWorker], children: list[Child]
 ) -> Outcome:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) AS detections,"
-            " (SELECT count(*) FROM classifications c JOIN detections d ON d.id = c.detection_id"
-            "   WHERE d.job_id = %s AND d.bbox_x1 IS NOT NULL) AS classifications"
-            " FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
-            (job.id, job.id),
-        )
-        row = await cur.fetchone() or {"detections": 0, "classifications": 0}
+        detections, classifications = await results.job_result_counts(conn, job.id)
+    row = {"detections": detections, "classifications": classifications}
     c = progress_view.counts(job.progress)
     total = c.get("total_images", 0)
     seconds = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0

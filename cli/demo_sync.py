@@ -15,12 +15,14 @@ import time
 
 import httpx
 
+from antenna_db import pipelines
+from antenna_db.pipelines import BATCH_SIZE_KEY
+from antenna_db.processing_services import add_push_service
+from antenna_db.seed import seed
 from cli import local_stack, processes
 from cli.context import console, database, job_actions
 from cli.demo import Child, DemoError, Outcome, check_children, follow, outcome_of
 from core.db import migrate
-from core.processing_services import add_push_service
-from core.seed import seed
 from core.settings import Settings
 from core.states import DispatchMode
 
@@ -39,10 +41,8 @@ async def run_sync(
     async with database(settings) as pool:
         async with pool.connection() as conn:
             seeded = await seed(conn, images, async_workers=False)
-            await conn.execute(
-                "UPDATE pipelines SET config = config || jsonb_build_object("
-                "'request_source_image_batch_size', %s::int) WHERE slug = %s",
-                (batch_size, seeded.pipeline_slug),
+            await pipelines.set_default_config(
+                conn, seeded.pipeline_slug, BATCH_SIZE_KEY, batch_size
             )
         console.print(
             f"seeded project {seeded.project_id}, pipeline {seeded.pipeline_slug},"

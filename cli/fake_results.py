@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
 from core.schemas import (
     AlgorithmReference,
     BoundingBox,
@@ -23,7 +24,6 @@ from core.schemas import (
     PipelineTaskResult,
     SourceImageResponse,
 )
-from core.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
 
 DETECTOR = AlgorithmReference(name="Fake Detector", key=DETECTOR_KEY)
 CLASSIFIER = AlgorithmReference(name="Fake Classifier", key=CLASSIFIER_KEY)

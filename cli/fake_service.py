@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from antenna_db.seed import CLASSIFIER_LABELS
 from cli.fake_results import CLASSIFIER, DETECTOR, build_result
 from core.schemas import (
     AlgorithmCategoryMapResponse,
@@ -35,7 +36,6 @@ from core.schemas import (
     ProcessingServiceInfoResponse,
     SourceImageResponse,
 )
-from core.seed import CLASSIFIER_LABELS
 
 # How often a slow request looks whether its client is still there.
 _DISCONNECT_POLL = 0.05

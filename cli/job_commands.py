@@ -11,11 +11,11 @@ from typing import Annotated
 
 import typer
 
+from antenna_db import job_store
+from antenna_db.job_store import JobRecord
 from cli import progress_view
 from cli.context import console, database, fail, job_actions, load_settings, run
-from core import job_store
 from core.job_params import ExportFormat, SampleMethod
-from core.job_store import JobRecord
 from core.states import DispatchMode, JobState, JobType
 
 job_app = typer.Typer(help="Create and control processing jobs.", no_args_is_help=True)

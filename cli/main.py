@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from antenna_db.seed import seed as seed_data
 from cli import local_stack
 from cli.context import console, database, err_console, fail, load_settings, run
 from cli.demo import demo
@@ -22,8 +23,8 @@ from cli.fake_worker_command import fake_worker
 from cli.job_commands import job_app
 from cli.service_commands import service_app
 from cli.stack_services import StackError
+from cli.token_commands import token_app
 from core.db import migrate
-from core.seed import seed as seed_data
 
 app = typer.Typer(
     name="antenna-jobs",
@@ -32,7 +33,6 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens for processing workers.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(job_app, name="job")
@@ -107,20 +107,6 @@ def bridge() -> None:
         run(run_bridge(settings))
     except ConnectionError as err:
         fail(f"{err}; is it running? try `antenna-jobs up`")
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="Who the token is for")] = "processing-worker",
-) -> None:
-    """Create an API token and print its key (shown once; only a hash is stored)."""
-    from api.tokens import create_token
-
-    async def go() -> str:
-        async with database(load_settings()) as pool, pool.connection() as conn:
-            return await create_token(conn, name)
-
-    typer.echo(run(go()))
 
 
 @app.command()

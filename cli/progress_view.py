@@ -17,8 +17,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from core import job_store
-from core.job_store import JobRecord
+from antenna_db import job_store
+from antenna_db.job_store import JobRecord
 from core.progress import JobProgress, ParamValue
 from core.states import FINAL_STATES, JobState
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -18,9 +19,17 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIGRATION_LOCK = 0x616E7465
 
 
+def search_path(settings: DatabaseSettings) -> str:
+    """Our schema first, then Antenna's, then public (where extensions such as pg_trgm live):
+    unqualified names find either kind of table."""
+    return ",".join(dict.fromkeys([settings.jobs_schema, settings.schema_name, "public"]))
+
+
 def connect_kwargs(settings: DatabaseSettings) -> dict[str, object]:
     return {
-        "options": f"-c search_path={settings.schema_name}",
+        # UTC, so a naive value anywhere is read as UTC (Antenna's Django writes New York time
+        # into timestamptz; we only ever write aware values or now()).
+        "options": f"-c search_path={search_path(settings)} -c TimeZone=UTC",
         "autocommit": True,
         "row_factory": dict_row,
     }
@@ -61,42 +70,133 @@ async def open_pool(settings: DatabaseSettings) -> AsyncConnectionPool[psycopg.A
     return pool
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every migration shipped in core/migrations, in order."""
+class MigrationError(RuntimeError):
+    """The database cannot be brought to the shape antenna-jobs needs (said why)."""
+
+
+# Antenna tables antenna-jobs reads or writes; an Antenna database must have all of them.
+REQUIRED_ANTENNA_TABLES = (
+    "jobs_job",
+    "jobs_joblog",
+    "main_project",
+    "main_sourceimage",
+    "main_sourceimagecollection",
+    "main_sourceimagecollection_images",
+    "main_detection",
+    "main_classification",
+    "main_occurrence",
+    "main_taxon",
+    "ml_pipeline",
+    "ml_algorithm",
+    "ml_processingservice",
+    "authtoken_token",
+    "users_user",
+)
+
+
+def migrations(package: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped in ``package``, in order."""
     found = []
-    for entry in resources.files("core.migrations").iterdir():
+    for entry in resources.files(package).iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text()))
     return sorted(found)
 
 
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], scope: str, package: str, schema: str, jobs_schema: str
+) -> list[str]:
+    """Run ``package``'s migrations not yet recorded under ``scope``, each in ``schema``."""
+    record = sql.SQL(
+        "INSERT INTO {}.schema_migrations (scope, version, name) VALUES (%s, %s, %s)"
+    ).format(sql.Identifier(jobs_schema))
+    cur = await conn.execute(
+        sql.SQL("SELECT version FROM {}.schema_migrations WHERE scope = %s").format(
+            sql.Identifier(jobs_schema)
+        ),
+        (scope,),
+    )
+    done = {row[0] for row in await cur.fetchall()}
+    applied = []
+    for version, name, text in migrations(package):
+        if version in done:
+            continue
+        async with conn.transaction():
+            await conn.execute(
+                sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+            )
+            await conn.execute(text.encode())
+            await conn.execute(record, (scope, version, name))
+        applied.append(f"{scope}:{name}")
+    return applied
+
+
+async def _antenna_tables(conn: psycopg.AsyncConnection[Any], schema: str) -> set[str]:
+    cur = await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
+    return {row[0] for row in await cur.fetchall()}
+
+
 async def migrate(settings: DatabaseSettings) -> list[str]:
-    """Apply the migrations not yet applied; returns their names. Safe to run concurrently."""
+    """Bring the database to the shape antenna-jobs needs; returns what was applied.
+
+    Our own tables go in ``jobs_schema``. Antenna's tables are used where they are: on an
+    Antenna database (``jobs_job`` present, not created by us) nothing of Django's is touched,
+    only checked; on a bare database the Antenna tables antenna-jobs uses are created in
+    ``schema_name``, in Antenna's exact shape (antenna_db/standalone). Safe to run concurrently.
+    """
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(settings.url, autocommit=True) as conn:
-        schema = sql.Identifier(settings.schema_name)
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-        await conn.execute(sql.SQL("SET search_path TO {}").format(schema))
+        jobs = sql.Identifier(settings.jobs_schema)
         await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
+            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(jobs))
+            await conn.execute(sql.SQL("SET search_path TO {}").format(jobs))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                " scope text NOT NULL, version integer NOT NULL, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, version))"
             )
-            cur = await conn.execute("SELECT version FROM schema_migrations")
-            done = {row[0] for row in await cur.fetchall()}
-            for version, name, text in migrations():
-                if version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(text.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
+            cur = await conn.execute(
+                "SELECT count(*) FROM schema_migrations WHERE scope = 'antenna'"
+            )
+            row = await cur.fetchone()
+            ours = bool(row and row[0])
+            tables = await _antenna_tables(conn, settings.schema_name)
+            if ours or "jobs_job" not in tables:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(settings.schema_name)
                     )
-                applied.append(name)
+                )
+                applied += await _apply(
+                    conn,
+                    "antenna",
+                    "antenna_db.standalone",
+                    settings.schema_name,
+                    settings.jobs_schema,
+                )
+            else:
+                missing = [t for t in REQUIRED_ANTENNA_TABLES if t not in tables]
+                if missing:
+                    raise MigrationError(
+                        f"schema {settings.schema_name!r} has jobs_job but lacks Antenna's"
+                        f" {', '.join(missing)}: is it an Antenna database?"
+                    )
+            applied += await _apply(
+                conn, "jobs", "core.migrations", settings.jobs_schema, settings.jobs_schema
+            )
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
+
+
+async def standalone(conn: psycopg.AsyncConnection[Any], settings: DatabaseSettings) -> bool:
+    """True when antenna-jobs created the Antenna tables itself (no Antenna around)."""
+    cur = await conn.execute(
+        sql.SQL("SELECT count(*) AS n FROM {}.schema_migrations WHERE scope = 'antenna'").format(
+            sql.Identifier(settings.jobs_schema)
+        )
+    )
+    row = await cur.fetchone()
+    return bool(row and row["n"])

@@ -1,23 +1,28 @@
 """The durable inbox of posted results: written by the API before it acks, drained by the
-aggregator, which saves and deletes rows in one transaction so a replay cannot count twice."""
+aggregator, which saves and deletes rows in one transaction so a replay cannot count twice.
+
+A stored result keeps its full score and logit arrays for the saver's INSERT to read in the
+database; the aggregator itself only reads a light form of each row (``claim``), without them.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from core.states import JobState
+from core.text import storable
 
 
 class InboxEntry(BaseModel):
     image_id: int | None
     reply_subject: str
     is_error: bool
-    payload: dict[str, Any]
+    # The result as JSON text (already validated and normalised by the API).
+    payload: str
 
 
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
@@ -30,42 +35,130 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
         " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
         "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
         " ORDER BY e.n RETURNING id",
-        (job_id, *_columns(entries)),
+        (
+            job_id,
+            [e.image_id for e in entries],
+            [e.reply_subject for e in entries],
+            [e.is_error for e in entries],
+            [e.payload for e in entries],
+        ),
     )
     return [int(row["id"]) for row in await cur.fetchall()]
 
 
-def _columns(entries: list[InboxEntry]) -> tuple[list[Any], ...]:
-    return (
-        [e.image_id for e in entries],
-        [e.reply_subject for e in entries],
-        [e.is_error for e in entries],
-        [json.dumps(e.payload) for e in entries],
-    )
+def error_payload(image_id: int, message: str) -> str:
+    return json.dumps({"error": message, "image_id": str(image_id)})
 
 
-async def store_while_accepting(
-    conn: AsyncConnection[Any],
-    job_id: int,
-    entries: list[InboxEntry],
-    refused: Iterable[JobState],
-) -> list[int] | None:
-    """Like ``store``, but only while the job's status is not in ``refused``; None if it is.
+class _Light(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
-    The status is read FOR SHARE in the insert itself, so a concurrent status change (a cancel)
-    either waits until these rows are committed (the job's cleanup, which runs after it, then
-    removes them) or is seen here and nothing is inserted: no row can land after the cleanup.
-    """
-    if not entries:
-        return []
+
+class LightAlgorithm(_Light):
+    key: str
+    name: str = ""
+
+
+class LightClassification(_Light):
+    classification: str
+    algorithm: LightAlgorithm
+    terminal: bool = True
+    timestamp: datetime | None = None
+    # len(scores): the arrays themselves stay in the database.
+    n_scores: int = 0
+
+
+class LightBox(_Light):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class LightDetection(_Light):
+    source_image_id: str
+    bbox: LightBox | None = None
+    algorithm: LightAlgorithm
+    timestamp: datetime | None = None
+    crop_image_url: str | None = None
+    classifications: list[LightClassification] = Field(default_factory=list)
+
+
+class LightSource(_Light):
+    id: str
+
+
+class LightResult(_Light):
+    """A success result without its score and logit arrays."""
+
+    pipeline: str = ""
+    source_images: list[LightSource] = Field(default_factory=list)
+    detections: list[LightDetection] = Field(default_factory=list)
+
+
+class ClaimedRow(BaseModel):
+    id: int
+    image_id: int | None
+    reply_subject: str
+    is_error: bool
+    attempts: int
+    # The error result, or the light form of a success result (a dict until parsed).
+    light: dict[str, Any]
+
+
+# A success result's detections without the arrays (classifications keep only their length).
+_LIGHT = """
+CASE WHEN is_error OR jsonb_typeof(payload->'detections') <> 'array' THEN payload
+ELSE (payload - 'detections') || jsonb_build_object('detections', coalesce((
+    SELECT jsonb_agg((d - 'classifications') || jsonb_build_object('classifications', coalesce((
+        SELECT jsonb_agg((c - 'scores' - 'logits' - 'labels') || jsonb_build_object(
+                   'n_scores', CASE WHEN jsonb_typeof(c->'scores') = 'array'
+                                    THEN jsonb_array_length(c->'scores') ELSE 0 END)
+               ORDER BY co)
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d->'classifications') = 'array'
+                                       THEN d->'classifications' ELSE '[]'::jsonb END)
+             WITH ORDINALITY AS cs(c, co)), '[]'::jsonb)) ORDER BY dor)
+    FROM jsonb_array_elements(payload->'detections') WITH ORDINALITY AS ds(d, dor)), '[]'::jsonb))
+END"""
+
+
+async def claim(
+    conn: AsyncConnection[Any], job_id: int, limit: int, *, ids: list[int] | None = None
+) -> list[ClaimedRow]:
+    """Lock up to ``limit`` of the job's oldest rows (others' locked rows skipped), light."""
+    only = " AND id = ANY(%(ids)s::bigint[])" if ids is not None else ""
     cur = await conn.execute(
-        "WITH job AS (SELECT id FROM jobs WHERE id = %s AND NOT (status = ANY(%s)) FOR SHARE)"
-        " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
-        " SELECT job.id, e.image_id, e.reply_subject, e.is_error, e.payload"
-        " FROM job, unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
-        "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
-        " ORDER BY e.n RETURNING id",
-        (job_id, [s.value for s in refused], *_columns(entries)),
+        f"SELECT id, image_id, reply_subject, is_error, attempts, {_LIGHT} AS light"
+        f" FROM result_inbox WHERE job_id = %(job)s{only}"
+        " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+        {"job": job_id, "limit": limit, "ids": ids},
     )
-    ids = [int(row["id"]) for row in await cur.fetchall()]
-    return ids or None
+    return [ClaimedRow.model_validate(row) for row in await cur.fetchall()]
+
+
+async def waiting(conn: AsyncConnection[Any], job_id: int) -> bool:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM result_inbox WHERE job_id = %s) AS waiting", (job_id,)
+    )
+    row = await cur.fetchone()
+    return bool(row and row["waiting"])
+
+
+async def delete(conn: AsyncConnection[Any], ids: list[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM result_inbox WHERE id = ANY(%s::bigint[])", (ids,))
+
+
+async def record_failure(conn: AsyncConnection[Any], row_id: int, error: str) -> int:
+    """One more failed save of a row; its attempts now."""
+    cur = await conn.execute(
+        "UPDATE result_inbox SET attempts = attempts + 1, last_error = %s WHERE id = %s"
+        " RETURNING attempts",
+        (storable(error, 2000), row_id),
+    )
+    row = await cur.fetchone()
+    return int(row["attempts"]) if row else 0
+
+
+async def remove_job(conn: AsyncConnection[Any], job_id: int) -> None:
+    await conn.execute("DELETE FROM result_inbox WHERE job_id = %s", (job_id,))

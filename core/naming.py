@@ -10,19 +10,16 @@ JOB_WORKFLOW = "JobWorkflow"
 SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
-CANCEL_SIGNAL = "cancel"
-PROGRESS_QUERY = "progress"
 
 _WORKFLOW_ID = re.compile(r"^job-(\d+)$")
-_STREAM = re.compile(r"^job_(\d+)$")
-_REDIS_KEY = re.compile(r"^job:(\d+):")
 
 
 def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
-    """The workflow that runs a job: ML jobs by dispatch mode, every other type internally."""
+    """The workflow that runs a job: ML jobs by dispatch mode (an ML row left at ``internal`` is
+    run on the sync path, as Antenna's MLJob.run does), every other type internally."""
     if job_type != JobType.ML:
         return INTERNAL_JOB_WORKFLOW
-    return SYNC_JOB_WORKFLOW if dispatch_mode == DispatchMode.SYNC_API else JOB_WORKFLOW
+    return JOB_WORKFLOW if dispatch_mode == DispatchMode.ASYNC_API else SYNC_JOB_WORKFLOW
 
 
 def workflow_id(job_id: int) -> str:
@@ -43,60 +40,72 @@ def reconcile_workflow_id(task_queue: str) -> str:
     return f"reconcile-jobs-{task_queue}"
 
 
-def stream_name(job_id: int) -> str:
-    return f"job_{job_id}"
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-def job_id_from_stream(name: str) -> int | None:
-    match = _STREAM.match(name)
-    return int(match.group(1)) if match else None
+def run_token(run_id: str) -> str:
+    """A short, subject-safe token of a workflow run id (a UUID)."""
+    return run_id.replace("-", "")[:12]
 
 
-def redis_key_pattern() -> str:
-    """SCAN pattern matching every job's Redis keys."""
-    return "job:*"
+class Names:
+    """Streams, subjects, consumers and Redis keys of one deployment.
 
+    ``prefix`` keeps deployments that share a NATS or Redis apart; the default "" gives
+    Antenna's own names (``job_{id}``, ``job.{id}.tasks``, ``job:{id}:...``), so Antenna's NATS
+    clean-up of a cancelled job reaches our stream. Consumers are per run
+    (``job-{id}-consumer-{run}``): an ack subject names its consumer, so a late result of an
+    earlier run can never ack a message of this one.
+    """
 
-def job_id_from_redis_key(key: str) -> int | None:
-    match = _REDIS_KEY.match(key)
-    return int(match.group(1)) if match else None
+    def __init__(self, prefix: str = "") -> None:
+        if not _PREFIX.match(prefix):
+            raise ValueError(f"name prefix {prefix!r}: use letters, digits, '-' and '_' only")
+        self.prefix = prefix
+        self._stream = re.compile(rf"^{re.escape(prefix)}job_(\d+)$")
+        self._redis_key = re.compile(rf"^{re.escape(prefix)}job:(\d+):")
 
+    def stream(self, job_id: int) -> str:
+        return f"{self.prefix}job_{job_id}"
 
-def subject(job_id: int) -> str:
-    return f"job.{job_id}.tasks"
+    def job_id_from_stream(self, name: str) -> int | None:
+        match = self._stream.match(name)
+        return int(match.group(1)) if match else None
 
+    def subject(self, job_id: int) -> str:
+        return f"{self.prefix}job.{job_id}.tasks"
 
-def consumer_name(job_id: int) -> str:
-    return f"job-{job_id}-consumer"
+    def consumer(self, job_id: int, run_id: str) -> str:
+        return f"{self.prefix}job-{job_id}-consumer-{run_token(run_id)}"
 
+    def ack_prefix(self, job_id: int, consumer: str) -> str:
+        """Reply subjects of the messages delivered by ``consumer`` all start with this."""
+        return f"$JS.ACK.{self.stream(job_id)}.{consumer}."
 
-def ack_prefix(job_id: int) -> str:
-    """Reply subjects of this job's task messages all start with this."""
-    return f"$JS.ACK.{stream_name(job_id)}.{consumer_name(job_id)}."
+    def max_deliveries_advisory(self, job_id: int, consumer: str) -> str:
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream(job_id)}.{consumer}"
 
+    def redis_key_pattern(self) -> str:
+        """SCAN pattern matching every job's Redis keys of this deployment."""
+        return f"{self.prefix}job:*"
 
-def max_deliveries_advisory(job_id: int) -> str:
-    return (
-        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name(job_id)}.{consumer_name(job_id)}"
-    )
+    def job_id_from_redis_key(self, key: str) -> int | None:
+        match = self._redis_key.match(key)
+        return int(match.group(1)) if match else None
 
+    def pending_key(self, job_id: int, stage: str) -> str:
+        return f"{self.prefix}job:{job_id}:pending_images:{stage}"
 
-def pending_key(job_id: int, stage: str) -> str:
-    return f"job:{job_id}:pending_images:{stage}"
+    def failed_key(self, job_id: int) -> str:
+        return f"{self.prefix}job:{job_id}:failed_images"
 
+    def total_key(self, job_id: int) -> str:
+        return f"{self.prefix}job:{job_id}:pending_images_total"
 
-def failed_key(job_id: int) -> str:
-    return f"job:{job_id}:failed_images"
-
-
-def total_key(job_id: int) -> str:
-    return f"job:{job_id}:pending_images_total"
-
-
-def redis_keys(job_id: int) -> list[str]:
-    return [
-        pending_key(job_id, "process"),
-        pending_key(job_id, "results"),
-        failed_key(job_id),
-        total_key(job_id),
-    ]
+    def redis_keys(self, job_id: int) -> list[str]:
+        return [
+            self.pending_key(job_id, "process"),
+            self.pending_key(job_id, "results"),
+            self.failed_key(job_id),
+            self.total_key(job_id),
+        ]

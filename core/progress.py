@@ -7,28 +7,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.states import FINAL_STATES, JobState
 
 ParamValue = int | float | str | None
 
 
-class StageParam(BaseModel):
+class _AntennaModel(BaseModel):
+    # Rows Antenna wrote may carry fields we do not know (e.g. a stage's description): they are
+    # kept, so saving the progress back never drops what Antenna's parser expects.
+    model_config = ConfigDict(extra="allow")
+
+
+class StageParam(_AntennaModel):
     name: str
     key: str
     category: str = "default"
-    value: ParamValue = ""
+    value: Any = ""
 
 
-class Stage(BaseModel):
+class Stage(_AntennaModel):
     key: str
     name: str
     status: JobState = JobState.CREATED
     progress: float = 0.0
     params: list[StageParam] = Field(default_factory=list)
 
-    def param(self, key: str) -> ParamValue:
+    def param(self, key: str) -> Any:
         for p in self.params:
             if p.key == key:
                 return p.value
@@ -42,12 +48,12 @@ class Stage(BaseModel):
         self.params.append(StageParam(name=key.replace("_", " ").title(), key=key, value=value))
 
 
-class Summary(BaseModel):
+class Summary(_AntennaModel):
     status: JobState = JobState.CREATED
     progress: float = 0.0
 
 
-class JobProgress(BaseModel):
+class JobProgress(_AntennaModel):
     summary: Summary = Field(default_factory=Summary)
     stages: list[Stage] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
@@ -67,7 +73,12 @@ class JobProgress(BaseModel):
         progress: float | None = None,
         **params: ParamValue,
     ) -> None:
-        stage = self.stage(key)
+        try:
+            stage = self.stage(key)
+        except KeyError:
+            # A row written elsewhere (Antenna) may lack one of our stages: it is added.
+            stage = Stage(key=key, name=key.replace("_", " ").capitalize())
+            self.stages.append(stage)
         if status is not None:
             stage.status = status
         if progress is not None:

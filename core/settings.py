@@ -10,18 +10,24 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.durations import Duration
+from core.naming import Names
 
 
 class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_DATABASE_", populate_by_name=True)
 
     url: str = "postgresql://postgres@127.0.0.1:5432/test"
-    # Tests isolate themselves in a schema of their own; production uses public.
+    # Where Antenna's tables are (Django's schema: public). On a bare database `db migrate`
+    # creates the ones antenna-jobs uses there. Tests isolate themselves in schemas of their own.
     schema_name: str = Field(default="public", validation_alias="ANTENNA_JOBS_DATABASE_SCHEMA")
+    # Tables that are antenna-jobs' alone (a job's image set, the result inbox, run state).
+    jobs_schema: str = Field(
+        default="antenna_jobs", validation_alias="ANTENNA_JOBS_DATABASE_JOBS_SCHEMA"
+    )
     pool_min_size: int = 1
     pool_max_size: int = 10
 
@@ -63,6 +69,9 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_")
 
     task_queue: str = "antenna-jobs"
+    # Prefix of stream, consumer and Redis key names, for deployments that share a NATS or a
+    # Redis; "" gives Antenna's own names (its NATS clean-up of a cancelled job then reaches us).
+    name_prefix: str = ""
     # Long-running activities get their own queue so they never hold short activities' slots.
     aggregate_task_queue: str | None = None
     heartbeat_timeout: Duration = timedelta(seconds=10)
@@ -75,6 +84,11 @@ class JobSettings(BaseSettings):
     aggregate_idle_poll: Duration = timedelta(seconds=0.2)
     # Nothing moved for this long with every task delivered: the rest is counted failed.
     stall_period: Duration = timedelta(minutes=15)
+    # A waiting job's row gets a new updated_at this often: Antenna's reaper (jobs.health_check,
+    # if it still runs) revokes a running job whose row is 10 minutes old.
+    touch_interval: Duration = timedelta(minutes=2)
+    # Sessions' and stations' cached counts are refreshed this often while a job saves results.
+    counts_interval: Duration = timedelta(minutes=1)
     failure_threshold: float = 0.5
     collect_batch_size: int = 5000
     publish_page_size: int = 1000
@@ -82,6 +96,16 @@ class JobSettings(BaseSettings):
     @property
     def long_task_queue(self) -> str:
         return self.aggregate_task_queue or f"{self.task_queue}-aggregate"
+
+    @property
+    def names(self) -> Names:
+        return Names(self.name_prefix)
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        Names(value)
+        return value
 
 
 class WorkerSettings(BaseSettings):
@@ -123,6 +147,9 @@ class ExportSettings(BaseSettings):
 
     dir: Path = Path("exports")
     batch_size: int = Field(default=2000, ge=1)
+    # Where the files are served from (exports_dataexport.file_url is base + file name); unset:
+    # a file:// URL of the path.
+    url_base: str | None = None
 
 
 class ReconcileSettings(BaseSettings):

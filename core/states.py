@@ -39,9 +39,18 @@ class DispatchMode(StrEnum):
 
 
 class JobType(StrEnum):
+    """Antenna's job_type_key values (VALID_JOB_TYPES); RUN_JOB_TYPES are the ones run here."""
+
     ML = "ml"
     POPULATE_CAPTURES_COLLECTION = "populate_captures_collection"
     DATA_EXPORT = "data_export"
+    DATA_STORAGE_SYNC = "data_storage_sync"
+    REGROUP_EVENTS = "regroup_events"
+    POST_PROCESSING = "post_processing"
+    UNKNOWN = "unknown"
+
+
+RUN_JOB_TYPES = frozenset({JobType.ML, JobType.POPULATE_CAPTURES_COLLECTION, JobType.DATA_EXPORT})
 
 
 class ImageStatus(StrEnum):
@@ -50,3 +59,10 @@ class ImageStatus(StrEnum):
     PENDING = "pending"
     PROCESSED = "processed"
     FAILED = "failed"
+
+
+def run_permission(job_type: JobType, single_image: bool = False) -> str:
+    """Antenna's codename for running, retrying and cancelling a job of this type."""
+    if job_type == JobType.ML:
+        return "run_single_image_ml_job" if single_image else "run_ml_job"
+    return f"run_{job_type.value}_job"

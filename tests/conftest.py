@@ -28,14 +28,17 @@ from temporalio.testing import WorkflowEnvironment
 from core import search_attributes
 from core.db import migrate, open_pool
 from core.settings import DatabaseSettings, JobSettings, Settings
+from tests.helpers_db import create_views
 
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 
 
 @pytest.fixture(scope="session")
 def session_settings() -> Settings:
+    """Antenna's tables (standalone, made by db migrate) and ours in two schemas of this
+    session's own."""
     schema = f"aj_test_{uuid.uuid4().hex[:10]}"
-    return Settings(database=DatabaseSettings(schema_name=schema))
+    return Settings(database=DatabaseSettings(schema_name=schema, jobs_schema=f"{schema}_jobs"))
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -45,14 +48,18 @@ async def pool(session_settings: Settings) -> AsyncIterator[AsyncConnectionPool[
     async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
         # Job ids name streams and Redis keys that are shared across sessions: start far apart.
         offset = random.randint(10**8, 10**12)
-        await conn.execute(f"ALTER SEQUENCE {db.schema_name}.jobs_id_seq RESTART WITH {offset}")
+        await conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{db.schema_name}.jobs_job', 'id'), {offset})"
+        )
+        await create_views(conn, f"{db.jobs_schema},{db.schema_name}")
     pool = await open_pool(db)
     try:
         yield pool
     finally:
         await pool.close()
         async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {db.schema_name} CASCADE")
+            for schema in (db.jobs_schema, db.schema_name):
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -24,13 +24,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, StreamConfig
 from nats.js.errors import NotFoundError
 
+from antenna_db import job_store
+from antenna_db.job_store import JobRecord
+from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY, SeedResult, seed
 from api.app import create_app
 from api.context import ApiResources
-from api.tokens import create_token
-from core import job_store, naming
-from core.job_store import JobRecord
-from core.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY, SeedResult, seed
+from core import job_runs
+from core.naming import Names
 from core.states import DispatchMode, JobState
+from tests.helpers_db import create_token
 
 
 @contextlib.asynccontextmanager
@@ -77,6 +79,15 @@ async def api_fixture(settings, pool, temporal_client) -> AsyncIterator[Api]:
         await nc.drain()
 
 
+def test_run_id(job_id: int) -> str:
+    """The run id make_job gives a job it moves to STARTED without a workflow."""
+    return f"{job_id:012x}" + "0" * 20
+
+
+def test_consumer(settings: Any, job_id: int) -> str:
+    return str(settings.jobs.names.consumer(job_id, test_run_id(job_id)))
+
+
 @dataclass
 class Streams:
     """Creates job streams like engineer A's publish activity does, and deletes them after."""
@@ -85,25 +96,30 @@ class Streams:
     settings: Any
     created: list[int] = field(default_factory=list)
 
+    @property
+    def names(self) -> Names:
+        return self.settings.jobs.names
+
     async def create(self, job_id: int) -> None:
         await self.js.add_stream(
             StreamConfig(
-                name=naming.stream_name(job_id),
-                subjects=[naming.subject(job_id)],
+                name=self.names.stream(job_id),
+                subjects=[self.names.subject(job_id)],
                 max_age=self.settings.nats.stream_max_age.total_seconds(),
                 duplicate_window=60,
+                allow_direct=True,
             )
         )
         self.created.append(job_id)
         await self.js.add_consumer(
-            naming.stream_name(job_id),
+            self.names.stream(job_id),
             ConsumerConfig(
-                durable_name=naming.consumer_name(job_id),
+                durable_name=test_consumer(self.settings, job_id),
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.settings.nats.ack_wait.total_seconds(),
                 max_deliver=self.settings.nats.max_deliver,
                 max_ack_pending=self.settings.nats.max_ack_pending,
-                filter_subject=naming.subject(job_id),
+                filter_subject=self.names.subject(job_id),
             ),
         )
 
@@ -116,7 +132,7 @@ class Streams:
             body = {"id": str(image_id), "image_id": str(image_id), "image_url": url}
             futures.append(
                 await self.js.publish_async(
-                    naming.subject(job_id),
+                    self.names.subject(job_id),
                     json.dumps({**body, "reply_subject": None}).encode(),
                     headers={"Nats-Msg-Id": str(image_id)},
                 )
@@ -124,11 +140,13 @@ class Streams:
         await asyncio.gather(*futures)
 
     async def consumer(self, job_id: int) -> ConsumerInfo:
-        return await self.js.consumer_info(naming.stream_name(job_id), naming.consumer_name(job_id))
+        return await self.js.consumer_info(
+            self.names.stream(job_id), test_consumer(self.settings, job_id)
+        )
 
     async def delete(self, job_id: int) -> None:
         with contextlib.suppress(NotFoundError):
-            await self.js.delete_stream(naming.stream_name(job_id))
+            await self.js.delete_stream(self.names.stream(job_id))
 
 
 @pytest_asyncio.fixture(name="streams")
@@ -171,10 +189,17 @@ async def make_job(
             dispatch_mode=dispatch_mode,
         )
         if status != JobState.CREATED:
-            await conn.execute("UPDATE jobs SET status = %s WHERE id = %s", (status, job.id))
+            await conn.execute("UPDATE jobs_job SET status = %s WHERE id = %s", (status, job.id))
+            await job_runs.take(
+                conn,
+                job.id,
+                test_run_id(job.id),
+                Names().consumer(job.id, test_run_id(job.id)),
+            )
         cur = await conn.execute(
-            "SELECT s.id, s.url FROM collection_images c JOIN source_images s"
-            " ON s.id = c.source_image_id WHERE c.collection_id = %s ORDER BY s.id",
+            "SELECT s.id, rtrim(s.public_base_url, '/') || '/' || s.path AS url"
+            " FROM main_sourceimagecollection_images c JOIN main_sourceimage s"
+            " ON s.id = c.sourceimage_id WHERE c.sourceimagecollection_id = %s ORDER BY s.id",
             (seeded.collection_id,),
         )
         rows = [(r["id"], r["url"]) for r in await cur.fetchall()]

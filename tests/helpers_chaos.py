@@ -26,10 +26,11 @@ import nats.errors
 import psycopg
 from nats.js.errors import NotFoundError
 
-from core import job_store, naming
+from antenna_db import job_store
 from core.db import connect_kwargs
 from core.settings import Settings
 from core.states import JobState
+from tests.helpers_db import NAMES, run_consumer
 from tests.helpers_temporal import SimulatedAdcWorker, detections_for, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,9 +191,10 @@ class RecordingAdc(SimulatedAdcWorker):
                 continue
             try:
                 if self._sub is None:
-                    self._sub = await js.pull_subscribe_bind(
-                        naming.consumer_name(self.job_id), naming.stream_name(self.job_id)
-                    )
+                    consumer = await run_consumer(self.pool, self.job_id)
+                    if consumer is None:
+                        raise NotFoundError
+                    self._sub = await js.pull_subscribe_bind(consumer, NAMES.stream(self.job_id))
                 want = self.batch_size if self.budget is None else min(self.batch_size, self.budget)
                 msgs = await self._sub.fetch(want, timeout=0.2)
             except nats.errors.TimeoutError:
@@ -260,14 +262,13 @@ async def check_exactly_once(
         )
         images = {r["source_image_id"]: r["status"] for r in await cur.fetchall()}
         cur = await conn.execute(
-            "SELECT source_image_id, bbox_x1, count(*) AS n FROM detections WHERE job_id = %s"
+            "SELECT source_image_id, bbox_x1, count(*) AS n FROM job_detections WHERE job_id = %s"
             " GROUP BY source_image_id, algorithm_id, bbox_x1, bbox_y1, bbox_x2, bbox_y2",
             (job_id,),
         )
         groups = list(await cur.fetchall())
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM classifications c JOIN detections d"
-            " ON d.id = c.detection_id WHERE d.job_id = %s",
+            "SELECT count(*) AS n FROM job_classifications c WHERE c.job_id = %s",
             (job_id,),
         )
         classifications = (await cur.fetchone())["n"]

@@ -8,12 +8,14 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from antenna_db import job_store, pipelines
+from antenna_db.job_store import JobRecord
+from antenna_db.pipelines import BATCH_SIZE_KEY
+from antenna_db.processing_services import add_push_service
+from antenna_db.seed import SeedResult, seed
 from cli.fake_service import results_for
-from core import job_store, naming
-from core.job_store import JobRecord
-from core.processing_services import add_push_service
+from core import naming
 from core.schemas import PipelineRequest, SourceImageRequest
-from core.seed import SeedResult, seed
 from core.workflow_io import JobWorkflowResult
 from tests.helpers_temporal import eventually
 
@@ -29,14 +31,10 @@ async def seed_sync(
     """A project whose async flag is off, its pipeline's batch size, and a push service."""
     async with pool.connection() as conn:
         seeded = await seed(conn, images, async_workers=False)
-        await conn.execute(
-            "UPDATE pipelines SET config = jsonb_build_object("
-            "'request_source_image_batch_size', %s::int) WHERE slug = %s",
-            (batch_size, seeded.pipeline_slug),
-        )
+        await pipelines.set_default_config(conn, seeded.pipeline_slug, BATCH_SIZE_KEY, batch_size)
         if project_batch_size is not None:
             await conn.execute(
-                "UPDATE project_pipelines SET config = jsonb_build_object("
+                "UPDATE ml_projectpipelineconfig SET config = jsonb_build_object("
                 "'request_source_image_batch_size', %s::int) WHERE project_id = %s",
                 (project_batch_size, seeded.project_id),
             )
@@ -67,7 +65,8 @@ async def create_ml(pool: Any, seeded: SeedResult, **kwargs: Any) -> JobRecord:
 async def collection_image_ids(pool: Any, collection_id: int) -> list[int]:
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT source_image_id FROM collection_images WHERE collection_id = %s"
+            "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+            " WHERE sourceimagecollection_id = %s"
             " ORDER BY source_image_id",
             (collection_id,),
         )

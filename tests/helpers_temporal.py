@@ -20,7 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 from temporalio.client import Client
 
-from core import inbox, naming
+from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
+from core import inbox
 from core.inbox import InboxEntry
 from core.schemas import (
     AlgorithmReference,
@@ -32,8 +33,8 @@ from core.schemas import (
     PipelineResultsResponse,
     SourceImageResponse,
 )
-from core.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
 from core.settings import Settings
+from tests.helpers_db import NAMES, run_consumer
 from worker.app import build_workers
 from worker.resources import Resources
 
@@ -136,8 +137,11 @@ class SimulatedAdcWorker:
         while not stop.is_set():
             if sub is None:
                 try:
+                    consumer = await run_consumer(self.pool, self.job_id)
+                    if consumer is None:
+                        raise NotFoundError
                     sub = self._sub = await js.pull_subscribe_bind(
-                        naming.consumer_name(self.job_id), naming.stream_name(self.job_id)
+                        consumer, NAMES.stream(self.job_id)
                     )
                 except NotFoundError:
                     await asyncio.sleep(0.05)
@@ -169,7 +173,7 @@ class SimulatedAdcWorker:
                 image_id=None if self.anonymous_errors and self.fails(image) else image,
                 reply_subject=msg.reply,
                 is_error=isinstance(result, PipelineResultsError),
-                payload=result.model_dump(mode="json"),
+                payload=result.model_dump_json(),
             )
             entries += [entry, entry] if self.duplicates else [entry]
             replies.append(msg.reply)

@@ -13,8 +13,9 @@ from activities.images import ImageActivities
 from activities.job_state_cache import JobStateCache
 from activities.models import JobRef, PublishInput
 from activities.task_queue import NO_URL_ERROR, TaskQueueActivities
-from core import job_store, naming
-from core.seed import ensure_algorithms
+from antenna_db import job_store
+from antenna_db.seed import ensure_algorithms
+from tests.helpers_db import NAMES
 from tests.helpers_temporal import eventually
 from tests.test_workflow_job import image_ids, new_job
 from worker.resources import Resources
@@ -40,7 +41,8 @@ async def test_collect_skips_processed_images_and_applies_the_limit(pool, settin
     async with pool.connection() as conn:
         detector, _ = await ensure_algorithms(conn)
         cur = await conn.execute(
-            "SELECT source_image_id FROM collection_images WHERE collection_id = %s"
+            "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+            " WHERE sourceimagecollection_id = %s"
             " ORDER BY source_image_id LIMIT 3",
             (job.collection_id,),
         )
@@ -110,7 +112,9 @@ async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
     await collect(pool, settings, job.id)
     ids = await image_ids(pool, job.id)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE source_images SET url = NULL WHERE id = %s", (ids[-1],))
+        await conn.execute(
+            "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (ids[-1],)
+        )
     queue = TaskQueueActivities(resources.js, resources.redis, pool, settings)
     env = ActivityEnvironment()
     await env.run(queue.reset_job_queue, JobRef(job_id=job.id))
@@ -121,14 +125,14 @@ async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
     )
     result = await env.run(queue.publish_tasks, PublishInput(job_id=job.id, total=30))
     assert (result.published, result.no_url) == (29, 1)
-    info = await resources.js.stream_info(naming.stream_name(job.id))
+    info = await resources.js.stream_info(NAMES.stream(job.id))
     assert info.state.messages == 19  # ordinals 11..29 only; 1..10 were "published" before
     # A retry without a checkpoint republishes everything: JetStream drops the duplicates.
     env.info = dataclasses.replace(env.info, heartbeat_details=[])
     await env.run(queue.publish_tasks, PublishInput(job_id=job.id, total=30))
-    info = await resources.js.stream_info(naming.stream_name(job.id))
+    info = await resources.js.stream_info(NAMES.stream(job.id))
     assert info.state.messages == 29
-    pending = await redis_client.smembers(naming.pending_key(job.id, "process"))
+    pending = await redis_client.smembers(NAMES.pending_key(job.id, "process"))
     assert pending == {str(i) for i in ids[:-1]}
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -142,7 +146,7 @@ async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
         await conn.execute("DELETE FROM result_inbox WHERE job_id = %s", (job.id,))
     await env.run(queue.cleanup_job_queue, JobRef(job_id=job.id))
     await env.run(queue.cleanup_job_queue, JobRef(job_id=job.id))  # already gone is fine
-    assert await redis_client.exists(*naming.redis_keys(job.id)) == 0
+    assert await redis_client.exists(*NAMES.redis_keys(job.id)) == 0
 
 
 async def test_redis_state_is_rebuilt_from_postgres(pool, settings, redis_client):
@@ -162,9 +166,9 @@ async def test_redis_state_is_rebuilt_from_postgres(pool, settings, redis_client
         assert not await cache.exists(job.id)
         await cache.rebuild(conn, job.id, page_size=5)
     assert await cache.exists(job.id)
-    assert await redis_client.get(naming.total_key(job.id)) == "12"
+    assert await redis_client.get(NAMES.total_key(job.id)) == "12"
     for stage in ("process", "results"):
-        members = await redis_client.smembers(naming.pending_key(job.id, stage))
+        members = await redis_client.smembers(NAMES.pending_key(job.id, stage))
         assert members == {str(i) for i in ids[2:]}
-    assert await redis_client.smembers(naming.failed_key(job.id)) == {str(ids[0])}
+    assert await redis_client.smembers(NAMES.failed_key(job.id)) == {str(ids[0])}
     await cache.delete(job.id)

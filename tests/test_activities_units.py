@@ -11,12 +11,25 @@ from activities.heartbeat import resume_details
 from activities.images import collected_progress
 from activities.jobs import final_status, finished_progress
 from activities.lost_images import stream_seq_from_reply
-from activities.models import AggregateCounters, PublishCheckpoint
-from activities.result_saver import PipelineContext, parse_results, unnamed_errors
+from activities.models import PublishCheckpoint
+from activities.result_saver import parse_results, unnamed_errors
+from antenna_db.pipelines import Algorithm, PipelineContext
+from core.counters import AggregateCounters
+from core.inbox import ClaimedRow
 from core.progress import new_ml_progress
 from core.states import JobState
 
-PIPELINE = PipelineContext(slug="p", algorithms={"det": 1, "cls": 2}, detector_id=1)
+PIPELINE = PipelineContext(
+    slug="p",
+    algorithms={
+        "det": Algorithm(
+            id=1, key="det", name="det", task_type="localization", category_map_id=None
+        ),
+        "cls": Algorithm(
+            id=2, key="cls", name="cls", task_type="classification", category_map_id=None
+        ),
+    },
+)
 TS = "2026-06-01T22:00:00Z"
 
 
@@ -27,7 +40,12 @@ def detection(image: str, det: str = "det", cls: str = "cls") -> dict:
         "algorithm": {"name": det, "key": det},
         "timestamp": TS,
         "classifications": [
-            {"classification": "moth", "algorithm": {"name": cls, "key": cls}, "timestamp": TS}
+            {
+                "classification": "moth",
+                "algorithm": {"name": cls, "key": cls},
+                "timestamp": TS,
+                "n_scores": 2,
+            }
         ],
     }
 
@@ -41,14 +59,11 @@ def success(image: str, *dets: dict) -> dict:
     }
 
 
-def row(n: int, payload: dict, image: int | None = None, error: bool = False) -> dict:
-    return {
-        "id": n,
-        "image_id": image,
-        "reply_subject": f"r{n}",
-        "is_error": error,
-        "payload": payload,
-    }
+def row(n: int, payload: dict, image: int | None = None, error: bool = False) -> ClaimedRow:
+    """A claimed inbox row (its light form: classifications without arrays)."""
+    return ClaimedRow(
+        id=n, image_id=image, reply_subject=f"r{n}", is_error=error, attempts=0, light=payload
+    )
 
 
 def test_parse_results_first_success_wins_and_beats_errors():
@@ -72,7 +87,7 @@ def test_parse_results_unknown_algorithm_fails_the_image():
 
 def test_parse_results_errors_without_image_use_the_resolved_id():
     rows = [row(1, {"error": "gpu oom", "image_id": None}, None, True), row(2, {"error": "x"})]
-    assert [r["id"] for r in unnamed_errors(rows)] == [1, 2]
+    assert [r.id for r in unnamed_errors(rows)] == [1, 2]
     parsed = parse_results(rows, PIPELINE, {1: 42})
     assert parsed.failed == {42: "gpu oom"}
 

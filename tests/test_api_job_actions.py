@@ -11,8 +11,9 @@ import contextlib
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from core import job_store, naming
-from core.seed import seed
+from antenna_db import job_store
+from antenna_db.seed import seed
+from core import naming
 from core.states import JobState
 from tests.helpers_api import Api, api_fixture, job_status, make_job  # noqa: F401 - fixtures
 

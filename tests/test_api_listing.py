@@ -14,7 +14,7 @@ async def _results_stage_final(pool, job_id: int) -> None:
     progress.update_stage("results", status=JobState.SUCCESS, progress=1.0)
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE jobs SET progress = %s::jsonb WHERE id = %s",
+            "UPDATE jobs_job SET progress = %s::jsonb WHERE id = %s",
             (json.dumps(progress.as_json()), job_id),
         )
 

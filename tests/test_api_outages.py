@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 import nats
 
 from api.context import ApiResources
-from api.tokens import create_token
 from core.db import open_pool
 from core.settings import DatabaseSettings
 from tests.helpers_api import (  # noqa: F401 - fixtures
@@ -22,6 +21,7 @@ from tests.helpers_api import (  # noqa: F401 - fixtures
     streams_fixture,
     success_result,
 )
+from tests.helpers_db import create_token
 
 
 async def test_tasks_503_while_nats_is_unreachable(settings, pool, temporal_client, streams):

@@ -36,7 +36,7 @@ def _pipelines(slug: str, detector: str, classifier: str) -> list[dict]:
 
 async def _service(pool, name: str) -> dict:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM processing_services WHERE name = %s", (name,))
+        cur = await conn.execute("SELECT * FROM ml_processingservice WHERE name = %s", (name,))
         row = await cur.fetchone()
         assert row is not None
         return row
@@ -119,7 +119,7 @@ async def _register(api: Api, project_id: int, slug: str, name: str) -> None:
 async def _forget_seen(pool, name: str) -> None:
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE processing_services SET last_seen = NULL, last_seen_live = false"
+            "UPDATE ml_processingservice SET last_seen = NULL, last_seen_live = false"
             " WHERE name = %s",
             (name,),
         )

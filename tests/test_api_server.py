@@ -15,7 +15,6 @@ import uvicorn
 
 from api.app import create_app
 from api.context import ApiResources
-from api.tokens import create_token
 from tests.helpers_api import (  # noqa: F401 - fixtures
     entry,
     eventually,
@@ -24,6 +23,7 @@ from tests.helpers_api import (  # noqa: F401 - fixtures
     streams_fixture,
     success_result,
 )
+from tests.helpers_db import create_token
 
 
 @contextlib.asynccontextmanager

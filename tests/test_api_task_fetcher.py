@@ -10,6 +10,7 @@ import nats
 from api.task_fetcher import TaskFetcher
 from core import naming
 from tests.helpers_api import eventually, make_job, streams_fixture  # noqa: F401 - fixtures
+from tests.helpers_db import NAMES
 
 
 async def test_buffered_deliveries_become_spare_tasks(settings, pool, streams):
@@ -22,7 +23,7 @@ async def test_buffered_deliveries_become_spare_tasks(settings, pool, streams):
         (sub,) = fetcher._jobs[job.id].idle
         # A late answer to a pull request lands in the idle subscription: 3 buffered messages.
         await nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{naming.stream_name(job.id)}.{naming.consumer_name(job.id)}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{NAMES.stream(job.id)}.{naming.consumer_name(job.id)}",
             json.dumps({"batch": 3, "no_wait": True}).encode(),
             reply=sub._deliver,
         )

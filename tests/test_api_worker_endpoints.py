@@ -112,7 +112,9 @@ async def test_tasks_only_for_async_jobs_with_a_pipeline(api: Api, pool):
 
     no_pipeline = await make_job(pool, images=1)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET pipeline_id = NULL WHERE id = %s", (no_pipeline.id,))
+        await conn.execute(
+            "UPDATE jobs_job SET pipeline_id = NULL WHERE id = %s", (no_pipeline.id,)
+        )
     response = await api.client.post(f"/jobs/{no_pipeline.id}/tasks/", json={"batch_size": 1})
     assert response.status_code == 400
     assert response.json()["field"] == "pipeline"
@@ -145,7 +147,7 @@ async def test_tasks_stop_at_once_when_the_job_is_canceling(api: Api, pool, stre
     await streams.publish(job.id, job.images)
     assert len(await fetch(api, job.id, 2)) == 2
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET status = 'CANCELING' WHERE id = %s", (job.id,))
+        await conn.execute("UPDATE jobs_job SET status = 'CANCELING' WHERE id = %s", (job.id,))
     assert await fetch(api, job.id, 2) == []
 
 
@@ -289,7 +291,7 @@ async def test_late_results_are_discarded_and_acked(api: Api, pool, streams, sta
     await streams.publish(job.id, job.images)
     tasks = await fetch(api, job.id, 3)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET status = %s WHERE id = %s", (status, job.id))
+        await conn.execute("UPDATE jobs_job SET status = %s WHERE id = %s", (status, job.id))
 
     results = [entry(t, success_result(t)) for t in tasks]
     response = await api.client.post(f"/jobs/{job.id}/result/", json={"results": results})

@@ -15,12 +15,12 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from antenna_db.seed import seed
 from api.job_actions import JobActions
 from bridge.main import run_bridge
 from bridge.outcome import BridgeOutcome
 from core import job_store
 from core.progress import reset_progress
-from core.seed import seed
 from core.settings import AntennaSettings
 from core.states import JobState
 from tests.helpers_broker import (  # noqa: F401 - fixture

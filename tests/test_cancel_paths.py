@@ -21,10 +21,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from typer.testing import CliRunner
 
+from antenna_db import job_store
 from api.job_actions import JobActions
 from cli.fake_worker import FakeWorker, FakeWorkerConfig
 from cli.main import app as cli_app
-from core import job_store, naming
+from core import naming
 from core.states import JobState
 from tests.helpers_api import Api, api_fixture, entry, success_result  # noqa: F401 - fixture
 from tests.helpers_chaos import (
@@ -33,6 +34,7 @@ from tests.helpers_chaos import (
     pick,
     record_recovery,
 )
+from tests.helpers_db import NAMES
 from tests.helpers_processes import VENV_BIN
 from tests.helpers_temporal import eventually, running_workers
 from tests.test_workflow_job import new_job
@@ -111,11 +113,11 @@ async def status_of(pool, job_id: int) -> JobState:
 async def queue_left(resources, redis_client, pool, job_id: int) -> list[str]:
     left = []
     try:
-        await resources.js.stream_info(naming.stream_name(job_id))
+        await resources.js.stream_info(NAMES.stream(job_id))
         left.append("stream")
     except NotFoundError:
         pass
-    if await redis_client.exists(*naming.redis_keys(job_id)):
+    if await redis_client.exists(*NAMES.redis_keys(job_id)):
         left.append("redis keys")
     if await count_rows(pool, "result_inbox", job_id):
         left.append("inbox rows")
@@ -185,12 +187,15 @@ async def test_cancel(
         elif phase == "publish":
             async with pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT source_image_id FROM collection_images WHERE collection_id = %s"
+                    "SELECT sourceimage_id AS source_image_id"
+                    " FROM main_sourceimagecollection_images WHERE sourceimagecollection_id = %s"
                     " ORDER BY source_image_id OFFSET %s LIMIT 1",
                     (seeded.collection_id, PAGE + PAGE // 2),
                 )
                 no_url = (await cur.fetchone())["source_image_id"]
-                await conn.execute("UPDATE source_images SET url = NULL WHERE id = %s", (no_url,))
+                await conn.execute(
+                    "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (no_url,)
+                )
             hold = await stack.enter_async_context(hold_no_url_failure(settings, job.id, no_url))
         if phase != "before_start":
             resources = await stack.enter_async_context(running_workers(temporal_client, settings))

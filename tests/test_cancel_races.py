@@ -42,7 +42,7 @@ from worker.resources import Resources
 
 
 class UncommittedCancel:
-    """``UPDATE jobs SET status = 'CANCELING'`` in an open transaction: the row stays locked."""
+    """``UPDATE jobs_job SET status = 'CANCELING'`` in an open transaction: the row stays locked."""
 
     def __init__(self, settings: Any, job_id: int) -> None:
         self._db = settings.database
@@ -53,7 +53,7 @@ class UncommittedCancel:
             self._db.url, **{**connect_kwargs(self._db), "autocommit": False}
         )
         await self.conn.execute(
-            "UPDATE jobs SET status = 'CANCELING' WHERE id = %s", (self.job_id,)
+            "UPDATE jobs_job SET status = 'CANCELING' WHERE id = %s", (self.job_id,)
         )
         return self
 
@@ -119,7 +119,7 @@ async def test_an_aggregator_saves_nothing_once_the_job_is_canceling(pool, setti
                     image_id=image_id,
                     reply_subject="",
                     is_error=False,
-                    payload=result.model_dump(mode="json"),
+                    payload=result.model_dump_json(),
                 )
             )
         async with pool.connection() as conn:
@@ -142,7 +142,7 @@ async def test_an_aggregator_saves_nothing_once_the_job_is_canceling(pool, setti
         await resources.close()
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM detections WHERE job_id = %s", (job.id,)
+            "SELECT count(*) AS n FROM job_detections WHERE job_id = %s", (job.id,)
         )
         assert (await cur.fetchone())["n"] == 0
         cur = await conn.execute(

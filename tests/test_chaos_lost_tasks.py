@@ -18,13 +18,13 @@ import httpx
 import nats
 import pytest
 
+from antenna_db import job_store
 from api.context import ApiResources
 from api.job_actions import JobActions
-from api.tokens import create_token
-from core import job_store
 from core.states import JobState
 from tests.helpers_api import http_client, running_app, success_result
 from tests.helpers_chaos import pick, record_recovery, wait_final
+from tests.helpers_db import create_token
 from tests.helpers_temporal import running_workers
 from tests.test_workflow_job import new_job
 
@@ -69,7 +69,8 @@ async def run_job(pool, temporal_client, settings, images: int, ignore_every: in
     async with pool.connection() as conn:
         key = await create_token(conn, "selective worker")
         cur = await conn.execute(
-            "SELECT source_image_id FROM collection_images WHERE collection_id = %s",
+            "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+            " WHERE sourceimagecollection_id = %s",
             (job.collection_id,),
         )
         ids = sorted(r["source_image_id"] for r in await cur.fetchall())

@@ -30,6 +30,7 @@ from tests.helpers_chaos import (
     seconds_until,
     wait_final,
 )
+from tests.helpers_db import NAMES
 from tests.helpers_processes import (
     OwnedNats,
     OwnedRedis,
@@ -159,12 +160,15 @@ async def _drop_url(pool, collection_id: int, offset: int) -> int:
     """The image at ``offset`` (in id order) loses its URL: publish stores its failure."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT source_image_id FROM collection_images WHERE collection_id = %s"
+            "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+            " WHERE sourceimagecollection_id = %s"
             " ORDER BY source_image_id OFFSET %s LIMIT 1",
             (collection_id, offset),
         )
         image = (await cur.fetchone())["source_image_id"]
-        await conn.execute("UPDATE source_images SET url = NULL WHERE id = %s", (image,))
+        await conn.execute(
+            "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (image,)
+        )
     return image
 
 
@@ -185,8 +189,8 @@ async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_
                     flushed = time.monotonic()
 
                     async def rebuilt():
-                        pending = await redis.scard(naming.pending_key(job.id, "process"))
-                        total = await redis.get(naming.total_key(job.id))
+                        pending = await redis.scard(NAMES.pending_key(job.id, "process"))
+                        total = await redis.get(NAMES.total_key(job.id))
                         counts = await job_counts(pool, job.id)
                         return total == str(IMAGES) and pending == counts["pending"]
 
@@ -197,7 +201,7 @@ async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_
                     adc.answer_more(None)
                     assert await wait_final(pool, job.id) == JobState.SUCCESS
             await check_exactly_once(pool, job.id, adc)
-            assert await redis.exists(*naming.redis_keys(job.id)) == 0
+            assert await redis.exists(*NAMES.redis_keys(job.id)) == 0
         finally:
             await redis.aclose()
 

@@ -16,8 +16,9 @@ from datetime import timedelta
 import pytest
 from nats.js.errors import NotFoundError
 
+from antenna_db import job_store
 from api.job_actions import JobActions
-from core import job_store, naming
+from core import naming
 from core.states import JobState
 from tests.helpers_chaos import (
     RecordingAdc,
@@ -32,6 +33,7 @@ from tests.helpers_chaos import (
     seconds_until,
     wait_final,
 )
+from tests.helpers_db import NAMES
 from tests.helpers_processes import worker_processes
 from tests.helpers_temporal import eventually, simulated_worker
 from tests.test_workflow_job import new_job
@@ -99,12 +101,15 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
     job, seeded = await new_job(pool, pick(300, 3000), shuffle=False)
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT source_image_id FROM collection_images WHERE collection_id = %s"
+            "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+            " WHERE sourceimagecollection_id = %s"
             " ORDER BY source_image_id OFFSET %s LIMIT 1",
             (seeded.collection_id, 2 * page + page // 2),
         )
         no_url = (await cur.fetchone())["source_image_id"]
-        await conn.execute("UPDATE source_images SET url = NULL WHERE id = %s", (no_url,))
+        await conn.execute(
+            "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (no_url,)
+        )
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)
     handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
     js = nats_client.jetstream()
@@ -129,7 +134,7 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
             await hold.release()
 
             async def publishing_again():
-                info = await js.stream_info(naming.stream_name(job.id))
+                info = await js.stream_info(NAMES.stream(job.id))
                 return info.state.messages > 2 * page
 
             record_recovery(
@@ -199,7 +204,7 @@ async def test_kill_between_aggregation_and_finalize(
 async def queue_gone(nats_client, redis_client, job_id: int) -> bool:
     """The run's cleanup, right after the final status: no stream, no keys."""
     try:
-        await nats_client.jetstream().stream_info(naming.stream_name(job_id))
+        await nats_client.jetstream().stream_info(NAMES.stream(job_id))
         return False
     except NotFoundError:
-        return await redis_client.exists(*naming.redis_keys(job_id)) == 0
+        return await redis_client.exists(*NAMES.redis_keys(job_id)) == 0

@@ -60,11 +60,11 @@ async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, 
 
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            "SELECT count(*) AS n FROM job_detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
             (job_id,),
         )
         assert (await cur.fetchone())["n"] == detections
-        cur = await conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,))
+        cur = await conn.execute("SELECT status FROM jobs_job WHERE id = %s", (job_id,))
         assert (await cur.fetchone())["status"] == "SUCCESS"
     assert classifications == detections  # one classification per detection
     # The demo stopped the worker and API it started.

@@ -43,10 +43,12 @@ async def test_sync_demo_runs_a_job_to_success_and_exits_0(settings: Settings, p
     job_id, detections, classifications = (int(g) for g in match.groups())
     assert "fake-service peak RSS:" in text
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT status, dispatch_mode FROM jobs WHERE id = %s", (job_id,))
+        cur = await conn.execute(
+            "SELECT status, dispatch_mode FROM jobs_job WHERE id = %s", (job_id,)
+        )
         assert await cur.fetchone() == {"status": "SUCCESS", "dispatch_mode": "sync_api"}
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            "SELECT count(*) AS n FROM job_detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
             (job_id,),
         )
         assert (await cur.fetchone())["n"] == detections > 0

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from antenna_db import job_store
 from api.tokens import hash_key
 from cli.main import app
-from core import job_store, naming
+from core import naming
 from core.settings import Settings
 from core.states import JobState
 

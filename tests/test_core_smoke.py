@@ -1,5 +1,5 @@
-from core import job_store
-from core.seed import seed
+from antenna_db import job_store
+from antenna_db.seed import seed
 from core.states import DispatchMode, JobState
 
 

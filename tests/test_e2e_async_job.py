@@ -8,13 +8,13 @@ import asyncio
 import nats
 from nats.js.errors import NotFoundError
 
+from antenna_db import job_store
+from antenna_db.seed import seed
 from api.context import ApiResources
-from api.tokens import create_token
 from cli.fake_worker import FakeWorker, FakeWorkerConfig
-from core import job_store, naming
-from core.seed import seed
 from core.states import JobState
 from tests.helpers_api import http_client, running_app
+from tests.helpers_db import NAMES, create_token
 from tests.helpers_temporal import eventually, running_workers
 
 IMAGES = 300
@@ -99,7 +99,7 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
     assert (
         await _count(
             pool,
-            "SELECT count(*) FROM detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            "SELECT count(*) FROM job_detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
             job_id,
         )
         == posted.detections
@@ -107,8 +107,7 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
     assert (
         await _count(
             pool,
-            "SELECT count(*) FROM classifications c JOIN detections d ON d.id = c.detection_id"
-            " WHERE d.job_id = %s",
+            "SELECT count(*) FROM job_classifications c WHERE c.job_id = %s",
             job_id,
         )
         == posted.classifications
@@ -133,10 +132,10 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
     try:
         js = nc.jetstream()
         try:
-            await js.stream_info(naming.stream_name(job_id))
+            await js.stream_info(NAMES.stream(job_id))
             raise AssertionError("the job's stream still exists")
         except NotFoundError:
             pass
     finally:
         await nc.drain()
-    assert await redis_client.exists(*naming.redis_keys(job_id)) == 0
+    assert await redis_client.exists(*NAMES.redis_keys(job_id)) == 0

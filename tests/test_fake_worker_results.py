@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
 from cli.fake_results import CLASSIFIER, DETECTOR, JobCounts, build_result
 from cli.fake_worker import api_base
 from core.schemas import (
@@ -12,7 +13,6 @@ from core.schemas import (
     PipelineResultsResponse,
     PipelineTaskResult,
 )
-from core.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
 
 
 def task(image_id: int) -> PipelineProcessingTask:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from antenna_db.seed import seed
 from cli.main import app
-from core.seed import seed
 from core.settings import ExportSettings, Settings
 from core.states import JobState
 from tests.helpers_api import api_fixture as api  # noqa: F401  (the ``api`` fixture)
@@ -190,7 +190,7 @@ async def test_cli_service_add_registers_a_push_service(pool, settings):
     assert added.exit_code == 0, added.output
     rows = await fetch(
         pool,
-        "SELECT ps.endpoint_url, psp.pipeline_id, psj.project_id FROM processing_services ps"
+        "SELECT ps.endpoint_url, psp.pipeline_id, psj.project_id FROM ml_processingservice ps"
         " JOIN processing_service_pipelines psp ON psp.processing_service_id = ps.id"
         " JOIN processing_service_projects psj ON psj.processing_service_id = ps.id"
         " WHERE ps.id = %s",

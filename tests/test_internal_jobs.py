@@ -12,9 +12,11 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
+from antenna_db.collections import ANTENNA_METHOD
+from antenna_db.job_store import JobRecord
+from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY, SeedResult, seed
 from api.job_actions import JobActions
-from core.job_store import JobRecord
-from core.seed import CLASSIFIER_KEY, DETECTOR_KEY, SeedResult, seed
+from core.job_params import SampleMethod
 from core.settings import ExportSettings, Settings
 from core.states import DispatchMode, JobState, JobType
 from tests.helpers_chaos import DbHold
@@ -35,14 +37,16 @@ IMAGES = 150  # captures every minute from 2026-06-01 22:01 UTC to 2026-06-02 00
 async def new_collection(pool, project_id: int, members: list[int] | None = None) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "INSERT INTO collections (project_id, name) VALUES (%s, 'sample') RETURNING id",
+            "INSERT INTO main_sourceimagecollection (created_at, updated_at, name, description,"
+            " method, kwargs, project_id) VALUES (now(), now(), 'sample', '', 'manual',"
+            " '{}'::jsonb, %s) RETURNING id",
             (project_id,),
         )
         collection_id = int((await cur.fetchone())["id"])
         if members:
             await conn.execute(
-                "INSERT INTO collection_images (collection_id, source_image_id)"
-                " SELECT %s, unnest(%s::bigint[])",
+                "INSERT INTO main_sourceimagecollection_images"
+                " (sourceimagecollection_id, sourceimage_id) SELECT %s, unnest(%s::bigint[])",
                 (collection_id, members),
             )
     return collection_id
@@ -57,7 +61,7 @@ async def create(pool, temporal_client, settings, job_type: JobType, **kwargs) -
 async def project_images(pool, project_id: int) -> list[int]:
     rows = await fetch(
         pool,
-        "SELECT id FROM source_images WHERE project_id = %s ORDER BY timestamp, id",
+        'SELECT id FROM main_sourceimage WHERE project_id = %s ORDER BY "timestamp", id',
         project_id,
     )
     return [r["id"] for r in rows]
@@ -120,8 +124,11 @@ async def test_populate_fills_the_collection_by_method(
         "captures_considered": considered,
         "captures_added": len(want),
     }
-    rows = await fetch(pool, "SELECT method, params FROM collections WHERE id = %s", collection)
-    assert rows[0]["method"] == params["method"]
+    rows = await fetch(
+        pool, "SELECT method, kwargs FROM main_sourceimagecollection WHERE id = %s", collection
+    )
+    method = SampleMethod(params["method"])
+    assert rows[0]["method"] == ANTENNA_METHOD.get(method, method.value)
     messages = [r["message"] for r in await job_logs(pool, job.id)]
     assert any(
         m.startswith(f"Job finished: SUCCESS. Collection {collection} now holds") for m in messages
@@ -171,7 +178,7 @@ async def _populate_job_held(pool, temporal_client, settings):
     # The populate statement waits inside its transaction, some rows already inserted.
     hold = DbHold(
         settings,
-        "collection_images",
+        "main_sourceimagecollection_images",
         "INSERT",
         f"NEW.collection_id = {collection} AND NEW.source_image_id = {ids[100]}",
     )
@@ -202,7 +209,9 @@ async def test_populate_cancelled_mid_way_leaves_the_collection_as_it_was(
     done = await get_job(pool, job.id)
     assert done.status == JobState.REVOKED and done.finished_at is not None
     assert await collection_image_ids(pool, collection) == sorted(ids[:3])
-    rows = await fetch(pool, "SELECT method FROM collections WHERE id = %s", collection)
+    rows = await fetch(
+        pool, "SELECT method FROM main_sourceimagecollection WHERE id = %s", collection
+    )
     assert rows[0]["method"] == "manual"
 
 
@@ -234,26 +243,36 @@ async def add_detections(pool, seeded: SeedResult) -> None:
     every third image also gets a null-bbox marker, which is not exported."""
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO detections (source_image_id, algorithm_id, bbox_x1, bbox_y1, bbox_x2,"
-            " bbox_y2, timestamp)"
-            " SELECT si.id, a.id, k * 10, 1, k * 10 + 5, 6, si.timestamp"
-            " FROM source_images si, algorithms a, generate_series(1, 2) AS k"
+            "INSERT INTO main_detection (created_at, updated_at, source_image_id,"
+            ' detection_algorithm_id, bbox, "timestamp", detection_time)'
+            " SELECT now(), now(), si.id, a.id, jsonb_build_array(k * 10, 1, k * 10 + 5, 6),"
+            ' si."timestamp", si."timestamp"'
+            " FROM main_sourceimage si, ml_algorithm a, generate_series(1, 2) AS k"
             " WHERE si.project_id = %s AND a.key = %s",
             (seeded.project_id, DETECTOR_KEY),
         )
         await conn.execute(
-            "INSERT INTO detections (source_image_id, algorithm_id)"
-            " SELECT si.id, a.id FROM source_images si, algorithms a"
+            "INSERT INTO main_detection (created_at, updated_at, source_image_id,"
+            " detection_algorithm_id) SELECT now(), now(), si.id, a.id"
+            " FROM main_sourceimage si, ml_algorithm a"
             " WHERE si.project_id = %s AND a.key = %s AND si.id %% 3 = 0",
             (seeded.project_id, DETECTOR_KEY),
         )
         await conn.execute(
-            "INSERT INTO classifications (detection_id, algorithm_id, taxon, scores, terminal)"
-            " SELECT d.id, a.id, t.taxon, t.scores, t.terminal"
-            " FROM detections d JOIN source_images si ON si.id = d.source_image_id,"
-            " algorithms a, (VALUES ('Noctuidae', '{0.9,0.1}'::real[], true),"
-            "  ('Erebidae', '{0.2,0.4}'::real[], false)) AS t(taxon, scores, terminal)"
-            " WHERE si.project_id = %s AND a.key = %s AND d.bbox_x1 = 10",
+            "INSERT INTO main_taxon (created_at, updated_at, name, rank, active, author, notes,"
+            " parents_json, display_name) SELECT now(), now(), n, 'FAMILY', true, '', '', '[]', n"
+            " FROM unnest(ARRAY['Noctuidae', 'Erebidae']) AS n ON CONFLICT DO NOTHING"
+        )
+        await conn.execute(
+            'INSERT INTO main_classification (created_at, updated_at, "timestamp", detection_id,'
+            " algorithm_id, taxon_id, score, scores, terminal)"
+            " SELECT now(), now(), now(), d.id, a.id, tx.id,"
+            " (SELECT max(v) FROM unnest(t.scores) v), t.scores, t.terminal"
+            " FROM main_detection d JOIN main_sourceimage si ON si.id = d.source_image_id,"
+            " ml_algorithm a, (VALUES ('Noctuidae', '{0.9,0.1}'::float8[], true),"
+            "  ('Erebidae', '{0.2,0.4}'::float8[], false)) AS t(taxon, scores, terminal)"
+            " JOIN main_taxon tx ON tx.name = t.taxon"
+            " WHERE si.project_id = %s AND a.key = %s AND d.bbox->>0 = '10'",
             (seeded.project_id, CLASSIFIER_KEY),
         )
 
@@ -316,8 +335,8 @@ async def test_export_streams_detections_and_classifications(
     records = read_export(path, fmt)
     detections = await fetch(
         pool,
-        "SELECT d.id FROM detections d JOIN source_images si ON si.id = d.source_image_id"
-        " WHERE si.project_id = %s AND d.bbox_x1 IS NOT NULL ORDER BY d.id",
+        "SELECT d.id FROM main_detection d JOIN main_sourceimage si ON si.id = d.source_image_id"
+        " WHERE si.project_id = %s AND d.bbox IS NOT NULL ORDER BY d.id",
         seeded.project_id,
     )
     want = [r["id"] for r in detections]
@@ -374,7 +393,7 @@ _RECORDS = "coalesce(NEW.progress #>> '{stages,0,params,2,value}', '')"
 
 def _hold_progress(settings: Settings, job_id: int, condition: str) -> DbHold:
     """The export's progress write (after a page) whose records_exported matches ``condition``."""
-    return DbHold(settings, "jobs", "UPDATE", f"NEW.id = {job_id} AND {_RECORDS} {condition}")
+    return DbHold(settings, "jobs_job", "UPDATE", f"NEW.id = {job_id} AND {_RECORDS} {condition}")
 
 
 async def _waiting_on_job_row(pool) -> bool:
@@ -383,7 +402,7 @@ async def _waiting_on_job_row(pool) -> bool:
     rows = await fetch(
         pool,
         "SELECT 1 FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock'"
-        " AND a.query LIKE 'UPDATE jobs SET progress = jsonb_set(progress,%%'"
+        " AND a.query LIKE 'UPDATE jobs_job SET progress = jsonb_set(progress,%%'"
         " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
         "             AND l.relation = 'jobs'::regclass)",
     )

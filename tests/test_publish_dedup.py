@@ -12,8 +12,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.images import ImageActivities
 from activities.models import JobRef, PublishCheckpoint, PublishInput
 from activities.task_queue import TaskQueueActivities
-from core import naming
 from tests.helpers_api import make_job
+from tests.helpers_db import NAMES
 from worker.resources import Resources
 
 
@@ -44,9 +44,9 @@ async def test_a_repeated_publish_adds_no_message(resume_from, pool, settings, r
             )
         again = await env.run(queue.publish_tasks, PublishInput(job_id=job.id, total=100))
         assert again.published == 100  # it counts what it sent, resumed or not
-        info = await resources.js.stream_info(naming.stream_name(job.id))
+        info = await resources.js.stream_info(NAMES.stream(job.id))
         assert info.state.messages == 100 and info.state.last_seq == 100
-        assert await redis_client.scard(naming.pending_key(job.id, "process")) == 100
+        assert await redis_client.scard(NAMES.pending_key(job.id, "process")) == 100
     finally:
         await queue.remove(job.id)
         await resources.close()

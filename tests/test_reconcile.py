@@ -22,10 +22,12 @@ from temporalio.testing import ActivityEnvironment
 from activities.reconcile import ReconcileActivities
 from activities.reconcile_models import ReconcileInput, ReconcileReport
 from activities.task_queue import TaskQueueActivities
+from antenna_db import job_store
 from api.job_actions import JobActions
-from core import inbox, job_store, naming
+from core import inbox, naming
 from core.inbox import InboxEntry
 from core.states import JobState
+from tests.helpers_db import NAMES
 from tests.helpers_processes import OwnedNats, owned, worker_processes
 from tests.helpers_temporal import eventually, running_workers
 from tests.test_workflow_job import new_job, wait_for_pending_activity
@@ -63,14 +65,14 @@ async def run_reconcile(client, settings) -> ReconcileReport:
 
 async def stream_exists(js, job_id: int) -> bool:
     try:
-        await js.stream_info(naming.stream_name(job_id))
+        await js.stream_info(NAMES.stream(job_id))
         return True
     except NotFoundError:
         return False
 
 
 async def inbox_row(pool, job_id: int) -> None:
-    entry = InboxEntry(image_id=None, reply_subject="late", is_error=True, payload={"error": "x"})
+    entry = InboxEntry(image_id=None, reply_subject="late", is_error=True, payload='{"error": "x"}')
     async with pool.connection() as conn:
         await inbox.store(conn, job_id, [entry])
 
@@ -79,7 +81,7 @@ async def leftovers(resources, redis_client, pool, job_id: int) -> list[str]:
     left = []
     if await stream_exists(resources.js, job_id):
         left.append("stream")
-    if await redis_client.exists(*naming.redis_keys(job_id)):
+    if await redis_client.exists(*NAMES.redis_keys(job_id)):
         left.append("keys")
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT 1 FROM result_inbox WHERE job_id = %s", (job_id,))
@@ -124,7 +126,7 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
         async with pool.connection() as conn:
             await job_store.transition(conn, canceling.id, JobState.CANCELING, [JobState.STARTED])
             await conn.execute(
-                "UPDATE jobs SET status = 'PENDING', updated_at = now() - interval '1 hour'"
+                "UPDATE jobs_job SET status = 'PENDING', updated_at = now() - interval '1 hour'"
                 " WHERE id = %s",
                 (never_started.id,),
             )
@@ -177,10 +179,10 @@ async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client,
     running, _ = await new_job(pool, 3)
     stranger = with_stream.id + 10_000_000  # no such job in this session's schema
     for job_id in (with_stream.id, running.id, stranger):
-        config = StreamConfig(name=naming.stream_name(job_id), subjects=[naming.subject(job_id)])
+        config = StreamConfig(name=NAMES.stream(job_id), subjects=[NAMES.subject(job_id)])
         await js.add_stream(config)
     for job_id in (with_stream.id, keys_only.id, running.id, stranger):
-        await redis_client.set(naming.total_key(job_id), 3, ex=600)
+        await redis_client.set(NAMES.total_key(job_id), 3, ex=600)
     await inbox_row(pool, with_stream.id)
     await inbox_row(pool, keys_only.id)
     async with pool.connection() as conn:
@@ -196,7 +198,7 @@ async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client,
             resources.pool, None, queue, resources.js, resources.redis, settings
         )
         report = await ActivityEnvironment().run(acts.remove_leftovers, ReconcileInput())
-        assert naming.stream_name(with_stream.id) in report.streams_removed
+        assert NAMES.stream(with_stream.id) in report.streams_removed
         assert keys_only.id in report.redis_jobs_removed and report.inbox_rows_removed >= 1
         for job in (with_stream, keys_only):
             assert await leftovers(resources, redis_client, pool, job.id) == []
@@ -204,9 +206,9 @@ async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client,
         await resources.close()
     for job_id in (running.id, stranger):
         assert await stream_exists(js, job_id)
-        assert await redis_client.exists(naming.total_key(job_id)) == 1
-        await js.delete_stream(naming.stream_name(job_id))
-        await redis_client.delete(naming.total_key(job_id))
+        assert await redis_client.exists(NAMES.total_key(job_id)) == 1
+        await js.delete_stream(NAMES.stream(job_id))
+        await redis_client.delete(NAMES.total_key(job_id))
 
 
 async def test_zombie_streams_of_missing_jobs_are_removed_once_old(pool, settings, tmp_path):

@@ -11,12 +11,14 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
 
+from antenna_db import job_store
 from cli.main import app as cli_app
-from core import inbox, job_store, naming
+from core import inbox, naming
 from core.inbox import InboxEntry
 from core.states import JobState
 from tests.helpers_api import Api, api_fixture  # noqa: F401 - fixture
 from tests.helpers_chaos import RecordingAdc, job_counts, wait_final
+from tests.helpers_db import NAMES
 from tests.helpers_temporal import detections_for, eventually, running_workers, simulated_worker
 from tests.test_workflow_job import new_job, wait_for_pending_activity
 
@@ -35,7 +37,7 @@ async def cli(settings, *args: str):
 
 async def stream_messages(js, job_id: int) -> int | None:
     try:
-        return (await js.stream_info(naming.stream_name(job_id))).state.messages
+        return (await js.stream_info(NAMES.stream(job_id))).state.messages
     except NotFoundError:
         return None
 
@@ -107,7 +109,7 @@ async def test_retry_queues_only_unprocessed_images_once(
                 # Terminated: the stream, keys and a stray result stay behind (as after a crash
                 # in Antenna), and something marks the job FAILURE without cleaning up.
                 await handle.terminate(reason="test")
-                entry = InboxEntry(image_id=None, reply_subject="old", is_error=True, payload={})
+                entry = InboxEntry(image_id=None, reply_subject="old", is_error=True, payload="{}")
                 async with pool.connection() as conn:
                     await inbox.store(conn, job.id, [entry])
                     await job_store.transition(
@@ -138,7 +140,7 @@ async def test_retry_queues_only_unprocessed_images_once(
         done = await job_store.get_job(conn, job.id)
         cur = await conn.execute(
             "SELECT source_image_id, count(*) FILTER (WHERE bbox_x1 IS NOT NULL) AS real,"
-            " count(*) AS n FROM detections WHERE job_id = %s GROUP BY source_image_id",
+            " count(*) AS n FROM job_detections WHERE job_id = %s GROUP BY source_image_id",
             (job.id,),
         )
         per_image = {r["source_image_id"]: r for r in await cur.fetchall()}
@@ -152,7 +154,7 @@ async def test_retry_queues_only_unprocessed_images_once(
         assert row["n"] == max(1, detections_for(image))  # no duplicate, marker when none
     assert done.progress.stage("collect").param("total_images") == total - first
     assert done.progress.stage("process").param("processed") == total - first
-    assert await redis_client.exists(*naming.redis_keys(job.id)) == 0
+    assert await redis_client.exists(*NAMES.redis_keys(job.id)) == 0
     assert await stream_messages(js, job.id) is None
 
 
@@ -173,11 +175,9 @@ async def test_retry_removes_a_leftover_stream_with_duplicates(
     stream full of old messages is deleted before the new run publishes."""
     job, seeded = await new_job(pool, 30)
     js = nats_client.jetstream()
-    await js.add_stream(
-        StreamConfig(name=naming.stream_name(job.id), subjects=[naming.subject(job.id)])
-    )
+    await js.add_stream(StreamConfig(name=NAMES.stream(job.id), subjects=[NAMES.subject(job.id)]))
     for _ in range(45):
-        await js.publish(naming.subject(job.id), b'{"id": "0", "image_id": "0", "image_url": ""}')
+        await js.publish(NAMES.subject(job.id), b'{"id": "0", "image_id": "0", "image_url": ""}')
     async with pool.connection() as conn:
         await job_store.transition(
             conn, job.id, JobState.FAILURE, [JobState.CREATED], finished=True

@@ -7,10 +7,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from antenna_db import job_store
+from antenna_db.seed import seed
 from api.job_actions import JobActions
 from cli.fake_service import FakeServiceConfig, FakeServiceStats, create_fake_service, serving
-from core import job_store
-from core.seed import seed
 from core.settings import Settings, SyncApiSettings
 from core.states import DispatchMode, JobState
 from tests.helpers_chaos import DbHold
@@ -38,7 +38,8 @@ def with_sync(settings: Settings, **values: object) -> Settings:
 async def detection_rows(pool, job_id: int) -> list[dict]:
     return await fetch(
         pool,
-        "SELECT d.source_image_id, d.bbox_x1, count(*) AS n FROM detections d WHERE d.job_id = %s"
+        "SELECT d.source_image_id, d.bbox_x1, count(*) AS n FROM job_detections d"
+        " WHERE d.job_id = %s"
         " GROUP BY d.source_image_id, d.algorithm_id, d.bbox_x1, d.bbox_y1, d.bbox_x2, d.bbox_y2",
         job_id,
     )
@@ -47,8 +48,7 @@ async def detection_rows(pool, job_id: int) -> list[dict]:
 async def classification_count(pool, job_id: int) -> int:
     rows = await fetch(
         pool,
-        "SELECT count(*) AS n FROM classifications c JOIN detections d ON d.id = c.detection_id"
-        " WHERE d.job_id = %s",
+        "SELECT count(*) AS n FROM job_classifications c WHERE c.job_id = %s",
         job_id,
     )
     return int(rows[0]["n"])
@@ -196,7 +196,7 @@ async def test_no_live_service_fails_the_job_with_the_reason(case, pool, tempora
     if case == "not ready":
         assert any("/readyz answered 503" in m for m in failure), failure
         rows = await fetch(
-            pool, "SELECT last_seen_live FROM processing_services WHERE endpoint_url = %s", url
+            pool, "SELECT last_seen_live FROM ml_processingservice WHERE endpoint_url = %s", url
         )
         assert rows == [{"last_seen_live": False}]
     # Nothing was sent, nothing failed: the images stay as they were.

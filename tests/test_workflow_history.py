@@ -13,8 +13,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from antenna_db import job_store
 from api.job_actions import JobActions
-from core import job_store
 from core.states import JobState
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker
 from tests.test_workflow_job import job_handle, new_job

@@ -12,12 +12,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer
 
+from antenna_db import job_store
+from antenna_db.seed import seed
 from api.job_actions import JobActions
-from core import job_store, naming
-from core.seed import seed
+from core import naming
 from core.states import JobState
 from core.workflow_io import JobWorkflowResult, WorkflowProgress
 from tests.conftest import TEMPORAL_CLI
+from tests.helpers_db import NAMES
 from tests.helpers_temporal import (
     SimulatedAdcWorker,
     detections_for,
@@ -47,8 +49,8 @@ def job_handle(client, job_id: int):
 
 async def assert_queue_gone(resources, redis_client, job_id: int) -> None:
     with pytest.raises(NotFoundError):
-        await resources.js.stream_info(naming.stream_name(job_id))
-    assert await redis_client.exists(*naming.redis_keys(job_id)) == 0
+        await resources.js.stream_info(NAMES.stream(job_id))
+    assert await redis_client.exists(*NAMES.redis_keys(job_id)) == 0
 
 
 async def image_ids(pool, job_id: int) -> list[int]:
@@ -101,14 +103,13 @@ async def test_job_runs_to_success(pool, temporal_client, settings, nats_client,
     row = await fetch_one(
         pool,
         "SELECT count(*) FILTER (WHERE bbox_x1 IS NOT NULL) AS real,"
-        " count(*) FILTER (WHERE bbox_x1 IS NULL) AS markers FROM detections WHERE job_id = %s",
+        " count(*) FILTER (WHERE bbox_x1 IS NULL) AS markers FROM job_detections WHERE job_id = %s",
         job.id,
     )
     assert (row["real"], row["markers"]) == (want_detections, markers)
     row = await fetch_one(
         pool,
-        "SELECT count(*) AS n FROM classifications c JOIN detections d ON d.id = c.detection_id"
-        " WHERE d.job_id = %s",
+        "SELECT count(*) AS n FROM job_classifications c WHERE c.job_id = %s",
         job.id,
     )
     assert row["n"] == want_detections
@@ -161,7 +162,7 @@ async def test_duplicate_results_save_and_count_once(pool, temporal_client, sett
     row = await fetch_one(
         pool,
         "SELECT count(*) FILTER (WHERE bbox_x1 IS NOT NULL) AS real, count(*) AS all"
-        " FROM detections WHERE job_id = %s",
+        " FROM job_detections WHERE job_id = %s",
         job.id,
     )
     want = sum(detections_for(i) for i in ids)
@@ -261,7 +262,7 @@ async def test_starting_twice_keeps_one_run(pool, temporal_client, settings, nat
 
         async def all_published():
             try:
-                info = await resources.js.stream_info(naming.stream_name(job.id))
+                info = await resources.js.stream_info(NAMES.stream(job.id))
             except NotFoundError:
                 return False
             return info.state.messages == 80
@@ -269,7 +270,7 @@ async def test_starting_twice_keeps_one_run(pool, temporal_client, settings, nat
         await eventually(all_published)
         handle = job_handle(temporal_client, job.id)
         await actions.run(job.id)
-        info = await resources.js.stream_info(naming.stream_name(job.id))
+        info = await resources.js.stream_info(NAMES.stream(job.id))
         assert info.state.messages == 80
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
+from antenna_db import job_store
 from api.job_actions import JobActions
-from core import job_store, naming, search_attributes
+from core import naming, search_attributes
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker

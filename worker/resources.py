@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
+from activities.after_commit import AfterCommit
+from antenna_db.cachalot import CachalotInvalidator
+from bridge.antenna_tasks import AntennaTaskSender
 from core.db import migrate, open_pool
 from core.settings import Settings
 
@@ -30,6 +34,9 @@ class Resources:
     js: JetStreamContext
     # Requests to push-mode processing services (SYNC_API); each call sets its own timeouts.
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    # Antenna's query cache and crop worker, told of our writes (when configured).
+    after: AfterCommit = field(default_factory=AfterCommit)
+    _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @classmethod
     async def open(cls, settings: Settings, *, run_migrations: bool = True) -> Resources:
@@ -51,9 +58,26 @@ class Resources:
             timeout=settings.nats.request_timeout.total_seconds(),
             publish_async_max_pending=_SHARED_PUBLISH_LIMIT,
         )
-        return cls(pool=pool, redis=redis, nc=nc, js=js)
+        resources = cls(pool=pool, redis=redis, nc=nc, js=js)
+        resources._antenna_side(settings)
+        return resources
+
+    def _antenna_side(self, settings: Settings) -> None:
+        invalidate = None
+        if settings.antenna.cache_url:
+            cache = aioredis.Redis.from_url(settings.antenna.cache_url)
+            invalidate = CachalotInvalidator(cache).invalidate
+            self._closers.append(cache.aclose)
+        sender = AntennaTaskSender(settings.antenna)
+        queue_crops = sender.create_detection_images if sender.enabled else None
+        self._closers.append(sender.aclose)
+        self.after = AfterCommit(invalidate, queue_crops)
 
     async def close(self) -> None:
+        await self.after.close()
+        for closer in self._closers:
+            with suppress(Exception):
+                await closer()
         await self.http.aclose()
         with suppress(Exception):
             await self.nc.drain()

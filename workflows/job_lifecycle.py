@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import (
         JOB_CANCELLED,
         JOB_NOT_FOUND,
-        AggregateCounters,
         FailInput,
         FinalizeInput,
         FinalizeResult,
@@ -42,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.temporal_ops import TemporalActivities
     from core import search_attributes
+    from core.counters import AggregateCounters
     from core.states import FINAL_STATES, JobState
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
 

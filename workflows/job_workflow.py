@@ -16,16 +16,11 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities
-    from activities.models import (
-        AggregateCounters,
-        AggregateInput,
-        AggregateResult,
-        PublishInput,
-        PublishResult,
-    )
+    from activities.models import AggregateInput, AggregateResult, PublishInput, PublishResult
     from activities.results import ResultActivities
     from activities.task_queue import TaskQueueActivities
     from core import naming
+    from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
     from workflows.job_lifecycle import JobLifecycle
 

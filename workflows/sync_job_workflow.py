@@ -11,10 +11,10 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities
-    from activities.models import AggregateCounters
     from activities.sync_models import ServiceChoice, SyncProcessInput, SyncProcessResult
     from activities.sync_process import SyncActivities
     from core import naming
+    from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
     from workflows.job_lifecycle import JobLifecycle
 

@@ -7,17 +7,16 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from api.pagination import Page
-from core.job_store import JobRecord
+from antenna_db.job_store import COLUMNS, JobRecord
+from antenna_db.users import visible_projects
 from core.states import FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
-_SUMMARY_COLUMNS = (
-    "j.id, j.name, j.project_id, j.pipeline_id, j.collection_id, j.job_type, j.dispatch_mode,"
-    ' j.status, j.progress, j.params, j.result, j."limit", j.shuffle, j.created_at,'
-    " j.updated_at, j.started_at, j.finished_at, p.slug AS pipeline_slug"
+_SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug"
+_FROM = (
+    " FROM jobs_job j LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
+    " JOIN main_project pr ON pr.id = j.project_id"
 )
-_FROM = " FROM jobs j LEFT JOIN pipelines p ON p.id = j.pipeline_id"
 # Antenna's incomplete_only: neither the job nor its results stage is final.
 _INCOMPLETE = (
     " AND j.status <> ALL(%(final)s) AND NOT EXISTS ("
@@ -25,6 +24,12 @@ _INCOMPLETE = (
     "   THEN j.progress->'stages' ELSE '[]'::jsonb END) AS stage"
     "  WHERE stage->>'key' = 'results' AND stage->>'status' = ANY(%(final)s))"
 )
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,12 @@ class JobFilters:
     incomplete_only: bool = False
     # The ADC drops a whole page if one pipeline_slug is null: ids_only lists jobs with one.
     with_pipeline: bool = False
+    # Only jobs of projects this user may see (None: every job, for superusers).
+    viewer: int | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clause = " WHERE true"
-        params: dict[str, Any] = {"final": _FINAL}
+        clause = " WHERE " + visible_projects("pr")
+        params: dict[str, Any] = {"final": _FINAL, "viewer": self.viewer}
         if self.project_id is not None:
             clause += " AND j.project_id = %(project_id)s"
             params["project_id"] = self.project_id
@@ -102,15 +109,17 @@ async def list_jobs(
     return [summary(r) for r in await cur.fetchall()]
 
 
-async def job_summary(conn: AsyncConnection[Any], job_id: int) -> dict[str, Any] | None:
-    cur = await conn.execute("SELECT " + _SUMMARY_COLUMNS + _FROM + " WHERE j.id = %s", (job_id,))
+async def job_summary(
+    conn: AsyncConnection[Any], job_id: int, viewer: int | None = None
+) -> dict[str, Any] | None:
+    """The job as the API shows it, if ``viewer`` may see it (None: anyone)."""
+    cur = await conn.execute(
+        "SELECT "
+        + _SUMMARY_COLUMNS
+        + _FROM
+        + " WHERE j.id = %(job)s AND "
+        + visible_projects("pr"),
+        {"job": job_id, "viewer": viewer},
+    )
     row = await cur.fetchone()
     return summary(row) if row else None
-
-
-async def pipeline_slug(conn: AsyncConnection[Any], pipeline_id: int | None) -> str | None:
-    if pipeline_id is None:
-        return None
-    cur = await conn.execute("SELECT slug FROM pipelines WHERE id = %s", (pipeline_id,))
-    row = await cur.fetchone()
-    return str(row["slug"]) if row else None

@@ -1,0 +1,436 @@
+"""Antenna's job rows: ``jobs_job`` reads, creation and guarded writes, and ``jobs_joblog`` lines.
+
+Columns change as Antenna's own writers change them (reference/antenna-db.md section 4): every
+status write is ``UPDATE ... WHERE status IN (...)``, so a stale writer can never move a job out of
+a final state (antenna#1337), and the progress summary's status follows the row's status in the
+same statement. No row locks: one writer of progress per running job. ``logs`` (deprecated in
+Antenna, read by its list view) stays ``{"stdout": [], "stderr": []}``; lines go to jobs_joblog.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from pydantic import BaseModel
+
+from antenna_db import exports, users
+from core.errors import InvalidJobInput, JobNotFound
+from core.job_params import validate_params
+from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
+from core.states import FINAL_STATES, DispatchMode, JobState, JobType
+from core.text import storable, storable_json
+
+NAME_MAX = 255
+EMPTY_LOGS = '{"stdout": [], "stderr": []}'
+
+COLUMNS = (
+    "j.id, j.name, j.project_id, j.pipeline_id, j.source_image_collection_id AS collection_id,"
+    " j.deployment_id, j.source_image_single_id, j.data_export_id, j.job_type_key AS job_type,"
+    ' j.dispatch_mode, j.status, j.progress, j.params, j.result, j."limit", j.shuffle, j.delay,'
+    " j.task_id, j.created_at, j.updated_at, j.scheduled_at, j.started_at, j.finished_at"
+)
+
+
+class JobRecord(BaseModel):
+    id: int
+    name: str
+    project_id: int
+    pipeline_id: int | None
+    collection_id: int | None
+    deployment_id: int | None = None
+    source_image_single_id: int | None = None
+    data_export_id: int | None = None
+    job_type: JobType
+    dispatch_mode: DispatchMode
+    status: JobState
+    progress: JobProgress
+    params: dict[str, Any] | None
+    result: dict[str, Any] | None
+    limit: int | None
+    shuffle: bool
+    delay: int = 0
+    task_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    scheduled_at: datetime | None = None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+async def get_job(conn: AsyncConnection[Any], job_id: int) -> JobRecord:
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM jobs_job j WHERE j.id = %s", (job_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return JobRecord.model_validate(row)
+
+
+async def get_status(conn: AsyncConnection[Any], job_id: int) -> JobState:
+    cur = await conn.execute("SELECT status FROM jobs_job WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return JobState(row["status"])
+
+
+# Antenna's ProjectFeatureFlags: a missing key takes its default (async workers: on).
+_ASYNC_FLAG = (
+    "CASE WHEN jsonb_typeof(feature_flags->'async_pipeline_workers') = 'boolean'"
+    " THEN (feature_flags->>'async_pipeline_workers')::boolean ELSE true END"
+)
+
+
+async def choose_dispatch_mode(
+    conn: AsyncConnection[Any], project_id: int, requested: DispatchMode | None
+) -> DispatchMode:
+    """Antenna's Job.setup(): an explicit mode stays; else the project's async flag decides."""
+    if requested is not None and requested != DispatchMode.INTERNAL:
+        return requested
+    cur = await conn.execute(
+        f"SELECT {_ASYNC_FLAG} AS async FROM main_project WHERE id = %s", (project_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise InvalidJobInput("project", f"project {project_id} does not exist")
+    return DispatchMode.ASYNC_API if row["async"] else DispatchMode.SYNC_API
+
+
+def _name(name: str | None, default: str) -> str:
+    if name is None:
+        return default[:NAME_MAX]
+    if len(name) > NAME_MAX:
+        raise InvalidJobInput("name", f"Ensure this field has no more than {NAME_MAX} characters.")
+    return storable(name)
+
+
+async def _collection_project(conn: AsyncConnection[Any], collection_id: int) -> int:
+    cur = await conn.execute(
+        "SELECT project_id FROM main_sourceimagecollection WHERE id = %s", (collection_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise InvalidJobInput("collection", f"collection {collection_id} does not exist")
+    return int(row["project_id"])
+
+
+_INSERT = (
+    "INSERT INTO jobs_job (created_at, updated_at, name, queue, status, progress, logs, delay,"
+    " shuffle, job_type_key, dispatch_mode, project_id, pipeline_id, source_image_collection_id,"
+    ' "limit", params, data_export_id)'
+    " VALUES (now(), now(), %(name)s, 'default', 'CREATED', %(progress)s, %(logs)s, 0,"
+    " %(shuffle)s, %(job_type)s, %(mode)s, %(project)s, %(pipeline)s, %(collection)s,"
+    " %(limit)s, %(params)s, %(export)s) RETURNING id"
+)
+
+
+async def create_ml_job(
+    conn: AsyncConnection[Any],
+    *,
+    project_id: int,
+    pipeline_slug: str,
+    collection_id: int,
+    name: str | None = None,
+    dispatch_mode: DispatchMode | None = None,
+    limit: int | None = None,
+    shuffle: bool = True,
+) -> JobRecord:
+    """Create an ML job as Antenna's API does, after checking that what it names belongs
+    together."""
+    cur = await conn.execute("SELECT id FROM ml_pipeline WHERE slug = %s", (pipeline_slug,))
+    pipeline = await cur.fetchone()
+    if pipeline is None:
+        raise InvalidJobInput("pipeline", f"no pipeline with slug {pipeline_slug!r}")
+    if await _collection_project(conn, collection_id) != project_id:
+        raise InvalidJobInput(
+            "collection", f"collection {collection_id} is not in project {project_id}"
+        )
+    if limit is not None and limit < 0:
+        raise InvalidJobInput("limit", "must be 0 or more")
+    mode = await choose_dispatch_mode(conn, project_id, dispatch_mode)
+    cur = await conn.execute(
+        _INSERT,
+        {
+            "name": _name(name, f"{pipeline_slug} on collection {collection_id}"),
+            "progress": json.dumps(new_ml_progress().as_json()),
+            "logs": EMPTY_LOGS,
+            "shuffle": shuffle,
+            "job_type": JobType.ML.value,
+            "mode": mode.value,
+            "project": project_id,
+            "pipeline": pipeline["id"],
+            "collection": collection_id,
+            "limit": limit,
+            "params": None,
+            "export": None,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return await get_job(conn, row["id"])
+
+
+async def create_internal_job(
+    conn: AsyncConnection[Any],
+    *,
+    job_type: JobType,
+    project_id: int,
+    collection_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    name: str | None = None,
+    user_id: int | None = None,
+) -> JobRecord:
+    """Create a populate_captures_collection or data_export job (dispatch mode internal); an
+    export gets its exports_dataexport row, as in Antenna (owned by ``user_id``, else by the
+    antenna-jobs system user)."""
+    if job_type == JobType.ML:
+        raise InvalidJobInput("job_type", "ML jobs are created with a pipeline (create_ml_job)")
+    stored = validate_params(job_type, params or {})
+    cur = await conn.execute("SELECT 1 FROM main_project WHERE id = %s", (project_id,))
+    if await cur.fetchone() is None:
+        raise InvalidJobInput("project", f"project {project_id} does not exist")
+    if collection_id is None and job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        raise InvalidJobInput("collection", "the collection to populate is required")
+    if collection_id is not None and await _collection_project(conn, collection_id) != project_id:
+        raise InvalidJobInput(
+            "collection", f"collection {collection_id} is not in project {project_id}"
+        )
+    if job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        progress = new_populate_progress()
+        default_name = f"Populate collection {collection_id} ({stored['method']})"
+        data_export_id = None
+    else:
+        progress = new_export_progress()
+        scope = f"collection {collection_id}" if collection_id else f"project {project_id}"
+        default_name = f"Export {scope} as {stored['format']}"
+        owner = user_id if user_id is not None else await users.system_user(conn)
+        data_export_id = await exports.create(conn, project_id, owner, stored["format"])
+    cur = await conn.execute(
+        _INSERT,
+        {
+            "name": _name(name, default_name),
+            "progress": json.dumps(progress.as_json()),
+            "logs": EMPTY_LOGS,
+            "shuffle": True,
+            "job_type": job_type.value,
+            "mode": DispatchMode.INTERNAL.value,
+            "project": project_id,
+            "pipeline": None,
+            "collection": collection_id,
+            "limit": None,
+            "params": json.dumps(stored),
+            "export": data_export_id,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return await get_job(conn, row["id"])
+
+
+async def transition(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    to: JobState,
+    from_states: Iterable[JobState],
+    *,
+    enqueued: bool = False,
+    started: bool = False,
+    finished: bool = False,
+    reopened: bool = False,
+    progress: JobProgress | None = None,
+    unchanged_since: datetime | None = None,
+) -> bool:
+    """Move a job to ``to`` only if it is in one of ``from_states``; True if it moved.
+
+    As Antenna's writers do: ``enqueued`` (Job.enqueue) gives it a new task_id and scheduled_at
+    and clears started_at/finished_at; ``started`` stamps started_at and clears finished_at;
+    ``finished`` stamps finished_at; ``reopened`` (Job.retry) clears finished_at. The progress
+    summary's status follows the job's status in the same statement. ``unchanged_since`` (an
+    updated_at read earlier) also requires that nothing wrote the row since.
+    """
+    progress_sql = "%(progress)s::jsonb" if progress is not None else "progress"
+    sets = [
+        f"progress = jsonb_set({progress_sql}, '{{summary,status}}', to_jsonb(%(to)s::text))",
+        "status = %(to)s",
+        "updated_at = now()",
+    ]
+    if enqueued:
+        sets += [
+            "task_id = %(task_id)s",
+            "scheduled_at = now()",
+            "started_at = NULL",
+            "finished_at = NULL",
+        ]
+    if started:
+        sets += ["started_at = now()", "finished_at = NULL"]
+    if finished:
+        sets.append("finished_at = now()")
+    if reopened:
+        sets.append("finished_at = NULL")
+    where = "id = %(id)s AND status = ANY(%(from)s)"
+    if unchanged_since is not None:
+        where += " AND updated_at = %(since)s"
+    cur = await conn.execute(
+        f"UPDATE jobs_job SET {', '.join(sets)} WHERE {where}",
+        {
+            "progress": json.dumps(progress.as_json()) if progress is not None else None,
+            "to": to.value,
+            "task_id": str(uuid.uuid4()),
+            "id": job_id,
+            "from": [s.value for s in from_states],
+            "since": unchanged_since,
+        },
+    )
+    return cur.rowcount == 1
+
+
+async def save_progress(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    progress: JobProgress,
+    *,
+    run_id: str | None = None,
+) -> bool:
+    """Write the progress JSON (and updated_at), keeping the summary status the row's own.
+
+    ``run_id`` (the run the writer works for) makes a writer whose run is over (the job was
+    started again since) write nothing. True if the row was written.
+    """
+    guard = (
+        " AND EXISTS (SELECT 1 FROM job_runs r WHERE r.job_id = jobs_job.id AND r.run_id = %s)"
+        if run_id is not None
+        else ""
+    )
+    params: list[Any] = [json.dumps(progress.as_json()), job_id]
+    if run_id is not None:
+        params.append(run_id)
+    cur = await conn.execute(
+        "UPDATE jobs_job SET progress = jsonb_set(%s::jsonb, '{summary,status}', to_jsonb(status)),"
+        " updated_at = now() WHERE id = %s" + guard,
+        params,
+    )
+    return cur.rowcount == 1
+
+
+class RunState(BaseModel):
+    status: JobState
+    # The run that owns the job now (job_runs), None before any workflow took it.
+    run_id: str | None
+    consumer: str | None
+
+
+async def run_state(conn: AsyncConnection[Any], job_id: int, *, share: bool = False) -> RunState:
+    """The job's status and current run; ``share`` locks the job row FOR SHARE (in the caller's
+    transaction), so a status change waits for it or is seen by it."""
+    lock = " FOR SHARE OF j" if share else ""
+    cur = await conn.execute(
+        "SELECT j.status, r.run_id, r.consumer FROM jobs_job j"
+        f" LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s{lock}",
+        (job_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return RunState.model_validate(row)
+
+
+class WorkerView(BaseModel):
+    """What the worker endpoints need of a job."""
+
+    status: JobState
+    dispatch_mode: DispatchMode
+    pipeline_id: int | None
+    project_id: int
+    source_image_single_id: int | None
+    consumer: str | None
+
+
+async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
+    cur = await conn.execute(
+        "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
+        " r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
+        (job_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return WorkerView.model_validate(row)
+
+
+async def touch(conn: AsyncConnection[Any], job_id: int) -> None:
+    """Bump updated_at: Antenna's reaper revokes a running job whose row is 10 minutes old."""
+    await conn.execute("UPDATE jobs_job SET updated_at = now() WHERE id = %s", (job_id,))
+
+
+async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]) -> None:
+    await conn.execute(
+        "UPDATE jobs_job SET result = %s::jsonb, updated_at = now() WHERE id = %s",
+        (storable_json(result), job_id),
+    )
+
+
+async def append_log(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    message: str,
+    *,
+    level: str = "INFO",
+    context: dict[str, Any] | None = None,
+) -> None:
+    """One jobs_joblog line, as Antenna's JobLogHandler writes it (level name, plain text)."""
+    await conn.execute(
+        "INSERT INTO jobs_joblog (created_at, updated_at, level, message, context, job_id)"
+        " VALUES (now(), now(), %s, %s, %s::jsonb, %s)",
+        (level, storable(message), storable_json(context or {}), job_id),
+    )
+
+
+async def latest_logs(conn: AsyncConnection[Any], job_id: int, limit: int) -> list[dict[str, Any]]:
+    """Newest first, as Antenna's detail view reads them."""
+    cur = await conn.execute(
+        "SELECT created_at, level, message, context FROM jobs_joblog"
+        " WHERE job_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+        (job_id, limit),
+    )
+    return list(await cur.fetchall())
+
+
+async def reconcile_candidates(
+    conn: AsyncConnection[Any],
+    states: Iterable[JobState],
+    grace: timedelta,
+    after: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Jobs in ``states`` with id > ``after``: id, status, updated_at and ``quiet`` (untouched
+    for ``grace``)."""
+    cur = await conn.execute(
+        "SELECT id, status, updated_at, now() - updated_at > %s AS quiet FROM jobs_job"
+        " WHERE status = ANY(%s) AND id > %s ORDER BY id LIMIT %s",
+        (grace, [s.value for s in states], after, limit),
+    )
+    return list(await cur.fetchall())
+
+
+async def statuses(conn: AsyncConnection[Any], ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """id -> {status, finished_at} of the jobs that exist."""
+    cur = await conn.execute(
+        "SELECT id, status, finished_at FROM jobs_job WHERE id = ANY(%s)", (list(ids),)
+    )
+    return {r["id"]: r for r in await cur.fetchall()}
+
+
+async def remove_inbox_of_final_jobs(conn: AsyncConnection[Any]) -> int:
+    """Results stored for jobs that ended (nothing will drain them); how many went."""
+    cur = await conn.execute(
+        "WITH gone AS (DELETE FROM result_inbox i USING jobs_job j"
+        " WHERE i.job_id = j.id AND j.status = ANY(%s) RETURNING 1)"
+        " SELECT count(*) AS n FROM gone",
+        ([s.value for s in FINAL_STATES],),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0

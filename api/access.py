@@ -1,0 +1,59 @@
+"""The job a worker endpoint acts on, and whether the caller may act on it.
+
+A job the caller cannot see is a 404 (as Antenna's get_object on a filtered queryset); one it
+can see but may not run is a 403.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from antenna_db import job_store, users
+from antenna_db.job_store import JobRecord, WorkerView
+from api.auth import caller_of, require_perm
+from api.context import get_context
+from core.errors import JobNotFound
+from core.states import JobType, run_permission
+
+
+def viewer(request: Request) -> int | None:
+    """The user whose visibility limits what a request sees (None: a superuser sees all)."""
+    who = caller_of(request)
+    return None if who.is_superuser else who.user_id
+
+
+async def visible_job(request: Request, job_id: int) -> JobRecord:
+    ctx = get_context(request)
+    who = caller_of(request)
+    async with ctx.connection() as conn:
+        job = await job_store.get_job(conn, job_id)
+        if not who.is_superuser and not await users.can_see_project(conn, who, job.project_id):
+            raise JobNotFound(job_id)
+    return job
+
+
+async def runnable_job(request: Request, job_id: int) -> JobRecord:
+    """The job, if the caller may run, retry and cancel it."""
+    job = await visible_job(request, job_id)
+    single = job.source_image_single_id is not None
+    await require_perm(request, run_permission(job.job_type, single), job.project_id)
+    return job
+
+
+async def may_create(request: Request, project_id: int, job_type: JobType, start: bool) -> None:
+    """Antenna: ``create_job`` to create; the run permission too to start at once."""
+    await require_perm(request, "create_job", project_id)
+    if start:
+        await require_perm(request, run_permission(job_type), project_id)
+
+
+async def worker_job(request: Request, job_id: int) -> WorkerView:
+    ctx = get_context(request)
+    who = caller_of(request)
+    async with ctx.connection() as conn:
+        job = await job_store.worker_view(conn, job_id)
+        if not who.is_superuser and not await users.can_see_project(conn, who, job.project_id):
+            raise JobNotFound(job_id)
+    codename = run_permission(JobType.ML, job.source_image_single_id is not None)
+    await require_perm(request, codename, job.project_id)
+    return job

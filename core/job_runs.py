@@ -1,0 +1,85 @@
+"""Which workflow run owns a job now, its consumer, and its counters (table ``job_runs``).
+
+A new run resets the counters; every recorded outcome adds to them in the transaction that moves
+the images, so they are exact after any crash and cost no count(*) on a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from pydantic import BaseModel
+
+from core.counters import AggregateCounters
+
+
+class JobRun(BaseModel):
+    job_id: int
+    run_id: str
+    consumer: str
+    counters: AggregateCounters
+
+
+async def take(conn: AsyncConnection[Any], job_id: int, run_id: str, consumer: str) -> bool:
+    """Make ``run_id`` the job's run (counters from zero); True if it was not already."""
+    cur = await conn.execute(
+        "INSERT INTO job_runs (job_id, run_id, consumer) VALUES (%s, %s, %s)"
+        " ON CONFLICT (job_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
+        "  consumer = EXCLUDED.consumer, started_at = now(), total = 0, processed = 0,"
+        "  failed = 0, detections = 0, classifications = 0, updated_at = now()"
+        " WHERE job_runs.run_id <> EXCLUDED.run_id",
+        (job_id, run_id, consumer),
+    )
+    return cur.rowcount == 1
+
+
+async def get(conn: AsyncConnection[Any], job_id: int) -> JobRun | None:
+    cur = await conn.execute(
+        "SELECT job_id, run_id, consumer, total, processed, failed, detections, classifications"
+        " FROM job_runs WHERE job_id = %s",
+        (job_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return JobRun(
+        job_id=row["job_id"],
+        run_id=row["run_id"],
+        consumer=row["consumer"],
+        counters=AggregateCounters.model_validate(row),
+    )
+
+
+async def set_total(conn: AsyncConnection[Any], job_id: int, total: int) -> None:
+    """Collect's count; the outcome counters restart with the image set."""
+    await conn.execute(
+        "UPDATE job_runs SET total = %s, processed = 0, failed = 0, detections = 0,"
+        " classifications = 0, updated_at = now() WHERE job_id = %s",
+        (total, job_id),
+    )
+
+
+async def add(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    *,
+    processed: int = 0,
+    failed: int = 0,
+    detections: int = 0,
+    classifications: int = 0,
+) -> AggregateCounters | None:
+    """Add outcomes (in the caller's transaction); the counters after it."""
+    cur = await conn.execute(
+        "UPDATE job_runs SET processed = processed + %s, failed = failed + %s,"
+        " detections = detections + %s, classifications = classifications + %s,"
+        " updated_at = now() WHERE job_id = %s"
+        " RETURNING total, processed, failed, detections, classifications",
+        (processed, failed, detections, classifications, job_id),
+    )
+    row = await cur.fetchone()
+    return AggregateCounters.model_validate(row) if row else None
+
+
+async def remove(conn: AsyncConnection[Any], job_id: int) -> None:
+    await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
