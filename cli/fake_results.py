@@ -31,30 +31,43 @@ IMAGE_WIDTH, IMAGE_HEIGHT = 4096, 2160
 MAX_DETECTIONS = 3
 
 
+@dataclass(frozen=True)
+class FakeModel:
+    """The algorithms a fake result names and the classifier's labels (the demo pipeline's by
+    default; another pipeline's to answer its jobs, e.g. Antenna's recipe pipeline)."""
+
+    detector: AlgorithmReference = field(default_factory=lambda: DETECTOR)
+    classifier: AlgorithmReference = field(default_factory=lambda: CLASSIFIER)
+    labels: tuple[str, ...] = tuple(CLASSIFIER_LABELS)
+
+
+DEMO_MODEL = FakeModel()
+
+
 def _rng(seed: int, image_id: str) -> random.Random:
     return random.Random(f"{seed}:{image_id}")
 
 
-def _classification(rng: random.Random, now: datetime) -> ClassificationResponse:
-    logits = [round(rng.gauss(0.0, 2.0), 4) for _ in CLASSIFIER_LABELS]
+def _classification(rng: random.Random, now: datetime, model: FakeModel) -> ClassificationResponse:
+    logits = [round(rng.gauss(0.0, 2.0), 4) for _ in model.labels]
     top = max(logits)
     exps = [math.exp(v - top) for v in logits]
     scores = [round(e / sum(exps), 6) for e in exps]
     best = logits.index(top)
     return ClassificationResponse(
-        classification=CLASSIFIER_LABELS[best],
-        labels=list(CLASSIFIER_LABELS),
+        classification=model.labels[best],
+        labels=list(model.labels),
         scores=scores,
         logits=logits,
         inference_time=round(rng.uniform(0.005, 0.02), 4),
-        algorithm=CLASSIFIER,
+        algorithm=model.classifier,
         terminal=True,
         timestamp=now,
     )
 
 
 def _detection(
-    task: PipelineProcessingTask, rng: random.Random, now: datetime
+    task: PipelineProcessingTask, rng: random.Random, now: datetime, model: FakeModel
 ) -> DetectionResponse:
     width, height = rng.uniform(40, 300), rng.uniform(40, 300)
     x1, y1 = rng.uniform(0, IMAGE_WIDTH - width), rng.uniform(0, IMAGE_HEIGHT - height)
@@ -64,10 +77,10 @@ def _detection(
             x1=round(x1, 1), y1=round(y1, 1), x2=round(x1 + width, 1), y2=round(y1 + height, 1)
         ),
         inference_time=round(rng.uniform(0.01, 0.05), 4),
-        algorithm=DETECTOR,
+        algorithm=model.detector,
         timestamp=now,
         crop_image_url=None,
-        classifications=[_classification(rng, now)],
+        classifications=[_classification(rng, now, model)],
     )
 
 
@@ -79,6 +92,7 @@ def build_result(
     seed: int = 0,
     total_time: float = 0.0,
     now: datetime | None = None,
+    model: FakeModel = DEMO_MODEL,
 ) -> PipelineTaskResult:
     """One image's result: an error with probability ``error_rate``, else 1-3 detections,
     each with one classification."""
@@ -91,7 +105,8 @@ def build_result(
         )
         return PipelineTaskResult(reply_subject=reply_subject, result=error)
     now = now or datetime.now(UTC)
-    detections = [_detection(task, rng, now) for _ in range(rng.randint(1, MAX_DETECTIONS))]
+    count = rng.randint(1, MAX_DETECTIONS)
+    detections = [_detection(task, rng, now, model) for _ in range(count)]
     response = PipelineResultsResponse(
         pipeline=pipeline,
         total_time=total_time,

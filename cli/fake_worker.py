@@ -21,8 +21,14 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from cli.fake_results import JobCounts, build_result
-from core.schemas import PipelineProcessingTask, PipelineTaskResult, ResultsResponse, TasksResponse
+from cli.fake_results import DEMO_MODEL, FakeModel, JobCounts, build_result
+from core.schemas import (
+    AlgorithmReference,
+    PipelineProcessingTask,
+    PipelineTaskResult,
+    ResultsResponse,
+    TasksResponse,
+)
 
 log = logging.getLogger("antenna_jobs.fake_worker")
 
@@ -41,6 +47,17 @@ class FakeWorkerConfig(BaseModel):
     seed: int = 0
     post_retries: int = Field(default=3, ge=0)
     timeout: float = 60.0
+    # The algorithm keys and labels results name (default: the demo pipeline's).
+    detector_key: str = DEMO_MODEL.detector.key
+    classifier_key: str = DEMO_MODEL.classifier.key
+    labels: list[str] = Field(default_factory=lambda: list(DEMO_MODEL.labels), min_length=1)
+
+    def model(self) -> FakeModel:
+        return FakeModel(
+            detector=AlgorithmReference(name=self.detector_key, key=self.detector_key),
+            classifier=AlgorithmReference(name=self.classifier_key, key=self.classifier_key),
+            labels=tuple(self.labels),
+        )
 
 
 def api_base(url: str) -> str:
@@ -54,6 +71,7 @@ class FakeWorker:
         self, config: FakeWorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.config = config
+        self._model = config.model()
         self._transport = transport  # tests may serve the API in-process
         self.jobs: dict[int, JobCounts] = {}
         self.stopping = asyncio.Event()
@@ -140,6 +158,7 @@ class FakeWorker:
                     error_rate=self.config.error_rate,
                     seed=self.config.seed,
                     total_time=per_image,
+                    model=self._model,
                 )
                 for task in tasks
             ]

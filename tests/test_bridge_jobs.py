@@ -15,11 +15,11 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from antenna_db import job_store
 from antenna_db.seed import seed
 from api.job_actions import JobActions
 from bridge.main import run_bridge
 from bridge.outcome import BridgeOutcome
-from core import job_store
 from core.progress import reset_progress
 from core.settings import AntennaSettings
 from core.states import JobState

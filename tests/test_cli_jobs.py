@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from antenna_db import job_store
-from api.tokens import hash_key
 from cli.main import app
 from core import naming
 from core.settings import Settings
@@ -128,13 +127,36 @@ async def test_create_with_start_and_bad_input(cli_env, temporal_client):
     assert bad.exit_code == 1 and "pipeline" in bad.stderr
 
 
-async def test_token_create_prints_a_key_stored_only_as_its_hash(cli_env, pool):
-    result = await invoke(cli_env, "token", "create", "--name", "cli-test")
+async def test_token_create_list_revoke(cli_env, pool):
+    """An Antenna token (authtoken_token) of a new superuser; its name and expiry in ours."""
+    result = await invoke(
+        cli_env, "token", "create", "--name", "cli-test", "--superuser", "--expires", "30d"
+    )
     assert result.exit_code == 0, result.output
     key = result.stdout.strip()
-    assert len(key) >= 32
+    assert len(key) == 40
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT name FROM api_tokens WHERE key_hash = %s", (hash_key(key),)
+            "SELECT u.is_superuser, u.is_active, m.name, m.expires_at > now() + interval '29 days'"
+            " AS later FROM authtoken_token t JOIN users_user u ON u.id = t.user_id"
+            " JOIN token_meta m ON m.user_id = u.id WHERE t.key = %s",
+            (key,),
         )
-        assert await cur.fetchone() == {"name": "cli-test"}
+        assert await cur.fetchone() == {
+            "is_superuser": True,
+            "is_active": True,
+            "name": "cli-test",
+            "later": True,
+        }
+    listed = await invoke(cli_env, "token", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert any(r["fingerprint"] == key[:8] and r["name"] == "cli-test" for r in rows)
+    assert key not in listed.stdout
+    refused = await invoke(cli_env, "token", "create", "--name", "nobody")
+    assert refused.exit_code == 1 and "--project" in refused.stderr
+    revoked = await invoke(cli_env, "token", "revoke", key[:8])
+    assert revoked.exit_code == 0, revoked.output
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM authtoken_token WHERE key = %s", (key,))
+        assert await cur.fetchone() is None
