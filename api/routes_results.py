@@ -3,6 +3,10 @@
 Order matters: a task is acked only after its result is committed to ``result_inbox``, so a crash
 between the two makes NATS redeliver a task whose result is already stored (the aggregator
 dedupes), never lose one. Valid entries are kept even when others in the request are invalid.
+
+Memory stays a small multiple of the body (the ADC posts up to 150 MB): the body is read into one
+buffer (api.bodies), cut into per-entry views of it (api.result_body), each entry validated and
+re-serialised on its own (api.result_entries), and the buffer released before the insert.
 """
 
 from __future__ import annotations
@@ -17,40 +21,23 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import PoolTimeout
 
-from api.bodies import parse_json
-from api.context import get_context
-from api.http_errors import BadRequest
-from api.result_entries import EntryError, reply_subject_error, validate_entry
+from api.bodies import read_body
+from api.context import ApiContext, get_context
+from api.result_body import Entry, split_results
+from api.result_entries import EntryError, reply_subject_error, reply_subject_of, validate_entry
 from api.routing import route
 from core import inbox, job_store
 from core.errors import JobNotFound
 from core.inbox import InboxEntry
-from core.states import FINAL_STATES, JobState
+from core.states import ACTIVE_STATES, JobState
 
 log = logging.getLogger(__name__)
 
 ACK = b"+ACK"
-# Bodies this big (result posts reach 100+ MB) are parsed and validated in a thread, so the event
-# loop keeps serving /tasks/ and other posts meanwhile.
-LARGE_BODY_BYTES = 1_000_000
 ACK_FLUSH_SECONDS = 5
-# Results for these are acked and dropped: the job's aggregation has stopped or is stopping.
-DISCARD_STATES = FINAL_STATES | {JobState.CANCELING}
-
-
-def _entries(body: Any) -> list[Any]:
-    if isinstance(body, list):
-        raise BadRequest.field(
-            "results", 'Expected an object {"results": [...]}, got a bare list of results.'
-        )
-    if not isinstance(body, dict):
-        raise BadRequest.field("body", "Expected a JSON object.")
-    results = body.get("results")
-    if results is None:
-        raise BadRequest.field("results", "This field is required.")
-    if not isinstance(results, list):
-        raise BadRequest.field("results", "Expected a list of items.")
-    return results
+# Results are stored only while the job is served tasks; for any other status (not started yet,
+# CANCELING, final) they are acked and dropped: nothing would ever drain them.
+REFUSED_STATES = frozenset(JobState) - ACTIVE_STATES
 
 
 async def ack(nc: NatsClient, subjects: list[str]) -> None:
@@ -70,24 +57,27 @@ def _unavailable(job_id: int) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-def _validate_all(job_id: int, raw_entries: list[Any]) -> tuple[list[InboxEntry], list[EntryError]]:
+async def _validate_all(
+    job_id: int, entries: list[Entry]
+) -> tuple[list[InboxEntry], list[EntryError]]:
+    """Each entry on its own (about 0.1 s for one 6 MB result), yielding to the event loop
+    between entries so /tasks/ and other posts are served while a big body is checked."""
     valid: list[InboxEntry] = []
     errors: list[EntryError] = []
-    for index, raw in enumerate(raw_entries):
-        checked = validate_entry(job_id, index, raw)
+    for index, entry in enumerate(entries):
+        checked = validate_entry(job_id, index, entry)
         if isinstance(checked, InboxEntry):
             valid.append(checked)
         else:
             errors.extend(checked)
+        await asyncio.sleep(0)
     return valid, errors
 
 
 async def post_results(request: Request, job_id: int) -> JSONResponse:
     ctx = get_context(request)
-    raw = await request.body()
-    large = len(raw) >= LARGE_BODY_BYTES
-    body = await asyncio.to_thread(parse_json, raw) if large else parse_json(raw)
-    raw_entries = _entries(body)
+    raw = await read_body(request)
+    body = split_results(raw)
     try:
         async with ctx.connection() as conn:
             cur = await conn.execute(
@@ -99,24 +89,26 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     if job is None:
         raise JobNotFound(job_id)
     status = JobState(job["status"])
-    if status in DISCARD_STATES:
-        return await _discard(request, job_id, status, raw_entries)
+    if status in REFUSED_STATES:
+        return await _discard(ctx, job_id, status, body.entries)
 
-    if large:
-        valid, errors = await asyncio.to_thread(_validate_all, job_id, raw_entries)
-    else:
-        valid, errors = _validate_all(job_id, raw_entries)
+    valid, errors = await _validate_all(job_id, body.entries)
+    errors += [EntryError(None, field, message) for field, message in body.problems]
+    count = len(body.entries)
+    # Only the validated payloads are needed from here on: let the body buffer go.
+    del raw, body
     try:
         async with ctx.connection() as conn:
             # The status check above is only a fast path: a cancel can land after it, so the
             # insert checks again, atomically (nothing is stored once the job is CANCELING).
-            row_ids = await inbox.store_while_accepting(conn, job_id, valid, DISCARD_STATES)
+            row_ids = await inbox.store_while_accepting(conn, job_id, valid, REFUSED_STATES)
             if row_ids is None:
                 status = await job_store.get_status(conn, job_id)
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
     if row_ids is None:
-        return await _discard(request, job_id, status, raw_entries)
+        subjects = [entry.reply_subject for entry in valid]
+        return await _discarded(ctx, job_id, status, subjects, count)
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
     if job["pipeline_id"] is not None:
         await ctx.liveness.pipeline_seen(job["pipeline_id"], job["project_id"])
@@ -128,14 +120,14 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     answer: dict[str, Any] = {"status": "accepted", "job_id": job_id, "results_queued": len(tasks)}
     if not errors:
         return JSONResponse({**answer, "tasks": tasks})
-    bad = sorted({e.index for e in errors})
+    bad = {e.index for e in errors if e.index is not None}
     return JSONResponse(
         {
             **answer,
             "status": "partial" if tasks else "rejected",
             "tasks": tasks,
             "detail": (
-                f"{len(bad)} of {len(raw_entries)} results are invalid (first: "
+                f"{len(bad)} of {count} results are invalid (first: "
                 f"{errors[0].field}: {errors[0].message}); the {len(tasks)} valid ones were queued"
             ),
             "field": errors[0].field,
@@ -146,21 +138,30 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
 
 
 async def _discard(
-    request: Request, job_id: int, status: JobState, raw_entries: list[Any]
+    ctx: ApiContext, job_id: int, status: JobState, entries: list[Entry]
 ) -> JSONResponse:
-    """Late results (after cancel or completion): ack them so they stop coming back, keep none."""
-    ctx = get_context(request)
-    subjects = [
-        raw["reply_subject"]
-        for index, raw in enumerate(raw_entries)
-        if isinstance(raw, dict)
-        and reply_subject_error(job_id, index, raw.get("reply_subject")) is None
-    ]
+    """Results for a job that is not active: ack them so they stop coming back, keep none."""
+    subjects = []
+    for index, entry in enumerate(entries):
+        subject = reply_subject_of(entry)
+        if reply_subject_error(job_id, index, subject) is None:
+            subjects.append(subject)
+    return await _discarded(ctx, job_id, status, subjects, len(entries))
+
+
+async def _discarded(
+    ctx: ApiContext, job_id: int, status: JobState, subjects: list[str], count: int
+) -> JSONResponse:
     await ack(ctx.resources.nats, subjects)
-    async with ctx.connection() as conn:
-        await job_store.append_log(
-            conn, job_id, f"Discarded {len(raw_entries)} results posted while the job is {status}"
-        )
+    # A worker that keeps posting to a finished job must not write a log row per post.
+    if ctx.log_throttle.ready(("results-discarded", job_id)):
+        async with ctx.connection() as conn:
+            await job_store.append_log(
+                conn,
+                job_id,
+                f"Discarded {count} results posted while the job is {status}"
+                " (logged at most once a minute)",
+            )
     tasks = [{"reply_subject": s, "status": "discarded", "task_id": ""} for s in subjects]
     return JSONResponse(
         {"status": "discarded", "job_id": job_id, "results_queued": 0, "tasks": tasks}

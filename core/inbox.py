@@ -17,7 +17,8 @@ class InboxEntry(BaseModel):
     image_id: int | None
     reply_subject: str
     is_error: bool
-    payload: dict[str, Any]
+    # The result as JSON; the API passes the text it validated (no second serialisation).
+    payload: dict[str, Any] | str
 
 
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
@@ -40,7 +41,7 @@ def _columns(entries: list[InboxEntry]) -> tuple[list[Any], ...]:
         [e.image_id for e in entries],
         [e.reply_subject for e in entries],
         [e.is_error for e in entries],
-        [json.dumps(e.payload) for e in entries],
+        [e.payload if isinstance(e.payload, str) else json.dumps(e.payload) for e in entries],
     )
 
 
