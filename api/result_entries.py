@@ -35,6 +35,24 @@ _NOT_AN_OBJECT = "Expected an object."
 
 
 @dataclass(frozen=True)
+class ValidEntry:
+    """A valid entry; ``inbox_entry()`` serialises it (a step of its own: it takes as long as
+    the validation, and the caller yields to the event loop in between)."""
+
+    image_id: int | None
+    reply_subject: str
+    result: PipelineResultsResponse | PipelineResultsError
+
+    def inbox_entry(self) -> InboxEntry:
+        return InboxEntry(
+            image_id=self.image_id,
+            reply_subject=self.reply_subject,
+            is_error=isinstance(self.result, PipelineResultsError),
+            payload=self.result.model_dump_json(),
+        )
+
+
+@dataclass(frozen=True)
 class EntryError:
     # None for a problem of the envelope (client_info), not of one entry.
     index: int | None
@@ -165,7 +183,7 @@ def _checked_result(index: int, result: Any) -> BaseModel | list[EntryError]:
     return errors or model
 
 
-def validate_entry(job_id: int, index: int, entry: Entry) -> InboxEntry | list[EntryError]:
+def validate_entry(job_id: int, index: int, entry: Entry) -> ValidEntry | list[EntryError]:
     """The inbox row for one posted entry, or every reason it cannot be one."""
     subject: Any
     result: Any
@@ -194,16 +212,6 @@ def validate_entry(job_id: int, index: int, entry: Entry) -> InboxEntry | list[E
         return errors
     if isinstance(model, PipelineResultsError):
         assert not isinstance(image_id, EntryError)
-        return InboxEntry(
-            image_id=image_id,
-            reply_subject=subject,
-            is_error=True,
-            payload=model.model_dump_json(),
-        )
+        return ValidEntry(image_id=image_id, reply_subject=subject, result=model)
     assert isinstance(model, PipelineResultsResponse)
-    return InboxEntry(
-        image_id=int(model.source_images[0].id),
-        reply_subject=subject,
-        is_error=False,
-        payload=model.model_dump_json(),
-    )
+    return ValidEntry(image_id=int(model.source_images[0].id), reply_subject=subject, result=model)

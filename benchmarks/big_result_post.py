@@ -109,7 +109,7 @@ def build_body(tasks: list[dict[str, Any]], size_mb: float) -> bytes:
     """The body, its floats printed with as many digits as bring it nearest ``size_mb``."""
     now = datetime.now(UTC).isoformat()
     best: bytes | None = None
-    for digits in (3, 4, 6, 8, 10, 12, 14, 17):
+    for digits in (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 17):
         arrays = _arrays(digits)
         body = ('{"results": [' + ",".join(_entry(t, arrays, now) for t in tasks) + "]}").encode()
         if best is None or abs(len(body) - size_mb * 1e6) < abs(len(best) - size_mb * 1e6):
@@ -232,55 +232,75 @@ async def one_size(
             await polling
             peak = _status(proc.pid, "VmHWM")
             stored = len(await inbox_rows(pool, big.id))
-            return Figures(len(body), response.status_code, answer, rss_before, peak, latencies, stored)
+            return Figures(
+                len(body), response.status_code, answer, rss_before, peak, latencies, stored
+            )
     finally:
         processes.stop(proc.pid)
 
 
 async def main(sizes: list[float], api_root: Path) -> None:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
-
-    from core import search_attributes
-
     schema = f"aj_bench_{uuid.uuid4().hex[:8]}"
-    log = ROOT / ".state" / "logs" / f"big-result-api-{schema}.log"
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=list(search_attributes.ALL),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    ) as env:
-        settings = Settings(
-            database=DatabaseSettings(schema_name=schema),
-            jobs=JobSettings(task_queue=f"aj-bench-{uuid.uuid4().hex[:8]}"),
-            # The poller never acks what it fetches: let it hold that many tasks.
-            nats=NatsSettings(max_ack_pending=100_000),
-        )
-        address = env.client.service_client.config.target_host
-        settings = settings.model_copy(
-            update={"temporal": settings.temporal.model_copy(update={"address": address})}
-        )
-        await migrate(settings.database)
-        url = settings.database.url
+    logs = ROOT / ".state" / "logs"
+    log = logs / f"big-result-api-{schema}.log"
+    # A Temporal dev server of our own (the API connects to one at start); a subprocess, so this
+    # process loads no Temporal runtime.
+    temporal_port = processes.free_port()
+    temporal = processes.spawn(
+        [
+            str(Path(sys.executable).parent / "temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--port",
+            str(temporal_port),
+            "--log-level",
+            "error",
+        ],
+        logs / f"big-result-temporal-{schema}.log",
+        detach=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not processes.port_open("127.0.0.1", temporal_port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Temporal dev server did not start")
+            await asyncio.sleep(0.2)  # waiting for the dev server to listen
+        await _run(sizes, api_root, schema, log, f"127.0.0.1:{temporal_port}")
+    finally:
+        processes.stop(temporal.pid)
+
+
+async def _run(sizes: list[float], api_root: Path, schema: str, log: Path, address: str) -> None:
+    settings = Settings(
+        database=DatabaseSettings(schema_name=schema),
+        jobs=JobSettings(task_queue=f"aj-bench-{uuid.uuid4().hex[:8]}"),
+        # The poller never acks what it fetches: let it hold that many tasks.
+        nats=NatsSettings(max_ack_pending=100_000),
+    )
+    settings = settings.model_copy(
+        update={"temporal": settings.temporal.model_copy(update={"address": address})}
+    )
+    await migrate(settings.database)
+    url = settings.database.url
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        offset = random.randint(10**8, 10**12)
+        await conn.execute(f"ALTER SEQUENCE {schema}.jobs_id_seq RESTART WITH {offset}")
+    pool = await open_pool(settings.database)
+    nc = await nats.connect(settings.nats.url)
+    streams = Streams(js=nc.jetstream(), settings=settings)
+    try:
+        print(f"API from {api_root} (python {sys.version.split()[0]}, pid per size)")
+        for size in sizes:
+            figures = await one_size(settings, pool, streams, api_root, size, log)
+            print(figures.line(), flush=True)
+    finally:
+        for job_id in streams.created:
+            await streams.delete(job_id)
+        await nc.drain()
+        await pool.close()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            offset = random.randint(10**8, 10**12)
-            await conn.execute(f"ALTER SEQUENCE {schema}.jobs_id_seq RESTART WITH {offset}")
-        pool = await open_pool(settings.database)
-        nc = await nats.connect(settings.nats.url)
-        streams = Streams(js=nc.jetstream(), settings=settings)
-        try:
-            print(f"API from {api_root} (python {sys.version.split()[0]}, pid per size)")
-            for size in sizes:
-                figures = await one_size(settings, pool, streams, api_root, size, log)
-                print(figures.line(), flush=True)
-        finally:
-            for job_id in streams.created:
-                await streams.delete(job_id)
-            await nc.drain()
-            await pool.close()
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,28 @@ async def store_while_accepting(
     )
     ids = [int(row["id"]) for row in await cur.fetchall()]
     return ids or None
+
+
+async def store_each_while_accepting(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    entries: list[InboxEntry],
+    refused: Iterable[JobState],
+) -> list[int] | None:
+    """``store_while_accepting`` one entry per statement, all in one transaction.
+
+    Same rows, same atomic status check (the first statement's FOR SHARE lock holds until the
+    commit), but each statement carries one result: a 150 MB post never becomes one 150 MB
+    parameter to escape while the event loop waits, nor a second copy of itself in memory.
+    """
+    if not entries:
+        return []
+    states = list(refused)
+    ids: list[int] = []
+    async with conn.transaction():
+        for entry in entries:
+            stored = await store_while_accepting(conn, job_id, [entry], states)
+            if stored is None:
+                return None  # refused at the first statement: nothing was inserted
+            ids += stored
+    return ids

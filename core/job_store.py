@@ -18,6 +18,7 @@ from core.errors import InvalidJobInput, JobNotFound
 from core.job_params import validate_params
 from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
 from core.states import DispatchMode, JobState, JobType
+from core.wire_types import INT4_MAX
 
 _COLUMNS = (
     "id, name, project_id, pipeline_id, collection_id, job_type, dispatch_mode, status,"
@@ -100,8 +101,8 @@ async def create_ml_job(
         raise InvalidJobInput(
             "collection", f"collection {collection_id} is not in project {project_id}"
         )
-    if limit is not None and limit < 0:
-        raise InvalidJobInput("limit", "must be 0 or more")
+    if limit is not None and not 0 <= limit <= INT4_MAX:
+        raise InvalidJobInput("limit", f"must be between 0 and {INT4_MAX}")
     mode = await choose_dispatch_mode(conn, project_id, dispatch_mode)
     cur = await conn.execute(
         "INSERT INTO jobs (name, project_id, pipeline_id, collection_id, job_type,"
