@@ -103,7 +103,7 @@ ANY_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
 def _environments(compose: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     envs = [(name, s.get("environment") or {}) for name, s in compose["services"].items()]
-    envs += [(key, value) for key, value in compose.items() if key.startswith("x-") and "env" in key]
+    envs += [(k, v) for k, v in compose.items() if k.startswith("x-") and "env" in k]
     return envs
 
 
