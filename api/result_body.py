@@ -1,14 +1,15 @@
 """A ``/result/`` body of up to hundreds of MB, cut into its entries without materialising it.
 
-``split_results`` cuts ``{"results": [...], "client_info": ...}`` into per-entry pieces with
-msgspec: each entry becomes an ``EntryParts`` whose ``reply_subject`` and ``result`` are
-``msgspec.Raw`` views of the body buffer (no copies), so every entry is validated on its own
-afterwards and only what is stored is kept. msgspec refuses the whole envelope for NaN/Infinity
-tokens (not JSON), lone surrogates, or nesting past Python's recursion limit; then a tolerant
-splitter walks the envelope itself and finds each entry's end by its brackets and strings alone
-(``json_nesting.skip_value``), so the one bad entry becomes an ``EntrySlice`` (decoded leniently
-later, and named in the 400) and the others stay fast. A body whose envelope is not JSON is one
-400 for the body.
+``split_results`` cuts ``{"results": [...], "client_info": ...}`` into per-entry raw JSON with
+msgspec: ``msgspec.Raw`` views of the body buffer, no copies, and nothing decoded. Each entry is
+then read on its own (``decode_entry``: depth check, then msgspec into ``EntryParts``, whose
+``reply_subject`` and ``result`` are again views), validated, and only what is stored is kept.
+msgspec refuses the whole envelope for NaN/Infinity tokens (not JSON), lone surrogates, or nesting
+past Python's recursion limit; then a tolerant splitter walks the envelope itself and finds each
+entry's end by its brackets and strings alone (``json_nesting.skip_value``), so the bad entries
+are named in the 400 and the others are read as fast as before. ``decode_entry`` gives an
+``EntrySlice`` for an entry msgspec cannot read, decoded leniently by api.result_entries. A body
+whose envelope is not JSON is one 400 for the body.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ class EntryParts(msgspec.Struct):
 class EntrySlice:
     """An entry msgspec could not read (NaN, a lone surrogate, too deep, not JSON): its text."""
 
-    data: bytes | memoryview
+    data: bytes
 
 
-# What msgspec may find in the list: an object entry, or a value that is not one (refused later).
+# What one entry may be: an object, or a value that is not one (refused later).
 _Item = EntryParts | str | int | float | bool | list[msgspec.Raw] | None
 Entry = _Item | EntrySlice
-_Results = list[_Item] | dict[str, msgspec.Raw] | str | int | float | bool | None
+# One entry's text, not yet read: a view of the body buffer.
+RawEntry = msgspec.Raw | memoryview
+_Results = list[msgspec.Raw] | dict[str, msgspec.Raw] | str | int | float | bool | None
 
 
 class _Envelope(msgspec.Struct):
@@ -55,7 +58,7 @@ _ENTRY_DECODER = msgspec.json.Decoder(_Item)
 
 @dataclass
 class ResultsBody:
-    entries: list[Entry]
+    entries: list[RawEntry]
     # (field, message) pairs about the envelope that do not sink its entries, e.g. client_info.
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -93,14 +96,14 @@ def client_info_problem(raw: bytes) -> str | None:
     return None
 
 
-def decode_entry(data: bytes | memoryview) -> Entry:
+def decode_entry(data: RawEntry) -> Entry:
     """One entry's text as msgspec reads it, or an EntrySlice to decode leniently."""
     if too_deep(bytes(data), MAX_DEPTH):
-        return EntrySlice(data)
+        return EntrySlice(bytes(data))
     try:
         return _ENTRY_DECODER.decode(data)
     except (msgspec.DecodeError, RecursionError):
-        return EntrySlice(data)
+        return EntrySlice(bytes(data))
 
 
 def _bare_list() -> BadRequest:
@@ -128,7 +131,7 @@ class _Tolerant:
         if self._peek() != b"{":
             raise self._error("Expected a JSON object.")
         self.pos += 1
-        entries: list[Entry] | None = None
+        entries: list[RawEntry] | None = None
         problems: list[tuple[str, str]] = []
         self._ws()
         empty = self._peek() == b"}"
@@ -160,7 +163,7 @@ class _Tolerant:
             raise BadRequest.field("results", "This field is required.")
         return ResultsBody(entries=entries, problems=problems)
 
-    def _entries(self) -> list[Entry]:
+    def _entries(self) -> list[RawEntry]:
         if self._peek() != b"[":
             start = self.pos
             self._skip()
@@ -168,7 +171,7 @@ class _Tolerant:
                 raise BadRequest.field("results", "This field is required.")
             raise BadRequest.field("results", "Expected a list of items.")
         self.pos += 1
-        entries: list[Entry] = []
+        entries: list[RawEntry] = []
         self._ws()
         if self._peek() == b"]":
             self.pos += 1
@@ -178,7 +181,7 @@ class _Tolerant:
             start = self.pos
             self._skip()
             # A view of the buffer: the entries keep no copy of the body.
-            entries.append(decode_entry(memoryview(self.body)[start : self.pos]))
+            entries.append(memoryview(self.body)[start : self.pos])
             self._ws()
             if self._peek() == b",":
                 self.pos += 1

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.http_errors import validation_errors
 from api.json_nesting import too_deep
-from api.result_body import Entry, EntryParts, EntrySlice
+from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
 from core import naming
 from core.inbox import InboxEntry
 from core.schemas import PipelineResultsError, PipelineResultsResponse
@@ -83,8 +83,12 @@ def reply_subject_error(job_id: int, index: int, value: Any) -> EntryError | Non
     return None
 
 
-def reply_subject_of(entry: Entry) -> Any:
+def reply_subject_of(raw: RawEntry) -> Any:
     """The entry's reply_subject as posted (None if absent or unreadable); nothing validated."""
+    return _subject(decode_entry(raw))
+
+
+def _subject(entry: Entry) -> Any:
     if isinstance(entry, EntryParts):
         if entry.reply_subject is msgspec.UNSET:
             return None
@@ -98,14 +102,13 @@ def reply_subject_of(entry: Entry) -> Any:
     return None
 
 
-def _lenient(data: bytes | memoryview) -> Any:
+def _lenient(data: bytes) -> Any:
     """A text msgspec refused, read by ``json`` (NaN, Infinity, lone surrogates allowed);
     an EntryError-worthy message as a ``_Unreadable`` if even that fails."""
-    raw = bytes(data)
-    if too_deep(raw, MAX_DEPTH):
+    if too_deep(data, MAX_DEPTH):
         return _Unreadable(NESTED_TOO_DEEPLY)
     try:
-        return json.loads(raw)
+        return json.loads(data)
     except RecursionError:
         return _Unreadable(NESTED_TOO_DEEPLY)
     except (ValueError, UnicodeDecodeError) as err:
@@ -183,12 +186,13 @@ def _checked_result(index: int, result: Any) -> BaseModel | list[EntryError]:
     return errors or model
 
 
-def validate_entry(job_id: int, index: int, entry: Entry) -> ValidEntry | list[EntryError]:
+def validate_entry(job_id: int, index: int, raw: RawEntry) -> ValidEntry | list[EntryError]:
     """The inbox row for one posted entry, or every reason it cannot be one."""
+    entry = decode_entry(raw)
     subject: Any
     result: Any
     if isinstance(entry, EntryParts):
-        subject = reply_subject_of(entry)
+        subject = _subject(entry)
         result = None if entry.result is msgspec.UNSET else bytes(entry.result)
     else:
         value = _lenient(entry.data) if isinstance(entry, EntrySlice) else entry

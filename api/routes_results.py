@@ -23,7 +23,7 @@ from psycopg_pool import PoolTimeout
 
 from api.bodies import read_body
 from api.context import ApiContext, get_context
-from api.result_body import Entry, split_results
+from api.result_body import RawEntry, split_results
 from api.result_entries import (
     EntryError,
     ValidEntry,
@@ -65,7 +65,7 @@ def _unavailable(job_id: int) -> JSONResponse:
 
 
 async def _validate_all(
-    job_id: int, entries: list[Entry]
+    job_id: int, entries: list[RawEntry]
 ) -> tuple[list[InboxEntry], list[EntryError]]:
     """Each entry on its own: validated, then serialised (each about 0.05 s for a 6 MB result),
     with a pause for the event loop after each step, so /tasks/ and other posts are served while
@@ -148,7 +148,7 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
 
 
 async def _discard(
-    ctx: ApiContext, job_id: int, status: JobState, entries: list[Entry]
+    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry]
 ) -> JSONResponse:
     """Results for a job that is not active: ack them so they stop coming back, keep none."""
     subjects = []
