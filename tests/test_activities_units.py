@@ -27,7 +27,12 @@ def detection(image: str, det: str = "det", cls: str = "cls") -> dict:
         "algorithm": {"name": det, "key": det},
         "timestamp": TS,
         "classifications": [
-            {"classification": "moth", "algorithm": {"name": cls, "key": cls}, "timestamp": TS}
+            {
+                "classification": "moth",
+                "scores": [0.9],  # never empty (issue 7): its max is the stored score
+                "algorithm": {"name": cls, "key": cls},
+                "timestamp": TS,
+            }
         ],
     }
 
