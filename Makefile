@@ -9,7 +9,7 @@ IMAGES ?= 500
 # CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench chaos up down
+.PHONY: install demo test lint bench chaos fuzz up down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ chaos: install
 	rm -f .state/chaos-recovery.jsonl
 	ANTENNA_JOBS_TEST_PROFILE=full $(BIN)/pytest -q -m "chaos or slow"; rc=$$?; \
 		$(BIN)/python -m tests.chaos_report --profile full; exit $$rc
+
+# More generated inputs than CI's bounded run (hypothesis properties, schemathesis over OpenAPI).
+fuzz: install
+	ANTENNA_JOBS_TEST_PROFILE=full $(BIN)/pytest -q -m fuzz
 
 up: install
 	$(BIN)/antenna-jobs up

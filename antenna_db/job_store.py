@@ -24,6 +24,7 @@ from core.job_params import validate_params
 from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
 from core.states import FINAL_STATES, DispatchMode, JobState, JobType
 from core.text import storable, storable_json
+from core.wire_types import INT4_MAX
 
 NAME_MAX = 255
 EMPTY_LOGS = '{"stdout": [], "stderr": []}'
@@ -149,8 +150,8 @@ async def create_ml_job(
         raise InvalidJobInput(
             "collection", f"collection {collection_id} is not in project {project_id}"
         )
-    if limit is not None and limit < 0:
-        raise InvalidJobInput("limit", "must be 0 or more")
+    if limit is not None and not 0 <= limit <= INT4_MAX:
+        raise InvalidJobInput("limit", f"must be between 0 and {INT4_MAX}")
     mode = await choose_dispatch_mode(conn, project_id, dispatch_mode)
     cur = await conn.execute(
         _INSERT,

@@ -1,26 +1,57 @@
-"""Reading request bodies ourselves, so a bad body is a 400 that names the field (not a 422)."""
+"""Reading request bodies ourselves, so a bad body is a 400 that names the field (not a 422).
+
+Every body is read into one buffer, at most ``ANTENNA_JOBS_API_MAX_BODY_BYTES`` (413 past it,
+before reading when Content-Length says so). JSON nested deeper than MAX_DEPTH is refused naming
+the top-level field it is in; deeper than Python's parser can go (RecursionError), as the body.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
 
-from api.http_errors import BadRequest
+from api.context import get_context
+from api.http_errors import BadRequest, BodyTooLarge
+from core.wire_types import INT8_MAX, MAX_DEPTH, NESTED_TOO_DEEPLY, json_problem, text_problem
 
 
-def parse_json(raw: bytes) -> Any:
+async def read_body(request: Request, limit: int | None = None) -> bytearray:
+    """The request body in one buffer (no list of chunks to join); BodyTooLarge past ``limit``."""
+    if limit is None:
+        limit = get_context(request).settings.api.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit, int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+    return body
+
+
+def parse_json(raw: bytes | bytearray) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:
+        raise BadRequest.field("body", NESTED_TOO_DEEPLY) from None
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest.field("body", f"JSON parse error: {err}") from None
+    problem = json_problem(body, MAX_DEPTH, depth_only=True)
+    if problem:
+        path = problem[0].lstrip(".")
+        top = re.split(r"[.\[]", path, maxsplit=1)[0] if isinstance(body, dict) else ""
+        raise BadRequest.field(top or "body", NESTED_TOO_DEEPLY)
+    return body
 
 
 async def json_body(request: Request) -> Any:
-    return parse_json(await request.body())
+    return parse_json(await read_body(request))
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -32,8 +63,13 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def strict_int(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:
-    """An optional integer field; like DRF's IntegerField, "5" is 5 and true is not a number."""
+def strict_int(
+    body: dict[str, Any], name: str, *, minimum: int | None = None, maximum: int = INT8_MAX
+) -> int | None:
+    """An optional integer field; like DRF's IntegerField, "5" is 5 and true is not a number.
+
+    ``maximum`` defaults to bigint's; pass INT4_MAX for a value stored in an integer column.
+    """
     value = body.get(name)
     if value is None:
         return None
@@ -41,10 +77,33 @@ def strict_int(body: dict[str, Any], name: str, *, minimum: int | None = None) -
         raise BadRequest.field(name, "A valid integer is required.")
     try:
         number = int(value) if not isinstance(value, float) or value.is_integer() else None
-    except ValueError:
+    except (ValueError, OverflowError):
         number = None
     if number is None:
         raise BadRequest.field(name, "A valid integer is required.")
     if minimum is not None and number < minimum:
         raise BadRequest.field(name, f"Ensure this value is greater than or equal to {minimum}.")
+    if number > maximum:
+        raise BadRequest.field(name, f"Ensure this value is less than or equal to {maximum}.")
     return number
+
+
+def optional_text(body: dict[str, Any], name: str) -> str | None:
+    """An optional string field that PostgreSQL can store."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest.field(name, "Not a valid string.")
+    problem = text_problem(value)
+    if problem:
+        raise BadRequest.field(name, problem)
+    return value
+
+
+def json_field(body: dict[str, Any], name: str) -> None:
+    """Refuse a free-form JSON field that jsonb cannot store (bad text, NaN, too deep)."""
+    problem = json_problem(body.get(name))
+    if problem:
+        path, message = problem
+        raise BadRequest.field(f"{name}{path}", message)

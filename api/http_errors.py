@@ -2,7 +2,8 @@
 
 400 bodies: ``{"detail": "<field>: <message>", "field": "<field path>", "errors": [{"field",
 "message"}]}``; 404 ``{"detail", "job_id"}``; 409 ``{"detail", "job_id", "status", "action"}``;
-503 when Postgres, NATS or Temporal does not answer.
+413 ``{"detail", "limit"}`` for a body over the configured size; 503 when Postgres, NATS or
+Temporal does not answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound, TaskQueueUnavailable
+from core.wire_types import friendly_message
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,15 @@ class BadRequest(Exception):
         return cls([(field, message)])
 
 
+class BodyTooLarge(Exception):
+    """A request body over ``limit`` bytes (``size`` when its Content-Length said so)."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        super().__init__(f"request body over {limit} bytes")
+        self.limit = limit
+        self.size = size
+
+
 def field_path(loc: Iterable[str | int], prefix: str = "") -> str:
     """``("detections", 0, "bbox", "x1")`` -> ``prefix.detections[0].bbox.x1``."""
     path = prefix
@@ -55,7 +66,7 @@ def field_path(loc: Iterable[str | int], prefix: str = "") -> str:
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    return [(field_path(e["loc"], prefix) or prefix, e["msg"]) for e in exc.errors()]
+    return [(field_path(e["loc"], prefix) or prefix, friendly_message(e)) for e in exc.errors()]
 
 
 def bad_request_body(errors: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -86,6 +97,20 @@ async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     if any(e["loc"] and e["loc"][0] == "path" for e in errors):
         return JSONResponse({"detail": "Not found."}, status_code=404)
     return bad_request([(field_path(e["loc"][1:]), str(e["msg"])) for e in errors])
+
+
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BodyTooLarge)
+    size = f" ({exc.size} bytes)" if exc.size is not None else ""
+    body = {
+        "detail": (
+            f"Request body too large{size}: the limit is {exc.limit} bytes"
+            " (ANTENNA_JOBS_API_MAX_BODY_BYTES); post fewer results per request."
+        ),
+        "limit": exc.limit,
+    }
+    # The rest of the body is not read: the connection cannot be reused.
+    return JSONResponse(body, status_code=413, headers={"Connection": "close"})
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -122,6 +147,7 @@ async def _temporal(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(BodyTooLarge, _too_large)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(JobNotFound, _not_found)
     app.add_exception_handler(InvalidJobState, _invalid_state)

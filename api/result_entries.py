@@ -3,29 +3,69 @@
 Each entry of ``{"results": [...]}`` is ``{reply_subject, result}`` where ``result`` is a
 PipelineResultsResponse, or a PipelineResultsError when it has an ``error`` key (Antenna's rule).
 Errors name the entry's field path, e.g. ``results[2].result.detections[0].bbox.x1``.
+
+Entries come from api.result_body: an ``EntryParts`` (raw JSON, validated by pydantic straight
+from the bytes, fast) or an ``EntrySlice`` that msgspec could not read (decoded leniently with
+``json``, which reads NaN and lone surrogates, so the models can name the field at fault). What is
+stored is the validated model re-serialised: ignored fields dropped, numbers normalised.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+import msgspec
+from pydantic import BaseModel, ValidationError
 
 from api.http_errors import validation_errors
+from api.json_nesting import too_deep
+from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
 from core.inbox import InboxEntry
 from core.schemas import PipelineResultsError, PipelineResultsResponse
+from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
 
 _IMAGE_ID = re.compile(r"^\s*\d{1,18}\s*$")
 _SUBJECT_TOKEN = re.compile(r"^[^\s*>]+$")
+_REQUIRED = "This field is required."
+# Deprecated or ignored parts of a result (Antenna ignores them too): not stored.
+_NOT_STORED = {"algorithms", "errors"}
+_NOT_AN_OBJECT = "Expected an object."
+
+
+@dataclass(frozen=True)
+class ValidEntry:
+    """A valid entry; ``inbox_entry()`` serialises it (a step of its own: it takes as long as
+    the validation, and the caller yields to the event loop in between)."""
+
+    image_id: int | None
+    reply_subject: str
+    result: PipelineResultsResponse | PipelineResultsError
+
+    def inbox_entry(self) -> InboxEntry:
+        return InboxEntry(
+            image_id=self.image_id,
+            reply_subject=self.reply_subject,
+            is_error=isinstance(self.result, PipelineResultsError),
+            payload=self.result.model_dump_json(exclude=_NOT_STORED),
+        )
 
 
 @dataclass(frozen=True)
 class EntryError:
-    index: int
+    # None for a problem of the envelope (client_info), not of one entry.
+    index: int | None
     field: str
     message: str
+
+
+class _ErrorKey(msgspec.Struct):
+    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_ERROR_KEY = msgspec.json.Decoder(_ErrorKey)
 
 
 def reply_subject_error(prefix: str, index: int, value: Any) -> EntryError | None:
@@ -33,14 +73,54 @@ def reply_subject_error(prefix: str, index: int, value: Any) -> EntryError | Non
     reason it is not."""
     field = f"results[{index}].reply_subject"
     if value is None:
-        return EntryError(index, field, "This field is required.")
+        return EntryError(index, field, _REQUIRED)
     if not isinstance(value, str):
         return EntryError(index, field, "Not a valid string.")
+    problem = text_problem(value)
+    if problem:
+        return EntryError(index, field, problem)
     if not value.startswith(prefix) or not _SUBJECT_TOKEN.match(value[len(prefix) :]):
         return EntryError(
             index, field, f"Not a task of this job's current run (expected {prefix}...)."
         )
     return None
+
+
+def reply_subject_of(raw: RawEntry) -> Any:
+    """The entry's reply_subject as posted (None if absent or unreadable); nothing validated."""
+    return _subject(decode_entry(raw))
+
+
+def _subject(entry: Entry) -> Any:
+    if isinstance(entry, EntryParts):
+        if entry.reply_subject is msgspec.UNSET:
+            return None
+        try:
+            return msgspec.json.decode(entry.reply_subject)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+    if isinstance(entry, EntrySlice):
+        value = _lenient(entry.data)
+        return value.get("reply_subject") if isinstance(value, dict) else None
+    return None
+
+
+def _lenient(data: bytes) -> Any:
+    """A text msgspec refused, read by ``json`` (NaN, Infinity, lone surrogates allowed);
+    an EntryError-worthy message as a ``_Unreadable`` if even that fails."""
+    if too_deep(data, MAX_DEPTH):
+        return _Unreadable(NESTED_TOO_DEEPLY)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return _Unreadable(NESTED_TOO_DEEPLY)
+    except (ValueError, UnicodeDecodeError) as err:
+        return _Unreadable(f"JSON parse error: {err}")
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    message: str
 
 
 def _image_id(value: str | None, field: str, index: int) -> int | EntryError | None:
@@ -51,67 +131,94 @@ def _image_id(value: str | None, field: str, index: int) -> int | EntryError | N
     return int(value)
 
 
-def _success(index: int, result: dict[str, Any]) -> PipelineResultsResponse | list[EntryError]:
+def _validated(
+    model: type[BaseModel], index: int, data: bytes | dict[str, Any]
+) -> BaseModel | list[EntryError]:
+    """``model`` from JSON bytes (pydantic reads them directly) or from a decoded dict."""
     prefix = f"results[{index}].result"
     try:
-        model = PipelineResultsResponse.model_validate(result)
+        if isinstance(data, dict):
+            return model.model_validate(data)
+        return model.model_validate_json(data)
     except ValidationError as err:
+        if not isinstance(data, dict) and any(e["type"] == "json_invalid" for e in err.errors()):
+            # e.g. a lone surrogate pydantic's JSON reader refuses without naming the field.
+            value = _lenient(data)
+            if isinstance(value, dict):
+                return _validated(model, index, value)
+            message = value.message if isinstance(value, _Unreadable) else _NOT_AN_OBJECT
+            return [EntryError(index, prefix, message)]
         return [EntryError(index, f, m) for f, m in validation_errors(err, prefix)]
+
+
+def _checked_result(index: int, result: Any) -> BaseModel | list[EntryError]:
+    """The result as a PipelineResultsError (it has an ``error`` key) or Response, or why not."""
+    field = f"results[{index}].result"
+    if isinstance(result, bytes):
+        if too_deep(result, MAX_DEPTH):
+            return [EntryError(index, field, NESTED_TOO_DEEPLY)]
+        if result[:1] == b"n":
+            return [EntryError(index, field, _REQUIRED)]
+        if result[:1] != b"{":
+            return [EntryError(index, field, _NOT_AN_OBJECT)]
+        is_error = b'"error"' in result and _ERROR_KEY.decode(result).error is not msgspec.UNSET
+    elif isinstance(result, dict):
+        is_error = "error" in result
+    else:
+        return [EntryError(index, field, _REQUIRED if result is None else _NOT_AN_OBJECT)]
+    if is_error:
+        return _validated(PipelineResultsError, index, result)
+    model = _validated(PipelineResultsResponse, index, result)
+    if isinstance(model, list):
+        return model
+    assert isinstance(model, PipelineResultsResponse)
     errors = []
     if not model.source_images:
-        errors.append(
-            EntryError(index, f"{prefix}.source_images", "At least one source image is required.")
-        )
+        message = "At least one source image is required."
+        errors.append(EntryError(index, f"{field}.source_images", message))
     for i, image in enumerate(model.source_images):
-        found = _image_id(image.id, f"{prefix}.source_images[{i}].id", index)
+        found = _image_id(image.id, f"{field}.source_images[{i}].id", index)
         if isinstance(found, EntryError):
             errors.append(found)
     for i, detection in enumerate(model.detections):
-        field = f"{prefix}.detections[{i}].source_image_id"
-        found = _image_id(detection.source_image_id, field, index)
+        found = _image_id(
+            detection.source_image_id, f"{field}.detections[{i}].source_image_id", index
+        )
         if isinstance(found, EntryError):
             errors.append(found)
     return errors or model
 
 
-def validate_entry(prefix: str, index: int, raw: Any) -> InboxEntry | list[EntryError]:
+def validate_entry(prefix: str, index: int, raw: RawEntry) -> ValidEntry | list[EntryError]:
     """The inbox row for one posted entry, or every reason it cannot be one."""
-    if not isinstance(raw, dict):
-        return [EntryError(index, f"results[{index}]", "Expected an object.")]
+    entry = decode_entry(raw)
+    subject: Any
+    result: Any
+    if isinstance(entry, EntryParts):
+        subject = _subject(entry)
+        result = None if entry.result is msgspec.UNSET else bytes(entry.result)
+    else:
+        value = _lenient(entry.data) if isinstance(entry, EntrySlice) else entry
+        if isinstance(value, _Unreadable):
+            return [EntryError(index, f"results[{index}]", value.message)]
+        if not isinstance(value, dict):
+            return [EntryError(index, f"results[{index}]", _NOT_AN_OBJECT)]
+        subject, result = value.get("reply_subject"), value.get("result")
     errors: list[EntryError] = []
-    subject_error = reply_subject_error(prefix, index, raw.get("reply_subject"))
+    subject_error = reply_subject_error(prefix, index, subject)
     if subject_error:
         errors.append(subject_error)
-    result = raw.get("result")
-    if not isinstance(result, dict):
-        message = "This field is required." if result is None else "Expected an object."
-        return [*errors, EntryError(index, f"results[{index}].result", message)]
-    if "error" in result:
-        try:
-            failure = PipelineResultsError.model_validate(result)
-        except ValidationError as err:
-            prefix = f"results[{index}].result"
-            return errors + [EntryError(index, f, m) for f, m in validation_errors(err, prefix)]
-        image_id = _image_id(failure.image_id, f"results[{index}].result.image_id", index)
+    model = _checked_result(index, result)
+    if isinstance(model, list):
+        return errors + model
+    if isinstance(model, PipelineResultsError):
+        image_id = _image_id(model.image_id, f"results[{index}].result.image_id", index)
         if isinstance(image_id, EntryError):
-            errors.append(image_id)
-        if errors:
-            return errors
-        assert not isinstance(image_id, EntryError)
-        return InboxEntry(
-            image_id=image_id,
-            reply_subject=raw["reply_subject"],
-            is_error=True,
-            payload=failure.model_dump_json(),
-        )
-    success = _success(index, result)
-    if isinstance(success, list):
-        return errors + success
+            return [*errors, image_id]
     if errors:
         return errors
-    return InboxEntry(
-        image_id=int(success.source_images[0].id),
-        reply_subject=raw["reply_subject"],
-        is_error=False,
-        payload=success.model_dump_json(exclude={"algorithms", "errors"}),
-    )
+    if isinstance(model, PipelineResultsError):
+        assert not isinstance(image_id, EntryError)
+        return ValidEntry(image_id=image_id, reply_subject=subject, result=model)
+    assert isinstance(model, PipelineResultsResponse)
+    return ValidEntry(image_id=int(model.source_images[0].id), reply_subject=subject, result=model)

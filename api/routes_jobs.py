@@ -11,13 +11,14 @@ from antenna_db import job_listing, pipelines
 from antenna_db.job_listing import JobFilters
 from antenna_db.job_store import JobRecord
 from api.access import may_create, runnable_job, viewer, visible_job
-from api.bodies import json_object, strict_int
+from api.bodies import json_object, optional_text, strict_int
 from api.context import get_context
 from api.http_errors import BadRequest
-from api.pagination import int_param, page_body, page_of, truthy
+from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
+from core.wire_types import INT4_MAX
 
 DEFAULT_PAGE_SIZE = 10
 DEFAULT_LOGS_LIMIT = 1000
@@ -31,9 +32,10 @@ def _filters(request: Request, ids_only: bool) -> JobFilters:
         project_id = int_param(request, "project", minimum=0)
     slugs: list[str] | None = None
     if "pipeline__slug__in" in query:
-        slugs = [s.strip() for s in query["pipeline__slug__in"].split(",") if s.strip()]
+        listed = text_param(request, "pipeline__slug__in") or ""
+        slugs = [s.strip() for s in listed.split(",") if s.strip()]
     elif "pipeline__slug" in query:
-        slugs = [query["pipeline__slug"]]
+        slugs = [text_param(request, "pipeline__slug") or ""]
     mode: DispatchMode | None = None
     if query.get("dispatch_mode"):
         try:
@@ -90,9 +92,12 @@ def _pipeline(body: dict[str, Any]) -> str | int:
         if value is None:
             continue
         if isinstance(value, str) and value.strip():
+            optional_text(body, name)
             return value.strip()
         if name == "pipeline" and isinstance(value, int) and not isinstance(value, bool):
-            return value
+            pipeline_id = strict_int(body, name, minimum=1)
+            assert pipeline_id is not None
+            return pipeline_id
         raise BadRequest.field(name, "A pipeline slug is required.")
     raise BadRequest.field("pipeline_slug", "This field is required.")
 
@@ -124,9 +129,7 @@ async def _create_internal(
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise BadRequest.field("params", "Expected a JSON object.")
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise BadRequest.field("name", "Not a valid string.")
+    name = optional_text(body, "name")
     collection_id = strict_int(body, "collection_id", minimum=0)
     if collection_id is None:
         collection_id = strict_int(body, "source_image_collection_id", minimum=0)
@@ -153,9 +156,7 @@ async def create_job(request: Request) -> JSONResponse:
     pipeline = _pipeline(body)
     project_id = _required_int(body, "project_id", "project")
     collection_id = _required_int(body, "collection_id", "source_image_collection_id")
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise BadRequest.field("name", "Not a valid string.")
+    name = optional_text(body, "name")
     mode: DispatchMode | None = None
     if body.get("dispatch_mode") is not None:
         try:
@@ -179,7 +180,8 @@ async def create_job(request: Request) -> JSONResponse:
         collection_id=collection_id,
         name=name,
         dispatch_mode=mode,
-        limit=strict_int(body, "limit", minimum=0),
+        # Stored in an integer column.
+        limit=strict_int(body, "limit", minimum=0, maximum=INT4_MAX),
         shuffle=shuffle,
         start=start,
     )

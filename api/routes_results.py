@@ -3,6 +3,10 @@
 Order matters: a task is acked only after its result is committed to ``result_inbox``, so a crash
 between the two makes NATS redeliver a task whose result is already stored (the aggregator
 dedupes), never lose one. Valid entries are kept even when others in the request are invalid.
+
+Memory stays a small multiple of the body (the ADC posts up to 150 MB): the body is read into one
+buffer (api.bodies), cut into per-entry views of it (api.result_body), each entry validated and
+re-serialised on its own (api.result_entries), and the buffer released before the insert.
 """
 
 from __future__ import annotations
@@ -19,39 +23,29 @@ from psycopg_pool import PoolTimeout
 
 from antenna_db import job_store
 from api.access import worker_job
-from api.bodies import parse_json
-from api.context import get_context
-from api.http_errors import BadRequest
-from api.result_entries import EntryError, reply_subject_error, validate_entry
+from api.bodies import read_body
+from api.context import ApiContext, get_context
+from api.result_body import RawEntry, split_results
+from api.result_entries import (
+    EntryError,
+    ValidEntry,
+    reply_subject_error,
+    reply_subject_of,
+    validate_entry,
+)
 from api.routing import route
 from core import inbox
 from core.inbox import InboxEntry
-from core.states import FINAL_STATES, JobState
+from core.states import ACTIVE_STATES, JobState
 
 log = logging.getLogger(__name__)
 
 ACK = b"+ACK"
-# Bodies this big (result posts reach 100+ MB) are parsed and validated in a thread, so the event
-# loop keeps serving /tasks/ and other posts meanwhile.
-LARGE_BODY_BYTES = 1_000_000
 ACK_FLUSH_SECONDS = 5
-# Results for these are acked and dropped: the job's aggregation has stopped or is stopping.
-DISCARD_STATES = FINAL_STATES | {JobState.CANCELING}
-
-
-def _entries(body: Any) -> list[Any]:
-    if isinstance(body, list):
-        raise BadRequest.field(
-            "results", 'Expected an object {"results": [...]}, got a bare list of results.'
-        )
-    if not isinstance(body, dict):
-        raise BadRequest.field("body", "Expected a JSON object.")
-    results = body.get("results")
-    if results is None:
-        raise BadRequest.field("results", "This field is required.")
-    if not isinstance(results, list):
-        raise BadRequest.field("results", "Expected a list of items.")
-    return results
+YIELD_SECONDS = 0.005
+# Results are stored only while the job is served tasks; for any other status (not started yet,
+# CANCELING, final) they are acked and dropped: nothing would ever drain them.
+REFUSED_STATES = frozenset(JobState) - ACTIVE_STATES
 
 
 async def ack(nc: NatsClient, subjects: list[str]) -> None:
@@ -71,48 +65,69 @@ def _unavailable(job_id: int) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-def _validate_all(prefix: str, raw_entries: list[Any]) -> tuple[list[InboxEntry], list[EntryError]]:
+async def _validate_all(
+    prefix: str, entries: list[RawEntry]
+) -> tuple[list[InboxEntry], list[EntryError]]:
+    """Each entry on its own: validated, then serialised (each about 0.05 s for a 6 MB result),
+    with a pause for the event loop after each step, so /tasks/ and other posts are served while
+    a big body is checked. A pause of a few ms, not sleep(0): a request in flight needs several
+    round trips (PostgreSQL, NATS) to finish, one per loop turn."""
     valid: list[InboxEntry] = []
     errors: list[EntryError] = []
-    for index, raw in enumerate(raw_entries):
-        checked = validate_entry(prefix, index, raw)
-        if isinstance(checked, InboxEntry):
-            valid.append(checked)
+    for index, entry in enumerate(entries):
+        checked = validate_entry(prefix, index, entry)
+        await asyncio.sleep(YIELD_SECONDS)
+        if isinstance(checked, ValidEntry):
+            valid.append(checked.inbox_entry())
+            await asyncio.sleep(YIELD_SECONDS)
         else:
             errors.extend(checked)
     return valid, errors
 
 
+async def _store(
+    ctx: ApiContext, job_id: int, consumer: str, valid: list[InboxEntry]
+) -> tuple[list[int] | None, JobState]:
+    """Store the entries, one statement each in one transaction, while the job still accepts
+    them for this run: the job row is read FOR SHARE first, so a status change (a cancel) or a
+    new run waits for these rows to commit (its clean-up then removes them) or is seen here
+    and nothing is stored. One statement per entry: a 150 MB post never becomes one 150 MB
+    parameter, nor a second copy of itself in memory."""
+    async with ctx.connection() as conn, conn.transaction():
+        state = await job_store.run_state(conn, job_id, share=True)
+        if state.status in REFUSED_STATES or state.consumer != consumer:
+            return None, state.status
+        ids: list[int] = []
+        for entry in valid:
+            ids += await inbox.store(conn, job_id, [entry])
+        return ids, state.status
+
+
 async def post_results(request: Request, job_id: int) -> JSONResponse:
+    """Antenna's order: who may post (401/403/404) before the body is read."""
     ctx = get_context(request)
     try:
         job = await worker_job(request, job_id)
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
-    raw = await request.body()
-    large = len(raw) >= LARGE_BODY_BYTES
-    body = await asyncio.to_thread(parse_json, raw) if large else parse_json(raw)
-    raw_entries = _entries(body)
-    if job.status in DISCARD_STATES or job.consumer is None:
-        return await _discard(request, job_id, job.status, raw_entries, None)
+    raw = await read_body(request)
+    body = split_results(raw)
+    if job.status in REFUSED_STATES or job.consumer is None:
+        return await _discard(ctx, job_id, job.status, body.entries, None)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
-    if large:
-        valid, errors = await asyncio.to_thread(_validate_all, prefix, raw_entries)
-    else:
-        valid, errors = _validate_all(prefix, raw_entries)
+    valid, errors = await _validate_all(prefix, body.entries)
+    errors += [EntryError(None, field, message) for field, message in body.problems]
+    count = len(body.entries)
+    # Only the validated payloads are needed from here on: let the body buffer go.
+    del raw, body
     try:
-        async with ctx.connection() as conn, conn.transaction():
-            # The status read above is only a fast path: a cancel or a new run can land after
-            # it, so the job row is read again FOR SHARE before the insert: a status change
-            # waits for these rows to commit (the cleanup after it removes them) or is seen.
-            state = await job_store.run_state(conn, job_id, share=True)
-            accepting = state.status not in DISCARD_STATES and state.consumer == job.consumer
-            row_ids = await inbox.store(conn, job_id, valid) if accepting else None
+        row_ids, status = await _store(ctx, job_id, job.consumer, valid)
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
     if row_ids is None:
-        return await _discard(request, job_id, state.status, raw_entries, None)
+        subjects = [entry.reply_subject for entry in valid]
+        return await _discarded(ctx, job_id, status, subjects, count)
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
     if job.pipeline_id is not None:
         await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)
@@ -124,14 +139,14 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     answer: dict[str, Any] = {"status": "accepted", "job_id": job_id, "results_queued": len(tasks)}
     if not errors:
         return JSONResponse({**answer, "tasks": tasks})
-    bad = sorted({e.index for e in errors})
+    bad = {e.index for e in errors if e.index is not None}
     return JSONResponse(
         {
             **answer,
             "status": "partial" if tasks else "rejected",
             "tasks": tasks,
             "detail": (
-                f"{len(bad)} of {len(raw_entries)} results are invalid (first: "
+                f"{len(bad)} of {count} results are invalid (first: "
                 f"{errors[0].field}: {errors[0].message}); the {len(tasks)} valid ones were queued"
             ),
             "field": errors[0].field,
@@ -142,23 +157,33 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
 
 
 async def _discard(
-    request: Request, job_id: int, status: JobState, raw_entries: list[Any], prefix: str | None
+    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry], prefix: str | None
 ) -> JSONResponse:
-    """Late results (after cancel or completion): ack them so they stop coming back, keep none."""
-    ctx = get_context(request)
-    names = ctx.settings.jobs.names
-    prefix = prefix or f"$JS.ACK.{names.stream(job_id)}."
-    subjects = [
-        raw["reply_subject"]
-        for index, raw in enumerate(raw_entries)
-        if isinstance(raw, dict)
-        and reply_subject_error(prefix, index, raw.get("reply_subject")) is None
-    ]
+    """Results for a job that is not active: ack them so they stop coming back, keep none.
+    Only subjects of the job's stream are acked (of any run: a run's consumer that is gone
+    takes no acks anyway)."""
+    prefix = prefix or f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
+    subjects = []
+    for index, entry in enumerate(entries):
+        subject = reply_subject_of(entry)
+        if reply_subject_error(prefix, index, subject) is None:
+            subjects.append(subject)
+    return await _discarded(ctx, job_id, status, subjects, len(entries))
+
+
+async def _discarded(
+    ctx: ApiContext, job_id: int, status: JobState, subjects: list[str], count: int
+) -> JSONResponse:
     await ack(ctx.resources.nats, subjects)
-    async with ctx.connection() as conn:
-        await job_store.append_log(
-            conn, job_id, f"Discarded {len(raw_entries)} results posted while the job is {status}"
-        )
+    # A worker that keeps posting to a finished job must not write a log row per post.
+    if ctx.log_throttle.ready(("results-discarded", job_id)):
+        async with ctx.connection() as conn:
+            await job_store.append_log(
+                conn,
+                job_id,
+                f"Discarded {count} results posted while the job is {status}"
+                " (logged at most once a minute)",
+            )
     tasks = [{"reply_subject": s, "status": "discarded", "task_id": ""} for s in subjects]
     return JSONResponse(
         {"status": "discarded", "job_id": job_id, "results_queued": 0, "tasks": tasks}

@@ -1,6 +1,8 @@
 """``POST /api/v2/jobs/{id}/tasks/``: hand a worker up to ``batch_size`` reserved tasks.
 
 Status is read on every call (one primary-key lookup) so a CANCELING job gets [] at once.
+``batch_size`` is at most MAX_BATCH_SIZE (Antenna has no maximum, but a NATS fetch of 2**63
+fails, and the ADC asks for 24).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from core.states import ACTIVE_STATES, DispatchMode, JobState
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH_SIZE = 1000
+
 
 def _batch_size(body: dict[str, Any]) -> int:
     if "batch_size" not in body:
         raise BadRequest.field("batch_size", "This field is required.")
     if body["batch_size"] is None:
         raise BadRequest.field("batch_size", "This field may not be null.")
-    value = strict_int(body, "batch_size", minimum=1)
+    value = strict_int(body, "batch_size", minimum=1, maximum=MAX_BATCH_SIZE)
     assert value is not None
     client_info = body.get("client_info")
     if client_info is not None and not isinstance(client_info, dict):

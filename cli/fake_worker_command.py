@@ -1,4 +1,8 @@
-"""``antenna-jobs fake-worker``: run the fake ADC worker until stopped; print what it posted."""
+"""``antenna-jobs fake-worker``: run the fake ADC worker until stopped; print what it posted.
+
+The token comes from ANTENNA_JOBS_API_TOKEN (settings) unless ``--token`` is given; the
+environment is preferred, since a command line is visible to every user in ``ps``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,13 @@ def fake_worker(
         str | None, typer.Option(help="API server URL (default: ANTENNA_JOBS_API_URL)")
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="API token (default: ANTENNA_JOBS_API_TOKEN)")
+        str | None,
+        typer.Option(
+            help=(
+                "API token. Prefer the environment variable ANTENNA_JOBS_API_TOKEN (the default"
+                " source): a token on the command line is visible to every user in `ps`."
+            )
+        ),
     ] = None,
     delay: Annotated[float, typer.Option(min=0, help="Seconds of 'inference' per batch")] = 0.0,
     error_rate: Annotated[
@@ -41,9 +51,7 @@ def fake_worker(
     settings = load_settings()
     key = token or settings.api.token
     if not key:
-        fail(
-            "no API token: pass --token or set ANTENNA_JOBS_API_TOKEN (`antenna-jobs token create`)"
-        )
+        fail("no API token: set ANTENNA_JOBS_API_TOKEN (`antenna-jobs token create` makes one)")
     config = FakeWorkerConfig(
         api_url=api_url or settings.api.url,
         token=key,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import InvalidJobInput
 from core.states import JobType
+from core.wire_types import INT8_MAX, PositiveInt4
 
 
 class SampleMethod(StrEnum):
@@ -40,9 +41,12 @@ class PopulateParams(_Params):
     """
 
     method: SampleMethod
-    size: int | None = Field(default=None, ge=1, description="random: how many captures")
-    every: int | None = Field(default=None, ge=1, description="every_nth: keep 1 in this many")
-    seed: int | None = Field(default=None, description="random: same seed, same sample")
+    # Bounded: both reach SQL as integers (LIMIT, a modulo) and the job's row as JSON.
+    size: PositiveInt4 | None = Field(default=None, description="random: how many captures")
+    every: PositiveInt4 | None = Field(default=None, description="every_nth: keep 1 in this many")
+    seed: int | None = Field(
+        default=None, ge=-INT8_MAX - 1, le=INT8_MAX, description="random: same seed, same sample"
+    )
     date_start: date | None = None
     date_end: date | None = None
     hour_start: int | None = Field(default=None, ge=0, le=23)

@@ -1,7 +1,8 @@
 """Wire schemas shared with the Antenna ADC worker (reference/antenna-jobs.md section 5).
 
 Field names and optionality follow Antenna's ami/ml/schemas.py; unknown fields are ignored so a
-newer worker keeps working.
+newer worker keeps working. Every value type is one PostgreSQL can store (core.wire_types): text
+without U+0000 or lone surrogates, finite floats, integers within their column's range.
 """
 
 from __future__ import annotations
@@ -11,98 +12,103 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.wire_types import FiniteFloat, Int4, PositiveInt4, SafeJson, SafeStr
+
 
 class WireModel(BaseModel):
     # Numbers become strings where a str is expected (ids), as pydantic v1 did on Antenna.
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    # NaN/Infinity (and 1e400, read as infinity) are refused: no column or jsonb can hold them.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class PipelineProcessingTask(WireModel):
-    id: str
-    image_id: str
-    image_url: str
-    reply_subject: str | None = None
+    id: SafeStr
+    image_id: SafeStr
+    image_url: SafeStr
+    reply_subject: SafeStr | None = None
 
 
 class BoundingBox(WireModel):
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    x1: FiniteFloat
+    y1: FiniteFloat
+    x2: FiniteFloat
+    y2: FiniteFloat
 
 
 class AlgorithmReference(WireModel):
-    name: str
-    key: str
+    name: SafeStr
+    key: SafeStr
 
 
 class ClassificationResponse(WireModel):
-    classification: str
-    labels: list[str] | None = None
-    scores: list[float] = Field(default_factory=list)
-    logits: list[float] | None = None
-    inference_time: float | None = None
+    classification: SafeStr
+    labels: list[SafeStr] | None = None
+    # Never empty: its max is stored as the classification's score.
+    scores: list[FiniteFloat] = Field(min_length=1)
+    logits: list[FiniteFloat] | None = None
+    inference_time: FiniteFloat | None = None
     algorithm: AlgorithmReference
     terminal: bool = True
     timestamp: datetime
 
 
 class DetectionResponse(WireModel):
-    source_image_id: str
+    source_image_id: SafeStr
     bbox: BoundingBox | None = None
-    inference_time: float | None = None
+    inference_time: FiniteFloat | None = None
     algorithm: AlgorithmReference
     timestamp: datetime
-    crop_image_url: str | None = None
+    crop_image_url: SafeStr | None = None
     classifications: list[ClassificationResponse] = Field(default_factory=list)
 
 
 class SourceImageResponse(WireModel):
-    id: str
-    url: str
+    id: SafeStr
+    url: SafeStr
 
 
 class AlgorithmCategoryMapResponse(WireModel):
-    data: list[dict[str, Any]] = Field(default_factory=list)
-    labels: list[str] = Field(default_factory=list)
-    version: str | None = None
-    description: str | None = None
-    uri: str | None = None
+    data: list[dict[SafeStr, SafeJson]] = Field(default_factory=list)
+    labels: list[SafeStr] = Field(default_factory=list)
+    version: SafeStr | None = None
+    description: SafeStr | None = None
+    uri: SafeStr | None = None
 
 
 class AlgorithmConfigResponse(WireModel):
-    name: str
-    key: str
-    description: str | None = None
-    task_type: str | None = None
-    version: int = 1
-    version_name: str | None = None
-    uri: str | None = None
+    name: SafeStr
+    key: SafeStr
+    description: SafeStr | None = None
+    task_type: SafeStr | None = None
+    version: Int4 = 1
+    version_name: SafeStr | None = None
+    uri: SafeStr | None = None
     category_map: AlgorithmCategoryMapResponse | None = None
 
 
 class PipelineResultsResponse(WireModel):
-    pipeline: str
-    algorithms: dict[str, AlgorithmConfigResponse] = Field(default_factory=dict)
-    total_time: float
+    pipeline: SafeStr
+    # Deprecated and ignored (Antenna warns), so never stored: left out of model_dump.
+    algorithms: dict[str, AlgorithmConfigResponse] = Field(default_factory=dict, exclude=True)
+    total_time: FiniteFloat
     source_images: list[SourceImageResponse]
     detections: list[DetectionResponse]
-    errors: list[Any] | str | None = None
+    errors: list[Any] | str | None = Field(default=None, exclude=True)
 
 
 class PipelineResultsError(WireModel):
-    error: str
-    image_id: str | None = None
+    error: SafeStr
+    image_id: SafeStr | None = None
 
 
 class PipelineTaskResult(WireModel):
-    reply_subject: str
+    reply_subject: SafeStr
     result: PipelineResultsResponse | PipelineResultsError
 
 
 class TasksRequest(WireModel):
-    batch_size: int = Field(ge=1)
-    client_info: dict[str, Any] | None = None
+    batch_size: PositiveInt4
+    client_info: dict[SafeStr, SafeJson] | None = None
 
 
 class TasksResponse(WireModel):
@@ -110,78 +116,78 @@ class TasksResponse(WireModel):
 
 
 class QueuedTaskAcknowledgment(WireModel):
-    reply_subject: str
-    status: str
-    task_id: str
+    reply_subject: SafeStr
+    status: SafeStr
+    task_id: SafeStr
 
 
 class ResultsResponse(WireModel):
-    status: str
+    status: SafeStr
     job_id: int
     results_queued: int
     tasks: list[QueuedTaskAcknowledgment] = Field(default_factory=list)
 
 
 class PipelineStageParam(WireModel):
-    name: str
-    key: str
-    category: str = "default"
+    name: SafeStr
+    key: SafeStr
+    category: SafeStr = "default"
 
 
 class PipelineStage(WireModel):
-    key: str
-    name: str
+    key: SafeStr
+    name: SafeStr
     params: list[PipelineStageParam] = Field(default_factory=list)
-    description: str | None = None
+    description: SafeStr | None = None
 
 
 class PipelineConfigResponse(WireModel):
-    name: str
-    slug: str
-    version: int = 1
-    description: str | None = None
+    name: SafeStr
+    slug: SafeStr
+    version: Int4 = 1
+    description: SafeStr | None = None
     algorithms: list[AlgorithmConfigResponse] = Field(default_factory=list)
     stages: list[PipelineStage] = Field(default_factory=list)
 
 
 class AsyncPipelineRegistrationRequest(WireModel):
-    processing_service_name: str
+    processing_service_name: SafeStr
     pipelines: list[PipelineConfigResponse] = Field(default_factory=list)
 
 
 class PipelineRegistrationResponse(WireModel):
     timestamp: datetime
     success: bool
-    error: str | None = None
-    pipelines: list[str] = Field(default_factory=list)
-    pipelines_created: list[str] = Field(default_factory=list)
-    algorithms_created: list[str] = Field(default_factory=list)
+    error: SafeStr | None = None
+    pipelines: list[SafeStr] = Field(default_factory=list)
+    pipelines_created: list[SafeStr] = Field(default_factory=list)
+    algorithms_created: list[SafeStr] = Field(default_factory=list)
     processing_service_id: int | None = None
 
 
 class ProcessingServiceInfoResponse(WireModel):
     """``GET /info`` of a push-mode (sync) processing service."""
 
-    name: str
-    description: str | None = None
+    name: SafeStr
+    description: SafeStr | None = None
     pipelines: list[PipelineConfigResponse] = Field(default_factory=list)
     algorithms: list[AlgorithmConfigResponse] = Field(default_factory=list)
 
 
 class SourceImageRequest(WireModel):
-    id: str
-    url: str
+    id: SafeStr
+    url: SafeStr
 
 
 class DetectionRequest(WireModel):
     source_image: SourceImageRequest
     bbox: BoundingBox | None = None
-    crop_image_url: str | None = None
+    crop_image_url: SafeStr | None = None
     algorithm: AlgorithmReference
 
 
 class PipelineRequest(WireModel):
-    pipeline: str
+    pipeline: SafeStr
     source_images: list[SourceImageRequest]
     detections: list[DetectionRequest] | None = None
-    config: dict[str, Any] | None = None
+    config: dict[SafeStr, SafeJson] | None = None

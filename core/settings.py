@@ -174,6 +174,9 @@ class ApiSettings(BaseSettings):
     url: str = "http://127.0.0.1:8000"
     token: str | None = None
     log_lines: int = 50
+    # Request bodies past this are answered 413 before they are read (Content-Length) or as soon
+    # as the stream passes it. The ADC posts 110-150 MB per 24-image batch of the moths model.
+    max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
 
 
 class AntennaSettings(BaseSettings):

@@ -133,7 +133,7 @@ async def new_antenna_job(pool: AsyncConnectionPool[Any], recipe: Recipe, collec
     async with pool.connection() as conn:
         cur = await conn.execute(
             "INSERT INTO jobs_job (created_at, updated_at, name, queue, scheduled_at, started_at,"
-            " finished_at, status, progress, logs, params, result, task_id, delay, \"limit\","
+            ' finished_at, status, progress, logs, params, result, task_id, delay, "limit",'
             " shuffle, job_type_key, project_id, deployment_id, source_image_single_id,"
             " source_image_collection_id, data_export_id, pipeline_id, dispatch_mode)"
             " SELECT now(), now(), 'Another ML job', queue, NULL, NULL, NULL, 'CREATED',"
@@ -163,8 +163,8 @@ async def retry_as_antenna(pool: AsyncConnectionPool[Any], job_id: int) -> None:
         await conn.execute(
             "UPDATE jobs_job SET finished_at = NULL, status = 'RETRY', updated_at = now(),"
             " progress = jsonb_set(jsonb_set(progress, '{summary}',"
-            " '{\"status\": \"CREATED\", \"progress\": 0.0}'), '{stages}', (SELECT jsonb_agg("
-            " s || '{\"status\": \"CREATED\", \"progress\": 0.0}' || jsonb_build_object('params',"
+            ' \'{"status": "CREATED", "progress": 0.0}\'), \'{stages}\', (SELECT jsonb_agg('
+            ' s || \'{"status": "CREATED", "progress": 0.0}\' || jsonb_build_object(\'params\','
             " (SELECT jsonb_agg(CASE WHEN jsonb_typeof(p->'value') = 'number'"
             " THEN p || '{\"value\": 0}' ELSE p END) FROM jsonb_array_elements(s->'params') p)))"
             " FROM jsonb_array_elements(progress->'stages') s)) WHERE id = %s",

@@ -71,3 +71,59 @@ def test_compose_registers_our_search_attributes():
     script = (ROOT / "deploy" / "temporal" / "setup-namespace.sh").read_text()
     flags = search_attributes.dev_server_flags()
     assert set(re.findall(r"\b(Antenna\w+=\w+)\b", script)) == set(flags[1::2])
+
+
+def _compose() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _published(service: dict[str, Any]) -> list[str]:
+    return [str(p) for p in service.get("ports", [])]
+
+
+def test_compose_publishes_only_the_api_on_all_interfaces():
+    services = _compose()["services"]
+    assert _published(services["api"]) == ["8000:8000"]
+    for name, service in services.items():
+        if name == "api":
+            continue
+        for port in _published(service):
+            # "127.0.0.1:HOST:CONTAINER": reachable from this host only.
+            assert port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+    assert _published(services["temporal"]) == ["127.0.0.1:7233:7233"]
+    assert _published(services["temporal-ui"]) == ["127.0.0.1:8080:8080"]
+
+
+SECRET_KEYS = re.compile(r"PASSWORD|PWD|SECRET|TOKEN")
+REQUIRED_VAR = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
+ANY_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
+
+
+def _environments(compose: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    envs = [(name, s.get("environment") or {}) for name, s in compose["services"].items()]
+    envs += [(k, v) for k, v in compose.items() if k.startswith("x-") and "env" in k]
+    return envs
+
+
+def test_compose_reads_every_password_from_the_env_file():
+    compose = _compose()
+    for where, env in _environments(compose):
+        assert isinstance(env, dict), where
+        for key, value in env.items():
+            text = str(value)
+            if SECRET_KEYS.search(key):
+                assert "${" in text, f"{where}.{key} is written in the file"
+            if "://" in text and "@" in text:  # a URL with credentials
+                user_info = text.split("://", 1)[1].split("@", 1)[0]
+                assert ":" not in user_info or REQUIRED_VAR.search(user_info), (where, key)
+    raw = (ROOT / "docker-compose.yml").read_text()
+    required = set(REQUIRED_VAR.findall(raw))
+    assert {"TEMPORAL_DB_PASSWORD", "APP_DB_PASSWORD"} <= required
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", example, re.MULTILINE))
+    assert set(ANY_VAR.findall(raw)) <= documented
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in ignored
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
