@@ -1,6 +1,6 @@
 """Job row activities: start, cancel checks, finalize, fail, revoke, with the job log lines.
 
-Every status write is guarded (core.job_store.transition), so a retried attempt or a late writer
+Every status write is guarded (antenna_db.job_store.transition), so a retried attempt or a late writer
 can never move a job out of a final state.
 """
 

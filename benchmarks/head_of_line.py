@@ -117,7 +117,7 @@ async def measure(
         async def all_published() -> bool:
             for job_id in aggregating:
                 with contextlib.suppress(Exception):
-                    info = await js.stream_info(naming.stream_name(job_id))
+                    info = await js.stream_info(settings.jobs.names.stream(job_id))
                     if info.state.messages == 10:
                         continue
                 return False

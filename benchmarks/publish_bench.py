@@ -102,7 +102,7 @@ async def main(images: int, rounds: int) -> None:
                         seconds = await ours_publish(queue, job.id, images)
                     else:
                         seconds = await antenna_publish(res, settings, job.id)
-                    info = await res.js.stream_info(naming.stream_name(job.id))
+                    info = await res.js.stream_info(settings.jobs.names.stream(job.id))
                     assert info.state.messages == images, (method, info.state.messages)
                     timings[method].append(seconds)
                 finally:

@@ -79,13 +79,14 @@ async def api_fixture(settings, pool, temporal_client) -> AsyncIterator[Api]:
         await nc.drain()
 
 
-def test_run_id(job_id: int) -> str:
+def made_run_id(job_id: int) -> str:
     """The run id make_job gives a job it moves to STARTED without a workflow."""
     return f"{job_id:012x}" + "0" * 20
 
 
-def test_consumer(settings: Any, job_id: int) -> str:
-    return str(settings.jobs.names.consumer(job_id, test_run_id(job_id)))
+def made_consumer(job_id: int) -> str:
+    """The consumer of the run make_job gives a job."""
+    return Names().consumer(job_id, made_run_id(job_id))
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Streams:
         await self.js.add_consumer(
             self.names.stream(job_id),
             ConsumerConfig(
-                durable_name=test_consumer(self.settings, job_id),
+                durable_name=made_consumer(job_id),
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.settings.nats.ack_wait.total_seconds(),
                 max_deliver=self.settings.nats.max_deliver,
@@ -140,9 +141,7 @@ class Streams:
         await asyncio.gather(*futures)
 
     async def consumer(self, job_id: int) -> ConsumerInfo:
-        return await self.js.consumer_info(
-            self.names.stream(job_id), test_consumer(self.settings, job_id)
-        )
+        return await self.js.consumer_info(self.names.stream(job_id), made_consumer(job_id))
 
     async def delete(self, job_id: int) -> None:
         with contextlib.suppress(NotFoundError):
@@ -193,8 +192,8 @@ async def make_job(
             await job_runs.take(
                 conn,
                 job.id,
-                test_run_id(job.id),
-                Names().consumer(job.id, test_run_id(job.id)),
+                made_run_id(job.id),
+                Names().consumer(job.id, made_run_id(job.id)),
             )
         cur = await conn.execute(
             "SELECT s.id, rtrim(s.public_base_url, '/') || '/' || s.path AS url"

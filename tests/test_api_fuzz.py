@@ -23,8 +23,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from api.tokens import create_token
 from cli import processes
+from tests.helpers_db import create_token
 from tests.helpers_processes import child_env
 
 pytestmark = pytest.mark.fuzz

@@ -12,7 +12,6 @@ import pytest_asyncio
 
 from api.context import ApiResources
 from api.routes_tasks import MAX_BATCH_SIZE
-from api.tokens import create_token
 from core.wire_types import INT4_MAX, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_MESSAGE
 from tests.helpers_api import (  # noqa: F401 - fixtures
     Api,
@@ -25,6 +24,7 @@ from tests.helpers_api import (  # noqa: F401 - fixtures
     streams_fixture,
     success_result,
 )
+from tests.helpers_db import create_token
 
 
 def nested(depth: int) -> str:
@@ -117,7 +117,7 @@ async def test_job_create_bounds_every_stored_value(api: Api, pool, change, fiel
     assert message in response.json()["errors"][0]["message"]
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM jobs WHERE project_id = %s", (job.seeded.project_id,)
+            "SELECT count(*) AS n FROM jobs_job WHERE project_id = %s", (job.seeded.project_id,)
         )
         assert (await cur.fetchone())["n"] == 1  # only the fixture's own job
 

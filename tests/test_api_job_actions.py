@@ -56,7 +56,7 @@ async def test_create_returns_the_job(api: Api, pool):
 
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT id FROM pipelines WHERE slug = %s", (seeded.pipeline_slug,)
+            "SELECT id FROM ml_pipeline WHERE slug = %s", (seeded.pipeline_slug,)
         )
         pipeline_id = (await cur.fetchone())["id"]
     by_id = {"project_id": seeded.project_id, "collection_id": seeded.collection_id}
@@ -146,7 +146,8 @@ async def test_cancel_a_job_that_never_started_revokes_it(api: Api, pool, tempor
 
     retried = await api.client.post(f"/jobs/{job.id}/retry/")
     assert retried.status_code == 200
-    assert retried.json()["status"] == JobState.RETRY
+    # Antenna's retry: RETRY, then at once its enqueue's PENDING (a new task id).
+    assert retried.json()["status"] == JobState.PENDING
     assert retried.json()["progress"]["summary"]["progress"] == 0
     await _terminate(temporal_client, job.id)
 

@@ -58,11 +58,14 @@ async def test_results_503_while_postgres_is_unreachable(settings, pool, tempora
     db = urlsplit(settings.database.url)
     proxy = TcpProxy(db.hostname, db.port or 5432)
     await proxy.start()
-    proxied = DatabaseSettings(
-        url=settings.database.url.replace(db.netloc, f"{db.username}@127.0.0.1:{proxy.port}"),
-        schema_name=settings.database.schema_name,
-        pool_min_size=1,
-        pool_max_size=2,
+    proxied = settings.database.model_copy(
+        update={
+            "url": settings.database.url.replace(
+                db.netloc, f"{db.username}@127.0.0.1:{proxy.port}"
+            ),
+            "pool_min_size": 1,
+            "pool_max_size": 2,
+        }
     )
     app_pool = await open_pool(proxied)
     nc = await nats.connect(settings.nats.url)

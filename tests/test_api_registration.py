@@ -65,20 +65,20 @@ async def test_registration_creates_then_updates(api: Api, pool):
     assert first["processing_service_id"] == service["id"]
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM project_pipelines pp JOIN pipelines p"
+            "SELECT count(*) AS n FROM ml_projectpipelineconfig pp JOIN ml_pipeline p"
             " ON p.id = pp.pipeline_id WHERE pp.project_id = %s AND p.slug LIKE %s",
             (project_id, f"reg-{suffix}%"),
         )
         assert (await cur.fetchone())["n"] == 2
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM pipeline_algorithms pa JOIN pipelines p"
+            "SELECT count(*) AS n FROM ml_pipeline_algorithms pa JOIN ml_pipeline p"
             " ON p.id = pa.pipeline_id WHERE p.slug LIKE %s",
             (f"reg-{suffix}%",),
         )
         assert (await cur.fetchone())["n"] == 3
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM processing_service_projects"
-            " WHERE processing_service_id = %s AND project_id = %s",
+            "SELECT count(*) AS n FROM ml_processingservice_projects"
+            " WHERE processingservice_id = %s AND project_id = %s",
             (service["id"], project_id),
         )
         assert (await cur.fetchone())["n"] == 1

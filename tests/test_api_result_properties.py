@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from core.seed import CLASSIFIER_KEY, DETECTOR_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import naming
-from tests.helpers_api import Api, api_fixture, make_job  # noqa: F401 - fixtures
+from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY
+from tests.helpers_api import Api, api_fixture, made_consumer, make_job  # noqa: F401 - fixtures
+from tests.helpers_db import NAMES
 
 pytestmark = pytest.mark.fuzz
 EXAMPLES = 200 if os.environ.get("ANTENNA_JOBS_TEST_PROFILE") == "full" else 25
@@ -153,7 +153,7 @@ async def job_fixture(pool):
 async def test_each_valid_entry_stored_once_each_invalid_named(
     api: Api, pool, job, kinds, scores, spot
 ):
-    prefix = naming.ack_prefix(job.id)
+    prefix = NAMES.ack_prefix(job.id, made_consumer(job.id))
     subjects, entries = [], []
     for i, kind in enumerate(kinds):
         n = next(_serial)

@@ -278,7 +278,7 @@ async def test_a_body_that_is_not_json_is_one_400(api: Api, pool, content):
 async def test_results_for_a_job_not_started_are_discarded(api: Api, pool, streams, status):
     job, tasks = await tasks_of(api, pool, streams, 2)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET status = %s WHERE id = %s", (status, job.id))
+        await conn.execute("UPDATE jobs_job SET status = %s WHERE id = %s", (status, job.id))
     results = [entry(t, success_result(t)) for t in tasks]
     response = await api.client.post(f"/jobs/{job.id}/result/", json={"results": results})
     assert response.status_code == 200
@@ -294,7 +294,7 @@ async def test_results_for_a_job_not_started_are_discarded(api: Api, pool, strea
 async def test_discard_log_lines_are_throttled(api: Api, pool, streams):
     job, tasks = await tasks_of(api, pool, streams, 1)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET status = 'SUCCESS' WHERE id = %s", (job.id,))
+        await conn.execute("UPDATE jobs_job SET status = 'SUCCESS' WHERE id = %s", (job.id,))
     for _ in range(20):
         response = await api.client.post(
             f"/jobs/{job.id}/result/", json={"results": [entry(tasks[0], success_result(tasks[0]))]}
@@ -302,7 +302,7 @@ async def test_discard_log_lines_are_throttled(api: Api, pool, streams):
         assert response.json()["status"] == "discarded"
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM job_logs WHERE job_id = %s AND message LIKE 'Discarded%%'",
+            "SELECT count(*) AS n FROM jobs_joblog WHERE job_id = %s AND message LIKE 'Discarded%%'",
             (job.id,),
         )
         row = await cur.fetchone()

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from core import naming
 from core.states import DispatchMode, JobState
 from tests.helpers_api import (  # noqa: F401 - fixtures
     Api,
@@ -16,10 +15,12 @@ from tests.helpers_api import (  # noqa: F401 - fixtures
     eventually,
     inbox_rows,
     job_status,
+    made_consumer,
     make_job,
     streams_fixture,
     success_result,
 )
+from tests.helpers_db import NAMES
 
 
 async def fetch(api: Api, job_id: int, batch_size, path_suffix: str = "/") -> list[dict]:
@@ -66,7 +67,8 @@ async def test_tasks_returns_exactly_batch_size(api: Api, pool, streams):
     for task in first:
         assert set(task) == {"id", "image_id", "image_url", "reply_subject"}
         assert task["id"] == task["image_id"]
-        assert task["reply_subject"].startswith(naming.ack_prefix(job.id))
+        prefix = NAMES.ack_prefix(job.id, made_consumer(job.id))
+        assert task["reply_subject"].startswith(prefix)
     urls = dict((str(i), u) for i, u in job.images)
     assert all(urls[t["image_id"]] == t["image_url"] for t in first)
 

@@ -397,7 +397,7 @@ def _hold_progress(settings: Settings, job_id: int, condition: str) -> DbHold:
 
 
 async def _waiting_on_job_row(pool) -> bool:
-    """A status write (core.job_store.transition) waits for a row lock of this session's jobs
+    """A status write (antenna_db.job_store.transition) waits for a row lock of this session's jobs
     table (other sessions' backends are in other schemas)."""
     rows = await fetch(
         pool,
