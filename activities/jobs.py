@@ -1,7 +1,7 @@
 """Job row activities: start, cancel checks, finalize, fail, revoke, with the job log lines.
 
-Every status write is guarded (antenna_db.job_store.transition), so a retried attempt or a late writer
-can never move a job out of a final state.
+Every status write is guarded (antenna_db.job_store.transition), so a retried attempt or a late
+writer can never move a job out of a final state.
 """
 
 from __future__ import annotations

@@ -14,26 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-# $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
-_V1_TOKENS = 9
-# $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
-#   .<pending>[.<random>]
-_V2_MIN_TOKENS = 11
-
-
-def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
-    """(stream, stream sequence) encoded in a JetStream ack subject, or None if it is not one."""
-    tokens = reply_subject.split(".")
-    if tokens[:2] != ["$JS", "ACK"]:
-        return None
-    try:
-        if len(tokens) == _V1_TOKENS:
-            return tokens[2], int(tokens[5])
-        if len(tokens) >= _V2_MIN_TOKENS:
-            return tokens[4], int(tokens[7])
-    except ValueError:
-        return None
-    return None
+from core.naming import stream_seq_from_reply
 
 
 class TaskLookup:

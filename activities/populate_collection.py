@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.internal_models import InternalResult
 from activities.models import JobRef
-from antenna_db import collections, job_store
+from antenna_db import cachalot, collections, job_store
 from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
@@ -70,6 +70,7 @@ class PopulateActivities:
                     params=params,
                     seed=job.id,
                 )
+            cachalot.wrote(*collections.POPULATE_TABLES)
             if done is None:
                 raise _refused(
                     f"collection {job.collection_id} of project {job.project_id} is gone"

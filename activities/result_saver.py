@@ -115,11 +115,9 @@ def add_response(
     parsed: ParsedResults, row_id: int, result: LightResult, pipeline: PipelineContext
 ) -> None:
     """One success result's images into ``parsed`` (also SYNC_API's /process answers): the
-    first success of an image wins; an algorithm the pipeline lacks fails that image."""
-    if result.pipeline and pipeline.slug and result.pipeline != pipeline.slug:
-        problem = f"result is for pipeline {result.pipeline!r}, the job runs {pipeline.slug!r}"
-    else:
-        problem = None
+    first success of an image wins; an algorithm the pipeline lacks fails that image. The
+    algorithms are the job's pipeline's (Antenna looks the pipeline up by the result's slug,
+    which the ADC copies from the job listing: the same one)."""
     by_image: dict[int, list[tuple[int, LightDetection]]] = {}
     for source in result.source_images:
         image = _int_id(source.id)
@@ -132,7 +130,7 @@ def add_response(
     for image, indexed in by_image.items():
         if image in parsed.processed:
             continue
-        reason = problem or unknown_algorithm((d for _, d in indexed), pipeline)
+        reason = unknown_algorithm((d for _, d in indexed), pipeline)
         if reason is None and any(c.n_scores == 0 for _, d in indexed for c in d.classifications):
             reason = "a classification has no scores"
         if reason:

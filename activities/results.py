@@ -24,15 +24,15 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.after_commit import AfterCommit
 from activities.aggregate_progress import apply_counters, throughput_line
+from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
 from activities.job_state_cache import JobStateCache
 from activities.jobs import CANCEL_STATES, final_status
 from activities.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.models import JOB_CANCELLED, AggregateInput, AggregateResult
 from activities.result_saver import BatchOutcome, BatchSaver
-from antenna_db import captures, counts, job_store, pipelines
+from antenna_db import cachalot, captures, counts, job_store, pipelines
 from antenna_db.job_store import RunState
 from core import inbox, job_images, job_runs
 from core.counters import AggregateCounters
@@ -55,14 +55,14 @@ class ResultActivities:
         js: JetStreamContext,
         redis: aioredis.Redis,
         settings: Settings,
-        after: AfterCommit | None = None,
+        crops: CropRequests | None = None,
     ) -> None:
         self._pool = pool
         self._nc = nc
         self._js = js
         self._settings = settings
         self._lookup = TaskLookup(js)
-        self._after = after or AfterCommit()
+        self._crops = crops or CropRequests()
         self._cache = JobStateCache(
             redis, int(settings.redis.key_ttl.total_seconds()), settings.jobs.names
         )
@@ -75,7 +75,7 @@ class ResultActivities:
             self._js,
             self._lookup,
             self._cache,
-            self._after,
+            self._crops,
             self._settings,
             inp.job_id,
         )
@@ -92,7 +92,7 @@ class _Aggregation:
         js: JetStreamContext,
         lookup: TaskLookup,
         cache: JobStateCache,
-        after: AfterCommit,
+        crops: CropRequests,
         settings: Settings,
         job_id: int,
     ) -> None:
@@ -101,7 +101,7 @@ class _Aggregation:
         self.js = js
         self.lookup = lookup
         self.cache = cache
-        self.after = after
+        self.crops = crops
         self.settings = settings
         self.names = settings.jobs.names
         self.job_id = job_id
@@ -182,9 +182,9 @@ class _Aggregation:
         for image, reason in outcome.refused.items():
             where = f"image {image}" if image >= 0 else f"result row {-image}"
             await self._log(f"Result for {where} refused: {reason}", level="ERROR")
-        if outcome.tables:
-            await self.after.wrote(outcome.tables)
-        await self.after.new_detections(outcome.need_crops)
+        # After the batch's commit: Antenna's cache and crop worker hear of it.
+        cachalot.wrote(*outcome.tables)
+        self.crops.new_detections(outcome.need_crops)
         if not outcome.moved:
             return
         await self.cache.mark_done(self.job_id, outcome.processed, outcome.failed)
@@ -258,7 +258,6 @@ class _Aggregation:
         self.last_counts = time.monotonic()
         async with self.pool.connection() as conn:
             await counts.refresh_job_counts(conn, self.job_id, self.project_id)
-        await self.after.wrote(counts.JOB_COUNT_TABLES)
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
@@ -316,11 +315,9 @@ class _Aggregation:
         self.last_progress = time.monotonic()
         self.last_touch = self.last_progress
         self.dirty = False
-        await self.after.wrote(["jobs_job"])
 
     async def _log(
         self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
     ) -> None:
         async with self.pool.connection() as conn:
             await job_store.append_log(conn, self.job_id, message, level=level, context=context)
-        await self.after.wrote(["jobs_joblog"])

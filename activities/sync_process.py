@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.after_commit import AfterCommit
 from activities.aggregate_progress import apply_counters, throughput_line
+from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, resume_details
 from activities.jobs import RowCancelCheck, final_status
 from activities.models import JobRef
@@ -37,7 +37,7 @@ from activities.sync_models import (
     SyncProcessResult,
 )
 from activities.task_queue import NO_URL_ERROR
-from antenna_db import captures, counts, job_store, pipelines
+from antenna_db import cachalot, captures, counts, job_store, pipelines
 from antenna_db.pipelines import BATCH_SIZE_KEY, PipelineContext
 from core import inbox, job_runs
 from core.counters import AggregateCounters
@@ -62,12 +62,12 @@ class SyncActivities:
         pool: Pool,
         http: httpx.AsyncClient,
         settings: Settings,
-        after: AfterCommit | None = None,
+        crops: CropRequests | None = None,
     ) -> None:
         self._pool = pool
         self._http = http
         self._settings = settings
-        self._after = after or AfterCommit()
+        self._crops = crops or CropRequests()
 
     @activity.defn(name="choose_sync_service")
     async def choose_service(self, ref: JobRef) -> ServiceChoice:
@@ -97,7 +97,7 @@ class SyncActivities:
 
     @activity.defn(name="process_sync_batches")
     async def process_batches(self, inp: SyncProcessInput) -> SyncProcessResult:
-        return await _SyncRun(self._pool, self._http, self._settings, self._after, inp).run()
+        return await _SyncRun(self._pool, self._http, self._settings, self._crops, inp).run()
 
 
 class _SyncRun:
@@ -108,12 +108,12 @@ class _SyncRun:
         pool: Pool,
         http: httpx.AsyncClient,
         settings: Settings,
-        after: AfterCommit,
+        crops: CropRequests,
         inp: SyncProcessInput,
     ) -> None:
         self.pool = pool
         self.http = http
-        self.after = after
+        self.crops = crops
         self.inp = inp
         self.job_id = inp.job_id
         self.jobs = settings.jobs
@@ -163,7 +163,6 @@ class _SyncRun:
         await self._write_progress(final=status)
         async with self.pool.connection() as conn:
             await counts.refresh_job_counts(conn, self.job_id, self.project_id)
-        await self.after.wrote(counts.JOB_COUNT_TABLES)
         await self._log(
             f"Sent {state.batches} batches of up to {size} images to {self.inp.service.name}"
             f" ({state.failed_batches} failed)"
@@ -210,8 +209,8 @@ class _SyncRun:
                 outcome = await record_parsed(
                     conn, self.job_id, self.project_id, self.pipeline, ParsedResults(failed=failed)
                 )
-        await self.after.wrote(outcome.tables)
-        await self.after.new_detections(outcome.need_crops)
+        cachalot.wrote(*outcome.tables)
+        self.crops.new_detections(outcome.need_crops)
         for image, reason in outcome.refused.items():
             await self._log(f"Result for image {image} refused: {reason}", level="ERROR")
         if error:
@@ -280,14 +279,12 @@ class _SyncRun:
         async with self.pool.connection() as conn:
             await job_store.save_progress(conn, self.job_id, self.progress)
         self.last_progress = time.monotonic()
-        await self.after.wrote(["jobs_job"])
 
     async def _log(
         self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
     ) -> None:
         async with self.pool.connection() as conn:
             await job_store.append_log(conn, self.job_id, message, level=level, context=context)
-        await self.after.wrote(["jobs_joblog"])
 
 
 async def _no_reply(_: str) -> int | None:

@@ -15,6 +15,8 @@ from psycopg import AsyncConnection
 
 from core.job_params import PopulateParams, SampleMethod
 
+# What populate writes (its caller marks them for Antenna's cache once committed).
+POPULATE_TABLES = ("main_sourceimagecollection", "main_sourceimagecollection_images")
 # Antenna's names for our methods, stored on the capture set so its UI shows them.
 ANTENNA_METHOD = {SampleMethod.ALL: "full", SampleMethod.RANDOM: "random"}
 OUR_METHOD = {"full": SampleMethod.ALL.value, "random": SampleMethod.RANDOM.value}

@@ -14,6 +14,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from antenna_db import cachalot
+
 # A determination dt inside taxon t: t itself or below it.
 _UNDER = (
     "(%s.taxon_id = o.determination_id"
@@ -142,6 +144,7 @@ async def refresh_capture_detections(
     project_id from the station)."""
     if image_ids:
         await conn.execute(_CAPTURES, {"project": project_id, "images": image_ids})
+        cachalot.wrote("main_sourceimage")
 
 
 async def refresh_job_counts(conn: AsyncConnection[Any], job_id: int, project_id: int) -> None:
@@ -149,3 +152,4 @@ async def refresh_job_counts(conn: AsyncConnection[Any], job_id: int, project_id
     params = {"job": job_id, "project": project_id}
     await conn.execute(_EVENTS, params)
     await conn.execute(_DEPLOYMENTS, params)
+    cachalot.wrote(*JOB_COUNT_TABLES)

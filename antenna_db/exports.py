@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from antenna_db import cachalot
 from antenna_db.capture_urls import CAPTURE_URL
 
 _SCOPE = """
@@ -67,6 +68,7 @@ async def create(conn: AsyncConnection[Any], project_id: int, user_id: int, fmt:
     )
     row = await cur.fetchone()
     assert row is not None
+    cachalot.wrote("exports_dataexport")
     return int(row["id"])
 
 
@@ -78,3 +80,4 @@ async def finish(
         " updated_at = now() WHERE id = %s",
         (file_url[:200], records, size, export_id),
     )
+    cachalot.wrote("exports_dataexport")

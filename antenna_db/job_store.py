@@ -18,7 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
-from antenna_db import exports, users
+from antenna_db import cachalot, exports, users
 from core.errors import InvalidJobInput, JobNotFound
 from core.job_params import validate_params
 from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
@@ -172,6 +172,7 @@ async def create_ml_job(
     )
     row = await cur.fetchone()
     assert row is not None
+    cachalot.wrote("jobs_job")
     return await get_job(conn, row["id"])
 
 
@@ -229,6 +230,7 @@ async def create_internal_job(
     )
     row = await cur.fetchone()
     assert row is not None
+    cachalot.wrote("jobs_job")
     return await get_job(conn, row["id"])
 
 
@@ -286,6 +288,7 @@ async def transition(
             "since": unchanged_since,
         },
     )
+    cachalot.wrote("jobs_job")
     return cur.rowcount == 1
 
 
@@ -314,6 +317,7 @@ async def save_progress(
         " updated_at = now() WHERE id = %s" + guard,
         params,
     )
+    cachalot.wrote("jobs_job")
     return cur.rowcount == 1
 
 
@@ -365,6 +369,7 @@ async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
 async def touch(conn: AsyncConnection[Any], job_id: int) -> None:
     """Bump updated_at: Antenna's reaper revokes a running job whose row is 10 minutes old."""
     await conn.execute("UPDATE jobs_job SET updated_at = now() WHERE id = %s", (job_id,))
+    cachalot.wrote("jobs_job")
 
 
 async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]) -> None:
@@ -372,6 +377,7 @@ async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str,
         "UPDATE jobs_job SET result = %s::jsonb, updated_at = now() WHERE id = %s",
         (storable_json(result), job_id),
     )
+    cachalot.wrote("jobs_job")
 
 
 async def append_log(
@@ -388,6 +394,7 @@ async def append_log(
         " VALUES (now(), now(), %s, %s, %s::jsonb, %s)",
         (level, storable(message), storable_json(context or {}), job_id),
     )
+    cachalot.wrote("jobs_joblog")
 
 
 async def latest_logs(conn: AsyncConnection[Any], job_id: int, limit: int) -> list[dict[str, Any]]:

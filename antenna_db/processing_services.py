@@ -10,7 +10,14 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from antenna_db import cachalot
 from core.errors import InvalidJobInput
+
+SERVICE_TABLES = (
+    "ml_processingservice",
+    "ml_processingservice_projects",
+    "ml_processingservice_pipelines",
+)
 
 
 async def add_push_service(
@@ -56,6 +63,7 @@ async def add_push_service(
         assert row is not None
         service_id = int(row["id"])
         await link(conn, service_id, project_id, list(pipelines.values()))
+    cachalot.wrote(*SERVICE_TABLES)
     return service_id
 
 
@@ -110,6 +118,7 @@ async def pull_services_seen(
         query += _OF_PROJECT
         params.append(project_id)
     await conn.execute(query, params)
+    cachalot.wrote("ml_processingservice")
 
 
 _SYNC_CANDIDATES = """
@@ -145,3 +154,4 @@ async def record_probes(conn: AsyncConnection[Any], probes: list[tuple[int, floa
                 [lat for _, lat in probes],
             ),
         )
+        cachalot.wrote("ml_processingservice")

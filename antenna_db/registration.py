@@ -18,7 +18,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from antenna_db.processing_services import link
+from antenna_db import cachalot
+from antenna_db.processing_services import SERVICE_TABLES, link
 from core.errors import InvalidJobInput
 from core.schemas import (
     AlgorithmConfigResponse,
@@ -38,6 +39,14 @@ DEFAULT_STAGES = [
     }
 ]
 CLASSIFIER_TASK_TYPES = ("classification", "tagging")
+REGISTRATION_TABLES = (
+    *SERVICE_TABLES,
+    "ml_pipeline",
+    "ml_projectpipelineconfig",
+    "ml_pipeline_algorithms",
+    "ml_algorithm",
+    "ml_algorithmcategorymap",
+)
 MayManage = Callable[[list[int]], Awaitable[bool]]
 
 
@@ -248,6 +257,7 @@ async def register(
         "UPDATE ml_processingservice SET last_seen = now(), last_seen_live = true WHERE id = %s",
         (service_id,),
     )
+    cachalot.wrote(*REGISTRATION_TABLES)
     error = None
     if left_alone:
         error = (

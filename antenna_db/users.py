@@ -19,7 +19,17 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
+from antenna_db import cachalot
 from core.errors import InvalidJobInput
+
+USER_TABLES = (
+    "users_user",
+    "authtoken_token",
+    "auth_group",
+    "guardian_groupobjectpermission",
+    "users_user_groups",
+    "main_userprojectmembership",
+)
 
 _PROJECT_TYPE = (
     "(SELECT id FROM django_content_type WHERE app_label = 'main' AND model = 'project')"
@@ -246,6 +256,7 @@ async def create_token_user(
                 " project_id) VALUES (now(), now(), %s, %s) ON CONFLICT DO NOTHING",
                 (user["id"], project_id),
             )
+    cachalot.wrote(*USER_TABLES)
     return key
 
 
@@ -278,6 +289,7 @@ async def revoke_token(conn: AsyncConnection[Any], fingerprint_or_key: str) -> i
             await conn.execute(
                 "DELETE FROM token_meta WHERE key_hash = ANY(%s)", ([key_hash(k) for k in keys],)
             )
+    cachalot.wrote("authtoken_token")
     return len(keys)
 
 
@@ -293,4 +305,5 @@ async def remove_expired_tokens(conn: AsyncConnection[Any]) -> int:
         cur = await conn.execute("SELECT key FROM authtoken_token")
         keys = [r["key"] for r in await cur.fetchall() if key_hash(r["key"]) in hashes]
         await conn.execute("DELETE FROM authtoken_token WHERE key = ANY(%s)", (keys,))
+    cachalot.wrote("authtoken_token")
     return len(keys)

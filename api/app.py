@@ -15,6 +15,7 @@ import nats
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
+from antenna_db import cachalot
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
 from api.auth import require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources
@@ -55,6 +56,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(cachalot.installed(settings.antenna.cache_url))
             opened = resources
             if opened is None:
                 opened = await stack.enter_async_context(open_resources(settings))

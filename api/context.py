@@ -15,6 +15,7 @@ from temporalio.client import Client
 from api.job_actions import JobActions
 from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
+from api.task_images import TaskImages
 from api.tokens import PermissionCache, TokenVerifier
 from core.settings import Settings
 
@@ -42,6 +43,7 @@ class ApiContext:
     tokens: TokenVerifier
     permissions: PermissionCache
     tasks: TaskFetcher
+    task_images: TaskImages
     liveness: Liveness
     db_timeout: float
     # Limits job log lines that idle polling would otherwise repeat every few seconds.
@@ -62,6 +64,9 @@ class ApiContext:
             tokens=TokenVerifier(resources.pool, db_timeout),
             permissions=PermissionCache(resources.pool, db_timeout),
             tasks=TaskFetcher(resources.nats, settings.nats, settings.jobs.names),
+            task_images=TaskImages(
+                resources.nats.jetstream(timeout=settings.nats.request_timeout.total_seconds())
+            ),
             liveness=Liveness(resources.pool, db_timeout),
             db_timeout=db_timeout,
             log_throttle=Throttle(LOG_THROTTLE_SECONDS),

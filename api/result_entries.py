@@ -44,9 +44,36 @@ class ValidEntry:
     reply_subject: str
     result: PipelineResultsResponse | PipelineResultsError
 
-    def inbox_entry(self) -> InboxEntry:
+    def images(self) -> set[int]:
+        """Every image the result names (an error's image id, or a result's source images and
+        detections)."""
+        if isinstance(self.result, PipelineResultsError):
+            return {self.image_id} if self.image_id is not None else set()
+        return {int(s.id) for s in self.result.source_images} | {
+            int(d.source_image_id) for d in self.result.detections
+        }
+
+    def task_mismatch(self, index: int, task_image: int | None) -> EntryError | None:
+        """Why this entry is not the result of its task's image (None: it is)."""
+        if task_image is None:
+            return EntryError(
+                index,
+                f"results[{index}].reply_subject",
+                "No such task in this job's queue (already finished, or never handed out).",
+            )
+        others = sorted(self.images() - {task_image})
+        if not others:
+            return None
+        where = "image_id" if isinstance(self.result, PipelineResultsError) else "source_images"
+        return EntryError(
+            index,
+            f"results[{index}].result.{where}",
+            f"Image {others[0]} is not the image of this task ({task_image}).",
+        )
+
+    def inbox_entry(self, task_image: int | None = None) -> InboxEntry:
         return InboxEntry(
-            image_id=self.image_id,
+            image_id=self.image_id if self.image_id is not None else task_image,
             reply_subject=self.reply_subject,
             is_error=isinstance(self.result, PipelineResultsError),
             payload=self.result.model_dump_json(exclude=_NOT_STORED),

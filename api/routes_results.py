@@ -35,6 +35,7 @@ from api.result_entries import (
 )
 from api.routing import route
 from core import inbox
+from core.errors import TaskQueueUnavailable
 from core.inbox import InboxEntry
 from core.states import ACTIVE_STATES, JobState
 
@@ -66,22 +67,31 @@ def _unavailable(job_id: int) -> JSONResponse:
 
 
 async def _validate_all(
-    prefix: str, entries: list[RawEntry]
+    ctx: ApiContext, job_id: int, prefix: str, entries: list[RawEntry]
 ) -> tuple[list[InboxEntry], list[EntryError]]:
-    """Each entry on its own: validated, then serialised (each about 0.05 s for a 6 MB result),
-    with a pause for the event loop after each step, so /tasks/ and other posts are served while
-    a big body is checked. A pause of a few ms, not sleep(0): a request in flight needs several
-    round trips (PostgreSQL, NATS) to finish, one per loop turn."""
-    valid: list[InboxEntry] = []
+    """Each entry on its own: validated, matched with its task's image, then serialised (each
+    about 0.05 s for a 6 MB result), with a pause for the event loop after each step, so
+    /tasks/ and other posts are served while a big body is checked. A pause of a few ms, not
+    sleep(0): a request in flight needs several round trips (PostgreSQL, NATS) to finish."""
+    checked: list[tuple[int, ValidEntry]] = []
     errors: list[EntryError] = []
-    for index, entry in enumerate(entries):
-        checked = validate_entry(prefix, index, entry)
+    for index, raw in enumerate(entries):
+        found = validate_entry(prefix, index, raw)
         await asyncio.sleep(YIELD_SECONDS)
-        if isinstance(checked, ValidEntry):
-            valid.append(checked.inbox_entry())
-            await asyncio.sleep(YIELD_SECONDS)
+        if isinstance(found, ValidEntry):
+            checked.append((index, found))
         else:
-            errors.extend(checked)
+            errors.extend(found)
+    tasks = await ctx.task_images.images(job_id, [e.reply_subject for _, e in checked])
+    valid: list[InboxEntry] = []
+    for (index, good), task_image in zip(checked, tasks, strict=True):
+        mismatch = good.task_mismatch(index, task_image)
+        if mismatch is not None:
+            errors.append(mismatch)
+            continue
+        valid.append(good.inbox_entry(task_image))
+        await asyncio.sleep(YIELD_SECONDS)
+    errors.sort(key=lambda e: -1 if e.index is None else e.index)
     return valid, errors
 
 
@@ -116,7 +126,10 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
         return await _discard(ctx, job_id, job.status, body.entries, None)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
-    valid, errors = await _validate_all(prefix, body.entries)
+    try:
+        valid, errors = await _validate_all(ctx, job_id, prefix, body.entries)
+    except TaskQueueUnavailable:
+        return _unavailable(job_id)
     errors += [EntryError(None, field, message) for field, message in body.problems]
     count = len(body.entries)
     # Only the validated payloads are needed from here on: let the body buffer go.

@@ -38,8 +38,8 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import nats  # noqa: E402
 import psycopg  # noqa: E402
-from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY  # noqa: E402
 
+from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY  # noqa: E402
 from api.tokens import create_token  # noqa: E402
 from cli import processes  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402

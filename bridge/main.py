@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 
+from antenna_db import cachalot
 from api.job_actions import JobActions
 from bridge.consumer import RunJobConsumer
 from core.db import open_pool
@@ -49,7 +50,8 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
                 loop.add_signal_handler(sig, consumer.stop)
                 installed.append(sig)
         try:
-            await consumer.run(ready=ready)
+            async with cachalot.installed(settings.antenna.cache_url):
+                await consumer.run(ready=ready)
         finally:
             log.info("bridge stopped")
     finally:

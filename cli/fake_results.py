@@ -93,9 +93,10 @@ def build_result(
     total_time: float = 0.0,
     now: datetime | None = None,
     model: FakeModel = DEMO_MODEL,
+    empty_rate: float = 0.0,
 ) -> PipelineTaskResult:
-    """One image's result: an error with probability ``error_rate``, else 1-3 detections,
-    each with one classification."""
+    """One image's result: an error with probability ``error_rate``, else nothing found with
+    probability ``empty_rate``, else 1-3 detections, each with one classification."""
     rng = _rng(seed, task.image_id)
     reply_subject = task.reply_subject or ""
     if rng.random() < error_rate:
@@ -105,7 +106,7 @@ def build_result(
         )
         return PipelineTaskResult(reply_subject=reply_subject, result=error)
     now = now or datetime.now(UTC)
-    count = rng.randint(1, MAX_DETECTIONS)
+    count = 0 if empty_rate and rng.random() < empty_rate else rng.randint(1, MAX_DETECTIONS)
     detections = [_detection(task, rng, now, model) for _ in range(count)]
     response = PipelineResultsResponse(
         pipeline=pipeline,

@@ -38,6 +38,8 @@ class FakeWorkerConfig(BaseModel):
     token: str
     delay: float = Field(default=0.0, ge=0)
     error_rate: float = Field(default=0.0, ge=0, le=1)
+    # Share of the images answered "nothing found" (no detections: a null marker is saved).
+    empty_rate: float = Field(default=0.0, ge=0, le=1)
     concurrency: int = Field(default=4, ge=1)
     batch_size: int = Field(default=24, ge=1)
     pipelines: list[str] = Field(default_factory=list)
@@ -159,6 +161,7 @@ class FakeWorker:
                     seed=self.config.seed,
                     total_time=per_image,
                     model=self._model,
+                    empty_rate=self.config.empty_rate,
                 )
                 for task in tasks
             ]

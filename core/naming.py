@@ -40,6 +40,28 @@ def reconcile_workflow_id(task_queue: str) -> str:
     return f"reconcile-jobs-{task_queue}"
 
 
+# $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+_V1_TOKENS = 9
+# $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
+#   .<pending>[.<random>]
+_V2_MIN_TOKENS = 11
+
+
+def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
+    """(stream, stream sequence) encoded in a JetStream ack subject, or None if it is not one."""
+    tokens = reply_subject.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        return None
+    try:
+        if len(tokens) == _V1_TOKENS:
+            return tokens[2], int(tokens[5])
+        if len(tokens) >= _V2_MIN_TOKENS:
+            return tokens[4], int(tokens[7])
+    except ValueError:
+        return None
+    return None
+
+
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]*$")
 
 

@@ -31,6 +31,8 @@ from core.settings import DatabaseSettings, JobSettings, Settings
 from tests.helpers_db import create_views
 
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
+# Fixture modules: their fixtures are available to every test module without imports.
+pytest_plugins = ["tests.helpers_antenna", "tests.helpers_api", "tests.helpers_broker"]
 
 
 @pytest.fixture(scope="session")

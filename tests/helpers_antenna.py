@@ -95,17 +95,20 @@ async def run_recipe(pool: AsyncConnectionPool[Any]) -> Recipe:
     return Recipe(ids=ids, token=row["key"])
 
 
-async def add_captures(pool: AsyncConnectionPool[Any], recipe: Recipe, n: int) -> int:
-    """``n`` more captures of the recipe's station and session in a capture set of their own,
-    written as the recipe writes captures; the set's id."""
+async def add_captures(
+    pool: AsyncConnectionPool[Any], recipe: Recipe, n: int, *, collection: int | None = None
+) -> int:
+    """``n`` more captures of the recipe's station and session, written as the recipe writes
+    captures, in ``collection`` or a capture set of their own; the set's id."""
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO main_sourceimagecollection (created_at, updated_at, name, description,"
-            " method, kwargs, project_id) VALUES (now(), now(), %s, '', 'manual', '{}'::jsonb, %s)"
-            " RETURNING id",
-            (f"set {uuid.uuid4().hex[:8]}", recipe["project"]),
-        )
-        collection = int((await cur.fetchone() or {})["id"])
+        if collection is None:
+            cur = await conn.execute(
+                "INSERT INTO main_sourceimagecollection (created_at, updated_at, name,"
+                " description, method, kwargs, project_id)"
+                " VALUES (now(), now(), %s, '', 'manual', '{}'::jsonb, %s) RETURNING id",
+                (f"set {uuid.uuid4().hex[:8]}", recipe["project"]),
+            )
+            collection = int((await cur.fetchone() or {})["id"])
         await conn.execute(
             "WITH new AS (INSERT INTO main_sourceimage (created_at, updated_at, path,"
             ' public_base_url, "timestamp", test_image, deployment_id, event_id, project_id)'

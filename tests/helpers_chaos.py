@@ -140,13 +140,18 @@ def hold_no_url_failure(settings: Settings, job_id: int, image_id: int) -> DbHol
 
 def hold_saves(settings: Settings, job_id: int) -> DbHold:
     """The aggregator's batch transaction, after it claimed inbox rows, before it commits."""
-    return DbHold(settings, "detections", "INSERT", f"NEW.job_id = {int(job_id)}")
+    return DbHold(
+        settings,
+        "job_images",
+        "UPDATE",
+        f"NEW.job_id = {int(job_id)} AND OLD.status = 'pending' AND NEW.status <> 'pending'",
+    )
 
 
 def hold_finalize(settings: Settings, job_id: int) -> DbHold:
     return DbHold(
         settings,
-        "jobs",
+        "jobs_job",
         "UPDATE",
         f"NEW.id = {int(job_id)} AND NEW.status IN ('SUCCESS', 'FAILURE')"
         " AND OLD.status IS DISTINCT FROM NEW.status",

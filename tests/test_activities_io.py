@@ -49,8 +49,8 @@ async def test_collect_skips_processed_images_and_applies_the_limit(pool, settin
         done = [r["source_image_id"] for r in await cur.fetchall()]
         # One null-bbox marker is enough for an image to count as processed by the pipeline.
         await conn.execute(
-            "INSERT INTO detections (source_image_id, algorithm_id)"
-            " SELECT unnest(%s::bigint[]), %s",
+            "INSERT INTO main_detection (created_at, updated_at, source_image_id,"
+            " detection_algorithm_id) SELECT now(), now(), unnest(%s::bigint[]), %s",
             (done, detector),
         )
     result = await collect(pool, settings, job.id)
@@ -62,7 +62,9 @@ async def test_collect_skips_processed_images_and_applies_the_limit(pool, settin
     async with pool.connection() as conn:
         record = await job_store.get_job(conn, job.id)
         await conn.execute(
-            "UPDATE projects SET reprocess_all_images = true WHERE id = %s", (job.project_id,)
+            "UPDATE main_project SET feature_flags = feature_flags"
+            " || '{\"reprocess_all_images\": true}' WHERE id = %s",
+            (job.project_id,),
         )
     stage = record.progress.stage("collect")
     assert (stage.param("total_images"), stage.param("limit")) == (5, 5)
@@ -162,7 +164,7 @@ async def test_redis_state_is_rebuilt_from_postgres(pool, settings, redis_client
             "UPDATE job_images SET status = 'processed' WHERE job_id = %s AND source_image_id = %s",
             (job.id, ids[1]),
         )
-        cache = JobStateCache(redis_client, 60)
+        cache = JobStateCache(redis_client, 60, NAMES)
         assert not await cache.exists(job.id)
         await cache.rebuild(conn, job.id, page_size=5)
     assert await cache.exists(job.id)

@@ -10,12 +10,12 @@ from activities.aggregate_progress import apply_counters, fraction, throughput_l
 from activities.heartbeat import resume_details
 from activities.images import collected_progress
 from activities.jobs import final_status, finished_progress
-from activities.lost_images import stream_seq_from_reply
 from activities.models import PublishCheckpoint
 from activities.result_saver import parse_results, unnamed_errors
 from antenna_db.pipelines import Algorithm, PipelineContext
 from core.counters import AggregateCounters
 from core.inbox import ClaimedRow
+from core.naming import stream_seq_from_reply
 from core.progress import new_ml_progress
 from core.states import JobState
 

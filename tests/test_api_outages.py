@@ -9,7 +9,6 @@ import nats
 
 from api.context import ApiResources
 from core.db import open_pool
-from core.settings import DatabaseSettings
 from tests.helpers_api import (  # noqa: F401 - fixtures
     TcpProxy,
     entry,

@@ -302,7 +302,8 @@ async def test_discard_log_lines_are_throttled(api: Api, pool, streams):
         assert response.json()["status"] == "discarded"
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) AS n FROM jobs_joblog WHERE job_id = %s AND message LIKE 'Discarded%%'",
+            "SELECT count(*) AS n FROM jobs_joblog"
+            " WHERE job_id = %s AND message LIKE 'Discarded%%'",
             (job.id,),
         )
         row = await cur.fetchone()

@@ -96,6 +96,7 @@ async def test_serve_runs_the_full_lifespan_and_stops_cleanly(settings, pool):
         **os.environ,
         "ANTENNA_JOBS_DATABASE_URL": settings.database.url,
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_NATS_URL": settings.nats.url,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
     }

@@ -73,6 +73,7 @@ def settings(settings):
 def cli_env(settings) -> dict[str, str]:
     return {
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
         "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
     }
@@ -131,7 +132,7 @@ async def count_rows(pool, table: str, job_id: int) -> int:
 
 
 async def detections(pool, job_id: int) -> int:
-    return await count_rows(pool, "detections", job_id)
+    return await count_rows(pool, "job_detections", job_id)
 
 
 async def activity_stop_latency(handle, name: str) -> float | None:

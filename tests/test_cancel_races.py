@@ -11,6 +11,7 @@ The cancel is an uncommitted UPDATE held by the test while the other side runs i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import psycopg
@@ -26,14 +27,13 @@ from core.db import connect_kwargs
 from core.inbox import InboxEntry
 from core.schemas import PipelineProcessingTask
 from core.states import JobState
-from tests.helpers_api import (  # noqa: F401 - fixtures
+from tests.helpers_api import (
     Api,
-    api_fixture,
     entry,
     inbox_rows,
     job_status,
+    made_run_id,
     make_job,
-    streams_fixture,
     success_result,
 )
 from tests.helpers_temporal import eventually
@@ -127,11 +127,12 @@ async def test_an_aggregator_saves_nothing_once_the_job_is_canceling(pool, setti
         results = ResultActivities(
             resources.pool, resources.nc, resources.js, resources.redis, settings
         )
+        # The activity works for the run make_job gave the job.
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_run_id=made_run_id(job.id))
         async with UncommittedCancel(settings, job.id) as cancel:
             run = asyncio.create_task(
-                ActivityEnvironment().run(
-                    results.aggregate_results, AggregateInput(job_id=job.id, total=6)
-                )
+                env.run(results.aggregate_results, AggregateInput(job_id=job.id, total=6))
             )
             await eventually(cancel.blocked, within=10)
             await cancel.commit()

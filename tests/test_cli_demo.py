@@ -28,6 +28,7 @@ async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, 
     env = {
         **os.environ,
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
         "ANTENNA_JOBS_STACK_STATE_DIR": str(tmp_path / "state"),
     }

@@ -112,7 +112,8 @@ async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, set
     assert detail["result"]["captures_added"] == 4
     members = await fetch(
         pool,
-        "SELECT count(*) AS n FROM collection_images WHERE collection_id = %s",
+        "SELECT count(*) AS n FROM main_sourceimagecollection_images"
+        " WHERE sourceimagecollection_id = %s",
         project.collection_id,
     )
     assert members[0]["n"] == 4
@@ -121,6 +122,7 @@ async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, set
 def cli_env(settings: Settings) -> dict[str, str]:
     return {
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
         "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
     }
@@ -134,8 +136,9 @@ async def test_cli_export_job_shows_its_file_in_status(pool, temporal_client, ex
     project = await seeded(pool)
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO detections (source_image_id, algorithm_id, bbox_x1, bbox_y1, bbox_x2,"
-            " bbox_y2) SELECT si.id, a.id, 1, 2, 3, 4 FROM source_images si, algorithms a"
+            "INSERT INTO main_detection (created_at, updated_at, source_image_id,"
+            " detection_algorithm_id, bbox) SELECT now(), now(), si.id, a.id, '[1, 2, 3, 4]'"
+            " FROM main_sourceimage si, ml_algorithm a"
             " WHERE si.project_id = %s AND a.key = 'fake-detector'",
             (project.project_id,),
         )
@@ -191,8 +194,8 @@ async def test_cli_service_add_registers_a_push_service(pool, settings):
     rows = await fetch(
         pool,
         "SELECT ps.endpoint_url, psp.pipeline_id, psj.project_id FROM ml_processingservice ps"
-        " JOIN processing_service_pipelines psp ON psp.processing_service_id = ps.id"
-        " JOIN processing_service_projects psj ON psj.processing_service_id = ps.id"
+        " JOIN ml_processingservice_pipelines psp ON psp.processingservice_id = ps.id"
+        " JOIN ml_processingservice_projects psj ON psj.processingservice_id = ps.id"
         " WHERE ps.id = %s",
         json.loads(added.stdout)["id"],
     )

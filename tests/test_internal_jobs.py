@@ -180,7 +180,7 @@ async def _populate_job_held(pool, temporal_client, settings):
         settings,
         "main_sourceimagecollection_images",
         "INSERT",
-        f"NEW.collection_id = {collection} AND NEW.source_image_id = {ids[100]}",
+        f"NEW.sourceimagecollection_id = {collection} AND NEW.sourceimage_id = {ids[100]}",
     )
     return job, collection, ids, hold
 
@@ -404,7 +404,7 @@ async def _waiting_on_job_row(pool) -> bool:
         "SELECT 1 FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock'"
         " AND a.query LIKE 'UPDATE jobs_job SET progress = jsonb_set(progress,%%'"
         " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
-        "             AND l.relation = 'jobs'::regclass)",
+        "             AND l.relation = 'jobs_job'::regclass)",
     )
     return bool(rows)
 
@@ -495,7 +495,8 @@ async def test_retry_of_a_revoked_export_runs_it_again(pool, temporal_client, se
     actions = JobActions(pool, temporal_client, settings)
     assert (await actions.cancel(job.id)).status == JobState.REVOKED  # never started
     async with running_workers(temporal_client, settings):
-        assert (await actions.retry(job.id)).status == JobState.RETRY
+        # Antenna's retry: RETRY, then its enqueue's PENDING at once.
+        assert (await actions.retry(job.id)).status == JobState.PENDING
         result = await handle(temporal_client, job.id).result()
     assert result.status == JobState.SUCCESS
     done = await get_job(pool, job.id)

@@ -26,6 +26,7 @@ from tests.test_workflow_job import new_job, wait_for_pending_activity
 def cli_env(settings) -> dict[str, str]:
     return {
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
         "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
     }
@@ -124,7 +125,9 @@ async def test_retry_queues_only_unprocessed_images_once(
         all_images = await _processed(pool, job.id, status=None)
         assert len(first_done) == first
         response = await api.client.post(f"/jobs/{job.id}/retry/")
-        assert response.status_code == 200 and response.json()["status"] == JobState.RETRY
+        # Antenna's retry: RETRY and at once its enqueue's PENDING (the new run then STARTED).
+        assert response.status_code == 200
+        assert response.json()["status"] in {JobState.PENDING, JobState.STARTED}
         # The old stream (100 messages) is gone; the new one holds only the unprocessed images.
         await eventually(lambda: _equals(stream_messages(js, job.id), total - first))
         adc2 = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)

@@ -61,6 +61,7 @@ async def test_worker_process_serves_metrics_and_exits_zero_on_sigterm(settings)
     port = free_port()
     env = os.environ | {
         "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
         "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
         "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
         "ANTENNA_JOBS_WORKER_METRICS_BIND": f"127.0.0.1:{port}",

@@ -29,10 +29,10 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
     results = ResultActivities(
-        resources.pool, resources.nc, resources.js, resources.redis, settings, resources.after
+        resources.pool, resources.nc, resources.js, resources.redis, settings, resources.crops
     )
     temporal = TemporalActivities(client)
-    sync = SyncActivities(resources.pool, resources.http, settings, resources.after)
+    sync = SyncActivities(resources.pool, resources.http, settings, resources.crops)
     populate = PopulateActivities(resources.pool, settings)
     export = ExportActivities(resources.pool, settings)
     internal = InternalJobActivities(resources.pool)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from activities.after_commit import AfterCommit
-from antenna_db.cachalot import CachalotInvalidator
+from activities.crops import CropRequests
+from antenna_db import cachalot
 from bridge.antenna_tasks import AntennaTaskSender
 from core.db import migrate, open_pool
 from core.settings import Settings
@@ -34,9 +33,10 @@ class Resources:
     js: JetStreamContext
     # Requests to push-mode processing services (SYNC_API); each call sets its own timeouts.
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
-    # Antenna's query cache and crop worker, told of our writes (when configured).
-    after: AfterCommit = field(default_factory=AfterCommit)
-    _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    # Antenna's crop worker, asked for the crops of new detections (when configured).
+    crops: CropRequests = field(default_factory=CropRequests)
+    # What the Antenna side opened (crop task sender, cache invalidations), closed in reverse.
+    _antenna: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
     async def open(cls, settings: Settings, *, run_migrations: bool = True) -> Resources:
@@ -59,25 +59,19 @@ class Resources:
             publish_async_max_pending=_SHARED_PUBLISH_LIMIT,
         )
         resources = cls(pool=pool, redis=redis, nc=nc, js=js)
-        resources._antenna_side(settings)
+        await resources._antenna_side(settings)
         return resources
 
-    def _antenna_side(self, settings: Settings) -> None:
-        invalidate = None
-        if settings.antenna.cache_url:
-            cache = aioredis.Redis.from_url(settings.antenna.cache_url)
-            invalidate = CachalotInvalidator(cache).invalidate
-            self._closers.append(cache.aclose)
+    async def _antenna_side(self, settings: Settings) -> None:
         sender = AntennaTaskSender(settings.antenna)
-        queue_crops = sender.create_detection_images if sender.enabled else None
-        self._closers.append(sender.aclose)
-        self.after = AfterCommit(invalidate, queue_crops)
+        self._antenna.push_async_callback(sender.aclose)
+        self.crops = CropRequests(sender.create_detection_images if sender.enabled else None)
+        self._antenna.push_async_callback(self.crops.close)
+        await self._antenna.enter_async_context(cachalot.installed(settings.antenna.cache_url))
 
     async def close(self) -> None:
-        await self.after.close()
-        for closer in self._closers:
-            with suppress(Exception):
-                await closer()
+        with suppress(Exception):
+            await self._antenna.aclose()
         await self.http.aclose()
         with suppress(Exception):
             await self.nc.drain()
