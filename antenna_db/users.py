@@ -170,7 +170,11 @@ async def _role_group(conn: AsyncConnection[Any], project_id: int, role: Role) -
         f" WHERE p.content_type_id = {_PROJECT_TYPE}"
         " AND (%(codenames)s::text[] IS NULL OR p.codename = ANY(%(codenames)s::text[]))"
         " ON CONFLICT DO NOTHING",
-        {"project": project_id, "group": group["id"], "codenames": codenames},
+        {
+            "project": project_id,
+            "group": group["id"],
+            "codenames": list(codenames) if codenames is not None else None,
+        },
     )
     return int(group["id"])
 

@@ -2,8 +2,9 @@
 it is the result of that task's image.
 
 A JetStream ack subject carries the stream sequence of its message; the message (a direct get,
-no consumer involved) holds the image id. Sequences never change meaning within a stream, so
-lookups are cached.
+no consumer involved) holds the image id. A sequence keeps its meaning as long as the run's
+stream lives (a new run makes a new stream, and a new consumer), so lookups are cached by
+(stream, consumer, sequence).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from core.errors import TaskQueueUnavailable
-from core.naming import stream_seq_from_reply
+from core.naming import AckSubject, parse_ack_subject
 
 MAX_CACHED = 100_000
 # Lookups in flight at once for one request (a post carries 24 results as the ADC sends them).
@@ -27,7 +28,7 @@ CONCURRENCY = 32
 class TaskImages:
     def __init__(self, js: JetStreamContext, max_cached: int = MAX_CACHED) -> None:
         self._js = js
-        self._cache: OrderedDict[tuple[str, int], int | None] = OrderedDict()
+        self._cache: OrderedDict[AckSubject, int | None] = OrderedDict()
         self._max = max_cached
 
     async def images(self, job_id: int, subjects: list[str]) -> list[int | None]:
@@ -41,14 +42,14 @@ class TaskImages:
         return list(await asyncio.gather(*(one(s) for s in subjects)))
 
     async def _image(self, job_id: int, subject: str) -> int | None:
-        found = stream_seq_from_reply(subject)
+        found = parse_ack_subject(subject)
         if found is None:
             return None
         if found in self._cache:
             self._cache.move_to_end(found)
             return self._cache[found]
         try:
-            msg = await self._js.get_msg(found[0], found[1], direct=True)
+            msg = await self._js.get_msg(found.stream, found.stream_seq, direct=True)
             image: int | None = int(json.loads(msg.data or b"{}")["image_id"])
         except nats.js.errors.NotFoundError:
             image = None

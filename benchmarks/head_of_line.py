@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
 import statistics
 import sys
 import time
@@ -28,14 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for tests.helpers_chaos when run as a script
 
-import psycopg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from antenna_db import job_store  # noqa: E402
 from antenna_db.seed import seed  # noqa: E402
 from api.job_actions import JobActions  # noqa: E402
-from core import naming  # noqa: E402
+from core.naming import Names  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.helpers_chaos import hold_collect  # noqa: E402
 
@@ -90,7 +88,7 @@ async def first_task_delay(actions: JobActions, nc: NatsClient, pool: Any) -> fl
         if not arrived.done():
             arrived.set_result(time.monotonic())
 
-    sub = await nc.subscribe(naming.subject(job_id), cb=on_message)
+    sub = await nc.subscribe(Names().subject(job_id), cb=on_message)
     try:
         started = time.monotonic()
         await actions.run(job_id)
@@ -142,22 +140,25 @@ async def main(busy: int, rounds: int) -> None:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from benchmarks.scratch import scratch_database
     from core import search_attributes
-    from core.db import migrate, open_pool
-    from core.settings import DatabaseSettings, JobSettings
+    from core.db import open_pool
+    from core.settings import JobSettings
     from worker.app import build_workers
     from worker.resources import Resources
 
-    schema = f"aj_bench_{uuid.uuid4().hex[:8]}"
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=list(search_attributes.ALL),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    ) as env:
+    async with (
+        scratch_database() as db,
+        await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+            search_attributes=list(search_attributes.ALL),
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+        ) as env,
+    ):
         config = env.client.service_client.config
         settings = Settings(
-            database=DatabaseSettings(schema_name=schema),
+            database=db,
             jobs=JobSettings(task_queue=f"aj-bench-{uuid.uuid4().hex[:8]}"),
         )
         settings = settings.model_copy(
@@ -165,11 +166,6 @@ async def main(busy: int, rounds: int) -> None:
                 "temporal": settings.temporal.model_copy(update={"address": config.target_host})
             }
         )
-        await migrate(settings.database)
-        url = settings.database.url
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            offset = random.randint(10**8, 10**12)
-            await conn.execute(f"ALTER SEQUENCE {schema}.jobs_id_seq RESTART WITH {offset}")
         pool = await open_pool(settings.database)
         resources = await Resources.open(settings, run_migrations=False)
         workers = build_workers(env.client, settings, resources)
@@ -184,8 +180,6 @@ async def main(busy: int, rounds: int) -> None:
             await asyncio.gather(*runs, return_exceptions=True)
             await resources.close()
             await pool.close()
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 if __name__ == "__main__":

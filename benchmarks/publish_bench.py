@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
+import sys
 import time
-import uuid
-from contextlib import suppress
+from pathlib import Path
 
-import psycopg
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
 from temporalio.testing import ActivityEnvironment
 
 from activities.images import ImageActivities
 from activities.models import JobRef, PublishInput
 from activities.task_queue import TaskQueueActivities, task_message
-from antenna_db import job_store
+from antenna_db import captures, job_store
 from antenna_db.seed import seed
-from core import naming
-from core.db import migrate
-from core.settings import DatabaseSettings, Settings
+from benchmarks.scratch import scratch_database
+from core.settings import Settings
 from worker.resources import Resources
 
 ANTENNA_CHUNK = 200
@@ -38,22 +37,16 @@ ANTENNA_CHUNK = 200
 async def antenna_publish(res: Resources, settings: Settings, job_id: int) -> float:
     """Antenna's queue_images_to_nats: all tasks in memory, chunks of 200 awaited publishes."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT ji.source_image_id, si.url FROM job_images ji"
-            " JOIN source_images si ON si.id = ji.source_image_id"
-            " WHERE ji.job_id = %s ORDER BY ji.ordinal",
-            (job_id,),
-        )
-        rows = await cur.fetchall()
+        rows = await captures.image_page(conn, job_id, 0, 10**9)
     started = time.perf_counter()
     ids = [str(r["source_image_id"]) for r in rows]
     pipe = res.redis.pipeline(transaction=False)
     for stage in ("process", "results"):
-        pipe.delete(naming.pending_key(job_id, stage))
-        pipe.sadd(naming.pending_key(job_id, stage), *ids)
-    pipe.set(naming.total_key(job_id), len(ids))
+        pipe.delete(settings.jobs.names.pending_key(job_id, stage))
+        pipe.sadd(settings.jobs.names.pending_key(job_id, stage), *ids)
+    pipe.set(settings.jobs.names.total_key(job_id), len(ids))
     await pipe.execute()
-    subject = naming.subject(job_id)
+    subject = settings.jobs.names.subject(job_id)
     messages = [task_message(r["source_image_id"], r["url"]) for r in rows]
     for i in range(0, len(messages), ANTENNA_CHUNK):
         chunk = messages[i : i + ANTENNA_CHUNK]
@@ -71,49 +64,39 @@ async def ours_publish(acts: TaskQueueActivities, job_id: int, total: int) -> fl
 
 
 async def main(images: int, rounds: int) -> None:
-    schema = f"aj_bench_{uuid.uuid4().hex[:8]}"
-    settings = Settings(database=DatabaseSettings(schema_name=schema))
-    await migrate(settings.database)
-    async with await psycopg.AsyncConnection.connect(settings.database.url, autocommit=True) as c:
-        await c.execute(
-            f"ALTER SEQUENCE {schema}.jobs_id_seq RESTART WITH {random.randint(10**8, 10**12)}"
-        )
-    res = await Resources.open(settings, run_migrations=False)
-    queue = TaskQueueActivities(res.js, res.redis, res.pool, settings)
-    collect = ImageActivities(res.pool, settings)
     timings: dict[str, list[float]] = {"ours": [], "antenna": []}
-    try:
-        async with res.pool.connection() as conn:
-            seeded = await seed(conn, images)
-        for _ in range(rounds):
-            for method in ("antenna", "ours"):
-                async with res.pool.connection() as conn:
-                    job = await job_store.create_ml_job(
-                        conn,
-                        project_id=seeded.project_id,
-                        pipeline_slug=seeded.pipeline_slug,
-                        collection_id=seeded.collection_id,
-                    )
-                ref = JobRef(job_id=job.id)
-                await ActivityEnvironment().run(collect.collect_images, ref)
-                await queue.prepare_job_queue(ref)
-                try:
-                    if method == "ours":
-                        seconds = await ours_publish(queue, job.id, images)
-                    else:
-                        seconds = await antenna_publish(res, settings, job.id)
-                    info = await res.js.stream_info(settings.jobs.names.stream(job.id))
-                    assert info.state.messages == images, (method, info.state.messages)
-                    timings[method].append(seconds)
-                finally:
-                    await queue.remove(job.id)
-    finally:
-        await res.close()
-        async with await psycopg.AsyncConnection.connect(
-            settings.database.url, autocommit=True
-        ) as c:
-            with suppress(Exception):
-                await c.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with scratch_database() as db:
+        settings = Settings(database=db)
+        res = await Resources.open(settings, run_migrations=False)
+        queue = TaskQueueActivities(res.js, res.redis, res.pool, settings)
+        collect = ImageActivities(res.pool, settings)
+        try:
+            async with res.pool.connection() as conn:
+                seeded = await seed(conn, images)
+            for _ in range(rounds):
+                for method in ("antenna", "ours"):
+                    async with res.pool.connection() as conn:
+                        job = await job_store.create_ml_job(
+                            conn,
+                            project_id=seeded.project_id,
+                            pipeline_slug=seeded.pipeline_slug,
+                            collection_id=seeded.collection_id,
+                        )
+                    ref = JobRef(job_id=job.id)
+                    await ActivityEnvironment().run(collect.collect_images, ref)
+                    await ActivityEnvironment().run(queue.prepare_job_queue, ref)
+                    try:
+                        if method == "ours":
+                            seconds = await ours_publish(queue, job.id, images)
+                        else:
+                            seconds = await antenna_publish(res, settings, job.id)
+                        info = await res.js.stream_info(settings.jobs.names.stream(job.id))
+                        assert info.state.messages == images, (method, info.state.messages)
+                        timings[method].append(seconds)
+                    finally:
+                        await queue.remove(job.id)
+        finally:
+            await res.close()
 
     print(f"JetStream publish of {images} task messages, {rounds} rounds (median seconds)")
     rates = {}

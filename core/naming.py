@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from core.states import DispatchMode, JobType
 
@@ -47,19 +48,32 @@ _V1_TOKENS = 9
 _V2_MIN_TOKENS = 11
 
 
-def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
-    """(stream, stream sequence) encoded in a JetStream ack subject, or None if it is not one."""
+@dataclass(frozen=True)
+class AckSubject:
+    stream: str
+    consumer: str
+    stream_seq: int
+
+
+def parse_ack_subject(reply_subject: str) -> AckSubject | None:
+    """Stream, consumer and stream sequence of a JetStream ack subject (None: not one)."""
     tokens = reply_subject.split(".")
     if tokens[:2] != ["$JS", "ACK"]:
         return None
     try:
         if len(tokens) == _V1_TOKENS:
-            return tokens[2], int(tokens[5])
+            return AckSubject(tokens[2], tokens[3], int(tokens[5]))
         if len(tokens) >= _V2_MIN_TOKENS:
-            return tokens[4], int(tokens[7])
+            return AckSubject(tokens[4], tokens[5], int(tokens[7]))
     except ValueError:
         return None
     return None
+
+
+def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
+    """(stream, stream sequence) encoded in a JetStream ack subject, or None if it is not one."""
+    found = parse_ack_subject(reply_subject)
+    return (found.stream, found.stream_seq) if found else None
 
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]*$")

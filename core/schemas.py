@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.wire_types import FiniteFloat, Int4, PositiveInt4, SafeJson, SafeStr
+from core.wire_types import FiniteFloat, Int4, PositiveInt4, SafeJson, SafeStr, Varchar255
 
 
 class WireModel(BaseModel):
@@ -41,7 +41,8 @@ class AlgorithmReference(WireModel):
 
 
 class ClassificationResponse(WireModel):
-    classification: SafeStr
+    # Becomes (or finds) the taxon of that name: main_taxon.name is varchar(255).
+    classification: Varchar255
     labels: list[SafeStr] | None = None
     # Never empty: its max is stored as the classification's score.
     scores: list[FiniteFloat] = Field(min_length=1)
@@ -58,7 +59,8 @@ class DetectionResponse(WireModel):
     inference_time: FiniteFloat | None = None
     algorithm: AlgorithmReference
     timestamp: datetime
-    crop_image_url: SafeStr | None = None
+    # Stored as the detection's path (varchar(255)).
+    crop_image_url: Varchar255 | None = None
     classifications: list[ClassificationResponse] = Field(default_factory=list)
 
 

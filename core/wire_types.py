@@ -37,6 +37,8 @@ NESTED_TOO_DEEPLY = f"JSON nested too deeply (more than {MAX_DEPTH} levels)."
 # A str that PostgreSQL can store: the pattern runs in pydantic-core, which also refuses a lone
 # surrogate (it cannot read the str as UTF-8) with error type "string_unicode".
 SafeStr = Annotated[str, StringConstraints(pattern=_NUL_FREE)]
+# Text stored in Antenna's varchar(255) columns (a taxon's name, a detection's crop path).
+Varchar255 = Annotated[str, StringConstraints(pattern=_NUL_FREE, max_length=255)]
 FiniteFloat = Annotated[float, AllowInfNan(False)]
 Int4 = Annotated[int, Field(ge=INT4_MIN, le=INT4_MAX)]
 PositiveInt4 = Annotated[int, Field(ge=1, le=INT4_MAX)]

@@ -112,7 +112,7 @@ async def add_captures(
         await conn.execute(
             "WITH new AS (INSERT INTO main_sourceimage (created_at, updated_at, path,"
             ' public_base_url, "timestamp", test_image, deployment_id, event_id, project_id)'
-            " SELECT now(), now(), format('2024-06-01/%%s/%%s.jpg', %(tag)s, i),"
+            " SELECT now(), now(), format('2024-06-01/%%s/%%s.jpg', %(tag)s::text, i),"
             " 'https://example.org/recipe-bucket/', timestamptz '2024-06-01 22:00:00-04'"
             " + make_interval(secs => i), false, %(dep)s, %(event)s, %(project)s"
             " FROM generate_series(1, %(n)s) AS i RETURNING id)"

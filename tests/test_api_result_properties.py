@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY
-from tests.helpers_api import Api, api_fixture, made_consumer, make_job  # noqa: F401 - fixtures
-from tests.helpers_db import NAMES
+from tests.helpers_api import Api, make_job
 
 pytestmark = pytest.mark.fuzz
 EXAMPLES = 200 if os.environ.get("ANTENNA_JOBS_TEST_PROFILE") == "full" else 25
@@ -151,14 +150,18 @@ async def job_fixture(pool):
     spot=st.integers(min_value=0, max_value=10_000),
 )
 async def test_each_valid_entry_stored_once_each_invalid_named(
-    api: Api, pool, job, kinds, scores, spot
+    api: Api, pool, streams, job, kinds, scores, spot
 ):
-    prefix = NAMES.ack_prefix(job.id, made_consumer(job.id))
+    # A real task per entry (the API matches each result with its task's image).
+    images = [10**6 + next(_serial) for _ in kinds]
+    await streams.publish(job.id, [(i, f"https://x/{i}.jpg") for i in images])
+    fetched = await api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": len(images)})
+    reply_of = {int(t["image_id"]): t["reply_subject"] for t in fetched.json()["tasks"]}
+    assert set(reply_of) == set(images)
     subjects, entries = [], []
-    for i, kind in enumerate(kinds):
-        n = next(_serial)
-        subjects.append(f"{prefix}consumer.1.{n}.{n}.1.0")
-        entries.append(build(kind, subjects[-1], str(10**6 + n), scores, spot + i))
+    for i, (kind, image) in enumerate(zip(kinds, images, strict=True)):
+        subjects.append(reply_of[image])
+        entries.append(build(kind, subjects[-1], str(image), scores, spot + i))
     content = encode({"results": copy.deepcopy(entries)})
     response = await api.client.post(
         f"/jobs/{job.id}/result/", content=content, headers={"Content-Type": "application/json"}

@@ -196,7 +196,8 @@ async def test_result_stores_then_acks(api: Api, pool, streams):
 
     rows = await inbox_rows(pool, job.id)
     assert [str(r["id"]) for r in rows] == [t["task_id"] for t in body["tasks"]]
-    assert [r["image_id"] for r in rows] == [int(t["image_id"]) for t in tasks[:4]] + [None]
+    # An error result that names no image is stored with its task's image.
+    assert [r["image_id"] for r in rows] == [int(t["image_id"]) for t in tasks[:5]]
     assert [r["is_error"] for r in rows] == [False, False, False, True, True]
     assert len(rows[0]["payload"]["detections"]) == 2
     assert "config" not in rows[0]["payload"]

@@ -61,7 +61,7 @@ def test_readme_lists_every_command():
 
 def test_deploy_files_use_only_real_settings():
     known = setting_env_names()
-    for name in ("docker-compose.yml", "Dockerfile"):
+    for name in ("docker-compose.yml", "docker-compose.antenna.yml", "Dockerfile"):
         used = set(ENV_NAME.findall((ROOT / name).read_text()))
         assert used, name
         assert sorted(used - known) == [], name
@@ -73,10 +73,45 @@ def test_compose_registers_our_search_attributes():
     assert set(re.findall(r"\b(Antenna\w+=\w+)\b", script)) == set(flags[1::2])
 
 
-def _compose() -> dict[str, Any]:
+def _compose(name: str = "docker-compose.yml") -> dict[str, Any]:
     import yaml
 
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    class Loader(yaml.SafeLoader):
+        """Compose's merge tags (!reset, !override) read as their plain values."""
+
+    def plain(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+    for tag in ("!reset", "!override"):
+        Loader.add_constructor(tag, plain)
+    loaded: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=Loader)
+    return loaded
+
+
+def test_antenna_override_joins_antennas_services_and_starts_none_of_ours():
+    """docker-compose.antenna.yml: our PostgreSQL, Redis and NATS are not started; every app
+    service reads Antenna's database, cache and broker from the env file; the bridge runs."""
+    override = _compose("docker-compose.antenna.yml")
+    services = override["services"]
+    for ours in ("app-postgres", "redis", "nats"):
+        assert services[ours]["profiles"] == ["standalone"]
+    for name in ("migrate", "api", "worker", "bridge"):
+        env = services[name]["environment"]
+        assert env["ANTENNA_JOBS_DATABASE_URL"].startswith("${ANTENNA_DATABASE_URL:?")
+        assert env["ANTENNA_JOBS_ANTENNA_BROKER_URL"].startswith("${ANTENNA_BROKER_URL:?")
+        assert "ANTENNA_JOBS_ANTENNA_CACHE_URL" in env
+        assert "antenna" in services[name]["networks"]
+    assert services["bridge"]["command"] == ["bridge"]
+    assert override["networks"]["antenna"]["external"] is True
+    raw = (ROOT / "docker-compose.antenna.yml").read_text()
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert set(ANY_VAR.findall(raw)) - {"ANTENNA_DATABASE_SCHEMA", "ANTENNA_JOBS_REDIS_URL"} <= (
+        documented
+    )
 
 
 def _published(service: dict[str, Any]) -> list[str]:

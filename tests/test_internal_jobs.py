@@ -269,10 +269,10 @@ async def add_detections(pool, seeded: SeedResult) -> None:
             " SELECT now(), now(), now(), d.id, a.id, tx.id,"
             " (SELECT max(v) FROM unnest(t.scores) v), t.scores, t.terminal"
             " FROM main_detection d JOIN main_sourceimage si ON si.id = d.source_image_id,"
-            " ml_algorithm a, (VALUES ('Noctuidae', '{0.9,0.1}'::float8[], true),"
-            "  ('Erebidae', '{0.2,0.4}'::float8[], false)) AS t(taxon, scores, terminal)"
+            " ml_algorithm a, (VALUES (1, 'Noctuidae', '{0.9,0.1}'::float8[], true),"
+            "  (2, 'Erebidae', '{0.2,0.4}'::float8[], false)) AS t(n, taxon, scores, terminal)"
             " JOIN main_taxon tx ON tx.name = t.taxon"
-            " WHERE si.project_id = %s AND a.key = %s AND d.bbox->>0 = '10'",
+            " WHERE si.project_id = %s AND a.key = %s AND d.bbox->>0 = '10' ORDER BY d.id, t.n",
             (seeded.project_id, CLASSIFIER_KEY),
         )
 

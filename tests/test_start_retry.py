@@ -141,10 +141,13 @@ async def test_retry_queues_only_unprocessed_images_once(
     assert adc2.duplicate_messages() == {}
     async with pool.connection() as conn:
         done = await job_store.get_job(conn, job.id)
+        # Over the job's capture set: the image set (job_images) holds only the last run's.
         cur = await conn.execute(
-            "SELECT source_image_id, count(*) FILTER (WHERE bbox_x1 IS NOT NULL) AS real,"
-            " count(*) AS n FROM job_detections WHERE job_id = %s GROUP BY source_image_id",
-            (job.id,),
+            "SELECT d.source_image_id, count(*) FILTER (WHERE d.bbox IS NOT NULL) AS real,"
+            " count(*) AS n FROM main_detection d JOIN main_sourceimagecollection_images ci"
+            " ON ci.sourceimage_id = d.source_image_id WHERE ci.sourceimagecollection_id = %s"
+            " GROUP BY d.source_image_id",
+            (done.collection_id,),
         )
         per_image = {r["source_image_id"]: r for r in await cur.fetchall()}
         cur = await conn.execute(

@@ -265,9 +265,10 @@ async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
         # Batch 4 (ordinals 7-8) waits inside its transaction, after batches 1-3 committed.
         hold = DbHold(
             settings,
-            "detections",
-            "INSERT",
-            f"NEW.job_id = {job.id} AND NEW.source_image_id = {ids[6]}",
+            "job_images",
+            "UPDATE",
+            f"NEW.job_id = {job.id} AND NEW.source_image_id = {ids[6]}"
+            " AND OLD.status = 'pending' AND NEW.status <> 'pending'",
         )
         with worker_processes(settings, tmp_path) as workers:
             async with hold:
