@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -97,7 +97,11 @@ class Caller(BaseModel):
     email: str
     is_superuser: bool
     is_active: bool
-    expired: bool = False
+    expires_at: datetime | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.now(UTC)
 
 
 def key_hash(key: str) -> str:
@@ -112,8 +116,7 @@ def fingerprint(key: str) -> str:
 async def caller(conn: AsyncConnection[Any], key: str) -> Caller | None:
     """The token's user (inactive or expired ones included, for the right 401), or None."""
     cur = await conn.execute(
-        "SELECT u.id AS user_id, u.email, u.is_superuser, u.is_active,"
-        " coalesce(m.expires_at <= now(), false) AS expired"
+        "SELECT u.id AS user_id, u.email, u.is_superuser, u.is_active, m.expires_at"
         " FROM authtoken_token t JOIN users_user u ON u.id = t.user_id"
         " LEFT JOIN token_meta m ON m.key_hash = %s WHERE t.key = %s",
         (key_hash(key), key),

@@ -237,6 +237,44 @@ async def test_zombie_streams_of_missing_jobs_are_removed_once_old(pool, setting
                 await resources.close()
 
 
+async def test_a_prefixed_deployment_reconciles_only_its_own_names(
+    pool, settings, tmp_path, redis_client
+):
+    """Two deployments share a NATS and a Redis: the prefixed one's reconcile removes its own
+    zombie stream and keys, never the other's (Antenna's names, no prefix)."""
+    async with owned(OwnedNats("nats", tmp_path / "nats")) as server:
+        prefix = f"p{uuid.uuid4().hex[:6]}-"
+        local = settings.model_copy(
+            update={
+                "nats": settings.nats.model_copy(update={"url": server.url}),
+                "reconcile": settings.reconcile.model_copy(update={"zombie_age": timedelta(0)}),
+                "jobs": settings.jobs.model_copy(update={"name_prefix": prefix}),
+            }
+        )
+        ours, theirs = local.jobs.names, NAMES
+        missing = 999_999_999_999_998
+        resources = await Resources.open(local, run_migrations=False)
+        try:
+            for names in (ours, theirs):
+                await resources.js.add_stream(
+                    StreamConfig(name=names.stream(missing), subjects=[names.subject(missing)])
+                )
+            assert ours.stream(missing) == f"{prefix}job_{missing}"
+            assert ours.job_id_from_stream(theirs.stream(missing)) is None
+            queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, local)
+            acts = ReconcileActivities(
+                resources.pool, None, queue, resources.js, resources.redis, local
+            )
+            report = await ActivityEnvironment().run(acts.remove_leftovers, ReconcileInput())
+            assert report.streams_removed == [ours.stream(missing)]
+            assert report.streams_checked == 1
+            await resources.js.stream_info(theirs.stream(missing))  # still there
+            assert ours.redis_key_pattern() == f"{prefix}job:*"
+            assert ours.job_id_from_redis_key(theirs.total_key(missing)) is None
+        finally:
+            await resources.close()
+
+
 async def test_the_worker_creates_the_schedule_that_runs_reconcile(
     pool, temporal_client, settings, tmp_path
 ):
