@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -36,12 +35,12 @@ from activities.jobs import RowCancelCheck
 from activities.models import JobRef
 from antenna_db import exports, job_store
 from antenna_db.job_store import JobRecord
+from core.db import Pool
 from core.job_params import ExportFormat, export_params
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 EXPORT_FAILED = "ExportFailed"
 
 DETECTION_COLUMNS = [

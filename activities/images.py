@@ -6,10 +6,6 @@ same transaction, so collect is idempotent.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -17,11 +13,10 @@ from activities.heartbeat import heartbeating
 from activities.models import PIPELINE_NOT_CONFIGURED, CollectResult, JobRef
 from antenna_db import captures, job_store, pipelines
 from core import job_runs
+from core.db import Pool
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
-
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 
 def collected_progress(

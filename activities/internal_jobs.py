@@ -6,18 +6,13 @@ image counts; an internal job's work either finished (this) or raised (fail_job,
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from activities.internal_models import FinishInput
 from activities.models import FinalizeResult
 from antenna_db import job_store
+from core.db import Pool
 from core.states import FINALIZABLE_STATES, JobState
-
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 
 class InternalJobActivities:

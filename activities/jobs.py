@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -34,6 +31,7 @@ from activities.models import (
 from antenna_db import job_store
 from core import job_runs, naming
 from core.counters import AggregateCounters
+from core.db import Pool
 from core.errors import JobNotFound
 from core.progress import JobProgress
 from core.settings import Settings
@@ -46,7 +44,6 @@ from core.states import (
     JobState,
 )
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
 
 

@@ -10,10 +10,6 @@ retry does too; the seed defaults to the job id.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -22,11 +18,11 @@ from activities.heartbeat import heartbeating
 from activities.internal_models import InternalResult
 from activities.models import JobRef
 from antenna_db import cachalot, collections, job_store
+from core.db import Pool
 from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 STAGE = "populate_captures_collection"
 POPULATE_FAILED = "PopulateFailed"
 

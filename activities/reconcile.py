@@ -23,11 +23,9 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -42,10 +40,10 @@ from activities.reconcile_models import (
 from activities.task_queue import TaskQueueActivities
 from antenna_db import job_store, users
 from core import naming
+from core.db import Pool
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 # Not final, and not CREATED: a CREATED job has no workflow by design.
 CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}
 # Temporal calls in flight at once while checking a page of jobs.

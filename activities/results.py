@@ -15,12 +15,10 @@ import asyncio
 import time
 from typing import Any
 
-import psycopg
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -36,11 +34,11 @@ from antenna_db import cachalot, captures, counts, job_store, pipelines
 from antenna_db.job_store import RunState
 from core import inbox, job_images, job_runs
 from core.counters import AggregateCounters
+from core.db import Pool
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 # An attempt whose run is over (the job was started again since it began): it stops.
 STALE_RUN = "StaleRun"
 # Throughput lines go to the job log at most this often (progress is written more often).

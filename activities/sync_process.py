@@ -16,8 +16,6 @@ import time
 from typing import Any
 
 import httpx
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -41,13 +39,13 @@ from antenna_db import cachalot, captures, counts, job_store, pipelines
 from antenna_db.pipelines import BATCH_SIZE_KEY, PipelineContext
 from core import inbox, job_runs
 from core.counters import AggregateCounters
+from core.db import Pool
 from core.inbox import InboxEntry
 from core.progress import JobProgress
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
 from core.states import JobState
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 _THROUGHPUT_EVERY = 10.0
 
 

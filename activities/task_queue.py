@@ -14,12 +14,10 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
-import psycopg
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from activities.heartbeat import heartbeating, resume_details, run_id
@@ -27,11 +25,11 @@ from activities.job_state_cache import JobStateCache
 from activities.models import JobRef, PublishCheckpoint, PublishInput, PublishResult
 from antenna_db import captures, job_store
 from core import inbox
+from core.db import Pool
 from core.inbox import InboxEntry
 from core.schemas import PipelineProcessingTask
 from core.settings import Settings
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 NO_URL_ERROR = "image has no URL"
 
 

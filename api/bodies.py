@@ -99,11 +99,3 @@ def optional_text(body: dict[str, Any], name: str) -> str | None:
     if problem:
         raise BadRequest.field(name, problem)
     return value
-
-
-def json_field(body: dict[str, Any], name: str) -> None:
-    """Refuse a free-form JSON field that jsonb cannot store (bad text, NaN, too deep)."""
-    problem = json_problem(body.get(name))
-    if problem:
-        path, message = problem
-        raise BadRequest.field(f"{name}{path}", message)

@@ -9,7 +9,6 @@ from typing import Any, cast
 import psycopg
 from fastapi import Request
 from nats.aio.client import Client as NatsClient
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.job_actions import JobActions
@@ -17,9 +16,8 @@ from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
 from api.task_images import TaskImages
 from api.tokens import PermissionCache, TokenVerifier
+from core.db import Pool
 from core.settings import Settings
-
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0

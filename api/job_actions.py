@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
@@ -24,6 +22,7 @@ from antenna_db import job_store
 from antenna_db.job_store import JobRecord
 from bridge.outcome import BridgeOutcome
 from core import naming, search_attributes
+from core.db import Pool
 from core.errors import InvalidJobState, JobNotFound
 from core.progress import reset_progress
 from core.settings import Settings
@@ -36,8 +35,6 @@ from core.states import (
     JobType,
 )
 from core.workflow_io import JobWorkflowInput
-
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 
 class JobView(BaseModel):

@@ -13,11 +13,11 @@ from collections.abc import Hashable
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from antenna_db import processing_services
+from core.db import Pool
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_THROTTLE_SECONDS = 30.0

@@ -7,15 +7,10 @@ a deactivated user keeps working in a running API process for at most CACHE_SECO
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from antenna_db import users
 from antenna_db.users import Caller
-
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+from core.db import Pool
 
 CACHE_SECONDS = 30.0
 _MAX_CACHED = 10_000

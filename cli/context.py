@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import psycopg
 import typer
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from rich.console import Console
 
-from core.db import open_pool
+from core.db import Pool, open_pool
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
 from core.temporal_client import connect_temporal
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from api.job_actions import JobActions
 
 T = TypeVar("T")
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

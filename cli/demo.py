@@ -32,7 +32,6 @@ from antenna_db.job_store import JobRecord
 from antenna_db.seed import seed
 from cli import local_stack, processes, progress_view
 from cli.context import (
-    Pool,
     console,
     database,
     err_console,
@@ -44,7 +43,7 @@ from cli.context import (
 from cli.fake_worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack_services import StackError
 from core import naming
-from core.db import migrate
+from core.db import Pool, migrate
 from core.settings import Settings
 from core.states import JobState
 

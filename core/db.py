@@ -14,6 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.settings import DatabaseSettings
 
+# The pool every process opens: connections whose rows are dicts.
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x616E7465
@@ -189,14 +192,3 @@ async def migrate(settings: DatabaseSettings) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
-
-
-async def standalone(conn: psycopg.AsyncConnection[Any], settings: DatabaseSettings) -> bool:
-    """True when antenna-jobs created the Antenna tables itself (no Antenna around)."""
-    cur = await conn.execute(
-        sql.SQL("SELECT count(*) AS n FROM {}.schema_migrations WHERE scope = 'antenna'").format(
-            sql.Identifier(settings.jobs_schema)
-        )
-    )
-    row = await cur.fetchone()
-    return bool(row and row["n"])

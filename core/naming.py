@@ -27,11 +27,6 @@ def workflow_id(job_id: int) -> str:
     return f"job-{job_id}"
 
 
-def job_id_from_workflow_id(value: str) -> int | None:
-    match = _WORKFLOW_ID.match(value)
-    return int(match.group(1)) if match else None
-
-
 def reconcile_schedule_id(task_queue: str) -> str:
     """One reconcile Schedule per task queue (so deployments sharing a namespace stay apart)."""
     return f"reconcile-{task_queue}"

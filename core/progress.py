@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.states import FINAL_STATES, JobState
+from core.states import JobState
 
 ParamValue = int | float | str | None
 
@@ -92,11 +92,6 @@ class JobProgress(_AntennaModel):
     def _summarise(self) -> None:
         if self.stages:
             self.summary.progress = sum(s.progress for s in self.stages) / len(self.stages)
-
-    def is_complete(self) -> bool:
-        return bool(self.stages) and all(
-            s.progress >= 1.0 and s.status in FINAL_STATES for s in self.stages
-        )
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.wire_types import FiniteFloat, Int4, PositiveInt4, SafeJson, SafeStr, Varchar255
+from core.wire_types import FiniteFloat, Int4, SafeJson, SafeStr, Varchar255
 
 
 class WireModel(BaseModel):
@@ -106,11 +106,6 @@ class PipelineResultsError(WireModel):
 class PipelineTaskResult(WireModel):
     reply_subject: SafeStr
     result: PipelineResultsResponse | PipelineResultsError
-
-
-class TasksRequest(WireModel):
-    batch_size: PositiveInt4
-    client_info: dict[SafeStr, SafeJson] | None = None
 
 
 class TasksResponse(WireModel):

@@ -90,7 +90,6 @@ class JobSettings(BaseSettings):
     # Sessions' and stations' cached counts are refreshed this often while a job saves results.
     counts_interval: Duration = timedelta(minutes=1)
     failure_threshold: float = 0.5
-    collect_batch_size: int = 5000
     publish_page_size: int = 1000
 
     @property

@@ -53,14 +53,6 @@ class JobType(StrEnum):
 RUN_JOB_TYPES = frozenset({JobType.ML, JobType.POPULATE_CAPTURES_COLLECTION, JobType.DATA_EXPORT})
 
 
-class ImageStatus(StrEnum):
-    """State of one image of a job's image set (job_images.status)."""
-
-    PENDING = "pending"
-    PROCESSED = "processed"
-    FAILED = "failed"
-
-
 def run_permission(job_type: JobType, single_image: bool = False) -> str:
     """Antenna's codename for running, retrying and cancelling a job of this type."""
     if job_type == JobType.ML:
