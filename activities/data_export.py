@@ -36,12 +36,11 @@ from activities.models import JobRef
 from antenna_db import exports, job_store
 from antenna_db.job_store import JobRecord
 from core.db import Pool
+from core.errors import Failure, failure
 from core.job_params import ExportFormat, export_params
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
-
-EXPORT_FAILED = "ExportFailed"
 
 DETECTION_COLUMNS = [
     "detection_id",
@@ -142,9 +141,7 @@ def publish_file(file: IO[bytes], partial: Path, final: Path) -> int:
 def _file_error(err: OSError) -> ApplicationError:
     """A file the worker cannot write (permissions, a full disk, a bad export directory) fails
     the job with the reason instead of retrying forever; database errors stay retryable."""
-    return ApplicationError(
-        f"cannot write the export file: {err}", type=EXPORT_FAILED, non_retryable=True
-    )
+    return failure(Failure.EXPORT_FAILED, f"cannot write the export file: {err}")
 
 
 async def export_format(conn: psycopg.AsyncConnection[Any], job: JobRecord) -> ExportFormat:
@@ -156,10 +153,8 @@ async def export_format(conn: psycopg.AsyncConnection[Any], job: JobRecord) -> E
     try:
         return export_params(job.params or {}).format
     except ValidationError as err:
-        raise ApplicationError(
-            f"invalid params {job.params}: {err.errors()[:1]}",
-            type=EXPORT_FAILED,
-            non_retryable=True,
+        raise failure(
+            Failure.EXPORT_FAILED, f"invalid params {job.params}: {err.errors()[:1]}"
         ) from err
 
 

@@ -7,13 +7,13 @@ same transaction, so collect is idempotent.
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.models import PIPELINE_NOT_CONFIGURED, CollectResult, JobRef
+from activities.models import CollectResult, JobRef
 from antenna_db import captures, job_store, pipelines
 from core import job_runs
 from core.db import Pool
+from core.errors import Failure, failure
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
@@ -43,11 +43,10 @@ class ImageActivities:
             pipeline = await pipelines.load(conn, job.id)
             if len(pipeline.detectors) != 1:
                 found = ", ".join(a.key for a in pipeline.detectors) or "none"
-                raise ApplicationError(
+                raise failure(
+                    Failure.PIPELINE_NOT_CONFIGURED,
                     f"pipeline {pipeline.slug!r} must have exactly one detection algorithm"
                     f" (has {found}): its null markers and crops need it, as in Antenna",
-                    type=PIPELINE_NOT_CONFIGURED,
-                    non_retryable=True,
                 )
             progress = job.progress.model_copy(deep=True)
             if progress.stages:

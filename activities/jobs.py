@@ -10,13 +10,9 @@ import time
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import run_id
 from activities.models import (
-    JOB_CANCELLED,
-    JOB_NOT_FOUND,
-    UNSUPPORTED_JOB,
     CancelCheck,
     FailInput,
     FinalizeInput,
@@ -32,7 +28,7 @@ from antenna_db import job_store
 from core import job_runs, naming
 from core.counters import AggregateCounters
 from core.db import Pool
-from core.errors import JobNotFound
+from core.errors import Failure, JobNotFound, failure
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import (
@@ -65,9 +61,7 @@ class RowCancelCheck:
         async with self._pool.connection() as conn:
             status = await job_store.get_status(conn, self._job_id)
         if status in CANCEL_STATES:
-            raise ApplicationError(
-                f"job {self._job_id} is {status}", type=JOB_CANCELLED, non_retryable=True
-            )
+            raise failure(Failure.JOB_CANCELLED, f"job {self._job_id} is {status}")
 
 
 def final_status(counters: AggregateCounters, threshold: float) -> JobState:
@@ -120,7 +114,7 @@ class JobActivities:
             try:
                 job = await job_store.get_job(conn, ref.job_id)
             except JobNotFound as err:
-                raise ApplicationError(str(err), type=JOB_NOT_FOUND, non_retryable=True) from err
+                raise failure(Failure.JOB_NOT_FOUND, str(err)) from err
             result = StartResult(
                 outcome=StartOutcome.STARTED,
                 status=job.status,
@@ -134,11 +128,10 @@ class JobActivities:
                 return result.model_copy(update={"outcome": StartOutcome.CANCELING})
             runs_it = naming.workflow_type(job.job_type, job.dispatch_mode)
             if runs_it != ref.workflow:
-                raise ApplicationError(
+                raise failure(
+                    Failure.UNSUPPORTED_JOB,
                     f"job {job.id} is {job.job_type}/{job.dispatch_mode}: {ref.workflow} does"
                     f" not run it ({runs_it} does)",
-                    type=UNSUPPORTED_JOB,
-                    non_retryable=True,
                 )
             info = activity.info()
             consumer = self._settings.jobs.names.consumer(job.id, run_id())

@@ -14,13 +14,6 @@ from pydantic import BaseModel, Field, NonNegativeInt
 from core.counters import AggregateCounters
 from core.states import JobState, JobType
 
-# ApplicationError types raised by activities and read by the workflow.
-JOB_CANCELLED = "JobCancelled"
-JOB_NOT_FOUND = "JobNotFound"
-UNSUPPORTED_JOB = "UnsupportedJob"
-# The job's pipeline cannot save results as Antenna does (e.g. not exactly one detector).
-PIPELINE_NOT_CONFIGURED = "PipelineNotConfigured"
-
 
 class JobRef(BaseModel):
     job_id: int

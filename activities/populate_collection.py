@@ -19,17 +19,17 @@ from activities.internal_models import InternalResult
 from activities.models import JobRef
 from antenna_db import cachalot, collections, job_store
 from core.db import Pool
+from core.errors import Failure, failure
 from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
 
 STAGE = "populate_captures_collection"
-POPULATE_FAILED = "PopulateFailed"
 
 
 def _refused(message: str) -> ApplicationError:
     """What no retry can fix fails the job with the reason."""
-    return ApplicationError(message, type=POPULATE_FAILED, non_retryable=True)
+    return failure(Failure.POPULATE_FAILED, message)
 
 
 class PopulateActivities:

@@ -28,19 +28,19 @@ from activities.heartbeat import heartbeating, run_id
 from activities.job_state_cache import JobStateCache
 from activities.jobs import CANCEL_STATES, final_status
 from activities.lost_images import MaxDeliveriesWatcher, TaskLookup
-from activities.models import JOB_CANCELLED, AggregateInput, AggregateResult
+from activities.models import AggregateInput, AggregateResult
 from activities.result_saver import BatchOutcome, BatchSaver
 from antenna_db import cachalot, captures, counts, job_store, pipelines
 from antenna_db.job_store import RunState
 from core import inbox, job_images, job_runs
 from core.counters import AggregateCounters
 from core.db import Pool
+from core.errors import Failure, failure
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 
 # An attempt whose run is over (the job was started again since it began): it stops.
-STALE_RUN = "StaleRun"
 # Throughput lines go to the job log at most this often (progress is written more often).
 _THROUGHPUT_EVERY = 10.0
 
@@ -211,10 +211,8 @@ class _Aggregation:
             return await self.saver.save_batch(conn, batch, exhausted)
 
     def _stale(self) -> ApplicationError:
-        return ApplicationError(
-            f"job {self.job_id} was started again: this attempt's run is over",
-            type=STALE_RUN,
-            non_retryable=True,
+        return failure(
+            Failure.STALE_RUN, f"job {self.job_id} was started again: this attempt's run is over"
         )
 
     def _check_row(self, state: RunState) -> None:
@@ -224,9 +222,7 @@ class _Aggregation:
         if state.run_id != self.run_id:
             raise self._stale()
         if state.status in CANCEL_STATES or state.status in FINAL_STATES:
-            raise ApplicationError(
-                f"job {self.job_id} is {state.status}", type=JOB_CANCELLED, non_retryable=True
-            )
+            raise failure(Failure.JOB_CANCELLED, f"job {self.job_id} is {state.status}")
 
     async def _check_job(self) -> None:
         """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt;

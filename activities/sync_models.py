@@ -7,9 +7,6 @@ from pydantic import BaseModel, NonNegativeInt
 
 from core.counters import AggregateCounters
 
-# ApplicationError type: no processing service of the job's pipeline answered /readyz.
-NO_LIVE_SERVICE = "NoLiveService"
-
 
 class ServiceChoice(BaseModel):
     service_id: int

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.aggregate_progress import apply_counters, throughput_line
 from activities.crops import CropRequests
@@ -28,7 +27,6 @@ from activities.models import JobRef
 from activities.result_saver import BatchOutcome, BatchSaver, ParsedResults, record_parsed
 from activities.service_choice import choose_live_service, service_url
 from activities.sync_models import (
-    NO_LIVE_SERVICE,
     ServiceChoice,
     SyncCheckpoint,
     SyncProcessInput,
@@ -40,6 +38,7 @@ from antenna_db.pipelines import BATCH_SIZE_KEY, PipelineContext
 from core import inbox, job_runs
 from core.counters import AggregateCounters
 from core.db import Pool
+from core.errors import Failure, failure
 from core.inbox import InboxEntry
 from core.progress import JobProgress
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
@@ -77,11 +76,10 @@ class SyncActivities:
             checked = "; ".join(f"{p.name}: {p.problem}" for p in probes if p.problem)
             if choice is None:
                 detail = f" (checked: {checked})" if probes else " (none is registered)"
-                raise ApplicationError(
+                raise failure(
+                    Failure.NO_LIVE_SERVICE,
                     f"no live processing service with an endpoint URL for the job's pipeline"
                     f" and project{detail}",
-                    type=NO_LIVE_SERVICE,
-                    non_retryable=True,
                 )
             await job_store.append_log(
                 conn,

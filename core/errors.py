@@ -1,13 +1,56 @@
 """Errors of antenna-jobs, each carrying the fields a caller needs.
 
+Raised in our code (the API maps them to 4xx/5xx):
+
 AntennaJobsError
 ├── JobNotFound(job_id)
 ├── InvalidJobState(job_id, status, action)      refused: e.g. run a finished job
 ├── InvalidJobInput(field, message)              bad create parameters
 └── TaskQueueUnavailable(job_id)                 NATS did not answer in time
+
+Raised to Temporal, as ApplicationError types (``failure(kind, message)``), by activities and
+the job workflows; none is retryable: each says something no retry can change (outages are
+plain exceptions, retried by the activity retry policy):
+
+Failure
+├── JobNotFound              the job row is gone
+├── JobCancelled             the job row says CANCELING or REVOKED (cancelled by Antenna's UI)
+├── StaleRun                 another run took the job since this attempt began
+├── UnsupportedJob           the job's type or dispatch mode is run by another workflow (or none)
+├── PipelineNotConfigured    the job's pipeline cannot save results as Antenna does
+├── NoLiveService            SYNC_API: no processing service of the pipeline answers /readyz
+├── PopulateFailed           populate_captures_collection cannot run (bad sampling, set gone)
+├── ExportFailed             data_export cannot write its file or read its params
+└── JobFailed                the job ended FAILURE (the run fails with it, the result attached)
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+
+class Failure(StrEnum):
+    JOB_NOT_FOUND = "JobNotFound"
+    JOB_CANCELLED = "JobCancelled"
+    STALE_RUN = "StaleRun"
+    UNSUPPORTED_JOB = "UnsupportedJob"
+    PIPELINE_NOT_CONFIGURED = "PipelineNotConfigured"
+    NO_LIVE_SERVICE = "NoLiveService"
+    POPULATE_FAILED = "PopulateFailed"
+    EXPORT_FAILED = "ExportFailed"
+    JOB_FAILED = "JobFailed"
+
+
+# Failure types a retry can fix (none so far: those are outages, raised as plain exceptions).
+RETRYABLE: frozenset[Failure] = frozenset()
+
+
+def failure(kind: Failure, message: str, *details: Any) -> ApplicationError:
+    """The ApplicationError of ``kind``, retryable as the tree above says."""
+    return ApplicationError(message, *details, type=kind.value, non_retryable=kind not in RETRYABLE)
 
 
 class AntennaJobsError(Exception):

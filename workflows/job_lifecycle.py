@@ -26,8 +26,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from activities.models import (
-        JOB_CANCELLED,
-        JOB_NOT_FOUND,
         FailInput,
         FinalizeInput,
         FinalizeResult,
@@ -42,10 +40,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.temporal_ops import TemporalActivities
     from core import search_attributes
     from core.counters import AggregateCounters
+    from core.errors import Failure, failure
     from core.states import FINAL_STATES, JobState
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
 
-JOB_FAILED = "JobFailed"
 SHORT_TIMEOUT = timedelta(minutes=2)
 LONG_TIMEOUT = timedelta(days=30)
 # Unlimited attempts with backoff: an outage of Postgres/NATS/Redis delays the job, it does not
@@ -112,7 +110,10 @@ class JobLifecycle:
             except BaseException as err:
                 if _evicting(err):
                     raise
-                if _error_type(err) == JOB_CANCELLED and workflow.cancellation_reason() is None:
+                if (
+                    _error_type(err) == Failure.JOB_CANCELLED
+                    and workflow.cancellation_reason() is None
+                ):
                     await self._cancel_self("the job row says it is cancelled")
                 raise
             finally:
@@ -181,12 +182,7 @@ class JobLifecycle:
         self._set_status(done.status)
         self._state.phase = "done"
         if done.status == JobState.FAILURE:
-            raise ApplicationError(
-                f"job {self._job.job_id} failed: {reason}",
-                result,
-                type=JOB_FAILED,
-                non_retryable=True,
-            )
+            raise failure(Failure.JOB_FAILED, f"job {self._job.job_id} failed: {reason}", result)
         return result
 
     # --- the cancel and failure paths -------------------------------------------------------
@@ -221,11 +217,11 @@ class JobLifecycle:
     async def _fail(self, err: BaseException) -> BaseException:
         """The job fails with the reason; the run fails with an ApplicationError (never a plain
         exception, which would leave the run retrying its workflow task forever)."""
-        if isinstance(err, ApplicationError) and err.type == JOB_FAILED:
+        if isinstance(err, ApplicationError) and err.type == Failure.JOB_FAILED:
             return err
         cause = err.cause if isinstance(err, ActivityError) and err.cause else err
         reason = f"{type(cause).__name__}: {cause}"
-        if _error_type(err) != JOB_NOT_FOUND:
+        if _error_type(err) != Failure.JOB_NOT_FOUND:
             done: FinalizeResult = await self._short(
                 JobActivities.fail_job,
                 FailInput(job_id=self._job.job_id, reason=reason),
@@ -233,9 +229,7 @@ class JobLifecycle:
             )
             self._set_status(done.status)
         self._state.phase = "failed"
-        return ApplicationError(
-            f"job {self._job.job_id} failed: {reason}", type=JOB_FAILED, non_retryable=True
-        )
+        return failure(Failure.JOB_FAILED, f"job {self._job.job_id} failed: {reason}")
 
     async def _cancel_self(self, reason: str) -> None:
         """Turn a decision to stop into a real cancel request, then take the cancel path."""
