@@ -26,12 +26,12 @@ from activities.models import (
 )
 from antenna_db import job_store
 from core import job_runs, naming
-from core.counters import AggregateCounters
 from core.db import Pool
 from core.errors import Failure, JobNotFound, failure
-from core.progress import JobProgress
+from core.ml_progress import apply_counters
 from core.settings import Settings
 from core.states import (
+    CANCEL_STATES,
     CANCELABLE_STATES,
     FINAL_STATES,
     FINALIZABLE_STATES,
@@ -39,8 +39,6 @@ from core.states import (
     STARTABLE_STATES,
     JobState,
 )
-
-CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
 
 
 class RowCancelCheck:
@@ -62,35 +60,6 @@ class RowCancelCheck:
             status = await job_store.get_status(conn, self._job_id)
         if status in CANCEL_STATES:
             raise failure(Failure.JOB_CANCELLED, f"job {self._job_id} is {status}")
-
-
-def final_status(counters: AggregateCounters, threshold: float) -> JobState:
-    """FAILURE when more than ``threshold`` of the images failed (Antenna's FAILURE_THRESHOLD)."""
-    if counters.total and counters.failed / counters.total > threshold:
-        return JobState.FAILURE
-    return JobState.SUCCESS
-
-
-def finished_progress(progress: JobProgress, counters: AggregateCounters, status: JobState) -> None:
-    """Close the process and results stages with the final counts."""
-    if not progress.stages:
-        return
-    progress.update_stage(
-        "process",
-        status=status,
-        progress=1.0,
-        processed=counters.done,
-        remaining=counters.remaining,
-        failed=counters.failed,
-    )
-    progress.update_stage(
-        "results",
-        status=status,
-        progress=1.0,
-        captures=counters.processed,
-        detections=counters.detections,
-        classifications=counters.classifications,
-    )
 
 
 class JobActivities:
@@ -178,14 +147,14 @@ class JobActivities:
     async def finalize_job(self, inp: FinalizeInput) -> FinalizeResult:
         """Guarded SUCCESS, or FAILURE past the failure threshold; closes the progress stages."""
         counters = inp.counters
-        status = final_status(counters, self._settings.jobs.failure_threshold)
+        threshold = self._settings.jobs.failure_threshold
+        status = counters.final_status(threshold)
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, inp.job_id)
             if job.status == status:
                 # A retried attempt whose first try already committed.
                 return FinalizeResult(status=status, moved=True)
-            progress = job.progress.model_copy(deep=True)
-            finished_progress(progress, counters, status)
+            progress = apply_counters(job.progress, counters, status)
             moved = await job_store.transition(
                 conn, job.id, status, FINALIZABLE_STATES, finished=True, progress=progress
             )
@@ -193,10 +162,7 @@ class JobActivities:
                 return FinalizeResult(status=await job_store.get_status(conn, job.id), moved=False)
             summary = counters.model_dump() | {"status": status.value}
             await job_store.save_result(conn, job.id, summary)
-            reason = inp.reason or (
-                f"{counters.failed} of {counters.total} images failed"
-                f" (threshold {self._settings.jobs.failure_threshold:.0%})"
-            )
+            reason = inp.reason or counters.outcome_line(threshold)
             await job_store.append_log(
                 conn,
                 job.id,

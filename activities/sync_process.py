@@ -12,19 +12,18 @@ found", Antenna 6.2). A cancel lands at the await in progress, the HTTP request 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.aggregate_progress import apply_counters, throughput_line
 from activities.crops import CropRequests
-from activities.heartbeat import heartbeating, resume_details
-from activities.jobs import RowCancelCheck, final_status
+from activities.heartbeat import heartbeating, resume_details, run_id
+from activities.jobs import RowCancelCheck
+from activities.ml_run import MlRun
 from activities.models import JobRef
-from activities.result_saver import BatchOutcome, BatchSaver, ParsedResults, record_parsed
+from activities.result_saver import BatchOutcome, ParsedResults, record_parsed
 from activities.service_choice import choose_live_service, service_url
 from activities.sync_models import (
     ServiceChoice,
@@ -33,19 +32,14 @@ from activities.sync_models import (
     SyncProcessResult,
 )
 from activities.task_queue import NO_URL_ERROR
-from antenna_db import cachalot, captures, counts, job_store, pipelines
-from antenna_db.pipelines import BATCH_SIZE_KEY, PipelineContext
-from core import inbox, job_runs
-from core.counters import AggregateCounters
+from antenna_db import captures, job_store, pipelines
+from antenna_db.pipelines import BATCH_SIZE_KEY
+from core import inbox
 from core.db import Pool
 from core.errors import Failure, failure
 from core.inbox import InboxEntry
-from core.progress import JobProgress
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
-from core.states import JobState
-
-_THROUGHPUT_EVERY = 10.0
 
 
 def batch_size(config: dict[str, Any]) -> int:
@@ -93,7 +87,9 @@ class SyncActivities:
 
     @activity.defn(name="process_sync_batches")
     async def process_batches(self, inp: SyncProcessInput) -> SyncProcessResult:
-        return await _SyncRun(self._pool, self._http, self._settings, self._crops, inp).run()
+        run = MlRun(self._pool, self._settings.jobs, self._crops, inp.job_id, run_id())
+        await run.load()
+        return await _SyncRun(run, self._pool, self._http, self._settings, inp).run()
 
 
 class _SyncRun:
@@ -101,40 +97,29 @@ class _SyncRun:
 
     def __init__(
         self,
+        run: MlRun,
         pool: Pool,
         http: httpx.AsyncClient,
         settings: Settings,
-        crops: CropRequests,
         inp: SyncProcessInput,
     ) -> None:
+        self.ml = run
         self.pool = pool
         self.http = http
-        self.crops = crops
         self.inp = inp
         self.job_id = inp.job_id
         self.jobs = settings.jobs
         self.sync = settings.sync
-        self.counters = AggregateCounters()
-        self.progress = JobProgress()
-        self.pipeline = PipelineContext(slug="")
-        self.project_id = 0
         self.config: dict[str, Any] = {}
-        self.started = time.monotonic()
-        self.last_progress = 0.0
-        self.last_throughput = self.started
+        # A batch's rows are saved in one transaction: a row that fails fails at once.
+        self.saver = run.saver(_no_reply, max_attempts=1)
         self._check_job = RowCancelCheck(
             pool, inp.job_id, self.jobs.heartbeat_interval, first_now=True
         )
 
     async def run(self) -> SyncProcessResult:
         async with self.pool.connection() as conn:
-            self.pipeline = await pipelines.load(conn, self.job_id)
-            run = await job_runs.get(conn, self.job_id)
-            job = await job_store.get_job(conn, self.job_id)
             self.config = await pipelines.job_config(conn, self.job_id)
-        self.counters = run.counters if run else AggregateCounters()
-        self.progress, self.project_id = job.progress, job.project_id
-        self.saver = BatchSaver(self.job_id, job.project_id, self.pipeline, _no_reply, 1)
         size = batch_size(self.config)
         state = resume_details(SyncCheckpoint) or SyncCheckpoint()
         resumed = state.last_ordinal
@@ -153,20 +138,17 @@ class _SyncRun:
                     batches=state.batches + 1,
                     failed_batches=state.failed_batches + failed,
                 )
-                self._apply(outcome)
-                await self._maybe_write_progress()
-        status = final_status(self.counters, self.jobs.failure_threshold)
-        await self._write_progress(final=status)
-        async with self.pool.connection() as conn:
-            await counts.refresh_job_counts(conn, self.job_id, self.project_id)
-        await self._log(
+                await self.ml.apply(outcome)
+                await self.ml.maybe_write_progress()
+        await self.ml.finish()
+        await self.ml.log(
             f"Sent {state.batches} batches of up to {size} images to {self.inp.service.name}"
             f" ({state.failed_batches} failed)"
             + (f", resumed after ordinal {resumed}" if resumed else ""),
             context=state.model_dump(),
         )
         return SyncProcessResult(
-            counters=self.counters, batches=state.batches, failed_batches=state.failed_batches
+            counters=self.ml.counters, batches=state.batches, failed_batches=state.failed_batches
         )
 
     async def _batch(self, rows: list[dict[str, Any]]) -> tuple[BatchOutcome, int]:
@@ -179,7 +161,7 @@ class _SyncRun:
         answer: str | None = None
         if sent:
             request = PipelineRequest(
-                pipeline=self.pipeline.slug,
+                pipeline=self.ml.pipeline.slug,
                 source_images=[
                     SourceImageRequest(id=str(r["source_image_id"]), url=r["url"]) for r in sent
                 ],
@@ -203,14 +185,14 @@ class _SyncRun:
                 outcome = await self.saver.save_batch(conn, 1, failed, ids=row_ids)
             elif failed:
                 outcome = await record_parsed(
-                    conn, self.job_id, self.project_id, self.pipeline, ParsedResults(failed=failed)
+                    conn,
+                    self.job_id,
+                    self.ml.project_id,
+                    self.ml.pipeline,
+                    ParsedResults(failed=failed),
                 )
-        cachalot.wrote(*outcome.tables)
-        self.crops.new_detections(outcome.need_crops)
-        for image, reason in outcome.refused.items():
-            await self._log(f"Result for image {image} refused: {reason}", level="ERROR")
         if error:
-            await self._log(
+            await self.ml.log(
                 f"Batch of {len(sent)} images failed: {error}",
                 level="ERROR",
                 context={"image_ids": sorted(r["source_image_id"] for r in sent)[:10]},
@@ -250,37 +232,6 @@ class _SyncRun:
             if attempt < attempts:
                 await asyncio.sleep(backoff * 2 ** (attempt - 1))
         return None, f"{error} (after {attempts} attempts)"
-
-    def _apply(self, outcome: BatchOutcome) -> None:
-        self.counters = self.counters.model_copy(
-            update={
-                "processed": self.counters.processed + len(outcome.processed),
-                "failed": self.counters.failed + len(outcome.failed),
-                "detections": self.counters.detections + outcome.detections,
-                "classifications": self.counters.classifications + outcome.classifications,
-            }
-        )
-
-    async def _maybe_write_progress(self) -> None:
-        now = time.monotonic()
-        if now - self.last_progress >= self.jobs.progress_interval.total_seconds():
-            await self._write_progress()
-        every = max(_THROUGHPUT_EVERY, self.jobs.progress_interval.total_seconds())
-        if now - self.last_throughput >= every and self.counters.done:
-            self.last_throughput = now
-            await self._log(throughput_line(self.counters, now - self.started))
-
-    async def _write_progress(self, final: JobState | None = None) -> None:
-        self.progress = apply_counters(self.progress, self.counters, final)
-        async with self.pool.connection() as conn:
-            await job_store.save_progress(conn, self.job_id, self.progress)
-        self.last_progress = time.monotonic()
-
-    async def _log(
-        self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
-    ) -> None:
-        async with self.pool.connection() as conn:
-            await job_store.append_log(conn, self.job_id, message, level=level, context=context)
 
 
 async def _no_reply(_: str) -> int | None:

@@ -79,4 +79,5 @@ class AntennaTaskSender:
             self._app.close()
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        if self._app is not None:
+            await asyncio.to_thread(self.close)

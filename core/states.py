@@ -30,6 +30,8 @@ FINALIZABLE_STATES = frozenset(
 CANCELABLE_STATES = FINALIZABLE_STATES
 REVOCABLE_STATES = FINALIZABLE_STATES | {JobState.CANCELING}
 RETRYABLE_STATES = frozenset({JobState.FAILURE, JobState.REVOKED})
+# A job row in one of these (written by our cancel paths, or by Antenna's UI) stops its work.
+CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
 
 
 class DispatchMode(StrEnum):

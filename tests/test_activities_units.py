@@ -6,15 +6,14 @@ import dataclasses
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.aggregate_progress import apply_counters, fraction, throughput_line
 from activities.heartbeat import resume_details
 from activities.images import collected_progress
-from activities.jobs import final_status, finished_progress
 from activities.models import PublishCheckpoint
 from activities.result_saver import parse_results, unnamed_errors
 from antenna_db.pipelines import Algorithm, PipelineContext
 from core.counters import AggregateCounters
 from core.inbox import ClaimedRow
+from core.ml_progress import apply_counters, fraction, throughput_line
 from core.naming import stream_seq_from_reply
 from core.progress import new_ml_progress
 from core.states import JobState
@@ -124,11 +123,10 @@ def test_progress_math():
 
 
 def test_final_status_threshold():
-    assert final_status(AggregateCounters(total=10, failed=5), 0.5) == JobState.SUCCESS
-    assert final_status(AggregateCounters(total=10, failed=6), 0.5) == JobState.FAILURE
-    assert final_status(AggregateCounters(), 0.5) == JobState.SUCCESS
-    progress = new_ml_progress()
-    finished_progress(progress, AggregateCounters(), JobState.SUCCESS)
+    assert AggregateCounters(total=10, failed=5).final_status(0.5) == JobState.SUCCESS
+    assert AggregateCounters(total=10, failed=6).final_status(0.5) == JobState.FAILURE
+    assert AggregateCounters().final_status(0.5) == JobState.SUCCESS
+    progress = apply_counters(new_ml_progress(), AggregateCounters(), JobState.SUCCESS)
     assert progress.stage("process").progress == 1.0
 
 

@@ -168,7 +168,8 @@ class JobLifecycle:
             processed=counters.processed,
             failed=counters.failed,
         )
-        reason = f"{counters.failed} of {counters.total} images failed"
+        assert self._config is not None
+        reason = counters.outcome_line(self._config.failure_threshold)
         return await self._close(done, result, reason)
 
     async def _close(

@@ -1,4 +1,5 @@
-"""Pure progress math of the aggregator: counters -> Antenna's process/results stages."""
+"""An ML job's progress from its counts: Antenna's process and results stages, and the throughput
+line of its log (pure functions)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,141 @@
+"""What one attempt of an ML run's saving work shares, whatever brings the results: the async
+aggregator (results posted by pull workers, activities/async_api) and the SYNC_API batch runner
+(answers of a push service, activities/sync_api).
+
+It loads what the run needs (the pipeline, the run's counters, the job's progress), saves
+batches through the BatchSaver, keeps the counters, writes the progress (throttled, single
+writer per job, only while this run owns the job) and the throughput lines, and tells Antenna's
+cache and crop worker after each commit. The final status is not decided here: finalize_job does
+that once the run's work is done.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from activities.crops import CropRequests
+from activities.result_saver import BatchOutcome, BatchSaver, Resolver
+from antenna_db import cachalot, counts, job_store, pipelines
+from antenna_db.pipelines import PipelineContext
+from core import job_runs
+from core.counters import AggregateCounters
+from core.db import Pool
+from core.errors import Failure, failure
+from core.ml_progress import apply_counters, throughput_line
+from core.progress import JobProgress
+from core.settings import JobSettings
+
+# Throughput lines go to the job log at most this often (progress is written more often).
+THROUGHPUT_EVERY = 10.0
+
+
+class MlRun:
+    def __init__(
+        self, pool: Pool, jobs: JobSettings, crops: CropRequests, job_id: int, run_id: str
+    ) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self.crops = crops
+        self.job_id = job_id
+        self.run_id = run_id
+        self.counters = AggregateCounters()
+        self.progress = JobProgress()
+        self.pipeline = PipelineContext(slug="")
+        self.project_id = 0
+        self.consumer = ""
+        self.started = time.monotonic()
+        self.last_change = self.started
+        self.last_progress = 0.0
+        self.last_throughput = self.started
+        self.last_counts = self.started
+        self.dirty = True
+
+    async def load(self) -> None:
+        """The run's state as Postgres has it (the truth on every attempt: a retried one never
+        counts twice). An attempt of a run that no longer owns the job stops here."""
+        async with self.pool.connection() as conn:
+            self.pipeline = await pipelines.load(conn, self.job_id)
+            run = await job_runs.get(conn, self.job_id)
+            job = await job_store.get_job(conn, self.job_id)
+        if run is None or run.run_id != self.run_id:
+            raise self.stale()
+        self.counters, self.consumer = run.counters, run.consumer
+        self.progress, self.project_id = job.progress, job.project_id
+
+    def stale(self) -> Exception:
+        return failure(
+            Failure.STALE_RUN, f"job {self.job_id} was started again: this attempt's run is over"
+        )
+
+    def saver(self, resolve: Resolver, max_attempts: int | None = None) -> BatchSaver:
+        extra = {} if max_attempts is None else {"max_attempts": max_attempts}
+        return BatchSaver(self.job_id, self.project_id, self.pipeline, resolve, **extra)
+
+    async def apply(self, outcome: BatchOutcome) -> bool:
+        """After a batch committed: its refusals logged, Antenna told, the counters moved;
+        True if any image moved."""
+        for image, reason in outcome.refused.items():
+            where = f"image {image}" if image >= 0 else f"result row {-image}"
+            await self.log(f"Result for {where} refused: {reason}", level="ERROR")
+        cachalot.wrote(*outcome.tables)
+        self.crops.new_detections(outcome.need_crops)
+        if not outcome.moved:
+            return False
+        self.counters = self.counters.model_copy(
+            update={
+                "processed": self.counters.processed + len(outcome.processed),
+                "failed": self.counters.failed + len(outcome.failed),
+                "detections": self.counters.detections + outcome.detections,
+                "classifications": self.counters.classifications + outcome.classifications,
+            }
+        )
+        self.last_change = time.monotonic()
+        self.dirty = True
+        return True
+
+    async def reload_counters(self) -> None:
+        """Counters from Postgres (another attempt may have saved batches meanwhile)."""
+        async with self.pool.connection() as conn:
+            run = await job_runs.get(conn, self.job_id)
+        if run is not None and run.counters != self.counters:
+            self.counters = run.counters
+            self.last_change = time.monotonic()
+            self.dirty = True
+
+    async def maybe_write_progress(self) -> None:
+        """Progress at most every progress_interval; a throughput line every 10 s or so; the
+        sessions' and stations' counts every counts_interval."""
+        now = time.monotonic()
+        if self.dirty and now - self.last_progress >= self.jobs.progress_interval.total_seconds():
+            await self.write_progress()
+        every = max(THROUGHPUT_EVERY, self.jobs.progress_interval.total_seconds())
+        if now - self.last_throughput >= every:
+            self.last_throughput = now
+            if self.counters.done:
+                await self.log(throughput_line(self.counters, now - self.started))
+        if now - self.last_counts >= self.jobs.counts_interval.total_seconds():
+            await self.refresh_counts()
+
+    async def write_progress(self) -> None:
+        self.progress = apply_counters(self.progress, self.counters)
+        async with self.pool.connection() as conn:
+            await job_store.save_progress(conn, self.job_id, self.progress, run_id=self.run_id)
+        self.last_progress = time.monotonic()
+        self.dirty = False
+
+    async def refresh_counts(self) -> None:
+        self.last_counts = time.monotonic()
+        async with self.pool.connection() as conn:
+            await counts.refresh_job_counts(conn, self.job_id, self.project_id)
+
+    async def finish(self) -> None:
+        """The last counts written; the sessions' and stations' counts refreshed."""
+        await self.write_progress()
+        await self.refresh_counts()
+
+    async def log(
+        self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None
+    ) -> None:
+        async with self.pool.connection() as conn:
+            await job_store.append_log(conn, self.job_id, message, level=level, context=context)
