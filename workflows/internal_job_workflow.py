@@ -37,10 +37,10 @@ class InternalJobWorkflow(JobLifecycle):
         assert self._start is not None
         phase, activity = _WORK[self._start.job_type]
         self._state.phase = phase
-        produced: InternalResult = await self._long(activity, self._job)
+        produced: InternalResult = await self._run_phase(activity, self._job)
         await self._check_job()
         self._state.phase = "finishing"
-        done = await self._short(
+        done = await self._run_step(
             InternalJobActivities.finish_internal_job,
             FinishInput(job_id=self._job.job_id, result=produced.result, summary=produced.summary),
             check=False,
@@ -50,7 +50,7 @@ class InternalJobWorkflow(JobLifecycle):
 
     async def _cleanup(self) -> None:
         if self._start is not None and self._start.job_type == JobType.DATA_EXPORT:
-            await self._short(
+            await self._run_step(
                 ExportActivities.remove_export,
                 RemoveExportInput(job_id=self._job.job_id, keep_final=self._finished),
                 check=False,

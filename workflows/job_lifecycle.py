@@ -1,6 +1,7 @@
 """What every job workflow shares: start, the cancel paths, failure, revoke and the wind-down.
 
-A job workflow (``job-{id}``, one per job, whatever its type) subclasses JobLifecycle, fills in
+A job workflow (``job-{id}``, one per job, whatever its type) subclasses JobLifecycle (the ML ones
+through MlJobLifecycle, workflows/ml_job.py), fills in
 ``_work`` (what runs once the job is STARTED) and ``_cleanup`` (what must go whenever the run
 ends: streams and keys, a partial export file...), and defines a ``@workflow.run`` that returns
 ``await self._run_job()``. The SDK requires the run method on the class itself; the ``cancel``
@@ -27,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from activities.models import (
         FailInput,
-        FinalizeInput,
         FinalizeResult,
         JobConfig,
         JobRef,
@@ -39,23 +39,24 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.temporal_ops import TemporalActivities
     from core import search_attributes
-    from core.counters import AggregateCounters
     from core.errors import Failure, failure
     from core.states import FINAL_STATES, JobState
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
 
-SHORT_TIMEOUT = timedelta(minutes=2)
-LONG_TIMEOUT = timedelta(days=30)
+STEP_TIMEOUT = timedelta(minutes=2)
+PHASE_TIMEOUT = timedelta(days=30)
 # Unlimited attempts with backoff: an outage of Postgres/NATS/Redis delays the job, it does not
 # fail it; business errors are raised non-retryable by the activities.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
-def _evicting(err: BaseException) -> bool:
-    """The SDK tears down an evicted run by raising this (private) BaseException: never handle it
-    like a cancel, or the teardown would try to schedule cleanup activities."""
-    return type(err).__name__ == "_WorkflowBeingEvictedError"
+def _torn_down(err: BaseException) -> bool:
+    """The run is being torn down, not ended: never handle that like a cancel, or the teardown
+    would try to schedule cleanup activities. The SDK evicts a run by raising a (private)
+    BaseException inside it; a run object dropped without eviction is closed by the garbage
+    collector (GeneratorExit) outside the workflow's event loop."""
+    return type(err).__name__ == "_WorkflowBeingEvictedError" or not workflow.in_workflow()
 
 
 def _error_type(err: BaseException) -> str | None:
@@ -108,18 +109,13 @@ class JobLifecycle:
             try:
                 result = await self._begin()
             except BaseException as err:
-                if _evicting(err):
+                if _torn_down(err):
                     raise
-                if (
-                    _error_type(err) == Failure.JOB_CANCELLED
-                    and workflow.cancellation_reason() is None
-                ):
-                    await self._cancel_self("the job row says it is cancelled")
+                await self._wind_down_after(err)
                 raise
-            finally:
-                await self._wind_down()
+            await self._wind_down()
         except BaseException as err:
-            if _evicting(err):
+            if _torn_down(err):
                 raise
             await workflow.wait_condition(workflow.all_handlers_finished)
             if workflow.cancellation_reason() is not None and not self._finished:
@@ -134,8 +130,20 @@ class JobLifecycle:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
+    async def _wind_down_after(self, err: BaseException) -> None:
+        """The work ended early: a cancelled job row becomes a real cancel, then wind down (also
+        when that raises, unless the run is being torn down meanwhile)."""
+        try:
+            if _error_type(err) == Failure.JOB_CANCELLED and workflow.cancellation_reason() is None:
+                await self._cancel_self("the job row says it is cancelled")
+        except BaseException as inner:
+            if not _torn_down(inner):
+                await self._wind_down()
+            raise
+        await self._wind_down()
+
     async def _begin(self) -> JobWorkflowResult:
-        start: StartResult = await self._short(
+        start: StartResult = await self._run_step(
             JobActivities.start_job,
             StartInput(job_id=self._job.job_id, workflow=self.workflow_name),
         )
@@ -150,27 +158,6 @@ class JobLifecycle:
             await self._cancel_self("the job was cancelled before it started")
         self._set_status(JobState.STARTED, project_id=start.project_id)
         return await self._work()
-
-    async def _finalize(self, counters: AggregateCounters) -> JobWorkflowResult:
-        """An ML job's end: SUCCESS, or FAILURE when too many of its images failed."""
-        self._state.phase = "finalizing"
-        self._set_counts(counters)
-        # No cancel check right after: once the job is final, a late cancel no longer applies.
-        done: FinalizeResult = await self._short(
-            JobActivities.finalize_job,
-            FinalizeInput(job_id=self._job.job_id, counters=counters),
-            check=False,
-        )
-        result = JobWorkflowResult(
-            job_id=self._job.job_id,
-            status=done.status,
-            total=counters.total,
-            processed=counters.processed,
-            failed=counters.failed,
-        )
-        assert self._config is not None
-        reason = counters.outcome_line(self._config.failure_threshold)
-        return await self._close(done, result, reason)
 
     async def _close(
         self, done: FinalizeResult, result: JobWorkflowResult, reason: str
@@ -193,7 +180,7 @@ class JobLifecycle:
         cancelling = workflow.cancellation_reason() is not None and not self._finished
         if cancelling and self._owns_job:
             self._state.phase = "cancelling"
-            await self._short(JobActivities.mark_canceling, self._job, check=False)
+            await self._run_step(JobActivities.mark_canceling, self._job, check=False)
         running = [h for h in self._handles if not h.done()]
         for handle in running:
             handle.cancel()
@@ -207,7 +194,7 @@ class JobLifecycle:
 
     async def _revoke(self) -> None:
         reason = workflow.cancellation_reason() or "cancelled"
-        done: FinalizeResult = await self._short(
+        done: FinalizeResult = await self._run_step(
             JobActivities.revoke_job,
             RevokeInput(job_id=self._job.job_id, reason=reason),
             check=False,
@@ -223,7 +210,7 @@ class JobLifecycle:
         cause = err.cause if isinstance(err, ActivityError) and err.cause else err
         reason = f"{type(cause).__name__}: {cause}"
         if _error_type(err) != Failure.JOB_NOT_FOUND:
-            done: FinalizeResult = await self._short(
+            done: FinalizeResult = await self._run_step(
                 JobActivities.fail_job,
                 FailInput(job_id=self._job.job_id, reason=reason),
                 check=False,
@@ -240,7 +227,7 @@ class JobLifecycle:
 
     async def _request_cancel(self, reason: str) -> None:
         info = workflow.info()
-        await self._short(
+        await self._run_step(
             TemporalActivities.request_cancel,
             SelfCancelInput(workflow_id=info.workflow_id, run_id=info.run_id, reason=reason),
             check=False,
@@ -249,7 +236,7 @@ class JobLifecycle:
     async def _check_job(self) -> None:
         """Between phases: a Temporal cancel request, or a job row cancelled elsewhere."""
         self._raise_if_cancel_requested()
-        check = await self._short(JobActivities.check_cancel, self._job)
+        check = await self._run_step(JobActivities.check_cancel, self._job)
         if check.cancelling:
             await self._cancel_self(f"the job row says {check.status}")
 
@@ -260,11 +247,12 @@ class JobLifecycle:
 
     # --- activity calls ------------------------------------------------------------------------
 
-    async def _short(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
-        """A short activity that always runs to its end: a cancel arriving meanwhile waits for it
-        (so we know whether its write happened) and is honoured afterwards."""
+    async def _run_step(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
+        """A step: a short activity on the main queue that always runs to its end. A cancel
+        arriving meanwhile waits for it (so we know whether its write happened) and is honoured
+        afterwards."""
         # Before start_job answered, the configured timeout is not known yet.
-        timeout = self._config.short_timeout if self._config is not None else SHORT_TIMEOUT
+        timeout = self._config.short_timeout if self._config is not None else STEP_TIMEOUT
         handle = workflow.start_activity_method(
             activity, arg, start_to_close_timeout=timeout, retry_policy=RETRY
         )
@@ -276,13 +264,15 @@ class JobLifecycle:
             self._raise_if_cancel_requested()
         return result
 
-    def _start_long(self, activity: Any, arg: Any) -> workflow.ActivityHandle[Any]:
+    def _start_phase(self, activity: Any, arg: Any) -> workflow.ActivityHandle[Any]:
+        """A phase: a long, heartbeating activity on the long queue that a cancel stops at its
+        next heartbeat; wind-down cancels and awaits every phase still running."""
         assert self._config is not None
         handle = workflow.start_activity_method(
             activity,
             arg,
             task_queue=self._config.long_task_queue,
-            start_to_close_timeout=LONG_TIMEOUT,
+            start_to_close_timeout=PHASE_TIMEOUT,
             heartbeat_timeout=self._config.heartbeat_timeout,
             retry_policy=RETRY,
             cancellation_type=WAIT,
@@ -290,8 +280,8 @@ class JobLifecycle:
         self._handles.append(handle)
         return handle
 
-    async def _long(self, activity: Any, arg: Any) -> Any:
-        handle = self._start_long(activity, arg)
+    async def _run_phase(self, activity: Any, arg: Any) -> Any:
+        handle = self._start_phase(activity, arg)
         # Through workflow.wait, not on the handle: a cancel reaches this code at once (so the
         # job is CANCELING right away), while the activity stops at its next heartbeat.
         await workflow.wait([handle])
@@ -314,10 +304,3 @@ class JobLifecycle:
                 search_attributes.PROJECT_ID.value_set(project_id),
             ]
         workflow.upsert_search_attributes(updates)
-
-    def _set_counts(self, counters: AggregateCounters) -> None:
-        self._state.total = counters.total
-        self._state.processed = counters.processed
-        self._state.failed = counters.failed
-        self._state.detections = counters.detections
-        self._state.classifications = counters.classifications

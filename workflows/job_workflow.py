@@ -2,7 +2,8 @@
 
 start -> reset leftovers -> collect -> prepare queue -> publish || aggregate -> finalize, with
 cleanup (stream, consumer, Redis keys) always. The lifecycle every job type shares (the cancel
-paths, failure, revoke, wind-down) is JobLifecycle's (workflows/job_lifecycle.py).
+paths, failure, revoke, wind-down) is JobLifecycle's (workflows/job_lifecycle.py),
+collect and finalize MlJobLifecycle's (workflows/ml_job.py).
 
 History is O(1) in images: a fixed set of activities, no per-image or per-batch events; counts
 live in Postgres and Redis, and the progress query returns the latest counts known here.
@@ -15,18 +16,17 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.images import ImageActivities
     from activities.models import AggregateInput, AggregateResult, PublishInput, PublishResult
     from activities.results import ResultActivities
     from activities.task_queue import TaskQueueActivities
     from core import naming
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
-    from workflows.job_lifecycle import JobLifecycle
+    from workflows.ml_job import MlJobLifecycle
 
 
 @workflow.defn(name=naming.JOB_WORKFLOW)
-class JobWorkflow(JobLifecycle):
+class JobWorkflow(MlJobLifecycle):
     workflow_name = naming.JOB_WORKFLOW
 
     @workflow.run
@@ -34,24 +34,20 @@ class JobWorkflow(JobLifecycle):
         return await self._run_job()
 
     async def _work(self) -> JobWorkflowResult:
-        await self._short(TaskQueueActivities.reset_job_queue, self._job)
-
-        self._state.phase = "collecting"
-        collected = await self._long(ImageActivities.collect_images, self._job)
-        self._state.total = collected.total
-        await self._check_job()
-        if collected.total == 0:
+        await self._run_step(TaskQueueActivities.reset_job_queue, self._job)
+        total = await self._collect()
+        if total == 0:
             return await self._finalize(AggregateCounters())
 
-        await self._short(TaskQueueActivities.prepare_job_queue, self._job)
+        await self._run_step(TaskQueueActivities.prepare_job_queue, self._job)
         self._state.phase = "processing"
-        aggregate = self._start_long(
+        aggregate = self._start_phase(
             ResultActivities.aggregate_results,
-            AggregateInput(job_id=self._job.job_id, total=collected.total),
+            AggregateInput(job_id=self._job.job_id, total=total),
         )
-        publish = self._start_long(
+        publish = self._start_phase(
             TaskQueueActivities.publish_tasks,
-            PublishInput(job_id=self._job.job_id, total=collected.total),
+            PublishInput(job_id=self._job.job_id, total=total),
         )
         # Side by side; an error in either (e.g. the aggregator seeing a cancelled job row)
         # ends the wait at once instead of after the other one.
@@ -68,4 +64,4 @@ class JobWorkflow(JobLifecycle):
 
     async def _cleanup(self) -> None:
         """The job's stream, consumer and Redis keys, whatever state the run ends in."""
-        await self._short(TaskQueueActivities.cleanup_job_queue, self._job, check=False)
+        await self._run_step(TaskQueueActivities.cleanup_job_queue, self._job, check=False)

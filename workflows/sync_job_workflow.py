@@ -2,7 +2,8 @@
 
 start -> collect -> choose a live service (/readyz) -> process the batches (one heartbeating
 activity that saves each answer) -> finalize. The lifecycle (cancel paths, failure, revoke) is
-JobLifecycle's; there is no queue to clean up. History is O(1) in images and batches.
+JobLifecycle's, collect and finalize MlJobLifecycle's; there is no queue to clean up.
+History is O(1) in images and batches.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.images import ImageActivities
     from activities.sync_models import ServiceChoice, SyncProcessInput, SyncProcessResult
     from activities.sync_process import SyncActivities
     from core import naming
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
-    from workflows.job_lifecycle import JobLifecycle
+    from workflows.ml_job import MlJobLifecycle
 
 
 @workflow.defn(name=naming.SYNC_JOB_WORKFLOW)
-class SyncJobWorkflow(JobLifecycle):
+class SyncJobWorkflow(MlJobLifecycle):
     workflow_name = naming.SYNC_JOB_WORKFLOW
 
     @workflow.run
@@ -28,18 +28,15 @@ class SyncJobWorkflow(JobLifecycle):
         return await self._run_job()
 
     async def _work(self) -> JobWorkflowResult:
-        self._state.phase = "collecting"
-        collected = await self._long(ImageActivities.collect_images, self._job)
-        self._state.total = collected.total
-        await self._check_job()
-        if collected.total == 0:
+        total = await self._collect()
+        if total == 0:
             return await self._finalize(AggregateCounters())
         # Chosen once per run: every batch of this run goes to the same service.
-        service: ServiceChoice = await self._short(SyncActivities.choose_service, self._job)
+        service: ServiceChoice = await self._run_step(SyncActivities.choose_service, self._job)
         self._state.phase = "processing"
-        done: SyncProcessResult = await self._long(
+        done: SyncProcessResult = await self._run_phase(
             SyncActivities.process_batches,
-            SyncProcessInput(job_id=self._job.job_id, total=collected.total, service=service),
+            SyncProcessInput(job_id=self._job.job_id, total=total, service=service),
         )
         await self._check_job()
         return await self._finalize(done.counters)
