@@ -57,37 +57,6 @@ class CollectResult(BaseModel):
     candidates: NonNegativeInt
 
 
-class PublishInput(BaseModel):
-    job_id: int
-    total: NonNegativeInt
-
-
-class PublishCheckpoint(BaseModel):
-    """Heartbeat details of publish_tasks: everything up to last_ordinal has its acks."""
-
-    last_ordinal: NonNegativeInt = 0
-    published: NonNegativeInt = 0
-    no_url: NonNegativeInt = 0
-
-
-class PublishResult(BaseModel):
-    published: NonNegativeInt
-    no_url: NonNegativeInt
-    seconds: float
-
-
-class AggregateInput(BaseModel):
-    job_id: int
-    total: NonNegativeInt
-
-
-class AggregateResult(BaseModel):
-    counters: AggregateCounters
-    # Images counted failed by reconciliation (max_deliver exhausted or the stall period).
-    reconciled: NonNegativeInt = 0
-    stalled: bool = False
-
-
 class FinalizeInput(BaseModel):
     job_id: int
     counters: AggregateCounters

@@ -2,6 +2,9 @@
 
 # Antenna's SourceImage.url(): the capture's public base URL (else its station's storage's),
 # joined with its path. NULL when there is none: such an image is counted failed when queued.
+# What a capture without a URL is failed with, when queued or posted.
+NO_URL_ERROR = "image has no URL"
+
 CAPTURE_URL = """
 CASE WHEN si.id IS NULL OR si.path = ''
        OR coalesce(nullif(si.public_base_url, ''), nullif(ds.public_base_url, '')) IS NULL

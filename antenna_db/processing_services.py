@@ -1,6 +1,6 @@
 """Processing services (``ml_processingservice``), linked to the projects and pipelines they
 serve: push-mode (sync) ones have an endpoint URL and SYNC_API jobs choose among the live ones
-(activities/service_choice.py); pull-mode (async) ones have none, register themselves over
+(activities/sync_api/service_choice.py); pull-mode (async) ones have none, register themselves over
 HTTP (api/registration.py) and are "seen" when they poll (api/liveness.py).
 """
 

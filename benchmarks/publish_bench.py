@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from temporalio.testing import ActivityEnvironment
 
+from activities.async_api.models import PublishInput
+from activities.async_api.task_queue import TaskQueueActivities, task_message
 from activities.images import ImageActivities
-from activities.models import JobRef, PublishInput
-from activities.task_queue import TaskQueueActivities, task_message
+from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.seed import seed
 from benchmarks.scratch import scratch_database

@@ -9,11 +9,13 @@ import time
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.async_api.job_state_cache import JobStateCache
+from activities.async_api.models import PublishInput
+from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
-from activities.job_state_cache import JobStateCache
-from activities.models import JobRef, PublishInput
-from activities.task_queue import NO_URL_ERROR, TaskQueueActivities
+from activities.models import JobRef
 from antenna_db import job_store
+from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.seed import ensure_algorithms
 from tests.helpers_db import NAMES
 from tests.helpers_temporal import eventually

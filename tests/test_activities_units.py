@@ -6,9 +6,9 @@ import dataclasses
 
 from temporalio.testing import ActivityEnvironment
 
+from activities.async_api.models import PublishCheckpoint
 from activities.heartbeat import resume_details
 from activities.images import collected_progress
-from activities.models import PublishCheckpoint
 from activities.result_saver import parse_results, unnamed_errors
 from antenna_db.pipelines import Algorithm, PipelineContext
 from core.counters import AggregateCounters

@@ -19,9 +19,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.async_api.models import AggregateInput
+from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
-from activities.models import AggregateInput, JobRef
-from activities.results import ResultActivities
+from activities.models import JobRef
 from core import inbox
 from core.db import connect_kwargs
 from core.inbox import InboxEntry

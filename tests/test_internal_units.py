@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from activities.data_export import CSV_HEADER, csv_header, encode_page, open_partial
-from activities.internal_models import ExportCheckpoint
-from activities.service_choice import service_url
-from activities.sync_process import batch_size
+from activities.internal.data_export import CSV_HEADER, csv_header, encode_page, open_partial
+from activities.internal.models import ExportCheckpoint
+from activities.sync_api.process import batch_size
+from activities.sync_api.service_choice import service_url
 from core import naming
 from core.errors import InvalidJobInput
 from core.job_params import ExportFormat, validate_params

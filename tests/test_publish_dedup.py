@@ -9,9 +9,10 @@ import dataclasses
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.async_api.models import PublishCheckpoint, PublishInput
+from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
-from activities.models import JobRef, PublishCheckpoint, PublishInput
-from activities.task_queue import TaskQueueActivities
+from activities.models import JobRef
 from tests.helpers_api import make_job
 from tests.helpers_db import NAMES
 from worker.resources import Resources

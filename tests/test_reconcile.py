@@ -19,9 +19,9 @@ from nats.js.errors import NotFoundError
 from temporalio.client import ScheduleHandle
 from temporalio.testing import ActivityEnvironment
 
-from activities.reconcile import ReconcileActivities
-from activities.reconcile_models import ReconcileInput, ReconcileReport
-from activities.task_queue import TaskQueueActivities
+from activities.async_api.task_queue import TaskQueueActivities
+from activities.reconcile.models import ReconcileInput, ReconcileReport
+from activities.reconcile.repair import ReconcileActivities
 from antenna_db import job_store
 from api.job_actions import JobActions
 from core import inbox, naming

@@ -6,15 +6,15 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.data_export import ExportActivities
+from activities.async_api.results import ResultActivities
+from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
-from activities.internal_jobs import InternalJobActivities
+from activities.internal.data_export import ExportActivities
+from activities.internal.finish import InternalJobActivities
+from activities.internal.populate_collection import PopulateActivities
 from activities.jobs import JobActivities
-from activities.populate_collection import PopulateActivities
-from activities.reconcile import ReconcileActivities
-from activities.results import ResultActivities
-from activities.sync_process import SyncActivities
-from activities.task_queue import TaskQueueActivities
+from activities.reconcile.repair import ReconcileActivities
+from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources

@@ -22,7 +22,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from activities.reconcile_models import ReconcileInput
+from activities.reconcile.models import ReconcileInput
 from core import naming
 from core.settings import Settings
 

@@ -10,10 +10,10 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.data_export import ExportActivities
-    from activities.internal_jobs import InternalJobActivities
-    from activities.internal_models import FinishInput, InternalResult, RemoveExportInput
-    from activities.populate_collection import PopulateActivities
+    from activities.internal.data_export import ExportActivities
+    from activities.internal.finish import InternalJobActivities
+    from activities.internal.models import FinishInput, InternalResult, RemoveExportInput
+    from activities.internal.populate_collection import PopulateActivities
     from core import naming
     from core.states import JobType
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult

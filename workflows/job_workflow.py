@@ -16,9 +16,14 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import AggregateInput, AggregateResult, PublishInput, PublishResult
-    from activities.results import ResultActivities
-    from activities.task_queue import TaskQueueActivities
+    from activities.async_api.models import (
+        AggregateInput,
+        AggregateResult,
+        PublishInput,
+        PublishResult,
+    )
+    from activities.async_api.results import ResultActivities
+    from activities.async_api.task_queue import TaskQueueActivities
     from core import naming
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult

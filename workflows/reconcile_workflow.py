@@ -14,13 +14,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reconcile import ReconcileActivities
-    from activities.reconcile_models import (
+    from activities.reconcile.models import (
         JobsReport,
         LeftoversReport,
         ReconcileInput,
         ReconcileReport,
     )
+    from activities.reconcile.repair import ReconcileActivities
     from core import naming
 
 TIMEOUT = timedelta(minutes=30)

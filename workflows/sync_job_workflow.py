@@ -11,8 +11,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sync_models import ServiceChoice, SyncProcessInput, SyncProcessResult
-    from activities.sync_process import SyncActivities
+    from activities.sync_api.models import ServiceChoice, SyncProcessInput, SyncProcessResult
+    from activities.sync_api.process import SyncActivities
     from core import naming
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult

@@ -30,7 +30,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating, resume_details
-from activities.internal_models import ExportCheckpoint, InternalResult, RemoveExportInput
+from activities.internal.models import ExportCheckpoint, InternalResult, RemoveExportInput
 from activities.jobs import RowCancelCheck
 from activities.models import JobRef
 from antenna_db import exports, job_store

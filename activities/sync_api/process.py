@@ -24,15 +24,15 @@ from activities.jobs import RowCancelCheck
 from activities.ml_run import MlRun
 from activities.models import JobRef
 from activities.result_saver import BatchOutcome, ParsedResults, record_parsed
-from activities.service_choice import choose_live_service, service_url
-from activities.sync_models import (
+from activities.sync_api.models import (
     ServiceChoice,
     SyncCheckpoint,
     SyncProcessInput,
     SyncProcessResult,
 )
-from activities.task_queue import NO_URL_ERROR
+from activities.sync_api.service_choice import choose_live_service, service_url
 from antenna_db import captures, job_store, pipelines
+from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from core import inbox
 from core.db import Pool

@@ -20,17 +20,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 from temporalio import activity
 
+from activities.async_api.job_state_cache import JobStateCache
+from activities.async_api.models import PublishCheckpoint, PublishInput, PublishResult
 from activities.heartbeat import heartbeating, resume_details, run_id
-from activities.job_state_cache import JobStateCache
-from activities.models import JobRef, PublishCheckpoint, PublishInput, PublishResult
+from activities.models import JobRef
 from antenna_db import captures, job_store
+from antenna_db.capture_urls import NO_URL_ERROR
 from core import inbox
 from core.db import Pool
 from core.inbox import InboxEntry
 from core.schemas import PipelineProcessingTask
 from core.settings import Settings
-
-NO_URL_ERROR = "image has no URL"
 
 
 def task_message(image_id: int, url: str) -> bytes:

@@ -30,14 +30,14 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.async_api.task_queue import TaskQueueActivities
 from activities.heartbeat import heartbeating
-from activities.reconcile_models import (
+from activities.reconcile.models import (
     JobsReport,
     LeftoversReport,
     ReconcileInput,
     RepairedJob,
 )
-from activities.task_queue import TaskQueueActivities
 from antenna_db import job_store, users
 from core import naming
 from core.db import Pool

@@ -19,12 +19,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from temporalio import activity
 
+from activities.async_api.job_state_cache import JobStateCache
+from activities.async_api.lost_images import MaxDeliveriesWatcher, TaskLookup
+from activities.async_api.models import AggregateInput, AggregateResult
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
-from activities.job_state_cache import JobStateCache
-from activities.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.ml_run import MlRun
-from activities.models import AggregateInput, AggregateResult
 from activities.result_saver import BatchOutcome
 from antenna_db import captures, job_store
 from antenna_db.job_store import RunState

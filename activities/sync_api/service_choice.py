@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from activities.sync_models import ServiceChoice
+from activities.sync_api.models import ServiceChoice
 from antenna_db import processing_services
 
 

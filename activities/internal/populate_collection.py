@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.internal_models import InternalResult
+from activities.internal.models import InternalResult
 from activities.models import JobRef
 from antenna_db import cachalot, collections, job_store
 from core.db import Pool

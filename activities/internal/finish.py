@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.internal_models import FinishInput
+from activities.internal.models import FinishInput
 from activities.models import FinalizeResult
 from antenna_db import job_store
 from core.db import Pool

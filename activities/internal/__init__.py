@@ -1,0 +1,1 @@
+"""INTERNAL jobs: populate a capture collection, export data."""
