@@ -15,15 +15,15 @@ from typing import Annotated
 import typer
 
 from antenna_db.seed import seed as seed_data
-from cli import local_stack
-from cli.context import console, database, err_console, fail, load_settings, run
-from cli.demo import demo
-from cli.fake_service_command import fake_service
-from cli.fake_worker_command import fake_worker
-from cli.job_commands import job_app
-from cli.service_commands import service_app
-from cli.stack_services import StackError
-from cli.token_commands import token_app
+from cli.commands.context import console, database, err_console, fail, load_settings, run
+from cli.commands.demo import demo
+from cli.commands.fake_service import fake_service
+from cli.commands.fake_worker import fake_worker
+from cli.commands.jobs import job_app
+from cli.commands.services import service_app
+from cli.commands.tokens import token_app
+from cli.stack import local_stack
+from cli.stack.services import StackError
 from core.db import migrate
 
 app = typer.Typer(

@@ -13,7 +13,7 @@ from antenna_db.job_store import JobRecord
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from antenna_db.processing_services import add_push_service
 from antenna_db.seed import SeedResult, seed
-from cli.fake_service import results_for
+from cli.fakes.service import results_for
 from core import naming
 from core.schemas import PipelineRequest, SourceImageRequest
 from core.workflow_io import JobWorkflowResult

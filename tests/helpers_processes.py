@@ -1,7 +1,7 @@
 """Real processes a test owns: worker subprocesses it may SIGKILL, and servers it may restart.
 
 Everything is started on free ports with data in the test's tmp dir and stopped by the pid we
-recorded (cli.processes), never by name. The shared services are never touched.
+recorded (cli.stack.processes), never by name. The shared services are never touched.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from cli import processes
-from cli.stack_services import find_program
+from cli.stack import processes
+from cli.stack.services import find_program
 from core import search_attributes
 from core.settings import Settings
 

@@ -34,7 +34,7 @@ from antenna_db.users import Role
 from api.context import ApiResources
 from bridge.consumer import celery_queue
 from bridge.main import run_bridge
-from cli.fake_worker import FakeWorker, FakeWorkerConfig
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.settings import AntennaSettings, Settings
 from core.states import JobState
 from tests.helpers_antenna import (

@@ -23,7 +23,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from cli import processes
+from cli.stack import processes
 from tests.helpers_db import create_token
 from tests.helpers_processes import child_env
 

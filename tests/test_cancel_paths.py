@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from antenna_db import job_store
 from api.job_actions import JobActions
-from cli.fake_worker import FakeWorker, FakeWorkerConfig
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from cli.main import app as cli_app
 from core import naming
 from core.states import JobState

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from cli import processes
+from cli.stack import processes
 from core.settings import Settings
 
 FINAL = re.compile(

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cli import processes
+from cli.stack import processes
 from core.settings import Settings
 from tests.test_cli_demo import FINAL
 

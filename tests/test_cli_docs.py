@@ -9,8 +9,8 @@ from typing import Any
 import typer.main
 from pydantic_settings import BaseSettings
 
-from cli.local_stack import StackSettings
 from cli.main import app
+from cli.stack.local_stack import StackSettings
 from core import search_attributes
 from core.settings import Settings
 

@@ -7,8 +7,8 @@ import os
 
 from typer.testing import CliRunner
 
-from cli import processes
 from cli.main import app
+from cli.stack import processes
 
 
 def _env(**extra: str) -> dict[str, str]:

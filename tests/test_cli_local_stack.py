@@ -16,9 +16,9 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from cli import local_stack, processes
 from cli.main import app
-from cli.stack_services import Endpoint, Nats, Postgres, Redis, StackError, Temporal
+from cli.stack import local_stack, processes
+from cli.stack.services import Endpoint, Nats, Postgres, Redis, StackError, Temporal
 from core.settings import (
     DatabaseSettings,
     NatsSettings,

@@ -11,7 +11,7 @@ from nats.js.errors import NotFoundError
 from antenna_db import job_store
 from antenna_db.seed import seed
 from api.context import ApiResources
-from cli.fake_worker import FakeWorker, FakeWorkerConfig
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.states import JobState
 from tests.helpers_api import http_client, running_app
 from tests.helpers_db import NAMES, create_token

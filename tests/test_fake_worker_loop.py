@@ -9,8 +9,8 @@ from collections import deque
 
 import httpx
 
-from cli.fake_results import JobCounts, build_result
-from cli.fake_worker import FakeWorker, FakeWorkerConfig
+from cli.fakes.results import JobCounts, build_result
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.schemas import PipelineProcessingTask, PipelineTaskResult
 
 TOKEN = "test-key"

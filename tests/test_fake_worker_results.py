@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
-from cli.fake_results import CLASSIFIER, DETECTOR, JobCounts, build_result
-from cli.fake_worker import api_base
+from cli.fakes.results import CLASSIFIER, DETECTOR, JobCounts, build_result
+from cli.fakes.worker import api_base
 from core.schemas import (
     PipelineProcessingTask,
     PipelineResultsError,

@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from antenna_db import job_store
 from antenna_db.seed import seed
 from api.job_actions import JobActions
-from cli.fake_service import FakeServiceConfig, FakeServiceStats, create_fake_service, serving
+from cli.fakes.service import FakeServiceConfig, FakeServiceStats, create_fake_service, serving
 from core.settings import Settings, SyncApiSettings
 from core.states import DispatchMode, JobState
 from tests.helpers_chaos import DbHold

@@ -15,7 +15,7 @@ import typer
 
 from antenna_db import users
 from antenna_db.users import Role
-from cli.context import console, database, fail, load_settings, run
+from cli.commands.context import console, database, fail, load_settings, run
 from core.durations import parse_duration
 from core.errors import InvalidJobInput
 

@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cli import processes
-from cli.stack_services import Service, StackError, services
+from cli.stack import processes
+from cli.stack.services import Service, StackError, services
 from core.durations import Duration
 from core.settings import Settings
 

@@ -3,7 +3,7 @@
 Loop: ``GET {base}/jobs`` (ids_only, incomplete_only, dispatch_mode=async_api, optional
 pipeline__slug__in); for each job listed, ``concurrency`` fetchers each loop ``POST
 /jobs/{id}/tasks/`` ``{"batch_size": 24}`` until an empty list, build one synthetic result per
-image (cli.fake_results), wait ``delay`` s (the "inference"), and ``POST /jobs/{id}/result/``
+image (cli.fakes.results), wait ``delay`` s (the "inference"), and ``POST /jobs/{id}/result/``
 ``{"results": [...]}``. Like the ADC worker, an empty task list or a failed fetch ends a fetcher's
 loop, and the worker sleeps ``poll_interval`` when no job gave it work. Unlike it, a result POST
 that fails on the network or with a 5xx is retried (``post_retries``): the server stores results
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from cli.fake_results import DEMO_MODEL, FakeModel, JobCounts, build_result
+from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, build_result
 from core.schemas import (
     AlgorithmReference,
     PipelineProcessingTask,

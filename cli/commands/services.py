@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from antenna_db.processing_services import add_push_service
-from cli.context import database, load_settings, run
+from cli.commands.context import database, load_settings, run
 
 service_app = typer.Typer(help="Push-mode processing services (SYNC_API).", no_args_is_help=True)
 

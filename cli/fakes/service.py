@@ -1,6 +1,6 @@
 """A fake push-mode (sync) processing service: ``GET /info``, ``/livez``, ``/readyz`` and
 ``POST /process`` (PipelineRequest -> PipelineResultsResponse), like Antenna's processing
-services, with synthetic results from cli.fake_results (same image, same result).
+services, with synthetic results from cli.fakes.results (same image, same result).
 
 Knobs: ``latency`` per request, ``error_rate`` (a share of requests answered 500), and, for tests,
 image ids whose batches always fail (500), get an invalid body, or hang. A request whose client
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from antenna_db.seed import CLASSIFIER_LABELS
-from cli.fake_results import CLASSIFIER, DETECTOR, build_result
+from cli.fakes.results import CLASSIFIER, DETECTOR, build_result
 from core.schemas import (
     AlgorithmCategoryMapResponse,
     AlgorithmConfigResponse,

@@ -7,31 +7,25 @@ everything it started (subprocesses: SIGTERM, then wait) and ends with exactly o
 ``job <id> SUCCESS: <N> images, <D> detections, <C> classifications in <T> s (<R> images/s)``.
 ``--mode sync`` runs the job in SYNC_API mode against a fake push-mode processing service
 (``antenna-jobs fake-service``, a subprocess) instead of the API and fake workers
-(cli/demo_sync.py).
+(cli/commands/demo_sync.py); what both share is in cli/commands/demo_run.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import httpx
 import typer
 
-from antenna_db import results, users
-from antenna_db.job_store import JobRecord
+from antenna_db import users
 from antenna_db.seed import seed
-from cli import local_stack, processes, progress_view
-from cli.context import (
+from cli.commands.context import (
     console,
     database,
     err_console,
@@ -40,39 +34,26 @@ from cli.context import (
     load_settings,
     user_errors,
 )
-from cli.fake_worker import FakeWorker, FakeWorkerConfig, api_base
-from cli.stack_services import StackError
-from core import naming
-from core.db import Pool, migrate
+from cli.commands.demo_run import (
+    Child,
+    DemoError,
+    Outcome,
+    check_children,
+    follow,
+    outcome_of,
+    stop_children,
+)
+from cli.commands.demo_sync import run_sync
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
+from cli.stack import local_stack, processes
+from cli.stack.services import StackError
+from core.db import migrate
 from core.settings import Settings
-from core.states import JobState
-
-if TYPE_CHECKING:
-    from api.job_actions import JobActions
-
-
-class DemoError(Exception):
-    pass
 
 
 class DemoMode(StrEnum):
     ASYNC = "async"
     SYNC = "sync"
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    peak_rss_kib: int | None = None
-
-
-@dataclass
-class Outcome:
-    line: str
-    ok: bool
-    notes: list[str] = field(default_factory=list)
 
 
 def demo(
@@ -115,8 +96,6 @@ def demo(
     try:
         with user_errors():
             if mode == DemoMode.SYNC:
-                from cli.demo_sync import run_sync
-
                 sync = run_sync(
                     settings, stack, children, images, batch_size, error_rate, delay, timeout
                 )
@@ -138,7 +117,7 @@ def demo(
     except DemoError as err:
         err_console.print(f"demo failed: {err}", style="red")
     finally:
-        _stop_children(children)
+        stop_children(children)
         if started and not keep_stack:
             local_stack.down(stack, only=started)
     if outcome is None:
@@ -219,36 +198,6 @@ async def _run(
         return await outcome_of(pool, job, fakes, children)
 
 
-async def follow(
-    settings: Settings,
-    actions: JobActions,
-    pool: Pool,
-    job: JobRecord,
-    children: list[Child],
-    give_up_after: float,
-) -> JobRecord:
-    """Print the job's Web UI link and show its live bar until it is final (or cancel it)."""
-    ns = settings.temporal.namespace
-    console.print(
-        f"job {job.id} started; Temporal Web UI: {settings.temporal.ui_url}"
-        f"/namespaces/{ns}/workflows/{naming.workflow_id(job.id)}"
-    )
-    try:
-        return await asyncio.wait_for(
-            progress_view.watch(
-                progress_view.loader(pool, job.id),
-                console,
-                interval=0.25,
-                still_ok=lambda: check_children(children),
-            ),
-            give_up_after,
-        )
-    except TimeoutError:
-        with contextlib.suppress(Exception):
-            await actions.cancel(job.id, reason="demo timed out")
-        raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
-
-
 async def _wait_for_api(url: str, token: str, children: list[Child], within: float) -> None:
     deadline = time.monotonic() + within
     headers = {"Authorization": f"Token {token}"}
@@ -263,54 +212,3 @@ async def _wait_for_api(url: str, token: str, children: list[Child], within: flo
                 pass
             await asyncio.sleep(0.2)  # poll interval while the server starts
     raise DemoError(f"the API at {url} did not answer within {within:.0f} s")
-
-
-def check_children(children: list[Child]) -> None:
-    for child in children:
-        code = child.proc.poll()
-        if code is not None:
-            tail = processes.log_tail(child.log)
-            raise DemoError(f"{child.name} exited with code {code}; log {child.log}:\n{tail}")
-
-
-def _stop_children(children: list[Child]) -> None:
-    for child in reversed(children):
-        if child.proc.poll() is None:
-            processes.stop(child.proc.pid, timeout=30)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.proc.wait(timeout=5)
-
-
-async def outcome_of(
-    pool: Pool, job: JobRecord, fakes: list[FakeWorker], children: list[Child]
-) -> Outcome:
-    async with pool.connection() as conn:
-        detections, classifications = await results.job_result_counts(conn, job.id)
-    row = {"detections": detections, "classifications": classifications}
-    c = progress_view.counts(job.progress)
-    total = c.get("total_images", 0)
-    seconds = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
-    rate = total / seconds if seconds > 0 else 0.0
-    notes = [
-        f"{child.name} peak RSS: {child.peak_rss_kib / 1024:.1f} MiB (pid {child.proc.pid})"
-        for child in children
-        if child.peak_rss_kib is not None
-    ]
-    posted = [f.totals() for f in fakes]
-    posted_d = sum(p.get("detections", 0) for p in posted)
-    posted_c = sum(p.get("classifications", 0) for p in posted)
-    failed = c.get("failed", 0)
-    if fakes:
-        notes.append(
-            f"fake workers posted {sum(p.get('images', 0) for p in posted)} images"
-            f" ({sum(p.get('errors', 0) for p in posted)} errors, {posted_d} detections,"
-            f" {posted_c} classifications, {sum(p.get('repeats', 0) for p in posted)}"
-            f" repeats); job failed images: {failed}"
-        )
-    else:
-        notes.append(f"job failed images: {failed}")
-    line = (
-        f"job {job.id} {job.status.value}: {total} images, {row['detections']} detections,"
-        f" {row['classifications']} classifications in {seconds:.1f} s ({rate:.1f} images/s)"
-    )
-    return Outcome(line=line, ok=job.status == JobState.SUCCESS, notes=notes)

@@ -19,9 +19,9 @@ from antenna_db import pipelines
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from antenna_db.processing_services import add_push_service
 from antenna_db.seed import seed
-from cli import local_stack, processes
-from cli.context import console, database, job_actions
-from cli.demo import Child, DemoError, Outcome, check_children, follow, outcome_of
+from cli.commands.context import console, database, job_actions
+from cli.commands.demo_run import Child, DemoError, Outcome, check_children, follow, outcome_of
+from cli.stack import local_stack, processes
 from core.db import migrate
 from core.settings import Settings
 from core.states import DispatchMode

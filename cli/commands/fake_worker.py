@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cli.context import fail, load_settings
-from cli.fake_worker import FakeWorker, FakeWorkerConfig
+from cli.commands.context import fail, load_settings
+from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 
 
 def fake_worker(

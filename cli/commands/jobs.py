@@ -13,8 +13,8 @@ import typer
 
 from antenna_db import job_store
 from antenna_db.job_store import JobRecord
-from cli import progress_view
-from cli.context import console, database, fail, job_actions, load_settings, run
+from cli.commands import progress_view
+from cli.commands.context import console, database, fail, job_actions, load_settings, run
 from core.job_params import ExportFormat, SampleMethod
 from core.states import DispatchMode, JobState, JobType
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from cli.fake_service import FakeServiceConfig, create_fake_service
+from cli.fakes.service import FakeServiceConfig, create_fake_service
 
 
 def fake_service(

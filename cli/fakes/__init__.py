@@ -1,0 +1,1 @@
+"""Fakes of the processing side: the ADC pull worker, a push-mode service, their results."""

@@ -1,0 +1,1 @@
+"""The local stack: embedded servers (Temporal, Postgres, Redis, NATS) and child processes."""
