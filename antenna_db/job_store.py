@@ -21,10 +21,10 @@ from pydantic import BaseModel
 from antenna_db import cachalot, exports, users
 from core.errors import InvalidJobInput, JobNotFound
 from core.job_params import validate_params
+from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
 from core.states import FINAL_STATES, DispatchMode, JobState, JobType
 from core.text import storable, storable_json
-from core.wire_types import INT4_MAX
 
 NAME_MAX = 255
 EMPTY_LOGS = '{"stdout": [], "stderr": []}'
@@ -129,43 +129,31 @@ _INSERT = (
 )
 
 
-async def create_ml_job(
-    conn: AsyncConnection[Any],
-    *,
-    project_id: int,
-    pipeline_slug: str,
-    collection_id: int,
-    name: str | None = None,
-    dispatch_mode: DispatchMode | None = None,
-    limit: int | None = None,
-    shuffle: bool = True,
-) -> JobRecord:
+async def create_ml_job(conn: AsyncConnection[Any], new: NewMlJob) -> JobRecord:
     """Create an ML job as Antenna's API does, after checking that what it names belongs
     together."""
-    cur = await conn.execute("SELECT id FROM ml_pipeline WHERE slug = %s", (pipeline_slug,))
+    cur = await conn.execute("SELECT id FROM ml_pipeline WHERE slug = %s", (new.pipeline_slug,))
     pipeline = await cur.fetchone()
     if pipeline is None:
-        raise InvalidJobInput("pipeline", f"no pipeline with slug {pipeline_slug!r}")
-    if await _collection_project(conn, collection_id) != project_id:
+        raise InvalidJobInput("pipeline", f"no pipeline with slug {new.pipeline_slug!r}")
+    if await _collection_project(conn, new.collection_id) != new.project_id:
         raise InvalidJobInput(
-            "collection", f"collection {collection_id} is not in project {project_id}"
+            "collection", f"collection {new.collection_id} is not in project {new.project_id}"
         )
-    if limit is not None and not 0 <= limit <= INT4_MAX:
-        raise InvalidJobInput("limit", f"must be between 0 and {INT4_MAX}")
-    mode = await choose_dispatch_mode(conn, project_id, dispatch_mode)
+    mode = await choose_dispatch_mode(conn, new.project_id, new.dispatch_mode)
     cur = await conn.execute(
         _INSERT,
         {
-            "name": _name(name, f"{pipeline_slug} on collection {collection_id}"),
+            "name": _name(new.name, f"{new.pipeline_slug} on collection {new.collection_id}"),
             "progress": json.dumps(new_ml_progress().as_json()),
             "logs": EMPTY_LOGS,
-            "shuffle": shuffle,
+            "shuffle": new.shuffle,
             "job_type": JobType.ML.value,
             "mode": mode.value,
-            "project": project_id,
+            "project": new.project_id,
             "pipeline": pipeline["id"],
-            "collection": collection_id,
-            "limit": limit,
+            "collection": new.collection_id,
+            "limit": new.limit,
             "params": None,
             "export": None,
         },
@@ -177,52 +165,46 @@ async def create_ml_job(
 
 
 async def create_internal_job(
-    conn: AsyncConnection[Any],
-    *,
-    job_type: JobType,
-    project_id: int,
-    collection_id: int | None = None,
-    params: dict[str, Any] | None = None,
-    name: str | None = None,
-    user_id: int | None = None,
+    conn: AsyncConnection[Any], new: NewInternalJob, user_id: int | None = None
 ) -> JobRecord:
     """Create a populate_captures_collection or data_export job (dispatch mode internal); an
     export gets its exports_dataexport row, as in Antenna (owned by ``user_id``, else by the
     antenna-jobs system user)."""
-    if job_type == JobType.ML:
+    if new.job_type == JobType.ML:
         raise InvalidJobInput("job_type", "ML jobs are created with a pipeline (create_ml_job)")
-    stored = validate_params(job_type, params or {})
-    cur = await conn.execute("SELECT 1 FROM main_project WHERE id = %s", (project_id,))
+    stored = validate_params(new.job_type, new.params)
+    cur = await conn.execute("SELECT 1 FROM main_project WHERE id = %s", (new.project_id,))
     if await cur.fetchone() is None:
-        raise InvalidJobInput("project", f"project {project_id} does not exist")
-    if collection_id is None and job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+        raise InvalidJobInput("project", f"project {new.project_id} does not exist")
+    if new.collection_id is None and new.job_type == JobType.POPULATE_CAPTURES_COLLECTION:
         raise InvalidJobInput("collection", "the collection to populate is required")
-    if collection_id is not None and await _collection_project(conn, collection_id) != project_id:
+    collection = new.collection_id
+    if collection is not None and await _collection_project(conn, collection) != new.project_id:
         raise InvalidJobInput(
-            "collection", f"collection {collection_id} is not in project {project_id}"
+            "collection", f"collection {new.collection_id} is not in project {new.project_id}"
         )
-    if job_type == JobType.POPULATE_CAPTURES_COLLECTION:
+    if new.job_type == JobType.POPULATE_CAPTURES_COLLECTION:
         progress = new_populate_progress()
-        default_name = f"Populate collection {collection_id} ({stored['method']})"
+        default_name = f"Populate collection {new.collection_id} ({stored['method']})"
         data_export_id = None
     else:
         progress = new_export_progress()
-        scope = f"collection {collection_id}" if collection_id else f"project {project_id}"
+        scope = f"collection {collection}" if collection else f"project {new.project_id}"
         default_name = f"Export {scope} as {stored['format']}"
         owner = user_id if user_id is not None else await users.system_user(conn)
-        data_export_id = await exports.create(conn, project_id, owner, stored["format"])
+        data_export_id = await exports.create(conn, new.project_id, owner, stored["format"])
     cur = await conn.execute(
         _INSERT,
         {
-            "name": _name(name, default_name),
+            "name": _name(new.name, default_name),
             "progress": json.dumps(progress.as_json()),
             "logs": EMPTY_LOGS,
             "shuffle": True,
-            "job_type": job_type.value,
+            "job_type": new.job_type.value,
             "mode": DispatchMode.INTERNAL.value,
-            "project": project_id,
+            "project": new.project_id,
             "pipeline": None,
-            "collection": collection_id,
+            "collection": new.collection_id,
             "limit": None,
             "params": json.dumps(stored),
             "export": data_export_id,

@@ -15,7 +15,7 @@ from fastapi import Request
 
 from api.context import get_context
 from api.http_errors import BadRequest, BodyTooLarge
-from core.wire_types import INT8_MAX, MAX_DEPTH, NESTED_TOO_DEEPLY, json_problem, text_problem
+from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, json_problem
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytearray:
@@ -61,41 +61,3 @@ async def json_object(request: Request) -> dict[str, Any]:
             "body", f"Expected a JSON object, got {type(body).__name__.replace('dict', 'object')}."
         )
     return body
-
-
-def strict_int(
-    body: dict[str, Any], name: str, *, minimum: int | None = None, maximum: int = INT8_MAX
-) -> int | None:
-    """An optional integer field; like DRF's IntegerField, "5" is 5 and true is not a number.
-
-    ``maximum`` defaults to bigint's; pass INT4_MAX for a value stored in an integer column.
-    """
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | str | float):
-        raise BadRequest.field(name, "A valid integer is required.")
-    try:
-        number = int(value) if not isinstance(value, float) or value.is_integer() else None
-    except (ValueError, OverflowError):
-        number = None
-    if number is None:
-        raise BadRequest.field(name, "A valid integer is required.")
-    if minimum is not None and number < minimum:
-        raise BadRequest.field(name, f"Ensure this value is greater than or equal to {minimum}.")
-    if number > maximum:
-        raise BadRequest.field(name, f"Ensure this value is less than or equal to {maximum}.")
-    return number
-
-
-def optional_text(body: dict[str, Any], name: str) -> str | None:
-    """An optional string field that PostgreSQL can store."""
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest.field(name, "Not a valid string.")
-    problem = text_problem(value)
-    if problem:
-        raise BadRequest.field(name, problem)
-    return value

@@ -11,13 +11,13 @@ from fastapi import Request
 from nats.aio.client import Client as NatsClient
 from temporalio.client import Client
 
-from api.job_actions import JobActions
 from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
 from api.task_images import TaskImages
 from api.tokens import PermissionCache, TokenVerifier
 from core.db import Pool
 from core.settings import Settings
+from job_control.actions import JobActions
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0

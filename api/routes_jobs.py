@@ -11,14 +11,14 @@ from antenna_db import job_listing, pipelines
 from antenna_db.job_listing import JobFilters
 from antenna_db.job_store import JobRecord
 from api.access import may_create, runnable_job, viewer, visible_job
-from api.bodies import json_object, optional_text, strict_int
+from api.bodies import json_object
 from api.context import get_context
 from api.http_errors import BadRequest
+from api.job_bodies import CreateInternalJobBody, CreateMlJobBody, JobKindBody, parse
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
-from core.wire_types import INT4_MAX
 
 DEFAULT_PAGE_SIZE = 10
 DEFAULT_LOGS_LIMIT = 1000
@@ -80,111 +80,30 @@ async def list_jobs(request: Request) -> JSONResponse:
     return JSONResponse(page_body(request, page, count, results))
 
 
-def _pipeline(body: dict[str, Any]) -> str | int:
-    """A slug (``pipeline_slug``, or ``pipeline`` as text) or an id (``pipeline_id``, or
-    ``pipeline`` as a number)."""
-    if body.get("pipeline_id") is not None and body.get("pipeline") is None:
-        pipeline_id = strict_int(body, "pipeline_id", minimum=1)
-        assert pipeline_id is not None
-        return pipeline_id
-    for name in ("pipeline_slug", "pipeline"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, str) and value.strip():
-            optional_text(body, name)
-            return value.strip()
-        if name == "pipeline" and isinstance(value, int) and not isinstance(value, bool):
-            pipeline_id = strict_int(body, name, minimum=1)
-            assert pipeline_id is not None
-            return pipeline_id
-        raise BadRequest.field(name, "A pipeline slug is required.")
-    raise BadRequest.field("pipeline_slug", "This field is required.")
-
-
-def _required_int(body: dict[str, Any], *names: str) -> int:
-    for name in names:
-        value = strict_int(body, name, minimum=0)
-        if value is not None:
-            return value
-    raise BadRequest.field(names[0], "This field is required.")
-
-
-def _job_type(body: dict[str, Any]) -> JobType:
-    """``job_type_key`` (Antenna's name) or ``job_type``; ML when neither is given."""
-    for name in ("job_type_key", "job_type"):
-        if body.get(name) is not None:
-            try:
-                return JobType(body[name])
-            except ValueError:
-                choices = ", ".join(t.value for t in JobType)
-                raise BadRequest.field(name, f"Select a valid choice: {choices}.") from None
-    return JobType.ML
-
-
-async def _create_internal(
-    request: Request, body: dict[str, Any], job_type: JobType
-) -> JSONResponse:
-    """populate_captures_collection / data_export: params per type in ``params`` (an object)."""
-    params = body.get("params", {})
-    if not isinstance(params, dict):
-        raise BadRequest.field("params", "Expected a JSON object.")
-    name = optional_text(body, "name")
-    collection_id = strict_int(body, "collection_id", minimum=0)
-    if collection_id is None:
-        collection_id = strict_int(body, "source_image_collection_id", minimum=0)
-    project_id = _required_int(body, "project_id", "project")
-    start = truthy(request.query_params.get("start_now")) or body.get("start_now") is True
-    await may_create(request, project_id, job_type, start)
-    job = await get_context(request).actions.create_internal(
-        job_type=job_type,
-        project_id=project_id,
-        collection_id=collection_id,
-        params=params,
-        name=name,
-        start=start,
-    )
-    return JSONResponse(await _summary(request, job), status_code=201)
+def _start_now(request: Request, kind: JobKindBody) -> bool:
+    return truthy(request.query_params.get("start_now")) or kind.start_now is True
 
 
 async def create_job(request: Request) -> JSONResponse:
     ctx = get_context(request)
     body = await json_object(request)
-    job_type = _job_type(body)
-    if job_type != JobType.ML:
-        return await _create_internal(request, body, job_type)
-    pipeline = _pipeline(body)
-    project_id = _required_int(body, "project_id", "project")
-    collection_id = _required_int(body, "collection_id", "source_image_collection_id")
-    name = optional_text(body, "name")
-    mode: DispatchMode | None = None
-    if body.get("dispatch_mode") is not None:
-        try:
-            mode = DispatchMode(body["dispatch_mode"])
-        except ValueError:
-            raise BadRequest.field("dispatch_mode", "Select a valid choice.") from None
-    shuffle = body.get("shuffle", True)
-    if not isinstance(shuffle, bool):
-        raise BadRequest.field("shuffle", "Must be a valid boolean.")
+    kind = parse(JobKindBody, body)
+    start = _start_now(request, kind)
+    if kind.job_type != JobType.ML:
+        internal = parse(CreateInternalJobBody, body).new_job(kind.job_type)
+        await may_create(request, internal.project_id, kind.job_type, start)
+        job = await ctx.actions.create_internal(internal, start=start)
+        return JSONResponse(await _summary(request, job), status_code=201)
+    ml = parse(CreateMlJobBody, body)
+    pipeline = ml.pipeline_ref()
     if isinstance(pipeline, int):
         async with ctx.connection() as conn:
             slug = await pipelines.slug_of(conn, pipeline)
         if slug is None:
             raise BadRequest.field("pipeline", f"no pipeline with id {pipeline}")
         pipeline = slug
-    start = truthy(request.query_params.get("start_now")) or body.get("start_now") is True
-    await may_create(request, project_id, JobType.ML, start)
-    job = await ctx.actions.create(
-        project_id=project_id,
-        pipeline_slug=pipeline,
-        collection_id=collection_id,
-        name=name,
-        dispatch_mode=mode,
-        # Stored in an integer column.
-        limit=strict_int(body, "limit", minimum=0, maximum=INT4_MAX),
-        shuffle=shuffle,
-        start=start,
-    )
+    await may_create(request, ml.project_id, JobType.ML, start)
+    job = await ctx.actions.create(ml.new_job(pipeline), start=start)
     return JSONResponse(await _summary(request, job), status_code=201)
 
 

@@ -1,8 +1,7 @@
 """``POST /api/v2/jobs/{id}/tasks/``: hand a worker up to ``batch_size`` reserved tasks.
 
 Status is read on every call (one primary-key lookup) so a CANCELING job gets [] at once.
-``batch_size`` is at most MAX_BATCH_SIZE (Antenna has no maximum, but a NATS fetch of 2**63
-fails, and the ADC asks for 24).
+``batch_size`` is at most MAX_BATCH_SIZE (api/job_bodies.py).
 """
 
 from __future__ import annotations
@@ -17,28 +16,14 @@ from nats.aio.msg import Msg
 
 from antenna_db import job_store
 from api.access import worker_job
-from api.bodies import json_object, strict_int
+from api.bodies import json_object
 from api.context import ApiContext, get_context
 from api.http_errors import BadRequest
+from api.job_bodies import TasksBody, parse
 from api.routing import route
 from core.states import ACTIVE_STATES, DispatchMode, JobState
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH_SIZE = 1000
-
-
-def _batch_size(body: dict[str, Any]) -> int:
-    if "batch_size" not in body:
-        raise BadRequest.field("batch_size", "This field is required.")
-    if body["batch_size"] is None:
-        raise BadRequest.field("batch_size", "This field may not be null.")
-    value = strict_int(body, "batch_size", minimum=1, maximum=MAX_BATCH_SIZE)
-    assert value is not None
-    client_info = body.get("client_info")
-    if client_info is not None and not isinstance(client_info, dict):
-        raise BadRequest.field("client_info", "Expected an object.")
-    return value
 
 
 def _task(msg: Msg) -> dict[str, Any] | None:
@@ -56,7 +41,7 @@ def _task(msg: Msg) -> dict[str, Any] | None:
 
 async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
     ctx = get_context(request)
-    batch_size = _batch_size(await json_object(request))
+    batch_size = parse(TasksBody, await json_object(request)).batch_size
     job = await worker_job(request, job_id)
     if job.dispatch_mode != DispatchMode.ASYNC_API:
         raise BadRequest.field("dispatch_mode", "Only async_api jobs have fetchable tasks")

@@ -17,11 +17,11 @@ import logging
 import signal
 
 from antenna_db import cachalot
-from api.job_actions import JobActions
 from bridge.consumer import RunJobConsumer
 from core.db import open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal
+from job_control.actions import JobActions
 
 log = logging.getLogger("antenna_jobs.bridge")
 

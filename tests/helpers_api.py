@@ -30,6 +30,7 @@ from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY, See
 from api.app import create_app
 from api.context import ApiResources
 from core import job_runs
+from core.job_requests import NewMlJob
 from core.naming import Names
 from core.states import DispatchMode, JobState
 from tests.helpers_db import create_token
@@ -180,13 +181,13 @@ async def make_job(
     """A seeded ML job moved straight to ``status`` (no workflow involved)."""
     async with pool.connection() as conn:
         seeded = seeded or await seed(conn, images)
-        job = await job_store.create_ml_job(
-            conn,
+        new = NewMlJob(
             project_id=seeded.project_id,
             pipeline_slug=seeded.pipeline_slug,
             collection_id=seeded.collection_id,
             dispatch_mode=dispatch_mode,
         )
+        job = await job_store.create_ml_job(conn, new)
         if status != JobState.CREATED:
             await conn.execute("UPDATE jobs_job SET status = %s WHERE id = %s", (status, job.id))
             await job_runs.take(

@@ -15,6 +15,7 @@ from antenna_db.processing_services import add_push_service
 from antenna_db.seed import SeedResult, seed
 from cli.fakes.service import results_for
 from core import naming
+from core.job_requests import NewMlJob
 from core.schemas import PipelineRequest, SourceImageRequest
 from core.workflow_io import JobWorkflowResult
 from tests.helpers_temporal import eventually
@@ -52,14 +53,14 @@ async def seed_sync(
 async def create_ml(pool: Any, seeded: SeedResult, **kwargs: Any) -> JobRecord:
     """An ML job in image id order (no shuffle), so batches are predictable."""
     async with pool.connection() as conn:
-        return await job_store.create_ml_job(
-            conn,
+        new = NewMlJob(
             project_id=seeded.project_id,
             pipeline_slug=seeded.pipeline_slug,
             collection_id=seeded.collection_id,
             shuffle=False,
             **kwargs,
         )
+        return await job_store.create_ml_job(conn, new)
 
 
 async def collection_image_ids(pool: Any, collection_id: int) -> list[int]:

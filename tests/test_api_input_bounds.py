@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from api.context import ApiResources
-from api.routes_tasks import MAX_BATCH_SIZE
+from api.job_bodies import MAX_BATCH_SIZE
 from core.wire_types import INT4_MAX, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_MESSAGE
 from tests.helpers_api import (  # noqa: F401 - fixtures
     Api,

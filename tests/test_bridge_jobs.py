@@ -17,12 +17,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from api.job_actions import JobActions
 from bridge.main import run_bridge
 from bridge.outcome import BridgeOutcome
 from core.progress import reset_progress
 from core.settings import AntennaSettings
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_broker import (  # noqa: F401 - fixture
     BROKER_URL,
     queue_depth,

@@ -22,11 +22,11 @@ from temporalio.client import WorkflowExecutionStatus
 from typer.testing import CliRunner
 
 from antenna_db import job_store
-from api.job_actions import JobActions
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from cli.main import app as cli_app
 from core import naming
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_api import Api, api_fixture, entry, success_result  # noqa: F401 - fixture
 from tests.helpers_chaos import (
     hold_collect,

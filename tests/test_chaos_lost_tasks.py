@@ -20,8 +20,8 @@ import pytest
 
 from antenna_db import job_store
 from api.context import ApiResources
-from api.job_actions import JobActions
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_api import http_client, running_app, success_result
 from tests.helpers_chaos import pick, record_recovery, wait_final
 from tests.helpers_db import create_token

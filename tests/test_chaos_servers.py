@@ -16,10 +16,10 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from api.job_actions import JobActions
 from core import naming
 from core.states import JobState
 from core.temporal_client import connect_temporal
+from job_control.actions import JobActions
 from tests.helpers_chaos import (
     RecordingAdc,
     check_exactly_once,

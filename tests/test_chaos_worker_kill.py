@@ -17,9 +17,9 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from antenna_db import job_store
-from api.job_actions import JobActions
 from core import naming
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_chaos import (
     RecordingAdc,
     check_exactly_once,

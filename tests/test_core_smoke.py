@@ -1,5 +1,6 @@
 from antenna_db import job_store
 from antenna_db.seed import seed
+from core.job_requests import NewMlJob
 from core.states import DispatchMode, JobState
 
 
@@ -8,9 +9,11 @@ async def test_seed_and_create_job(pool):
         seeded = await seed(conn, 25)
         job = await job_store.create_ml_job(
             conn,
-            project_id=seeded.project_id,
-            pipeline_slug=seeded.pipeline_slug,
-            collection_id=seeded.collection_id,
+            NewMlJob(
+                project_id=seeded.project_id,
+                pipeline_slug=seeded.pipeline_slug,
+                collection_id=seeded.collection_id,
+            ),
         )
         assert job.status == JobState.CREATED
         assert job.dispatch_mode == DispatchMode.ASYNC_API

@@ -15,10 +15,11 @@ from temporalio.exceptions import CancelledError
 from antenna_db.collections import ANTENNA_METHOD
 from antenna_db.job_store import JobRecord
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY, SeedResult, seed
-from api.job_actions import JobActions
 from core.job_params import SampleMethod
+from core.job_requests import NewInternalJob
 from core.settings import ExportSettings, Settings
 from core.states import DispatchMode, JobState, JobType
+from job_control.actions import JobActions
 from tests.helpers_chaos import DbHold
 from tests.helpers_jobs import (
     collection_image_ids,
@@ -52,10 +53,11 @@ async def new_collection(pool, project_id: int, members: list[int] | None = None
     return collection_id
 
 
-async def create(pool, temporal_client, settings, job_type: JobType, **kwargs) -> JobRecord:
-    return await JobActions(pool, temporal_client, settings).create_internal(
-        job_type=job_type, **kwargs
-    )
+async def create(
+    pool, temporal_client, settings, job_type: JobType, start: bool = False, **kwargs
+) -> JobRecord:
+    new = NewInternalJob(job_type=job_type, **kwargs)
+    return await JobActions(pool, temporal_client, settings).create_internal(new, start=start)
 
 
 async def project_images(pool, project_id: int) -> list[int]:

@@ -19,10 +19,10 @@ import nats
 from antenna_db import job_store
 from antenna_db.seed import seed
 from api.context import ApiResources
-from api.job_actions import JobActions
 from core import inbox
 from core.inbox import InboxEntry
 from core.states import JobState
+from job_control.actions import JobActions
 from tests import helpers_api
 from tests.helpers_api import entry, http_client, running_app
 from tests.helpers_db import create_token

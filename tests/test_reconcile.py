@@ -23,10 +23,10 @@ from activities.async_api.task_queue import TaskQueueActivities
 from activities.reconcile.models import ReconcileInput, ReconcileReport
 from activities.reconcile.repair import ReconcileActivities
 from antenna_db import job_store
-from api.job_actions import JobActions
 from core import inbox, naming
 from core.inbox import InboxEntry
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_db import NAMES
 from tests.helpers_processes import OwnedNats, owned, worker_processes
 from tests.helpers_temporal import eventually, running_workers

@@ -9,10 +9,10 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from api.job_actions import JobActions
 from cli.fakes.service import FakeServiceConfig, FakeServiceStats, create_fake_service, serving
 from core.settings import Settings, SyncApiSettings
 from core.states import DispatchMode, JobState
+from job_control.actions import JobActions
 from tests.helpers_chaos import DbHold
 from tests.helpers_jobs import (
     collection_image_ids,

@@ -14,8 +14,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from antenna_db import job_store
-from api.job_actions import JobActions
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker
 from tests.test_workflow_job import job_handle, new_job
 from workflows.job_workflow import JobWorkflow

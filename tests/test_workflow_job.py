@@ -14,10 +14,11 @@ from temporalio.worker import Replayer
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from api.job_actions import JobActions
 from core import naming
+from core.job_requests import NewMlJob
 from core.states import JobState
 from core.workflow_io import JobWorkflowResult, WorkflowProgress
+from job_control.actions import JobActions
 from tests.conftest import TEMPORAL_CLI
 from tests.helpers_db import NAMES
 from tests.helpers_temporal import (
@@ -35,10 +36,12 @@ async def new_job(pool, images: int, **job_kwargs):
         seeded = await seed(conn, images)
         job = await job_store.create_ml_job(
             conn,
-            project_id=seeded.project_id,
-            pipeline_slug=seeded.pipeline_slug,
-            collection_id=seeded.collection_id,
-            **job_kwargs,
+            NewMlJob(
+                project_id=seeded.project_id,
+                pipeline_slug=seeded.pipeline_slug,
+                collection_id=seeded.collection_id,
+                **job_kwargs,
+            ),
         )
     return job, seeded
 

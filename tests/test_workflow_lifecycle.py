@@ -6,10 +6,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from antenna_db import job_store
-from api.job_actions import JobActions
 from core import naming, search_attributes
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput
+from job_control.actions import JobActions
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker
 from tests.test_workflow_job import assert_queue_gone, job_handle, new_job
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from antenna_db import job_store
-from api.job_actions import JobActions
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_temporal import SimulatedAdcWorker, running_workers, simulated_worker
 from tests.test_workflow_job import job_handle, new_job
 

@@ -11,8 +11,8 @@ import sys
 
 import httpx
 
-from api.job_actions import JobActions
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers_temporal import SimulatedAdcWorker, eventually, simulated_worker
 from tests.test_workflow_job import job_handle, new_job
 from worker.main import run_worker

@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.temporal_client import connect_temporal
 
 if TYPE_CHECKING:
-    from api.job_actions import JobActions
+    from job_control.actions import JobActions
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ async def database(settings: Settings) -> AsyncIterator[Pool]:
 
 @asynccontextmanager
 async def job_actions(settings: Settings) -> AsyncIterator[JobActions]:
-    from api.job_actions import JobActions
+    from job_control.actions import JobActions
 
     try:
         client = await connect_temporal(settings.temporal)

@@ -48,6 +48,7 @@ from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack import local_stack, processes
 from cli.stack.services import StackError
 from core.db import migrate
+from core.job_requests import NewMlJob
 from core.settings import Settings
 
 
@@ -181,13 +182,13 @@ async def _run(
         fake_tasks = [asyncio.create_task(f.run()) for f in fakes]
         try:
             async with job_actions(settings) as actions:
-                job = await actions.create(
+                new = NewMlJob(
                     project_id=seeded.project_id,
                     pipeline_slug=seeded.pipeline_slug,
                     collection_id=seeded.collection_id,
                     name=f"demo: {images} images",
-                    start=True,
                 )
+                job = await actions.create(new, start=True)
                 job = await follow(settings, actions, pool, job, children, give_up_after)
         finally:
             for f in fakes:

@@ -21,7 +21,7 @@ from core.settings import Settings
 from core.states import JobState
 
 if TYPE_CHECKING:
-    from api.job_actions import JobActions
+    from job_control.actions import JobActions
 
 
 class DemoError(Exception):

@@ -23,6 +23,7 @@ from cli.commands.context import console, database, job_actions
 from cli.commands.demo_run import Child, DemoError, Outcome, check_children, follow, outcome_of
 from cli.stack import local_stack, processes
 from core.db import migrate
+from core.job_requests import NewMlJob
 from core.settings import Settings
 from core.states import DispatchMode
 
@@ -70,14 +71,14 @@ async def run_sync(
                 pipeline_slugs=[seeded.pipeline_slug],
             )
         async with job_actions(settings) as actions:
-            job = await actions.create(
+            new = NewMlJob(
                 project_id=seeded.project_id,
                 pipeline_slug=seeded.pipeline_slug,
                 collection_id=seeded.collection_id,
                 name=f"demo (sync): {images} images",
                 dispatch_mode=DispatchMode.SYNC_API,
-                start=True,
             )
+            job = await actions.create(new, start=True)
             job = await follow(settings, actions, pool, job, children, give_up_after)
         for child in children:
             child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)

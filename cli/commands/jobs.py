@@ -1,6 +1,6 @@
 """``antenna-jobs job ...``: create, run, cancel, retry, status and watch jobs.
 
-Actions go through api.job_actions.JobActions (Postgres + Temporal) directly, not over HTTP.
+Actions go through job_control.actions.JobActions (Postgres + Temporal) directly, not over HTTP.
 Reads (status, watch) need only Postgres, so they work while Temporal is down.
 """
 
@@ -16,7 +16,9 @@ from antenna_db.job_store import JobRecord
 from cli.commands import progress_view
 from cli.commands.context import console, database, fail, job_actions, load_settings, run
 from core.job_params import ExportFormat, SampleMethod
+from core.job_requests import NewInternalJob, NewMlJob
 from core.states import DispatchMode, JobState, JobType
+from core.wire_types import INT4_MAX
 
 job_app = typer.Typer(help="Create and control processing jobs.", no_args_is_help=True)
 
@@ -41,7 +43,9 @@ def create(
     dispatch_mode: Annotated[
         DispatchMode | None, typer.Option(help="ML: default is the project's choice")
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=0, help="ML: at most this many images")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, max=INT4_MAX, help="ML: at most this many images")
+    ] = None,
     shuffle: Annotated[bool, typer.Option(help="ML: shuffle the images before the limit")] = True,
     export_format: Annotated[
         ExportFormat, typer.Option("--format", help="data_export: file format")
@@ -81,16 +85,16 @@ def create(
     async def go() -> JobRecord:
         async with job_actions(load_settings()) as actions:
             if job_type != JobType.ML:
-                return await actions.create_internal(
+                internal = NewInternalJob(
                     job_type=job_type,
                     project_id=project,
                     collection_id=collection,
                     params=params,
                     name=name,
-                    start=start,
                 )
+                return await actions.create_internal(internal, start=start)
             assert pipeline is not None and collection is not None
-            return await actions.create(
+            new = NewMlJob(
                 project_id=project,
                 pipeline_slug=pipeline,
                 collection_id=collection,
@@ -98,8 +102,8 @@ def create(
                 dispatch_mode=dispatch_mode,
                 limit=limit,
                 shuffle=shuffle,
-                start=start,
             )
+            return await actions.create(new, start=start)
 
     _print_job(run(go()))
 

@@ -1,4 +1,5 @@
-"""Job actions (create, run, cancel, retry, status), shared by the HTTP API and the CLI.
+"""Job actions (create, run, cancel, retry, view), shared by the HTTP API, the CLI, the bridge
+and the benchmarks.
 
 The database is written first (CANCELING, RETRY) so the UI and ``/tasks/`` react at once; then
 Temporal is asked to start or cancel the job's workflow.
@@ -24,15 +25,14 @@ from bridge.outcome import BridgeOutcome
 from core import naming, search_attributes
 from core.db import Pool
 from core.errors import InvalidJobState, JobNotFound
+from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import reset_progress
 from core.settings import Settings
 from core.states import (
     CANCELABLE_STATES,
     FINAL_STATES,
     RETRYABLE_STATES,
-    DispatchMode,
     JobState,
-    JobType,
 )
 from core.workflow_io import JobWorkflowInput
 
@@ -53,51 +53,15 @@ class JobActions:
     def _handle(self, job_id: int) -> WorkflowHandle[Any, Any]:
         return self._client.get_workflow_handle(naming.workflow_id(job_id))
 
-    async def create(
-        self,
-        *,
-        project_id: int,
-        pipeline_slug: str,
-        collection_id: int,
-        name: str | None = None,
-        dispatch_mode: DispatchMode | None = None,
-        limit: int | None = None,
-        shuffle: bool = True,
-        start: bool = False,
-    ) -> JobRecord:
+    async def create(self, new: NewMlJob, *, start: bool = False) -> JobRecord:
         async with self._pool.connection() as conn:
-            job = await job_store.create_ml_job(
-                conn,
-                project_id=project_id,
-                pipeline_slug=pipeline_slug,
-                collection_id=collection_id,
-                name=name,
-                dispatch_mode=dispatch_mode,
-                limit=limit,
-                shuffle=shuffle,
-            )
+            job = await job_store.create_ml_job(conn, new)
         return await self.run(job.id) if start else job
 
-    async def create_internal(
-        self,
-        *,
-        job_type: JobType,
-        project_id: int,
-        collection_id: int | None = None,
-        params: dict[str, Any] | None = None,
-        name: str | None = None,
-        start: bool = False,
-    ) -> JobRecord:
+    async def create_internal(self, new: NewInternalJob, *, start: bool = False) -> JobRecord:
         """A populate_captures_collection or data_export job (params checked per type)."""
         async with self._pool.connection() as conn:
-            job = await job_store.create_internal_job(
-                conn,
-                job_type=job_type,
-                project_id=project_id,
-                collection_id=collection_id,
-                params=params,
-                name=name,
-            )
+            job = await job_store.create_internal_job(conn, new)
         return await self.run(job.id) if start else job
 
     async def run(self, job_id: int) -> JobRecord:

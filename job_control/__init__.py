@@ -1,0 +1,2 @@
+"""What users do to jobs (create, run, cancel, retry, view): for the API, the CLI, the bridge
+and the benchmarks."""
