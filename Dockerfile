@@ -9,8 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml ./
-RUN mkdir core workflows activities worker api cli bridge \
-    && for p in core workflows activities worker api cli bridge; do touch "$p/__init__.py"; done \
+RUN mkdir core workflows activities worker api cli bridge antenna_db job_control \
+    && for p in core workflows activities worker api cli bridge antenna_db job_control; do touch "$p/__init__.py"; done \
     && pip install . \
     && pip uninstall -y antenna-jobs
 COPY core core
@@ -20,6 +20,8 @@ COPY worker worker
 COPY api api
 COPY cli cli
 COPY bridge bridge
+COPY antenna_db antenna_db
+COPY job_control job_control
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --no-create-home antenna
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,13 @@ def test_compose_reads_every_password_from_the_env_file():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_image_copies_every_package():
+    """A package the image leaves out is an ImportError only in production."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in packages:
+        assert f"COPY {package} {package}" in dockerfile, package
+        assert (ROOT / package / "__init__.py").exists(), package
