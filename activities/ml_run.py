@@ -50,6 +50,10 @@ class MlRun:
         self.last_throughput = self.started
         self.last_counts = self.started
         self.dirty = True
+        # Results saved since the last throughput line / counts refresh: a waiting job writes
+        # neither (nothing changed).
+        self.unlogged = False
+        self.uncounted = False
 
     async def load(self) -> None:
         """The run's state as Postgres has it (the truth on every attempt: a retried one never
@@ -91,7 +95,7 @@ class MlRun:
             }
         )
         self.last_change = time.monotonic()
-        self.dirty = True
+        self.dirty = self.unlogged = self.uncounted = True
         return True
 
     async def reload_counters(self) -> None:
@@ -110,11 +114,11 @@ class MlRun:
         if self.dirty and now - self.last_progress >= self.jobs.progress_interval.total_seconds():
             await self.write_progress()
         every = max(THROUGHPUT_EVERY, self.jobs.progress_interval.total_seconds())
-        if now - self.last_throughput >= every:
+        if self.unlogged and now - self.last_throughput >= every:
             self.last_throughput = now
-            if self.counters.done:
-                await self.log(throughput_line(self.counters, now - self.started))
-        if now - self.last_counts >= self.jobs.counts_interval.total_seconds():
+            self.unlogged = False
+            await self.log(throughput_line(self.counters, now - self.started))
+        if self.uncounted and now - self.last_counts >= self.jobs.counts_interval.total_seconds():
             await self.refresh_counts()
 
     async def write_progress(self) -> None:
@@ -126,6 +130,7 @@ class MlRun:
 
     async def refresh_counts(self) -> None:
         self.last_counts = time.monotonic()
+        self.uncounted = False
         async with self.pool.connection() as conn:
             await counts.refresh_job_counts(conn, self.job_id, self.project_id)
 

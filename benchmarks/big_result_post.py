@@ -41,7 +41,7 @@ import psycopg  # noqa: E402
 
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY  # noqa: E402
 from api.tokens import create_token  # noqa: E402
-from cli import processes  # noqa: E402
+from cli.stack import processes  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402
 from core.settings import DatabaseSettings, JobSettings, NatsSettings, Settings  # noqa: E402
 from tests.helpers_api import Streams, inbox_rows, make_job  # noqa: E402

@@ -25,22 +25,34 @@ class InboxEntry(BaseModel):
     payload: str
 
 
+def channel(jobs_schema: str) -> str:
+    """The NOTIFY channel of new inbox rows (payload: the job id), one per jobs schema: the
+    schema is first in every connection's search_path, so ``store`` names it current_schema()."""
+    return f"{jobs_schema}.inbox"
+
+
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
-    """Insert entries in one statement; returns their row ids in the same order."""
+    """Insert entries in one statement, announcing them on ``channel`` (delivered when the
+    caller's transaction commits; one notification per job and transaction); returns their row
+    ids in the same order."""
     if not entries:
         return []
     cur = await conn.execute(
-        "INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
+        "WITH stored AS ("
+        " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
         " SELECT %s, e.image_id, e.reply_subject, e.is_error, e.payload"
         " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
         "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
-        " ORDER BY e.n RETURNING id",
+        " ORDER BY e.n RETURNING id),"
+        " announced AS (SELECT pg_notify(current_schema() || '.inbox', %s::text))"
+        " SELECT id FROM stored, announced ORDER BY id",
         (
             job_id,
             [e.image_id for e in entries],
             [e.reply_subject for e in entries],
             [e.is_error for e in entries],
             [e.payload for e in entries],
+            job_id,
         ),
     )
     return [int(row["id"]) for row in await cur.fetchall()]

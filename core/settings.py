@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,7 +82,6 @@ class JobSettings(BaseSettings):
     short_activity_timeout: Duration = timedelta(minutes=1)
     progress_interval: Duration = timedelta(seconds=1)
     aggregate_batch_size: int = 500
-    aggregate_idle_poll: Duration = timedelta(seconds=0.2)
     # Nothing moved for this long with every task delivered: the rest is counted failed.
     stall_period: Duration = timedelta(minutes=15)
     # A waiting job's row gets a new updated_at this often: Antenna's reaper (jobs.health_check,
@@ -213,3 +213,29 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     antenna: AntennaSettings = Field(default_factory=AntennaSettings)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()}s"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the environment variable a child process's Settings() reads back (so a
+    worker or API subprocess runs with exactly these settings)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        group = getattr(settings, name)
+        assert isinstance(group, BaseSettings)
+        prefix = str(type(group).model_config.get("env_prefix", ""))
+        for field_name, field in type(group).model_fields.items():
+            value = getattr(group, field_name)
+            if value is None:
+                continue
+            alias = field.validation_alias
+            key = alias if isinstance(alias, str) else f"{prefix}{field_name}".upper()
+            env[key] = _env_value(value)
+    return env

@@ -14,43 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-from pydantic_settings import BaseSettings
 
 from cli.stack import processes
 from cli.stack.services import find_program
 from core import search_attributes
-from core.settings import Settings
+from core.settings import Settings, settings_env
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, timedelta):
-        return f"{value.total_seconds()}s"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Every setting as the environment variable the subprocess's Settings() reads back."""
-    env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        group = getattr(settings, name)
-        assert isinstance(group, BaseSettings)
-        prefix = str(type(group).model_config.get("env_prefix", ""))
-        for field_name, field in type(group).model_fields.items():
-            value = getattr(group, field_name)
-            if value is None:
-                continue
-            alias = field.validation_alias
-            key = alias if isinstance(alias, str) else f"{prefix}{field_name}".upper()
-            env[key] = _env_value(value)
-    return env
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

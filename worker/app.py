@@ -29,7 +29,13 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
     results = ResultActivities(
-        resources.pool, resources.nc, resources.js, resources.redis, settings, resources.crops
+        resources.pool,
+        resources.nc,
+        resources.js,
+        resources.redis,
+        settings,
+        resources.crops,
+        resources.inbox_watch,
     )
     temporal = TemporalActivities(client)
     sync = SyncActivities(resources.pool, resources.http, settings, resources.crops)

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
+from activities.async_api.inbox_watch import InboxWatch
 from activities.crops import CropRequests
 from antenna_db import cachalot
 from bridge.antenna_tasks import AntennaTaskSender
@@ -35,6 +36,8 @@ class Resources:
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     # Antenna's crop worker, asked for the crops of new detections (when configured).
     crops: CropRequests = field(default_factory=CropRequests)
+    # Wakes this process's aggregators when results arrive; reads their jobs' state in one go.
+    inbox_watch: InboxWatch | None = None
     # What the Antenna side opened (crop task sender, cache invalidations), closed in reverse.
     _antenna: AsyncExitStack = field(default_factory=AsyncExitStack)
 
@@ -59,6 +62,9 @@ class Resources:
             publish_async_max_pending=_SHARED_PUBLISH_LIMIT,
         )
         resources = cls(pool=pool, redis=redis, nc=nc, js=js)
+        resources.inbox_watch = InboxWatch(
+            pool, settings.database, settings.jobs.heartbeat_interval.total_seconds()
+        )
         await resources._antenna_side(settings)
         return resources
 
@@ -70,6 +76,8 @@ class Resources:
         await self._antenna.enter_async_context(cachalot.installed(settings.antenna.cache_url))
 
     async def close(self) -> None:
+        if self.inbox_watch is not None:
+            await self.inbox_watch.stop()
         with suppress(Exception):
             await self._antenna.aclose()
         await self.http.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from contextlib import suppress
 
 from nats.aio.client import Client as NatsClient
@@ -41,9 +42,13 @@ class MaxDeliveriesWatcher:
     Advisories published while nobody listens are lost; the stall reconciliation covers those.
     """
 
-    def __init__(self, nc: NatsClient, subject: str) -> None:
+    def __init__(
+        self, nc: NatsClient, subject: str, on_advisory: Callable[[], None] | None = None
+    ) -> None:
         self._nc = nc
         self._subject = subject
+        # Wakes the aggregator, which sleeps until results or advisories arrive.
+        self._wake = on_advisory
         self._seqs: list[tuple[int, int]] = []
         self._sub: Subscription | None = None
 
@@ -54,6 +59,8 @@ class MaxDeliveriesWatcher:
         with suppress(ValueError, KeyError, TypeError):
             body = json.loads(msg.data)
             self._seqs.append((int(body["stream_seq"]), int(body.get("deliveries", 0))))
+            if self._wake is not None:
+                self._wake()
 
     def take(self) -> list[tuple[int, int]]:
         """(stream sequence, deliveries) of the advisories received since the last call."""

@@ -4,13 +4,13 @@ Long-running and heartbeating on the long task queue. The aggregator is the sing
 job's progress while it runs (activities/ml_run.py), keeps the Redis pending/failed sets in step,
 reconciles images whose task exhausted max_deliver, and after ``stall_period`` without movement
 (with every task delivered) counts the rest failed. A job row saying CANCELING/REVOKED stops it.
-While it waits it bumps the row's ``updated_at`` every ``touch_interval``, so Antenna's reaper
-(if it still runs) never takes the job for dead.
+While it waits it costs no query of its own (activities/async_api/inbox_watch.py) and has the
+row's ``updated_at`` bumped every ``touch_interval``, so Antenna's reaper (if it still runs) never
+takes the job for dead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import redis.asyncio as aioredis
@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from temporalio import activity
 
+from activities.async_api.inbox_watch import InboxWatch, Watch
 from activities.async_api.job_state_cache import JobStateCache
 from activities.async_api.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.async_api.models import AggregateInput, AggregateResult
@@ -34,6 +35,9 @@ from core.errors import Failure, failure
 from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
 
+# How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
+CACHE_CHECK_EVERY = 30.0
+
 
 class ResultActivities:
     def __init__(
@@ -44,6 +48,7 @@ class ResultActivities:
         redis: aioredis.Redis,
         settings: Settings,
         crops: CropRequests | None = None,
+        watch: InboxWatch | None = None,
     ) -> None:
         self._pool = pool
         self._nc = nc
@@ -54,19 +59,35 @@ class ResultActivities:
         self._cache = JobStateCache(
             redis, int(settings.redis.key_ttl.total_seconds()), settings.jobs.names
         )
+        self._watch = watch or InboxWatch(
+            pool, settings.database, settings.jobs.heartbeat_interval.total_seconds()
+        )
 
     @activity.defn(name="aggregate_results")
     async def aggregate_results(self, inp: AggregateInput) -> AggregateResult:
         run = MlRun(self._pool, self._settings.jobs, self._crops, inp.job_id, run_id())
         await run.load()
-        aggregation = _Aggregation(
-            run, self._pool, self._nc, self._js, self._lookup, self._cache, self._settings
-        )
-        return await aggregation.run()
+        with self._watch.watch(inp.job_id) as watch:
+            aggregation = _Aggregation(
+                run,
+                self._pool,
+                self._nc,
+                self._js,
+                self._lookup,
+                self._cache,
+                watch,
+                self._settings,
+            )
+            return await aggregation.run()
 
 
 class _Aggregation:
-    """One attempt of aggregate_results for one job; its state lives as long as the attempt."""
+    """One attempt of aggregate_results for one job; its state lives as long as the attempt.
+
+    It sleeps on its Watch (activities/async_api/inbox_watch.py) between batches: woken when
+    results arrive or a MAX_DELIVERIES advisory comes, and once per heartbeat interval with the
+    job's state as the process-wide read found it, so a waiting job makes no query of its own.
+    """
 
     def __init__(
         self,
@@ -76,6 +97,7 @@ class _Aggregation:
         js: JetStreamContext,
         lookup: TaskLookup,
         cache: JobStateCache,
+        watch: Watch,
         settings: Settings,
     ) -> None:
         self.ml = run
@@ -84,23 +106,24 @@ class _Aggregation:
         self.js = js
         self.lookup = lookup
         self.cache = cache
+        self.watch = watch
         self.settings = settings
         self.names = settings.jobs.names
         self.jobs = settings.jobs
         self.job_id = run.job_id
         self.result = AggregateResult(counters=run.counters)
         self.saver = run.saver(lookup.image_for_reply)
-        # The last batch found nothing to claim (checks that can wait for a quiet moment run).
-        self.idle = False
-        # The first check waits one interval: publish creates the Redis keys meanwhile, and a
-        # rebuild is only for keys that went missing later (a flush).
-        self.last_check = time.monotonic()
-        self.last_touch = self.last_check
+        # The first check waits: publish creates the Redis keys meanwhile, and a rebuild is
+        # only for keys that went missing later (a flush).
+        self.last_cache_check = time.monotonic()
+        self.last_touch = self.last_cache_check
 
     async def run(self) -> AggregateResult:
         run = self.ml
         watcher = MaxDeliveriesWatcher(
-            self.nc, self.names.max_deliveries_advisory(self.job_id, run.consumer)
+            self.nc,
+            self.names.max_deliveries_advisory(self.job_id, run.consumer),
+            on_advisory=self.watch.wake,
         )
         await watcher.start()
         try:
@@ -114,29 +137,42 @@ class _Aggregation:
 
     async def _loop(self, watcher: MaxDeliveriesWatcher) -> None:
         run, batch = self.ml, self.jobs.aggregate_batch_size
+        look = True  # results may be waiting: claim before sleeping
         while run.counters.done < run.counters.total:
-            now = time.monotonic()
-            if now - self.last_check >= self.jobs.heartbeat_interval.total_seconds():
-                self.last_check = now
-                await self._check_job()
             exhausted = await self._exhausted(watcher)
-            outcome = await self._save(batch, exhausted)
-            self.idle = outcome.claimed == 0
-            await self._apply(outcome)
-            if exhausted:
-                self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
-                await run.log(
-                    f"{len(exhausted)} tasks exhausted max_deliver"
-                    f" ({self.settings.nats.max_deliver}) without a result: counted failed",
-                    level="WARNING",
-                    context={"image_ids": sorted(exhausted)[:10]},
-                )
+            if look or exhausted:
+                outcome = await self._save(batch, exhausted)
+                await self._apply(outcome)
+                if exhausted:
+                    self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
+                    await run.log(
+                        f"{len(exhausted)} tasks exhausted max_deliver"
+                        f" ({self.settings.nats.max_deliver}) without a result: counted failed",
+                        level="WARNING",
+                        context={"image_ids": sorted(exhausted)[:10]},
+                    )
+                await run.maybe_write_progress()
+                if outcome.claimed >= batch:
+                    continue  # more are waiting
+            if run.counters.done >= run.counters.total:
+                break
+            if time.monotonic() - run.last_change >= self.jobs.stall_period.total_seconds():
+                await self._reconcile_stall()
+                look = True
+                continue
+            look = await self.watch.wait(self._wait_for())
+            await self._after_wait()
             await run.maybe_write_progress()
-            if outcome.claimed < batch and run.counters.done < run.counters.total:
-                if time.monotonic() - run.last_change >= self.jobs.stall_period.total_seconds():
-                    await self._reconcile_stall()
-                else:
-                    await asyncio.sleep(self.jobs.aggregate_idle_poll.total_seconds())
+
+    def _wait_for(self) -> float:
+        """Until the next heartbeat-interval read, or sooner when a progress write is due."""
+        interval = self.jobs.heartbeat_interval.total_seconds()
+        if not self.ml.dirty:
+            return interval
+        due = self.jobs.progress_interval.total_seconds() - (
+            time.monotonic() - self.ml.last_progress
+        )
+        return min(interval, max(due, 0.05))
 
     async def _apply(self, outcome: BatchOutcome) -> None:
         if await self.ml.apply(outcome):
@@ -164,22 +200,27 @@ class _Aggregation:
         if state.status in CANCEL_STATES or state.status in FINAL_STATES:
             raise failure(Failure.JOB_CANCELLED, f"job {self.job_id} is {state.status}")
 
-    async def _check_job(self) -> None:
-        """Each tick: a job cancelled in the database stops here; flushed Redis state is rebuilt;
-        results saved by another attempt (one Temporal gave up on, still finishing a batch) are
-        counted from Postgres, so this attempt never waits for images already done."""
+    async def _after_wait(self) -> None:
+        """The job as the last process-wide read saw it: cancelled or taken by another run stops
+        here; results saved by another attempt (one Temporal gave up on, still finishing a
+        batch) are counted from Postgres, so this attempt never waits for images already done.
+        Now and then: flushed Redis state is rebuilt, and an idle job's row is touched."""
+        seen = self.watch.seen
+        if seen is not None:
+            self._check_row(RunState(status=seen.status, run_id=seen.run_id, consumer=None))
+            if seen.done > self.ml.counters.done:
+                await self.ml.reload_counters()
         now = time.monotonic()
-        async with self.pool.connection() as conn:
-            self._check_row(await job_store.run_state(conn, self.job_id))
+        if now - self.last_cache_check >= CACHE_CHECK_EVERY:
+            self.last_cache_check = now
             if not await self.cache.exists(self.job_id):
-                await self.cache.rebuild(conn, self.job_id)
-            if now - max(self.last_touch, self.ml.last_progress) >= (
-                self.jobs.touch_interval.total_seconds()
-            ):
-                self.last_touch = now
-                await job_store.touch(conn, self.job_id)
-        if self.idle:
-            await self.ml.reload_counters()
+                async with self.pool.connection() as conn:
+                    await self.cache.rebuild(conn, self.job_id)
+        if now - max(self.last_touch, self.ml.last_progress) >= (
+            self.jobs.touch_interval.total_seconds()
+        ):
+            self.last_touch = now
+            self.watch.request_touch()
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
