@@ -180,6 +180,10 @@ class Stack:
                     f" {processes.log_tail(child.log)}"
                 )
 
+    def stop_child(self, child: Child) -> None:
+        self.children.remove(child)
+        processes.stop(child.proc.pid)
+
     def stop(self) -> None:
         for child in reversed(self.children):
             processes.stop(child.proc.pid)
@@ -192,6 +196,66 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         yield running
     finally:
         running.stop()
+
+
+@asynccontextmanager
+async def profiled(pid: int, out: Path | None, rate: int = 200) -> AsyncIterator[None]:
+    """py-spy (when installed and ``out`` given) sampling ``pid`` while the block runs, written
+    as collapsed stacks (``py-spy record --format raw``) to ``out``."""
+    spy = BIN / "py-spy"
+    if out is None or not spy.exists():
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaching
+    try:
+        yield
+    finally:
+        proc.send_signal(2)
+        await proc.wait()
+
+
+def top_frames(collapsed: Path, n: int = 25) -> list[str]:
+    """The functions where most samples were, self time and total, from collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack_text.split(";")
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    ours = ("api/", "activities/", "core/", "antenna_db/", "job_control/")
+    by_self = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+    by_total = sorted(
+        ((f, t) for f, t in total.items() if any(f"({o}" in f for o in ours)),
+        key=lambda kv: -kv[1],
+    )[:n]
+    lines = [f"{samples} samples; by self time:"]
+    lines += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in by_self]
+    lines.append("our code by total time:")
+    lines += [f"  {100 * t / samples:5.1f}%  {f}" for f, t in by_total]
+    return lines
 
 
 async def transactions(conn: psycopg.AsyncConnection[Any]) -> int:

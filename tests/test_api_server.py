@@ -79,7 +79,12 @@ async def test_real_http_paths_bodies_and_no_redirects(settings, pool, temporal_
             )
             assert response.status_code == 200, response.text
             assert response.json()["results_queued"] == 2
-        assert len(await inbox_rows(pool, job.id)) == 2
+        rows = await inbox_rows(pool, job.id)
+        assert len(rows) == 2
+        # Validated off the event loop (a big entry) and its arrays copied in as float8[].
+        stored = rows[0]["payload"]["detections"][0]["classifications"][0]
+        assert stored["logits"] == [0.5] * 2_500_000
+        assert stored["scores"] == big["detections"][0]["classifications"][0]["scores"]
     finally:
         await nc.drain()
 
