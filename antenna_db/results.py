@@ -208,6 +208,28 @@ WHERE NOT EXISTS (
 """
 
 
+# Whether the server can compress TOAST with lz4 (PostgreSQL 14+ built with it), per process.
+_LZ4: bool | None = None
+
+
+async def _fast_toast(conn: AsyncConnection[Any]) -> None:
+    """Compress this transaction's big values with lz4 instead of pglz. A classification's
+    scores and logits (233 kB each for 29,176 classes) do not compress, but pglz only finds that
+    out after trying: 1.0 s of the 1.7 s that 120 such classifications took to insert, lz4 0.14 s.
+    A setting of the transaction only: Antenna's tables are not altered, and PostgreSQL reads
+    either kind of value."""
+    global _LZ4
+    if _LZ4 is None:
+        cur = await conn.execute(
+            "SELECT 'lz4' = ANY(enumvals) AS ok FROM pg_settings"
+            " WHERE name = 'default_toast_compression'"
+        )
+        row = await cur.fetchone()
+        _LZ4 = bool(row and row["ok"])
+    if _LZ4:
+        await conn.execute("SET LOCAL default_toast_compression = lz4")
+
+
 def _bbox_json(box: tuple[float, float, float, float]) -> str:
     return "[" + ", ".join(repr(float(v)) for v in box) + "]"
 
@@ -229,6 +251,7 @@ async def save(
     )
     detection_ids, reused, occurrences = await _detections(conn, real, saved)
     if real:
+        await _fast_toast(conn)
         await _classifications(conn, pipeline, real, detection_ids, reused, saved)
         await conn.execute(_DETERMINE, (occurrences,))
         saved.tables |= {"main_detection", "main_classification", "main_occurrence"}
