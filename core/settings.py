@@ -176,6 +176,8 @@ class ApiSettings(BaseSettings):
     # Request bodies past this are answered 413 before they are read (Content-Length) or as soon
     # as the stream passes it. The ADC posts 110-150 MB per 24-image batch of the moths model.
     max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    # API processes sharing the port (`antenna-jobs api --workers N`).
+    workers: int = Field(default=1, ge=1)
 
 
 class AntennaSettings(BaseSettings):
