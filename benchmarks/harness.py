@@ -140,9 +140,11 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ANTENNA_JOBS_")}
         return {**base, "PYTHONUNBUFFERED": "1", **settings_env(self.settings), **extra}
 
-    def spawn(self, name: str, *args: str) -> Child:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         log = LOGS / f"bench-{self.settings.jobs.task_queue}-{name}.log"
-        proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=self.env())
+        proc = processes.spawn(
+            [sys.executable, "-m", "cli", *args], log, env=self.env(**(env or {}))
+        )
         child = Child(name, proc, log)
         self.children.append(child)
         return child
@@ -160,6 +162,28 @@ class Stack:
         await self.wait_http(f"{url}/healthz")
         self.api_urls.append(url)
         return url
+
+    def fake_workers(
+        self, n: int, api_url: str, token: str, *, concurrency: int = 4, poll: float = 0.5
+    ) -> list[Child]:
+        """``n`` fake ADC workers as processes of their own (building results is CPU work that
+        would otherwise compete with the benchmark's own measuring)."""
+        return [
+            self.spawn(
+                f"fake{i}",
+                "fake-worker",
+                "--api-url",
+                api_url,
+                "--concurrency",
+                str(concurrency),
+                "--poll-interval",
+                str(poll),
+                "--seed",
+                str(i),
+                env={"ANTENNA_JOBS_API_TOKEN": token},
+            )
+            for i in range(n)
+        ]
 
     async def wait_http(self, url: str, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -278,3 +302,12 @@ async def until(check: Any, within: float, what: str, every: float = 0.5) -> flo
             raise RuntimeError(f"{what}: not within {within:.0f} s")
         await asyncio.sleep(every)  # a benchmark's own progress check, not the system's
     return time.monotonic() - started
+
+
+async def statuses(conn: psycopg.AsyncConnection[Any], job_ids: list[int]) -> dict[str, int]:
+    """How many of ``job_ids`` are in each status."""
+    cur = await conn.execute(
+        "SELECT status, count(*) AS n FROM jobs_job WHERE id = ANY(%s) GROUP BY status",
+        (job_ids,),
+    )
+    return {r["status"]: int(r["n"]) for r in await cur.fetchall()}
