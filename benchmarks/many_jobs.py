@@ -68,7 +68,8 @@ async def run(jobs: int, images: int, fakes: int) -> None:
                     collection_id=seeded.collection_id,
                 )
                 job_ids = [(await actions.create(new, start=True)).id for _ in range(jobs)]
-                print(f"{jobs} jobs of {images} images started in {time.monotonic() - started:.1f} s")
+                took = time.monotonic() - started
+                print(f"{jobs} jobs of {images} images started in {took:.1f} s")
                 running.fake_workers(fakes, api_url, token)
 
                 async def all_final() -> bool:
