@@ -52,6 +52,9 @@ class NatsSettings(BaseSettings):
     duplicate_window: Duration = timedelta(hours=2)
     stream_max_age: Duration = timedelta(days=1)
     publish_window: int = 2048
+    # A publish waiting this long for JetStream's PubAck is an outage (retried from the
+    # checkpoint; Nats-Msg-Id drops what was stored).
+    publish_ack_timeout: Duration = timedelta(seconds=30)
     fetch_timeout: Duration = timedelta(seconds=0.5)
     request_timeout: Duration = timedelta(seconds=10)
 
