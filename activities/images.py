@@ -57,6 +57,9 @@ class ImageActivities:
             async with heartbeating(self._settings.jobs.heartbeat_interval), conn.transaction():
                 collected = await captures.materialise(conn, job)
                 await job_runs.set_total(conn, job.id, collected.total)
+            # Statistics that know this job's rows: planned with stale ones (autovacuum comes
+            # later), each publish page of a 450k-image job sorted every row left after it.
+            await captures.analyse_job_images(conn)
             total, candidates = collected.total, collected.candidates
             if progress.stages:
                 progress = collected_progress(progress, total, candidates, job.limit)

@@ -29,12 +29,16 @@ from activities.images import ImageActivities
 from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.seed import seed
+from benchmarks.harness import goal_line
 from benchmarks.scratch import scratch_database
 from core.job_requests import NewMlJob
 from core.settings import Settings
 from worker.resources import Resources
 
 ANTENNA_CHUNK = 200
+GOAL_RATIO = 2.0
+GOAL_COLLECT_PUBLISH_S = 20.0
+GOAL_RSS_MIB = 300.0
 
 
 async def antenna_publish(res: Resources, settings: Settings, job_id: int) -> float:
@@ -64,6 +68,73 @@ async def ours_publish(acts: TaskQueueActivities, job_id: int, total: int) -> fl
     )
     assert result.published == total, result
     return time.perf_counter() - started
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak RSS (VmHWM) again from its current RSS (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmHWM")
+
+
+async def collect_and_publish(images: int) -> None:
+    """A job of ``images`` images collected and published as the worker does it, timed from the
+    collect's start to the last PubAck, with the peak RSS of the process meanwhile."""
+    async with scratch_database() as db:
+        settings = Settings(database=db)
+        res = await Resources.open(settings, run_migrations=False)
+        queue = TaskQueueActivities(res.nc, res.js, res.redis, res.pool, settings)
+        collect = ImageActivities(res.pool, settings)
+        try:
+            async with res.pool.connection() as conn:
+                seeded = await seed(conn, images)
+                job = await job_store.create_ml_job(
+                    conn,
+                    NewMlJob(
+                        project_id=seeded.project_id,
+                        pipeline_slug=seeded.pipeline_slug,
+                        collection_id=seeded.collection_id,
+                    ),
+                )
+            ref = JobRef(job_id=job.id)
+            _reset_peak_rss()
+            base = _peak_rss_mib()
+            started = time.perf_counter()
+            collected = await ActivityEnvironment().run(collect.collect_images, ref)
+            collect_seconds = time.perf_counter() - started
+            await ActivityEnvironment().run(queue.prepare_job_queue, ref)
+            try:
+                await ours_publish(queue, job.id, images)
+                seconds = time.perf_counter() - started
+                peak = _peak_rss_mib()
+                info = await res.js.stream_info(settings.jobs.names.stream(job.id))
+                assert info.state.messages == images, info.state.messages
+            finally:
+                await queue.remove(job.id)
+        finally:
+            await res.close()
+    print(
+        goal_line(
+            f"collect + publish {images} images",
+            seconds,
+            GOAL_COLLECT_PUBLISH_S,
+            "s",
+            lower_is_better=True,
+        )
+    )
+    print(
+        f"  collect {collect_seconds:.1f} s ({collected}),"
+        f" publish {seconds - collect_seconds:.1f} s"
+    )
+    print(
+        goal_line("  peak RSS meanwhile", peak, GOAL_RSS_MIB, "MiB", lower_is_better=True)
+        + f" (from {base:.0f} MiB)"
+    )
 
 
 async def main(images: int, rounds: int) -> None:
@@ -112,12 +183,25 @@ async def main(images: int, rounds: int) -> None:
         median = statistics.median(timings[method])
         rates[method] = images / median
         print(f"  {label:58s} {median:7.2f} s  {rates[method]:9.0f} msgs/s")
-    print(f"  ratio ours/antenna: {rates['ours'] / rates['antenna']:.2f}x")
+    print(
+        goal_line(
+            "  ratio ours/antenna",
+            rates["ours"] / rates["antenna"],
+            GOAL_RATIO,
+            "x",
+            lower_is_better=False,
+        )
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--collect-publish", type=int, default=450_000, help="images of the collect+publish run"
+    )
     args = parser.parse_args()
     asyncio.run(main(args.images, args.rounds))
+    if args.collect_publish:
+        asyncio.run(collect_and_publish(args.collect_publish))
