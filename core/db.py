@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from importlib import resources
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from core.settings import DatabaseSettings
@@ -36,6 +39,19 @@ def connect_kwargs(settings: DatabaseSettings) -> dict[str, object]:
         "autocommit": True,
         "row_factory": dict_row,
     }
+
+
+def _json_loads(data: bytes | str) -> Any:
+    """json/jsonb values read by msgspec (3x faster than the stdlib; integers of any size kept);
+    what it refuses but PostgreSQL stores (1e400) by the stdlib."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return json.loads(data)
+
+
+async def _configure(conn: psycopg.AsyncConnection) -> None:
+    set_json_loads(_json_loads, conn)
 
 
 class _SweepingCheck:
@@ -66,6 +82,7 @@ async def open_pool(settings: DatabaseSettings) -> AsyncConnectionPool[psycopg.A
         max_size=settings.pool_max_size,
         kwargs=connect_kwargs(settings),
         check=check,
+        configure=_configure,
         open=False,
     )
     check.pool = pool
