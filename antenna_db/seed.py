@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from antenna_db.registration import DEFAULT_STAGES
+from core.job_requests import NewMlJob
 
 DETECTOR_KEY = "fake-detector"
 CLASSIFIER_KEY = "fake-classifier"
@@ -26,6 +27,15 @@ class SeedResult(BaseModel):
     collection_id: int
     deployment_id: int = 0
     pipeline_id: int = 0
+
+    def ml_job(self, **fields: Any) -> NewMlJob:
+        """An ML job of the seeded pipeline on the seeded collection (``fields``: the rest)."""
+        return NewMlJob(
+            project_id=self.project_id,
+            pipeline_slug=self.pipeline_slug,
+            collection_id=self.collection_id,
+            **fields,
+        )
 
 
 def feature_flags(async_workers: bool) -> dict[str, bool]:

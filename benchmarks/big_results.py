@@ -31,6 +31,7 @@ from harness import (
     own_database,
     own_temporal,
     profiled,
+    published,
     stack,
     top_frames,
     until,
@@ -40,7 +41,6 @@ from antenna_db import users
 from antenna_db.seed import seed
 from cli.fakes.worker import api_base
 from core.db import open_pool
-from core.job_requests import NewMlJob
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
 
@@ -148,11 +148,7 @@ async def run(sizes: list[float], profile: Path | None) -> None:
                         polled_seed = await seed(conn, POLLED_IMAGES)
                     jobs = []
                     for s in (big_seed, polled_seed):
-                        new = NewMlJob(
-                            project_id=s.project_id,
-                            pipeline_slug=s.pipeline_slug,
-                            collection_id=s.collection_id,
-                        )
+                        new = s.ml_job()
                         jobs.append((await actions.create(new, start=True)).id)
                     big, polled = jobs
                     url = await running.api(n + 1)
@@ -183,19 +179,11 @@ async def _one(
     profile: Path | None,
 ) -> Figures:
     names = settings.jobs.names
-    js = nc.jetstream()
-
-    async def published() -> bool:
-        for job_id, count in ((big, IMAGES), (polled, POLLED_IMAGES)):
-            try:
-                info = await js.stream_info(names.stream(job_id))
-            except Exception:
-                return False
-            if info.state.messages < count:
-                return False
-        return True
-
-    await until(published, within=120, what="both jobs published")
+    await until(
+        lambda: published(nc, names, {big: IMAGES, polled: POLLED_IMAGES}),
+        within=120,
+        what="both jobs published",
+    )
     headers = {"Authorization": f"Token {token}"}
     base = api_base(url)
     async with (

@@ -213,6 +213,59 @@ class Stack:
             processes.stop(child.proc.pid)
 
 
+@dataclass
+class Clients:
+    """What a benchmark drives the system with, on one settings."""
+
+    settings: Settings
+    pool: Any
+    temporal: Any
+    nc: Any
+    token: str
+
+    def actions(self) -> Any:
+        from job_control.actions import JobActions
+
+        return JobActions(self.pool, self.temporal, self.settings)
+
+
+@asynccontextmanager
+async def connected(settings: Settings, user: str) -> AsyncIterator[Clients]:
+    """A pool, a Temporal client and a NATS connection on ``settings``, and the API token of a
+    new superuser ``user``; closed at the end."""
+    import nats
+
+    from antenna_db import users
+    from core.db import open_pool
+    from core.temporal_client import connect_temporal
+
+    pool = await open_pool(settings.database)
+    try:
+        temporal = await connect_temporal(settings.temporal)
+        nc = await nats.connect(settings.nats.url)
+        try:
+            async with pool.connection() as conn:
+                token = await users.create_token_user(conn, user, superuser=True)
+            yield Clients(settings, pool, temporal, nc, token)
+        finally:
+            await nc.drain()
+    finally:
+        await pool.close()
+
+
+async def published(nc: Any, names: Any, counts: dict[int, int]) -> bool:
+    """Whether each job's stream (job id -> messages) holds at least that many messages."""
+    js = nc.jetstream()
+    for job_id, count in counts.items():
+        try:
+            info = await js.stream_info(names.stream(job_id))
+        except Exception:
+            return False
+        if info.state.messages < count:
+            return False
+    return True
+
+
 @asynccontextmanager
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     running = Stack(settings)

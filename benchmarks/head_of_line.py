@@ -32,7 +32,6 @@ from temporalio.client import Client  # noqa: E402
 
 from antenna_db import job_store  # noqa: E402
 from antenna_db.seed import seed  # noqa: E402
-from core.job_requests import NewMlJob  # noqa: E402
 from core.naming import Names  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from job_control.actions import JobActions  # noqa: E402
@@ -65,11 +64,7 @@ async def _new_job(pool: Any, images: int) -> int:
         seeded = await seed(conn, images)
         job = await job_store.create_ml_job(
             conn,
-            NewMlJob(
-                project_id=seeded.project_id,
-                pipeline_slug=seeded.pipeline_slug,
-                collection_id=seeded.collection_id,
-            ),
+            seeded.ml_job(),
         )
     return job.id
 

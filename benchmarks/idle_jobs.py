@@ -26,6 +26,7 @@ from harness import (
     goal_line,
     own_database,
     own_temporal,
+    published,
     stack,
     transactions,
     until,
@@ -36,25 +37,12 @@ from antenna_db.seed import seed
 from cli.fakes.results import build_result
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from core.db import connect_kwargs, open_pool
-from core.job_requests import NewMlJob
 from core.schemas import PipelineProcessingTask
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
 
 GOAL_TX_PER_S = 100.0
 GOAL_WAKE_MS = 100.0
-
-
-async def _published(nc: Any, names: Any, job_ids: list[int], images: int) -> bool:
-    js = nc.jetstream()
-    for job_id in job_ids:
-        try:
-            info = await js.stream_info(names.stream(job_id))
-        except Exception:
-            return False
-        if info.state.messages < images:
-            return False
-    return True
 
 
 async def _done(conn: Any, job_id: int) -> int:
@@ -105,14 +93,10 @@ async def run(jobs: int, images: int, window: float, samples: int) -> None:
                 started = time.monotonic()
                 job_ids = []
                 for _ in range(jobs):
-                    new = NewMlJob(
-                        project_id=seeded.project_id,
-                        pipeline_slug=seeded.pipeline_slug,
-                        collection_id=seeded.collection_id,
-                    )
+                    new = seeded.ml_job()
                     job_ids.append((await actions.create(new, start=True)).id)
                 await until(
-                    lambda: _published(nc, names, job_ids, images),
+                    lambda: published(nc, names, dict.fromkeys(job_ids, images)),
                     within=60 + jobs,
                     what="every job published",
                     every=1.0,

@@ -18,6 +18,7 @@ import time
 import psycopg
 from harness import (
     bench_settings,
+    connected,
     goal_line,
     own_database,
     own_temporal,
@@ -27,12 +28,7 @@ from harness import (
     until,
 )
 
-from antenna_db import users
 from antenna_db.seed import seed
-from core.db import open_pool
-from core.job_requests import NewMlJob
-from core.temporal_client import connect_temporal
-from job_control.actions import JobActions
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
@@ -45,48 +41,37 @@ async def run(jobs: int, images: int, fakes: int) -> None:
             worker={"long_queue_slots": max(2 * jobs + 10, 100)},
             database={"pool_max_size": 20},
         )
-        pool = await open_pool(settings.database)
-        client = await connect_temporal(settings.temporal)
-        try:
+        async with (
+            connected(settings, "many-jobs-bench") as clients,
+            stack(settings) as running,
+            await psycopg.AsyncConnection.connect(settings.database.url, autocommit=True) as probe,
+        ):
+            pool = clients.pool
             async with pool.connection() as conn:
                 seeded = await seed(conn, images)
-                token = await users.create_token_user(conn, "many-jobs-bench", superuser=True)
-            async with (
-                stack(settings) as running,
-                await psycopg.AsyncConnection.connect(
-                    settings.database.url, autocommit=True
-                ) as probe,
-            ):
-                running.worker()
-                api_url = await running.api()
-                actions = JobActions(pool, client, settings)
-                before = await transactions(probe)
-                started = time.monotonic()
-                new = NewMlJob(
-                    project_id=seeded.project_id,
-                    pipeline_slug=seeded.pipeline_slug,
-                    collection_id=seeded.collection_id,
-                )
-                job_ids = [(await actions.create(new, start=True)).id for _ in range(jobs)]
-                took = time.monotonic() - started
-                print(f"{jobs} jobs of {images} images started in {took:.1f} s")
-                running.fake_workers(fakes, api_url, token)
+            running.worker()
+            api_url = await running.api()
+            actions = clients.actions()
+            before = await transactions(probe)
+            started = time.monotonic()
+            job_ids = [(await actions.create(seeded.ml_job(), start=True)).id for _ in range(jobs)]
+            took = time.monotonic() - started
+            print(f"{jobs} jobs of {images} images started in {took:.1f} s")
+            running.fake_workers(fakes, api_url, clients.token)
 
-                async def all_final() -> bool:
-                    running.check()
-                    async with pool.connection() as conn:
-                        counts = await statuses(conn, job_ids)
-                    return sum(n for s, n in counts.items() if s in FINAL) == jobs
-
-                await until(all_final, within=300 + 5 * jobs, what="every job final", every=0.5)
-                elapsed = time.monotonic() - started
-                await asyncio.sleep(1.5)  # statistics are flushed at most once a second
-                spent = await transactions(probe) - before
+            async def all_final() -> bool:
+                running.check()
                 async with pool.connection() as conn:
                     counts = await statuses(conn, job_ids)
-                worker_rss = running.children[0].peak_rss_mib()
-        finally:
-            await pool.close()
+                return sum(n for s, n in counts.items() if s in FINAL) == jobs
+
+            await until(all_final, within=300 + 5 * jobs, what="every job final", every=0.5)
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(1.5)  # statistics are flushed at most once a second
+            spent = await transactions(probe) - before
+            async with pool.connection() as conn:
+                counts = await statuses(conn, job_ids)
+            worker_rss = running.children[0].peak_rss_mib()
     total = jobs * images
     print(
         goal_line(

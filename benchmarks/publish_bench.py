@@ -17,6 +17,9 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
@@ -28,10 +31,9 @@ from activities.async_api.task_queue import TaskQueueActivities, task_message
 from activities.images import ImageActivities
 from activities.models import JobRef
 from antenna_db import captures, job_store
-from antenna_db.seed import seed
+from antenna_db.seed import SeedResult, seed
 from benchmarks.harness import goal_line
 from benchmarks.scratch import scratch_database
-from core.job_requests import NewMlJob
 from core.settings import Settings
 from worker.resources import Resources
 
@@ -82,42 +84,59 @@ def _peak_rss_mib() -> float:
     raise KeyError("VmHWM")
 
 
-async def collect_and_publish(images: int) -> None:
-    """A job of ``images`` images collected and published as the worker does it, timed from the
-    collect's start to the last PubAck, with the peak RSS of the process meanwhile."""
+@dataclass
+class Bench:
+    settings: Settings
+    res: Resources
+    queue: TaskQueueActivities
+    collect: ImageActivities
+    seeded: SeedResult
+
+    async def new_job(self) -> JobRef:
+        async with self.res.pool.connection() as conn:
+            job = await job_store.create_ml_job(conn, self.seeded.ml_job())
+        return JobRef(job_id=job.id)
+
+
+@asynccontextmanager
+async def bench(images: int) -> AsyncIterator[Bench]:
+    """The worker's resources and activities on a scratch database seeded with ``images``."""
     async with scratch_database() as db:
         settings = Settings(database=db)
         res = await Resources.open(settings, run_migrations=False)
-        queue = TaskQueueActivities(res.nc, res.js, res.redis, res.pool, settings)
-        collect = ImageActivities(res.pool, settings)
         try:
             async with res.pool.connection() as conn:
                 seeded = await seed(conn, images)
-                job = await job_store.create_ml_job(
-                    conn,
-                    NewMlJob(
-                        project_id=seeded.project_id,
-                        pipeline_slug=seeded.pipeline_slug,
-                        collection_id=seeded.collection_id,
-                    ),
-                )
-            ref = JobRef(job_id=job.id)
-            _reset_peak_rss()
-            base = _peak_rss_mib()
-            started = time.perf_counter()
-            collected = await ActivityEnvironment().run(collect.collect_images, ref)
-            collect_seconds = time.perf_counter() - started
-            await ActivityEnvironment().run(queue.prepare_job_queue, ref)
-            try:
-                await ours_publish(queue, job.id, images)
-                seconds = time.perf_counter() - started
-                peak = _peak_rss_mib()
-                info = await res.js.stream_info(settings.jobs.names.stream(job.id))
-                assert info.state.messages == images, info.state.messages
-            finally:
-                await queue.remove(job.id)
+            yield Bench(
+                settings,
+                res,
+                TaskQueueActivities(res.nc, res.js, res.redis, res.pool, settings),
+                ImageActivities(res.pool, settings),
+                seeded,
+            )
         finally:
             await res.close()
+
+
+async def collect_and_publish(images: int) -> None:
+    """A job of ``images`` images collected and published as the worker does it, timed from the
+    collect's start to the last PubAck, with the peak RSS of the process meanwhile."""
+    async with bench(images) as b:
+        ref = await b.new_job()
+        _reset_peak_rss()
+        base = _peak_rss_mib()
+        started = time.perf_counter()
+        collected = await ActivityEnvironment().run(b.collect.collect_images, ref)
+        collect_seconds = time.perf_counter() - started
+        await ActivityEnvironment().run(b.queue.prepare_job_queue, ref)
+        try:
+            await ours_publish(b.queue, ref.job_id, images)
+            seconds = time.perf_counter() - started
+            peak = _peak_rss_mib()
+            info = await b.res.js.stream_info(b.settings.jobs.names.stream(ref.job_id))
+            assert info.state.messages == images, info.state.messages
+        finally:
+            await b.queue.remove(ref.job_id)
     print(
         goal_line(
             f"collect + publish {images} images",
@@ -139,40 +158,22 @@ async def collect_and_publish(images: int) -> None:
 
 async def main(images: int, rounds: int) -> None:
     timings: dict[str, list[float]] = {"ours": [], "antenna": []}
-    async with scratch_database() as db:
-        settings = Settings(database=db)
-        res = await Resources.open(settings, run_migrations=False)
-        queue = TaskQueueActivities(res.nc, res.js, res.redis, res.pool, settings)
-        collect = ImageActivities(res.pool, settings)
-        try:
-            async with res.pool.connection() as conn:
-                seeded = await seed(conn, images)
-            for _ in range(rounds):
-                for method in ("antenna", "ours"):
-                    async with res.pool.connection() as conn:
-                        job = await job_store.create_ml_job(
-                            conn,
-                            NewMlJob(
-                                project_id=seeded.project_id,
-                                pipeline_slug=seeded.pipeline_slug,
-                                collection_id=seeded.collection_id,
-                            ),
-                        )
-                    ref = JobRef(job_id=job.id)
-                    await ActivityEnvironment().run(collect.collect_images, ref)
-                    await ActivityEnvironment().run(queue.prepare_job_queue, ref)
-                    try:
-                        if method == "ours":
-                            seconds = await ours_publish(queue, job.id, images)
-                        else:
-                            seconds = await antenna_publish(res, settings, job.id)
-                        info = await res.js.stream_info(settings.jobs.names.stream(job.id))
-                        assert info.state.messages == images, (method, info.state.messages)
-                        timings[method].append(seconds)
-                    finally:
-                        await queue.remove(job.id)
-        finally:
-            await res.close()
+    async with bench(images) as b:
+        for _ in range(rounds):
+            for method in ("antenna", "ours"):
+                ref = await b.new_job()
+                await ActivityEnvironment().run(b.collect.collect_images, ref)
+                await ActivityEnvironment().run(b.queue.prepare_job_queue, ref)
+                try:
+                    if method == "ours":
+                        seconds = await ours_publish(b.queue, ref.job_id, images)
+                    else:
+                        seconds = await antenna_publish(b.res, b.settings, ref.job_id)
+                    info = await b.res.js.stream_info(b.settings.jobs.names.stream(ref.job_id))
+                    assert info.state.messages == images, (method, info.state.messages)
+                    timings[method].append(seconds)
+                finally:
+                    await b.queue.remove(ref.job_id)
 
     print(f"JetStream publish of {images} task messages, {rounds} rounds (median seconds)")
     rates = {}

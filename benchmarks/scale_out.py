@@ -16,15 +16,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from harness import bench_settings, own_database, own_temporal, stack, statuses, until
+from harness import bench_settings, connected, own_database, own_temporal, stack, statuses, until
 
-from antenna_db import results, users
+from antenna_db import results
 from antenna_db.seed import seed
-from core.db import open_pool
-from core.job_requests import NewMlJob
 from core.settings import DatabaseSettings
-from core.temporal_client import connect_temporal
-from job_control.actions import JobActions
 
 
 @dataclass
@@ -42,34 +38,25 @@ class Run:
 
 async def one(db: DatabaseSettings, address: str, images: int, n: int, fakes: int) -> Run:
     settings = bench_settings(db, address, database={"pool_max_size": 20})
-    pool = await open_pool(settings.database)
-    client = await connect_temporal(settings.temporal)
-    try:
+    async with connected(settings, f"scale-{n}") as clients, stack(settings) as running:
+        pool = clients.pool
         async with pool.connection() as conn:
             seeded = await seed(conn, images)
-            token = await users.create_token_user(conn, f"scale-{n}", superuser=True)
-        async with stack(settings) as running:
-            for i in range(n):
-                running.worker(i + 1)
-            api_url = await running.api(workers=n)
-            actions = JobActions(pool, client, settings)
-            new = NewMlJob(
-                project_id=seeded.project_id,
-                pipeline_slug=seeded.pipeline_slug,
-                collection_id=seeded.collection_id,
-            )
-            started = time.monotonic()
-            job = await actions.create(new, start=True)
-            running.fake_workers(fakes, api_url, token)
+        for i in range(n):
+            running.worker(i + 1)
+        api_url = await running.api(workers=n)
+        started = time.monotonic()
+        job = await clients.actions().create(seeded.ml_job(), start=True)
+        running.fake_workers(fakes, api_url, clients.token)
 
-            async def final() -> bool:
-                running.check()
-                async with pool.connection() as conn:
-                    counts = await statuses(conn, [job.id])
-                return bool(counts.keys() & {"SUCCESS", "FAILURE", "REVOKED"})
+        async def final() -> bool:
+            running.check()
+            async with pool.connection() as conn:
+                counts = await statuses(conn, [job.id])
+            return bool(counts.keys() & {"SUCCESS", "FAILURE", "REVOKED"})
 
-            await until(final, within=60 + images / 50, what=f"job {job.id} final", every=0.2)
-            seconds = time.monotonic() - started
+        await until(final, within=60 + images / 50, what=f"job {job.id} final", every=0.2)
+        seconds = time.monotonic() - started
         async with pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT processed, failed FROM job_runs WHERE job_id = %s", (job.id,)
@@ -78,9 +65,7 @@ async def one(db: DatabaseSettings, address: str, images: int, n: int, fakes: in
             assert row is not None
             detections, _ = await results.job_result_counts(conn, job.id)
             status = next(iter(await statuses(conn, [job.id])))
-        return Run(n, seconds, int(row["processed"]), int(row["failed"]), detections, status)
-    finally:
-        await pool.close()
+    return Run(n, seconds, int(row["processed"]), int(row["failed"]), detections, status)
 
 
 async def run(images: int, fakes: int) -> None:
