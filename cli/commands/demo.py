@@ -48,7 +48,6 @@ from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack import local_stack, processes
 from cli.stack.services import StackError
 from core.db import migrate
-from core.job_requests import NewMlJob
 from core.settings import Settings
 
 
@@ -61,6 +60,7 @@ def demo(
     images: Annotated[int, typer.Option(min=1, help="Images in the demo collection")] = 500,
     workers: Annotated[int, typer.Option(min=1, help="Fake ADC workers")] = 2,
     concurrency: Annotated[int, typer.Option(min=1, help="Task fetchers per fake worker")] = 4,
+    api_workers: Annotated[int, typer.Option(min=1, help="API processes (`api --workers N`)")] = 1,
     error_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of failed images")] = 0.0,
     delay: Annotated[float, typer.Option(min=0, help="Fake inference seconds per batch")] = 0.0,
     timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds")] = 900,
@@ -110,6 +110,7 @@ def demo(
                         images,
                         workers,
                         concurrency,
+                        api_workers,
                         error_rate,
                         delay,
                         timeout,
@@ -137,6 +138,7 @@ async def _run(
     images: int,
     workers: int,
     concurrency: int,
+    api_workers: int,
     error_rate: float,
     delay: float,
     give_up_after: float,
@@ -157,7 +159,8 @@ async def _run(
         logs = stack.state_dir.resolve() / "logs"
         stamp = time.strftime("%Y%m%d-%H%M%S")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ANTENNA_JOBS_API_URL": api_url}
-        for name, args in (("worker", ["worker"]), ("api", ["api", "--port", str(port)])):
+        api = ["api", "--port", str(port), "--workers", str(api_workers)]
+        for name, args in (("worker", ["worker"]), ("api", api)):
             log = logs / f"demo-{stamp}-{name}.log"
             proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
             children.append(Child(name, proc, log))
@@ -182,12 +185,7 @@ async def _run(
         fake_tasks = [asyncio.create_task(f.run()) for f in fakes]
         try:
             async with job_actions(settings) as actions:
-                new = NewMlJob(
-                    project_id=seeded.project_id,
-                    pipeline_slug=seeded.pipeline_slug,
-                    collection_id=seeded.collection_id,
-                    name=f"demo: {images} images",
-                )
+                new = seeded.ml_job(name=f"demo: {images} images")
                 job = await actions.create(new, start=True)
                 job = await follow(settings, actions, pool, job, children, give_up_after)
         finally:
