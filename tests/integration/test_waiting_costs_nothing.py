@@ -26,9 +26,9 @@ from core import inbox
 from core.inbox import InboxEntry
 from core.schemas import PipelineProcessingTask
 from core.settings import Settings
-from tests.helpers_api import made_run_id, make_job
-from tests.helpers_temporal import eventually
-from tests.helpers_temporal import success_result as adc_result
+from tests.helpers.api import made_run_id, make_job
+from tests.helpers.temporal import eventually
+from tests.helpers.temporal import success_result as adc_result
 from worker.resources import Resources
 
 WAITING_JOBS = 12
