@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from cli.stack import processes
+from tests.helpers import eventually
 from tests.helpers.db import create_token
 from tests.helpers.processes import child_env
 
@@ -49,16 +49,16 @@ async def running_api_fixture(settings, pool, tmp_path: Path) -> AsyncIterator[R
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as client:
-            while True:
+
+            async def healthy() -> bool:
+                assert proc.poll() is None, processes.log_tail(log)
                 try:
-                    if (await client.get(f"{url}/healthz")).status_code == 200:
-                        break
+                    return (await client.get(f"{url}/healthz")).status_code == 200
                 except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, processes.log_tail(log)
-                await _pause()
+                    return False
+
+            await eventually(healthy, within=60, interval=0.2)
         async with pool.connection() as conn:
             key = await create_token(conn, "schemathesis")
         yield RunningApi(url=url, key=key)
@@ -67,12 +67,6 @@ async def running_api_fixture(settings, pool, tmp_path: Path) -> AsyncIterator[R
         proc.wait(10)  # reaped, so no "still running" warning later
         errors = [line for line in log.read_text().splitlines() if "Traceback" in line]
         assert errors == [], processes.log_tail(log, 60)
-
-
-async def _pause() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.2)  # waiting for the subprocess to listen
 
 
 @pytest.mark.parametrize(

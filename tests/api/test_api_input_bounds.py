@@ -12,19 +12,11 @@ import pytest_asyncio
 
 from api.context import ApiResources
 from api.job_bodies import MAX_BATCH_SIZE
+from core.states import JobState
 from core.wire_types import INT4_MAX, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_MESSAGE
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    Api,
-    api_fixture,
-    entry,
-    http_client,
-    inbox_rows,
-    make_job,
-    running_app,
-    streams_fixture,
-    success_result,
-)
-from tests.helpers.db import create_token
+from tests.helpers.api import Api, http_client, running_app
+from tests.helpers.db import create_token, inbox_rows
+from tests.helpers.jobs import entry, make_job, success_result
 
 
 def nested(depth: int) -> str:
@@ -41,7 +33,7 @@ async def post_raw(api: Api, path: str, content: str | bytes):
     ("batch_size", "status"), [(2**63, 400), (MAX_BATCH_SIZE + 1, 400), (MAX_BATCH_SIZE, 200)]
 )
 async def test_tasks_batch_size_has_a_maximum(api: Api, pool, streams, batch_size, status):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     response = await api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": batch_size})
     assert response.status_code == status, response.text
@@ -54,7 +46,7 @@ async def test_tasks_batch_size_has_a_maximum(api: Api, pool, streams, batch_siz
 
 @pytest.mark.parametrize(("depth", "field"), [(100, "client_info"), (5000, "body")])
 async def test_tasks_refuses_deep_client_info(api: Api, pool, depth, field):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     content = f'{{"batch_size": 1, "client_info": {nested(depth)}}}'
     response = await post_raw(api, f"/jobs/{job.id}/tasks/", content)
     assert response.status_code == 400
@@ -104,7 +96,7 @@ async def test_job_list_accepts_the_largest_offset(api: Api):
     ],
 )
 async def test_job_create_bounds_every_stored_value(api: Api, pool, change, field, message):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = {
         "project_id": job.seeded.project_id,
         "pipeline_slug": job.seeded.pipeline_slug,
@@ -123,7 +115,7 @@ async def test_job_create_bounds_every_stored_value(api: Api, pool, change, fiel
 
 
 async def test_job_create_stores_the_largest_limit(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = {
         "project_id": job.seeded.project_id,
         "pipeline_slug": job.seeded.pipeline_slug,
@@ -145,7 +137,7 @@ async def test_job_create_stores_the_largest_limit(api: Api, pool):
     ],
 )
 async def test_populate_params_are_bounded(api: Api, pool, params, field):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = {
         "job_type_key": "populate_captures_collection",
         "project_id": job.seeded.project_id,
@@ -188,7 +180,7 @@ def _registration(**algorithm) -> dict:
     ],
 )
 async def test_registration_values_are_storable(api: Api, pool, body, field):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     response = await post_raw(
         api, f"/projects/{job.seeded.project_id}/pipelines/", json.dumps(body)
     )
@@ -198,7 +190,7 @@ async def test_registration_values_are_storable(api: Api, pool, body, field):
 
 
 async def test_registration_pipeline_version_is_int4(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = _registration()
     body["pipelines"][0]["version"] = 2**40
     response = await api.client.post(f"/projects/{job.seeded.project_id}/pipelines/", json=body)
@@ -207,7 +199,7 @@ async def test_registration_pipeline_version_is_int4(api: Api, pool):
 
 
 async def test_registration_refuses_deep_category_data(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = json.dumps(_registration(category_map={"data": ["@DEEP@"], "labels": []}))
     body = body.replace('"@DEEP@"', nested(3000))
     response = await post_raw(api, f"/projects/{job.seeded.project_id}/pipelines/", body)
@@ -240,7 +232,7 @@ def _big_results(tasks: list[dict]) -> bytes:
 
 
 async def test_a_body_over_the_limit_is_413_by_content_length(small_api: Api, pool, streams):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     tasks = (await small_api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": 2})).json()
     content = _big_results(tasks["tasks"])
@@ -254,7 +246,7 @@ async def test_a_body_over_the_limit_is_413_by_content_length(small_api: Api, po
 
 
 async def test_a_chunked_body_over_the_limit_is_413_while_streaming(small_api: Api, pool, streams):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     tasks = (await small_api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": 2})).json()
     content = _big_results(tasks["tasks"])
@@ -276,7 +268,7 @@ async def test_a_chunked_body_over_the_limit_is_413_while_streaming(small_api: A
 
 
 async def test_a_body_under_the_limit_is_read(small_api: Api, pool, streams):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     (task,) = (
         await small_api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": 1})
@@ -294,7 +286,7 @@ async def test_a_body_under_the_limit_is_read(small_api: Api, pool, streams):
 
 
 async def test_every_json_endpoint_has_the_limit(small_api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     padding = {"batch_size": 1, "client_info": {"pad": "x" * LIMIT}}
     response = await small_api.client.post(f"/jobs/{job.id}/tasks/", json=padding)
     assert response.status_code == 413

@@ -15,7 +15,9 @@ from antenna_db import job_store
 from antenna_db.seed import seed
 from core import naming
 from core.states import JobState
-from tests.helpers.api import Api, api_fixture, job_status, make_job  # noqa: F401 - fixtures
+from tests.helpers.api import Api
+from tests.helpers.db import job_status
+from tests.helpers.jobs import make_job
 
 
 async def _seeded(pool, images: int = 3):
@@ -171,7 +173,7 @@ async def test_actions_on_a_missing_job_are_404(api: Api):
 
 
 async def test_detail_has_progress_and_latest_logs(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     async with pool.connection() as conn:
         for i in range(5):
             await job_store.append_log(conn, job.id, f"line {i}")

@@ -8,15 +8,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    Api,
-    api_fixture,
-    entry,
-    eventually,
-    make_job,
-    streams_fixture,
-    success_result,
-)
+from core.states import JobState
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.jobs import entry, make_job, success_result
 
 BATCH = 24
 ROUNDS = 30
@@ -32,7 +27,7 @@ def _summary(name: str, samples: list[float]) -> str:
 
 
 async def test_tasks_and_result_latency_batch_24(api: Api, pool, streams):
-    job = await make_job(pool, images=BATCH * ROUNDS)
+    job = await make_job(pool, images=BATCH * ROUNDS, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     fetch_times: list[float] = []
     post_times: list[float] = []

@@ -6,7 +6,8 @@ import json
 
 from core.progress import new_ml_progress
 from core.states import DispatchMode, JobState
-from tests.helpers.api import Api, api_fixture, make_job  # noqa: F401 - fixtures
+from tests.helpers.api import Api
+from tests.helpers.jobs import make_job
 
 
 async def _results_stage_final(pool, job_id: int) -> None:
@@ -29,8 +30,10 @@ async def test_ids_only_incomplete_only_is_the_adc_claim_poll(api: Api, pool):
         await make_job(pool, status=status, seeded=active.seeded)
     results_done = await make_job(pool, status=JobState.STARTED, seeded=active.seeded)
     await _results_stage_final(pool, results_done.id)
-    await make_job(pool, dispatch_mode=DispatchMode.SYNC_API, seeded=active.seeded)
-    other = await make_job(pool, images=1)
+    await make_job(
+        pool, dispatch_mode=DispatchMode.SYNC_API, seeded=active.seeded, status=JobState.STARTED
+    )
+    other = await make_job(pool, images=1, status=JobState.STARTED)
 
     query = {
         "pipeline__slug__in": f"{slug},{other.seeded.pipeline_slug}x",
@@ -102,7 +105,7 @@ async def test_listing_rejects_bad_filters(api: Api):
 
 
 async def test_projects_list(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     response = await api.client.get("/projects/")
     assert response.status_code == 200
     body = response.json()

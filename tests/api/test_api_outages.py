@@ -9,22 +9,16 @@ import nats
 
 from api.context import ApiResources
 from core.db import open_pool
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    TcpProxy,
-    entry,
-    eventually,
-    http_client,
-    inbox_rows,
-    make_job,
-    running_app,
-    streams_fixture,
-    success_result,
-)
-from tests.helpers.db import create_token
+from core.states import JobState
+from tests.helpers import eventually
+from tests.helpers.api import http_client, running_app
+from tests.helpers.db import create_token, inbox_rows
+from tests.helpers.jobs import entry, make_job, success_result
+from tests.helpers.processes import TcpProxy
 
 
 async def test_tasks_503_while_nats_is_unreachable(settings, pool, temporal_client, streams):
-    job = await make_job(pool, images=4)
+    job = await make_job(pool, images=4, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     target = urlsplit(settings.nats.url)
     proxy = TcpProxy(target.hostname, target.port)
@@ -52,7 +46,7 @@ async def test_tasks_503_while_nats_is_unreachable(settings, pool, temporal_clie
 
 
 async def test_results_503_while_postgres_is_unreachable(settings, pool, temporal_client, streams):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     db = urlsplit(settings.database.url)
     proxy = TcpProxy(db.hostname, db.port or 5432)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from core.states import JobState
-from tests.helpers.api import Api, api_fixture, make_job, streams_fixture  # noqa: F401 - fixtures
+from tests.helpers.api import Api
+from tests.helpers.jobs import make_job
 
 
 def _pipelines(slug: str, detector: str, classifier: str) -> list[dict]:
@@ -43,7 +44,7 @@ async def _service(pool, name: str) -> dict:
 
 
 async def test_registration_creates_then_updates(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     project_id = job.seeded.project_id
     suffix = uuid.uuid4().hex[:8]
     slug, detector, classifier = f"reg-{suffix}", f"det-{suffix}", f"cls-{suffix}"
@@ -91,7 +92,7 @@ async def test_registration_creates_then_updates(api: Api, pool):
 
 
 async def test_registration_errors_name_the_field(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     url = f"/projects/{job.seeded.project_id}/pipelines/"
     response = await api.client.post(url, json={"pipelines": []})
     assert response.status_code == 400

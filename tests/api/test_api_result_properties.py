@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY
-from tests.helpers.api import Api, make_job
+from core.states import JobState
+from tests.helpers.api import Api
+from tests.helpers.jobs import make_job
 
 pytestmark = pytest.mark.fuzz
 EXAMPLES = 200 if os.environ.get("ANTENNA_JOBS_TEST_PROFILE") == "full" else 25
@@ -136,7 +138,7 @@ def encode(body: Any) -> bytes:
 
 @pytest_asyncio.fixture(name="job")
 async def job_fixture(pool):
-    return await make_job(pool, images=1)
+    return await make_job(pool, images=1, status=JobState.STARTED)
 
 
 @settings(

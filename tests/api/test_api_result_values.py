@@ -3,7 +3,6 @@ and the field; the valid entries of the same request are stored once and acked e
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -11,24 +10,12 @@ import pytest
 
 from core.states import JobState
 from core.wire_types import FINITE_MESSAGE, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_MESSAGE
-from tests.helpers import api as helpers_api
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    Api,
-    api_fixture,
-    entry,
-    error_result,
-    eventually,
-    inbox_rows,
-    make_job,
-    streams_fixture,
-)
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.db import inbox_rows
+from tests.helpers.jobs import entry, error_result, make_job, success_result
 
 CLS = "detections[0].classifications[0]"
-
-
-def success_result(task: dict[str, Any]) -> dict[str, Any]:
-    """helpers_api's result as a deep copy: these tests edit nested lists (labels are shared)."""
-    return copy.deepcopy(helpers_api.success_result(task))
 
 
 def splice(body: Any, **tokens: str) -> bytes:
@@ -41,7 +28,7 @@ def splice(body: Any, **tokens: str) -> bytes:
 
 
 async def tasks_of(api: Api, pool, streams, n: int) -> tuple[Any, list[dict[str, Any]]]:
-    job = await make_job(pool, images=n)
+    job = await make_job(pool, images=n, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     response = await api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": n})
     tasks = response.json()["tasks"]
@@ -267,7 +254,7 @@ async def test_mixed_bad_entries_in_the_tolerant_path(api: Api, pool, streams):
     [b'{"results": [1, 2', b"\xff\xfe not json", b'{"results": [NaN] trailing', b"[NaN]"],
 )
 async def test_a_body_that_is_not_json_is_one_400(api: Api, pool, content):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     response = await post_raw(api, job.id, content)
     assert response.status_code == 400
     assert response.json()["field"] in {"body", "results"}

@@ -15,15 +15,10 @@ import uvicorn
 
 from api.app import create_app
 from api.context import ApiResources
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    entry,
-    eventually,
-    inbox_rows,
-    make_job,
-    streams_fixture,
-    success_result,
-)
-from tests.helpers.db import create_token
+from core.states import JobState
+from tests.helpers import eventually
+from tests.helpers.db import create_token, inbox_rows
+from tests.helpers.jobs import entry, make_job, success_result
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +41,7 @@ async def uvicorn_server(app):
 
 
 async def test_real_http_paths_bodies_and_no_redirects(settings, pool, temporal_client, streams):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     nc = await nats.connect(settings.nats.url)
     try:

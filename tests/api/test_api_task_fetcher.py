@@ -8,12 +8,14 @@ import json
 import nats
 
 from api.task_fetcher import TaskFetcher
-from tests.helpers.api import eventually, made_consumer, make_job, streams_fixture  # noqa: F401 - fixtures
+from core.states import JobState
+from tests.helpers import eventually
 from tests.helpers.db import NAMES
+from tests.helpers.jobs import made_consumer, make_job
 
 
 async def test_buffered_deliveries_become_spare_tasks(settings, pool, streams):
-    job = await make_job(pool, images=10)
+    job = await make_job(pool, images=10, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     nc = await nats.connect(settings.nats.url)
     fetcher = TaskFetcher(nc, settings.nats, NAMES)
@@ -48,7 +50,7 @@ async def test_buffered_deliveries_become_spare_tasks(settings, pool, streams):
 
 
 async def test_forget_and_absent_consumers(settings, pool, streams):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     nc = await nats.connect(settings.nats.url)
     fetcher = TaskFetcher(nc, settings.nats, NAMES, max_jobs=1)
     try:
@@ -56,7 +58,7 @@ async def test_forget_and_absent_consumers(settings, pool, streams):
         assert job.id not in fetcher._jobs
         await streams.publish(job.id, job.images)
         assert len(await fetcher.fetch(job.id, made_consumer(job.id), 1)) == 1
-        other = await make_job(pool, images=1)
+        other = await make_job(pool, images=1, status=JobState.STARTED)
         await streams.publish(other.id, other.images)
         assert len(await fetcher.fetch(other.id, made_consumer(other.id), 1)) == 1
         assert list(fetcher._jobs) == [other.id]  # least recently used job evicted

@@ -7,20 +7,10 @@ import asyncio
 import pytest
 
 from core.states import DispatchMode, JobState
-from tests.helpers.api import (  # noqa: F401 - fixtures
-    Api,
-    api_fixture,
-    entry,
-    error_result,
-    eventually,
-    inbox_rows,
-    job_status,
-    made_consumer,
-    make_job,
-    streams_fixture,
-    success_result,
-)
-from tests.helpers.db import NAMES
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.db import NAMES, inbox_rows, job_status
+from tests.helpers.jobs import entry, error_result, made_consumer, make_job, success_result
 
 
 async def fetch(api: Api, job_id: int, batch_size, path_suffix: str = "/") -> list[dict]:
@@ -59,7 +49,7 @@ async def test_every_endpoint_needs_a_valid_token(api: Api, method, path, header
 
 
 async def test_tasks_returns_exactly_batch_size(api: Api, pool, streams):
-    job = await make_job(pool, images=8)
+    job = await make_job(pool, images=8, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
 
     first = await fetch(api, job.id, 5)
@@ -82,7 +72,7 @@ async def test_tasks_returns_exactly_batch_size(api: Api, pool, streams):
 
 @pytest.mark.parametrize("bad", ["invalid", None, "", 0, -3, 1.5, True, [4], {"n": 1}, "missing"])
 async def test_tasks_rejects_invalid_batch_size(api: Api, pool, bad):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     body = {} if bad == "missing" else {"batch_size": bad}
     response = await api.client.post(f"/jobs/{job.id}/tasks/", json=body)
     assert response.status_code == 400
@@ -91,13 +81,13 @@ async def test_tasks_rejects_invalid_batch_size(api: Api, pool, bad):
 
 
 async def test_tasks_rejects_a_bare_list_body(api: Api, pool):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     response = await api.client.post(f"/jobs/{job.id}/tasks/", json=[{"batch_size": 1}])
     assert response.status_code == 400
 
 
 async def test_tasks_accepts_numeric_strings_and_client_info(api: Api, pool, streams):
-    job = await make_job(pool, images=3)
+    job = await make_job(pool, images=3, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     response = await api.client.post(
         f"/jobs/{job.id}/tasks/", json={"batch_size": "2", "client_info": {"host": "gpu-1"}}
@@ -107,12 +97,14 @@ async def test_tasks_accepts_numeric_strings_and_client_info(api: Api, pool, str
 
 
 async def test_tasks_only_for_async_jobs_with_a_pipeline(api: Api, pool):
-    sync_job = await make_job(pool, images=1, dispatch_mode=DispatchMode.SYNC_API)
+    sync_job = await make_job(
+        pool, images=1, dispatch_mode=DispatchMode.SYNC_API, status=JobState.STARTED
+    )
     response = await api.client.post(f"/jobs/{sync_job.id}/tasks/", json={"batch_size": 1})
     assert response.status_code == 400
     assert "Only async_api jobs have fetchable tasks" in response.json()["detail"]
 
-    no_pipeline = await make_job(pool, images=1)
+    no_pipeline = await make_job(pool, images=1, status=JobState.STARTED)
     async with pool.connection() as conn:
         await conn.execute(
             "UPDATE jobs_job SET pipeline_id = NULL WHERE id = %s", (no_pipeline.id,)
@@ -145,7 +137,7 @@ async def test_tasks_empty_unless_job_is_active(api: Api, pool, streams, status)
 
 
 async def test_tasks_stop_at_once_when_the_job_is_canceling(api: Api, pool, streams):
-    job = await make_job(pool, images=6)
+    job = await make_job(pool, images=6, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     assert len(await fetch(api, job.id, 2)) == 2
     async with pool.connection() as conn:
@@ -159,7 +151,7 @@ async def test_tasks_empty_when_the_stream_does_not_exist_yet(api: Api, pool):
 
 
 async def test_tasks_survive_the_stream_being_deleted(api: Api, pool, streams):
-    job = await make_job(pool, images=4)
+    job = await make_job(pool, images=4, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     assert len(await fetch(api, job.id, 1)) == 1
     await streams.delete(job.id)
@@ -167,7 +159,7 @@ async def test_tasks_survive_the_stream_being_deleted(api: Api, pool, streams):
 
 
 async def test_concurrent_fetches_get_disjoint_tasks(api: Api, pool, streams):
-    job = await make_job(pool, images=120)
+    job = await make_job(pool, images=120, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
 
     batches = await asyncio.gather(*(fetch(api, job.id, 7) for _ in range(24)))
@@ -179,7 +171,7 @@ async def test_concurrent_fetches_get_disjoint_tasks(api: Api, pool, streams):
 
 
 async def test_result_stores_then_acks(api: Api, pool, streams):
-    job = await make_job(pool, images=5)
+    job = await make_job(pool, images=5, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     tasks = await fetch(api, job.id, 5)
     results = [entry(t, success_result(t, detections=2)) for t in tasks[:3]]
@@ -209,7 +201,7 @@ async def test_result_stores_then_acks(api: Api, pool, streams):
 
 
 async def test_result_without_trailing_slash_and_numeric_ids(api: Api, pool, streams):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     (task,) = await fetch(api, job.id, 1)
     result = success_result(task)
@@ -222,7 +214,7 @@ async def test_result_without_trailing_slash_and_numeric_ids(api: Api, pool, str
 
 
 async def test_result_partial_400_keeps_the_valid_entries(api: Api, pool, streams):
-    job = await make_job(pool, images=8)
+    job = await make_job(pool, images=8, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     tasks = await fetch(api, job.id, 8)
     bad_bbox = success_result(tasks[2])
@@ -276,7 +268,7 @@ async def test_result_partial_400_keeps_the_valid_entries(api: Api, pool, stream
     ],
 )
 async def test_result_body_must_be_a_results_object(api: Api, pool, body, field):
-    job = await make_job(pool, images=1)
+    job = await make_job(pool, images=1, status=JobState.STARTED)
     response = await api.client.post(f"/jobs/{job.id}/result/", json=body)
     assert response.status_code == 400
     assert response.json()["field"] == field
@@ -290,7 +282,7 @@ async def test_result_for_unknown_job_is_404(api: Api):
 
 @pytest.mark.parametrize("status", [JobState.CANCELING, JobState.REVOKED, JobState.SUCCESS])
 async def test_late_results_are_discarded_and_acked(api: Api, pool, streams, status):
-    job = await make_job(pool, images=3)
+    job = await make_job(pool, images=3, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     tasks = await fetch(api, job.id, 3)
     async with pool.connection() as conn:

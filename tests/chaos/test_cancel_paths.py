@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from datetime import timedelta
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -27,17 +26,14 @@ from cli.main import app as cli_app
 from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.api import Api, api_fixture, entry, success_result  # noqa: F401 - fixture
-from tests.helpers.chaos import (
-    hold_collect,
-    hold_no_url_failure,
-    pick,
-    record_recovery,
-)
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.chaos import hold_collect, hold_no_url_failure, pick, record_recovery
 from tests.helpers.db import NAMES
-from tests.helpers.processes import VENV_BIN
-from tests.helpers.temporal import eventually, running_workers
-from tests.workflows.test_workflow_job import new_job
+from tests.helpers.jobs import entry, make_job, success_result
+from tests.helpers.processes import VENV_BIN, cli_env
+from tests.helpers.settings import SHORT_HEARTBEATS, with_settings
+from tests.helpers.temporal import running_workers, wait_activity
 
 pytestmark = pytest.mark.slow
 PATHS = ["api", "cli", "temporal_cancel", "temporal_signal"]
@@ -57,26 +53,7 @@ PAGE = 20
 @pytest.fixture
 def settings(settings):
     """Short heartbeats, so a cancel reaches a running activity within about a second."""
-    return settings.model_copy(
-        update={
-            "jobs": settings.jobs.model_copy(
-                update={
-                    "heartbeat_timeout": timedelta(seconds=2),
-                    "heartbeat_interval": timedelta(seconds=0.3),
-                    "publish_page_size": PAGE,
-                }
-            )
-        }
-    )
-
-
-def cli_env(settings) -> dict[str, str]:
-    return {
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
-    }
+    return with_settings(settings, jobs={**SHORT_HEARTBEATS, "publish_page_size": PAGE})
 
 
 async def cancel_by(path: str, job_id: int, settings, actions: JobActions, api: Api) -> None:
@@ -161,19 +138,11 @@ async def activity_stop_latency(handle, name: str) -> float | None:
     return None
 
 
-async def wait_activity(handle, name: str) -> None:
-    async def running():
-        desc = await handle.describe()
-        return any(a.activity_type.name == name for a in desc.raw_description.pending_activities)
-
-    await eventually(running, within=30)
-
-
 @pytest.mark.parametrize(("path", "phase"), CASES)
 async def test_cancel(
     path, phase, settings, pool, temporal_client, api: Api, redis_client, nats_client
 ):
-    job, seeded = await new_job(pool, IMAGES, shuffle=False)
+    job, seeded, _ = await make_job(pool, images=IMAGES, shuffle=False)
     actions = JobActions(pool, temporal_client, settings)
     handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
     running_activity = {

@@ -15,18 +15,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
-import nats
 import pytest
 
 from antenna_db import job_store
-from api.context import ApiResources
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.api import http_client, running_app, success_result
+from tests.helpers.api import app_with_workers
 from tests.helpers.chaos import pick, record_recovery, wait_final
 from tests.helpers.db import create_token
-from tests.helpers.temporal import running_workers
-from tests.workflows.test_workflow_job import new_job
+from tests.helpers.jobs import make_job, success_result
+from tests.helpers.settings import with_settings
 
 pytestmark = pytest.mark.chaos
 
@@ -65,7 +63,7 @@ class SelectiveWorker:
 
 
 async def run_job(pool, temporal_client, settings, images: int, ignore_every: int):
-    job, _ = await new_job(pool, images)
+    job, _, _ = await make_job(pool, images=images)
     async with pool.connection() as conn:
         key = await create_token(conn, "selective worker")
         cur = await conn.execute(
@@ -75,24 +73,15 @@ async def run_job(pool, temporal_client, settings, images: int, ignore_every: in
         )
         ids = sorted(r["source_image_id"] for r in await cur.fetchall())
     ignored = set(ids[::ignore_every])
-    nc = await nats.connect(settings.nats.url)
     stop = asyncio.Event()
-    try:
-        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
-        async with (
-            running_workers(temporal_client, settings),
-            running_app(settings, resources) as app,
-            http_client(app, key) as http,
-        ):
-            worker = SelectiveWorker(http, job.id, ignored)
-            loop = asyncio.create_task(worker.run(stop))
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            status = await wait_final(pool, job.id, within=120)
-            finished = time.monotonic()
-            stop.set()
-            await loop
-    finally:
-        await nc.drain()
+    async with app_with_workers(settings, pool, temporal_client, key) as http:
+        worker = SelectiveWorker(http, job.id, ignored)
+        loop = asyncio.create_task(worker.run(stop))
+        await JobActions(pool, temporal_client, settings).run(job.id)
+        status = await wait_final(pool, job.id, within=120)
+        finished = time.monotonic()
+        stop.set()
+        await loop
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT source_image_id, status, error FROM job_images WHERE job_id = %s", (job.id,)
@@ -103,19 +92,10 @@ async def run_job(pool, temporal_client, settings, images: int, ignore_every: in
     return done, status, rows, logs, worker, finished - worker.last_answer
 
 
-def tuned(settings, *, nats, jobs):
-    return settings.model_copy(
-        update={
-            "nats": settings.nats.model_copy(update=nats),
-            "jobs": settings.jobs.model_copy(update=jobs),
-        }
-    )
-
-
 async def test_unanswered_tasks_are_redelivered_then_counted_failed(
     pool, temporal_client, settings
 ):
-    settings = tuned(
+    settings = with_settings(
         settings,
         nats={"ack_wait": timedelta(seconds=1.5), "max_deliver": 2},
         jobs={"stall_period": timedelta(minutes=5)},
@@ -138,7 +118,7 @@ async def test_unanswered_tasks_are_redelivered_then_counted_failed(
 
 async def test_a_stall_is_ended_by_the_stall_period(pool, temporal_client, settings):
     stall = timedelta(seconds=3)
-    settings = tuned(
+    settings = with_settings(
         settings,
         nats={"ack_wait": timedelta(seconds=60), "max_deliver": 5},
         jobs={"stall_period": stall},

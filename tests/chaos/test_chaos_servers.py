@@ -20,26 +20,21 @@ from core import naming
 from core.states import JobState
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
+from tests.helpers import eventually
 from tests.helpers.chaos import (
     RecordingAdc,
     check_exactly_once,
     hold_no_url_failure,
-    job_counts,
     pick,
     record_recovery,
     seconds_until,
     wait_final,
 )
-from tests.helpers.db import NAMES
-from tests.helpers.processes import (
-    OwnedNats,
-    OwnedRedis,
-    OwnedTemporal,
-    owned,
-    worker_processes,
-)
-from tests.helpers.temporal import eventually, simulated_worker
-from tests.workflows.test_workflow_job import new_job
+from tests.helpers.db import NAMES, job_counts
+from tests.helpers.jobs import make_job
+from tests.helpers.processes import OwnedNats, OwnedRedis, OwnedTemporal, owned, worker_processes
+from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
+from tests.helpers.temporal import simulated_worker
 
 pytestmark = pytest.mark.chaos
 RUNS = range(pick(1, 3))
@@ -49,28 +44,13 @@ FIRST = IMAGES // 3
 
 @pytest.fixture
 def settings(settings):
-    return settings.model_copy(
-        update={
-            "jobs": settings.jobs.model_copy(
-                update={
-                    "heartbeat_timeout": timedelta(seconds=2),
-                    "heartbeat_interval": timedelta(seconds=0.3),
-                    "short_activity_timeout": timedelta(seconds=5),
-                    "progress_interval": timedelta(seconds=0.2),
-                }
-            ),
-            # Acks lost in an outage come back soon.
-            "nats": settings.nats.model_copy(update={"ack_wait": timedelta(seconds=3)}),
-            "worker": settings.worker.model_copy(
-                update={"graceful_shutdown": timedelta(0), "sticky_timeout": timedelta(seconds=1)}
-            ),
-            "reconcile": settings.reconcile.model_copy(update={"interval": timedelta(0)}),
-        }
+    return with_settings(
+        settings,
+        jobs=CRASH_JOBS,
+        nats={"ack_wait": timedelta(seconds=3)},  # acks lost in an outage come back soon
+        worker=CRASH_WORKER,
+        reconcile={"interval": timedelta(0)},
     )
-
-
-def with_group(settings, name: str, **values):
-    return settings.model_copy(update={name: getattr(settings, name).model_copy(update=values)})
 
 
 async def processed_at_least(pool, job_id: int, n: int) -> bool:
@@ -80,9 +60,9 @@ async def processed_at_least(pool, job_id: int, n: int) -> bool:
 @pytest.mark.parametrize("run", RUNS)
 async def test_temporal_restart_mid_job(run, pool, settings, nats_client, tmp_path):
     async with owned(OwnedTemporal("temporal", tmp_path / "temporal")) as server:
-        settings = with_group(settings, "temporal", address=server.address)
+        settings = with_settings(settings, temporal={"address": server.address})
         client = await connect_temporal(settings.temporal)
-        job, seeded = await new_job(pool, IMAGES)
+        job, seeded, _ = await make_job(pool, images=IMAGES)
         adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, budget=FIRST)
         with worker_processes(settings, tmp_path) as workers:
             workers.start()
@@ -119,12 +99,12 @@ async def test_nats_restart_mid_job(run, phase, pool, settings, temporal_client,
     """In publish: the page in flight loses its acks, is published again from the checkpoint and
     deduplicated by Nats-Msg-Id (the window survives the restart in the file store). In
     aggregation: acks lost in the outage make NATS redeliver; replayed results count once."""
-    settings = with_group(settings, "jobs", publish_page_size=50)
+    settings = with_settings(settings, jobs={"publish_page_size": 50})
     async with owned(OwnedNats("nats", tmp_path / "nats")) as server:
-        settings = with_group(settings, "nats", url=server.url)
+        settings = with_settings(settings, nats={"url": server.url})
         nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         try:
-            job, seeded = await new_job(pool, IMAGES, shuffle=False)
+            job, seeded, _ = await make_job(pool, images=IMAGES, shuffle=False)
             no_url = await _drop_url(pool, seeded.collection_id, 125)
             adc = RecordingAdc(nc, pool, job.id, seeded.pipeline_slug, budget=FIRST)
             with worker_processes(settings, tmp_path) as workers:
@@ -175,10 +155,10 @@ async def _drop_url(pool, collection_id: int, offset: int) -> int:
 @pytest.mark.parametrize("run", RUNS)
 async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_client, tmp_path):
     async with owned(OwnedRedis("redis", tmp_path / "redis")) as server:
-        settings = with_group(settings, "redis", url=server.url)
+        settings = with_settings(settings, redis={"url": server.url})
         redis = aioredis.Redis.from_url(server.url, decode_responses=True)
         try:
-            job, seeded = await new_job(pool, IMAGES)
+            job, seeded, _ = await make_job(pool, images=IMAGES)
             adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, budget=FIRST)
             with worker_processes(settings, tmp_path) as workers:
                 workers.start()
@@ -211,7 +191,7 @@ async def test_postgres_connections_dropped_during_aggregation(
     run, pool, settings, nats_client, temporal_client, tmp_path
 ):
     app_name = f"aj-chaos-{uuid.uuid4().hex[:8]}"
-    job, seeded = await new_job(pool, IMAGES)
+    job, seeded, _ = await make_job(pool, images=IMAGES)
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, batch_size=20, budget=FIRST)
     with worker_processes(settings, tmp_path, PGAPPNAME=app_name) as workers:
         workers.start()

@@ -20,6 +20,7 @@ from antenna_db import job_store
 from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
+from tests.helpers import eventually
 from tests.helpers.chaos import (
     RecordingAdc,
     check_exactly_once,
@@ -27,16 +28,16 @@ from tests.helpers.chaos import (
     hold_finalize,
     hold_no_url_failure,
     hold_saves,
-    job_counts,
     pick,
     record_recovery,
     seconds_until,
     wait_final,
 )
-from tests.helpers.db import NAMES
+from tests.helpers.db import NAMES, job_counts
+from tests.helpers.jobs import make_job
 from tests.helpers.processes import worker_processes
-from tests.helpers.temporal import eventually, simulated_worker
-from tests.workflows.test_workflow_job import new_job
+from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
+from tests.helpers.temporal import simulated_worker
 
 pytestmark = pytest.mark.chaos
 RUNS = range(pick(1, 3))
@@ -45,22 +46,11 @@ RUNS = range(pick(1, 3))
 @pytest.fixture
 def settings(settings):
     """Crashes are noticed within seconds: short heartbeats and short-activity attempts."""
-    return settings.model_copy(
-        update={
-            "jobs": settings.jobs.model_copy(
-                update={
-                    "heartbeat_timeout": timedelta(seconds=2),
-                    "heartbeat_interval": timedelta(seconds=0.3),
-                    "short_activity_timeout": timedelta(seconds=5),
-                    "progress_interval": timedelta(seconds=0.2),
-                    "publish_page_size": 50,
-                }
-            ),
-            "worker": settings.worker.model_copy(
-                update={"graceful_shutdown": timedelta(0), "sticky_timeout": timedelta(seconds=1)}
-            ),
-            "reconcile": settings.reconcile.model_copy(update={"interval": timedelta(0)}),
-        }
+    return with_settings(
+        settings,
+        jobs={**CRASH_JOBS, "publish_page_size": 50},
+        worker=CRASH_WORKER,
+        reconcile={"interval": timedelta(0)},
     )
 
 
@@ -72,7 +62,7 @@ async def count(pool, sql: str, *args) -> int:
 
 @pytest.mark.parametrize("run", RUNS)
 async def test_kill_during_collect(run, pool, temporal_client, settings, nats_client, tmp_path):
-    job, seeded = await new_job(pool, pick(200, 2000))
+    job, seeded, _ = await make_job(pool, images=pick(200, 2000))
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)
     with worker_processes(settings, tmp_path) as workers:
         async with hold_collect(settings, job.id) as hold:
@@ -98,7 +88,7 @@ async def test_kill_during_collect(run, pool, temporal_client, settings, nats_cl
 @pytest.mark.parametrize("run", RUNS)
 async def test_kill_during_publish(run, pool, temporal_client, settings, nats_client, tmp_path):
     page = settings.jobs.publish_page_size
-    job, seeded = await new_job(pool, pick(300, 3000), shuffle=False)
+    job, seeded, _ = await make_job(pool, images=pick(300, 3000), shuffle=False)
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
@@ -150,7 +140,7 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
 @pytest.mark.parametrize("run", RUNS)
 async def test_kill_during_aggregation(run, pool, temporal_client, settings, nats_client, tmp_path):
     total = pick(200, 2000)
-    job, seeded = await new_job(pool, total)
+    job, seeded, _ = await make_job(pool, images=total)
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, batch_size=20, budget=80)
     with worker_processes(settings, tmp_path) as workers:
         first = workers.start()
@@ -181,7 +171,7 @@ async def test_kill_during_aggregation(run, pool, temporal_client, settings, nat
 async def test_kill_between_aggregation_and_finalize(
     run, pool, temporal_client, settings, nats_client, redis_client, tmp_path
 ):
-    job, seeded = await new_job(pool, pick(100, 1000))
+    job, seeded, _ = await make_job(pool, images=pick(100, 1000))
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)
     with worker_processes(settings, tmp_path) as workers:
         async with AsyncExitStack() as stack:

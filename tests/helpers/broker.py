@@ -1,6 +1,6 @@
 """Test helpers for the bridge: Antenna's side of RabbitMQ (Celery's send_task, raw publishes),
-a queue of each test's own, a consumer running in the test's loop, and a TCP proxy whose
-connections a test can cut to fake a broker outage without touching the shared RabbitMQ.
+a queue of each test's own, a consumer running in the test's loop (a broker outage is faked with
+helpers.processes.TcpProxy in front of RabbitMQ, never by touching the shared one).
 
 Isolation is by a unique queue (and exchange) per test, deleted at the end; no test purges or
 deletes a queue it did not create.
@@ -26,7 +26,15 @@ from bridge.celery_messages import RUN_JOB_TASK
 from bridge.consumer import RunJobConsumer, StartJob, celery_queue
 from bridge.outcome import BridgeOutcome
 
-BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+BROKER_PORT = 5672
+
+
+def broker_url(port: int = BROKER_PORT) -> str:
+    """The shared RabbitMQ's URL (another port: a TcpProxy in front of it)."""
+    return f"amqp://guest:guest@127.0.0.1:{port}//"
+
+
+BROKER_URL = broker_url()
 
 
 def delete_queue(name: str, url: str = BROKER_URL) -> None:
@@ -147,58 +155,3 @@ async def running_consumer(
         consumer.stop()
         if not task.done():
             await asyncio.wait_for(task, 15)
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to RabbitMQ; ``cut()`` drops every connection and refuses
-    new ones until ``restore()`` listens on the same port again."""
-
-    def __init__(self, target_port: int = 5672) -> None:
-        self._target = target_port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.create_task(self._pipe(src, dst))
-            self._pipes.add(pipe)
-            pipe.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-    async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-        for pipe in list(self._pipes):
-            pipe.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def restore(self) -> None:
-        await self.start()

@@ -30,8 +30,10 @@ from antenna_db import job_store
 from core.db import connect_kwargs
 from core.settings import Settings
 from core.states import JobState
+from tests.helpers import eventually
 from tests.helpers.db import NAMES, run_consumer
-from tests.helpers.temporal import SimulatedAdcWorker, detections_for, eventually
+from tests.helpers.jobs import detections_for
+from tests.helpers.temporal import SimulatedAdcWorker
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RECOVERY_LOG = ROOT / ".state" / "chaos-recovery.jsonl"
@@ -231,20 +233,6 @@ class RecordingAdc(SimulatedAdcWorker):
         """Images that reached the worker through more than one task message (not redeliveries
         of one message: those share a stream sequence)."""
         return {i: set(s) for i, s in self.deliveries.items() if len(set(s)) > 1}
-
-
-async def job_counts(pool: Any, job_id: int) -> dict[str, int]:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) AS total,"
-            " count(*) FILTER (WHERE status = 'processed') AS processed,"
-            " count(*) FILTER (WHERE status = 'failed') AS failed,"
-            " count(*) FILTER (WHERE status = 'pending') AS pending"
-            " FROM job_images WHERE job_id = %s",
-            (job_id,),
-        )
-        row = await cur.fetchone()
-    return dict(row)
 
 
 async def wait_final(pool: Any, job_id: int, within: float = 120.0) -> JobState:

@@ -1,4 +1,4 @@
-"""Reading what a job left in Antenna's tables, for assertions.
+"""Reading what a job left in the tables, for assertions (rows, statuses, logs, counts).
 
 The test session's views ``job_detections`` and ``job_classifications`` put Antenna's
 detections and classifications next to the jobs whose image sets hold their captures (Antenna's
@@ -11,9 +11,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from antenna_db import users
+from antenna_db import job_store, users
+from antenna_db.job_store import JobRecord
 from core import job_runs
 from core.naming import Names
+from core.states import JobState
 
 VIEWS = """
 CREATE VIEW job_detections AS
@@ -49,3 +51,92 @@ async def run_consumer(pool: Any, job_id: int) -> str | None:
     async with pool.connection() as conn:
         run = await job_runs.get(conn, job_id)
     return run.consumer if run else None
+
+
+async def fetch(pool: Any, sql: str, *params: Any) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(sql, params)
+        return list(await cur.fetchall())
+
+
+async def fetch_one(pool: Any, sql: str, *params: Any) -> dict[str, Any] | None:
+    rows = await fetch(pool, sql, *params)
+    return rows[0] if rows else None
+
+
+async def get_job(pool: Any, job_id: int) -> JobRecord:
+    async with pool.connection() as conn:
+        return await job_store.get_job(conn, job_id)
+
+
+async def job_status(pool: Any, job_id: int) -> JobState:
+    async with pool.connection() as conn:
+        return await job_store.get_status(conn, job_id)
+
+
+async def job_logs(pool: Any, job_id: int) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        return await job_store.latest_logs(conn, job_id, 500)
+
+
+async def image_ids(pool: Any, job_id: int) -> list[int]:
+    """The job's images in collect order."""
+    rows = await fetch(
+        pool, "SELECT source_image_id FROM job_images WHERE job_id = %s ORDER BY ordinal", job_id
+    )
+    return [r["source_image_id"] for r in rows]
+
+
+async def image_statuses(pool: Any, job_id: int) -> dict[int, tuple[str, str | None]]:
+    rows = await fetch(
+        pool, "SELECT source_image_id, status, error FROM job_images WHERE job_id = %s", job_id
+    )
+    return {r["source_image_id"]: (r["status"], r["error"]) for r in rows}
+
+
+async def collection_image_ids(pool: Any, collection_id: int) -> list[int]:
+    rows = await fetch(
+        pool,
+        "SELECT sourceimage_id AS source_image_id FROM main_sourceimagecollection_images"
+        " WHERE sourceimagecollection_id = %s ORDER BY source_image_id",
+        collection_id,
+    )
+    return [r["source_image_id"] for r in rows]
+
+
+async def job_counts(pool: Any, job_id: int) -> dict[str, int]:
+    """The job's images by status (``total``, ``processed``, ``failed``, ``pending``)."""
+    row = await fetch_one(
+        pool,
+        "SELECT count(*) AS total,"
+        " count(*) FILTER (WHERE status = 'processed') AS processed,"
+        " count(*) FILTER (WHERE status = 'failed') AS failed,"
+        " count(*) FILTER (WHERE status = 'pending') AS pending"
+        " FROM job_images WHERE job_id = %s",
+        job_id,
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def inbox_rows(pool: Any, job_id: int) -> list[dict[str, Any]]:
+    """The job's stored results, each payload with its classifications' arrays put back from
+    result_arrays (where the API stores them apart from the JSON)."""
+    rows = await fetch(
+        pool,
+        "SELECT id, image_id, reply_subject, is_error, payload FROM result_inbox"
+        " WHERE job_id = %s ORDER BY id",
+        job_id,
+    )
+    arrays = await fetch(
+        pool,
+        "SELECT inbox_id, det, cls, scores, logits FROM result_arrays WHERE inbox_id = ANY(%s)",
+        [r["id"] for r in rows],
+    )
+    by_id = {r["id"]: r for r in rows}
+    for a in arrays:
+        c = by_id[a["inbox_id"]]["payload"]["detections"][a["det"]]["classifications"][a["cls"]]
+        del c["n_scores"]
+        c["scores"] = a["scores"]
+        c["logits"] = a["logits"]
+    return rows

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from cli.stack import processes
 from cli.stack.services import find_program
 from core import search_attributes
 from core.settings import Settings, settings_env
+from tests.helpers import eventually
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -28,6 +29,51 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     """This process's environment without its own ANTENNA_JOBS_* values, plus ``settings``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ANTENNA_JOBS_")}
     return {**base, "PYTHONUNBUFFERED": "1", **settings_env(settings), **extra}
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """What the CLI (in-process through CliRunner, or a subprocess on top of this process's
+    environment) needs to reach this test's schemas, Temporal and task queue."""
+    return {
+        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
+        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
+        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
+        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
+    }
+
+
+def demo_env(settings: Settings, state_dir: Path) -> dict[str, str]:
+    """The environment of an ``antenna-jobs demo`` subprocess: this test's schemas and
+    Temporal, stack state of its own, and no task queue (the demo makes its own)."""
+    env = {**os.environ, **cli_env(settings), "ANTENNA_JOBS_STACK_STATE_DIR": str(state_dir)}
+    env.pop("ANTENNA_JOBS_TASK_QUEUE", None)
+    return env
+
+
+async def run_demo(settings: Settings, state_dir: Path, *args: str) -> str:
+    """``python -m cli demo *args`` run to its end (150 s at most) on this test's database and
+    Temporal; its output (stdout and stderr), once it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "demo",
+        *args,
+        env=demo_env(settings, state_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 150)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    return text
+
+
+# The demo's last line (both modes), for a 40-image demo.
+DEMO_FINAL_LINE = re.compile(
+    r"^job (\d+) SUCCESS: 40 images, (\d+) detections, (\d+) classifications"
+    r" in [\d.]+ s \([\d.]+ images/s\)$"
+)
 
 
 class Proc:
@@ -115,14 +161,14 @@ def worker_processes(
 
 
 async def wait_port(port: int, within: float = 60.0, proc: Proc | None = None) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if processes.port_open("127.0.0.1", port, timeout=0.5):
-            return
+    """Until something listens on 127.0.0.1:``port``; fails at once if ``proc`` exits."""
+
+    async def listening() -> bool:
         if proc is not None and not proc.running():
             raise AssertionError(f"{proc.name} exited:\n{proc.tail()}")
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {within} s")
+        return processes.port_open("127.0.0.1", port, timeout=0.5)
+
+    await eventually(listening, within=within)
 
 
 class OwnedServer:
@@ -207,3 +253,55 @@ async def owned(server: OwnedServer):  # type: ignore[no-untyped-def]
         yield server
     finally:
         server.stop()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a real server, to make it unreachable for one client
+    without touching it: ``cut()`` drops every connection and refuses new ones until
+    ``restore()`` listens on the same port again."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(src, dst))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def restore(self) -> None:
+        await self.start()

@@ -1,4 +1,5 @@
-"""Test helpers for the job workflow: in-process workers and a simulated ADC worker.
+"""Temporal for tests: in-process workers, job workflow handles, what the server knows of a
+running activity, and a simulated ADC worker.
 
 The simulated worker pulls task messages straight from the job's consumer (as the API's
 /tasks/ does), stores results with core.inbox.store and only then acks (b"+ACK" to the reply
@@ -9,50 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
-from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
-from core import inbox
+from core import inbox, naming
 from core.inbox import InboxEntry
 from core.schemas import (
-    AlgorithmReference,
-    BoundingBox,
-    ClassificationResponse,
-    DetectionResponse,
     PipelineProcessingTask,
     PipelineResultsError,
-    PipelineResultsResponse,
-    SourceImageResponse,
 )
 from core.settings import Settings
+from core.workflow_io import JobWorkflowResult
+from tests.helpers import eventually
 from tests.helpers.db import NAMES, run_consumer
+from tests.helpers.jobs import adc_result
 from worker.app import build_workers
 from worker.resources import Resources
 
-T0 = datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, within: float = 30.0, interval: float = 0.1
-) -> Any:
-    """Poll ``check`` until it returns a truthy value (returned) or raise after ``within`` s."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within} s (last value {last!r})")
+TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 
 
 @contextlib.asynccontextmanager
@@ -67,41 +51,6 @@ async def running_workers(client: Client, settings: Settings) -> AsyncIterator[R
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         await asyncio.gather(*runs, return_exceptions=True)
         await resources.close()
-
-
-def detections_for(image_id: int) -> int:
-    """Synthetic detection count per image: 0, 1 or 2 (0 -> the aggregator writes a marker)."""
-    return image_id % 3
-
-
-def success_result(task: PipelineProcessingTask, pipeline: str) -> PipelineResultsResponse:
-    image = task.image_id
-    detections = [
-        DetectionResponse(
-            source_image_id=image,
-            bbox=BoundingBox(x1=n, y1=n, x2=n + 10.0, y2=n + 20.0),
-            inference_time=0.01,
-            algorithm=AlgorithmReference(name="Fake Detector", key=DETECTOR_KEY),
-            timestamp=T0,
-            classifications=[
-                ClassificationResponse(
-                    classification=CLASSIFIER_LABELS[n % len(CLASSIFIER_LABELS)],
-                    labels=CLASSIFIER_LABELS,
-                    scores=[0.6, 0.1, 0.1, 0.1, 0.1],
-                    logits=[2.0, 0.1, 0.1, 0.1, 0.1],
-                    algorithm=AlgorithmReference(name="Fake Classifier", key=CLASSIFIER_KEY),
-                    timestamp=T0,
-                )
-            ],
-        )
-        for n in range(detections_for(int(image)))
-    ]
-    return PipelineResultsResponse(
-        pipeline=pipeline,
-        total_time=0.05,
-        source_images=[SourceImageResponse(id=image, url=task.image_url)],
-        detections=detections,
-    )
 
 
 @dataclass
@@ -168,7 +117,7 @@ class SimulatedAdcWorker:
                 named = None if self.anonymous_errors else task.image_id
                 result: Any = PipelineResultsError(error="simulated", image_id=named)
             else:
-                result = success_result(task, self.pipeline)
+                result = adc_result(task, self.pipeline)
             entry = InboxEntry(
                 image_id=None if self.anonymous_errors and self.fails(image) else image,
                 reply_subject=msg.reply,
@@ -194,3 +143,33 @@ async def simulated_worker(worker: SimulatedAdcWorker) -> AsyncIterator[Simulate
     finally:
         stop.set()
         await task
+
+
+def job_handle(client: Client, job_id: int) -> WorkflowHandle[Any, JobWorkflowResult]:
+    """The handle of the job's workflow (any of its job types: all return a JobWorkflowResult)."""
+    return client.get_workflow_handle(naming.workflow_id(job_id), result_type=JobWorkflowResult)
+
+
+async def heartbeat_details(client: Client, job_id: int, activity: str) -> dict[str, Any] | None:
+    """The last heartbeat details the server holds for the job's running ``activity``."""
+    desc = await job_handle(client, job_id).describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_type.name == activity and pending.heartbeat_details.payloads:
+            value = json.loads(pending.heartbeat_details.payloads[0].data)
+            return value if isinstance(value, dict) else None
+    return None
+
+
+async def wait_activity(
+    handle: WorkflowHandle[Any, Any], activity: str, within: float = 60.0
+) -> None:
+    """Until the run has ``activity`` pending (scheduled or running): what a cancel test waits
+    for before it cancels."""
+
+    async def pending() -> bool:
+        desc = await handle.describe()
+        return any(
+            a.activity_type.name == activity for a in desc.raw_description.pending_activities
+        )
+
+    await eventually(pending, within=within)

@@ -37,6 +37,7 @@ from bridge.main import run_bridge
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.settings import AntennaSettings, Settings
 from core.states import JobState
+from tests.helpers import eventually
 from tests.helpers.antenna import (
     Recipe,
     add_captures,
@@ -49,8 +50,7 @@ from tests.helpers.antenna import (
 from tests.helpers.api import http_client, running_app
 from tests.helpers.broker import BROKER_URL, delete_queue, send_run_job
 from tests.helpers.db import NAMES
-from tests.helpers.jobs import handle
-from tests.helpers.temporal import eventually, running_workers
+from tests.helpers.temporal import job_handle, running_workers
 
 LABELS = ["Vanessa atalanta", "Limenitis"]
 IMAGES = 1000
@@ -410,7 +410,7 @@ async def test_a_cancel_from_antennas_ui_ends_revoked_with_the_stream_gone(
 
 
 async def _closed(client: Any, job_id: int) -> WorkflowExecutionStatus | None:
-    desc = await handle(client, job_id).describe()
+    desc = await job_handle(client, job_id).describe()
     return None if desc.status == WorkflowExecutionStatus.RUNNING else desc.status
 
 

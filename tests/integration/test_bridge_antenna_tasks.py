@@ -13,7 +13,7 @@ from bridge.antenna_tasks import AntennaTaskSender
 from bridge.celery_messages import CREATE_DETECTION_IMAGES_TASK, decode_body, parse_task
 from bridge.consumer import celery_queue
 from core.settings import AntennaSettings
-from tests.helpers.broker import BROKER_URL, queue_fixture  # noqa: F401 - fixture
+from tests.helpers.broker import BROKER_URL
 
 
 def get_raw(queue: str, within: float = 10.0):

@@ -17,31 +17,23 @@ from kombu.entity import Exchange, Queue
 
 from bridge.celery_messages import RUN_JOB_TASK
 from bridge.outcome import BridgeOutcome
-from tests.helpers.broker import (  # noqa: F401 - fixture
+from tests.helpers import eventually
+from tests.helpers.broker import (
+    BROKER_PORT,
     BROKER_URL,
     Recorder,
-    TcpProxy,
+    broker_url,
     publish_raw,
     queue_depth,
-    queue_fixture,
     running_consumer,
     send_run_job,
     send_task,
 )
-from tests.helpers.temporal import eventually
+from tests.helpers.processes import TcpProxy
 
 
 async def depth(name: str) -> int:
     return await asyncio.to_thread(queue_depth, name)
-
-
-async def until(condition, within: float = 30.0):
-    """Wait until ``condition()`` (a plain function) is truthy."""
-
-    async def check():
-        return condition()
-
-    return await eventually(check, within=within)
 
 
 async def test_a_message_reaches_the_callback_and_is_acked(queue):
@@ -49,9 +41,9 @@ async def test_a_message_reaches_the_callback_and_is_acked(queue):
     task_id = await send_run_job(queue, 41)
     start = Recorder()
     async with running_consumer(queue, start):
-        await until(lambda: start.calls)
+        await eventually(lambda: start.calls)
         gzipped = await send_run_job(queue, 42, compression="gzip")  # Antenna's setting
-        await until(lambda: len(start.calls) == 2)
+        await eventually(lambda: len(start.calls) == 2)
     assert start.calls == [(41, task_id), (42, gzipped)]
     assert await depth(queue) == 0
 
@@ -61,7 +53,7 @@ async def test_a_failing_start_is_requeued_until_it_succeeds(queue, caplog):
     async with running_consumer(queue, start):
         # The consumer declared the queue first; Celery's declaration must match it.
         task_id = await send_run_job(queue, 7)
-        await until(lambda: len(start.calls) == 3)
+        await eventually(lambda: len(start.calls) == 3)
         await asyncio.sleep(0.3)  # a fourth delivery would come within the max backoff
     assert start.calls == [(7, task_id)] * 3
     assert await depth(queue) == 0
@@ -80,7 +72,7 @@ async def test_malformed_and_foreign_messages_are_dropped_and_do_not_block(queue
             publish_raw, queue, b"\x80\x04.", content_type="application/x-python-serialize"
         )
         task_id = await send_run_job(queue, 99)
-        await until(lambda: start.calls)
+        await eventually(lambda: start.calls)
         await asyncio.sleep(0.2)
     assert start.calls == [(99, task_id)]
     assert await depth(queue) == 0
@@ -96,7 +88,7 @@ async def test_outcomes_other_than_started_are_acked_too(queue):
     start = Recorder(outcome=BridgeOutcome.FINAL)
     async with running_consumer(queue, start):
         await send_run_job(queue, 5)
-        await until(lambda: start.calls)
+        await eventually(lambda: start.calls)
     assert await depth(queue) == 0
 
 
@@ -121,18 +113,18 @@ async def test_cancelling_run_stops_promptly_and_gives_unfinished_work_back(queu
 
 
 async def test_a_broker_outage_is_retried_until_the_broker_is_back(queue, caplog):
-    proxy = TcpProxy()
+    proxy = TcpProxy("127.0.0.1", BROKER_PORT)
     await proxy.start()
     start = Recorder()
-    async with running_consumer(queue, start, proxy.url) as running:
+    async with running_consumer(queue, start, broker_url(proxy.port)) as running:
         await proxy.cut()
         running.ready.clear()
         first = await send_run_job(queue, 1)  # sent while the bridge cannot reach the broker
-        await until(lambda: sum("reconnecting" in r.getMessage() for r in caplog.records) >= 2)
+        await eventually(lambda: sum("reconnecting" in r.getMessage() for r in caplog.records) >= 2)
         assert not running.task.done() and start.calls == []
         await proxy.restore()
         await asyncio.wait_for(running.ready.wait(), 15)
-        await until(lambda: start.calls)
+        await eventually(lambda: start.calls)
     await proxy.cut()
     assert start.calls == [(1, first)]
     assert await depth(queue) == 0
@@ -149,5 +141,5 @@ async def test_a_clashing_queue_declaration_is_reported_and_retried(queue, caplo
 
     await asyncio.to_thread(declare_transient)
     async with running_consumer(queue, Recorder(), wait_ready=False) as running:
-        await until(lambda: sum("inequivalent" in r.getMessage() for r in caplog.records) >= 2)
+        await eventually(lambda: sum("inequivalent" in r.getMessage() for r in caplog.records) >= 2)
         assert not running.task.done() and not running.ready.is_set()

@@ -23,16 +23,12 @@ from core.progress import reset_progress
 from core.settings import AntennaSettings
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.broker import (  # noqa: F401 - fixture
-    BROKER_URL,
-    queue_depth,
-    queue_fixture,
-    running_consumer,
-    send_run_job,
-)
-from tests.helpers.jobs import create_ml, get_job, handle, job_logs
+from tests.helpers import eventually
+from tests.helpers.broker import BROKER_URL, queue_depth, running_consumer, send_run_job
+from tests.helpers.db import get_job, job_logs
+from tests.helpers.jobs import make_job
 from tests.helpers.processes import VENV_BIN, child_env
-from tests.helpers.temporal import eventually
+from tests.helpers.temporal import job_handle
 
 BRIDGE_LOG = "Run started from Antenna's run_job message"
 
@@ -41,7 +37,7 @@ async def pending_job(pool, images: int = 5):
     """An ASYNC_API job as Antenna's Run button leaves it: PENDING, message not yet sent."""
     async with pool.connection() as conn:
         seeded = await seed(conn, images)
-    job = await create_ml(pool, seeded)
+    job = (await make_job(pool, seeded=seeded, shuffle=False)).job
     async with pool.connection() as conn:
         assert await job_store.transition(conn, job.id, JobState.PENDING, [JobState.CREATED])
     return job
@@ -53,7 +49,7 @@ async def status_of(pool, job_id: int) -> JobState:
 
 async def run_id(client, job_id: int) -> str | None:
     try:
-        desc = await handle(client, job_id).describe()
+        desc = await job_handle(client, job_id).describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -64,7 +60,7 @@ async def run_id(client, job_id: int) -> str | None:
 async def cancel_and_wait(actions: JobActions, client, job_id: int) -> None:
     await actions.cancel(job_id, "test end")
     with contextlib.suppress(WorkflowFailureError):
-        await asyncio.wait_for(handle(client, job_id).result(), 60)
+        await asyncio.wait_for(job_handle(client, job_id).result(), 60)
 
 
 class Outcomes:
@@ -92,7 +88,7 @@ async def test_run_job_messages_start_join_and_skip(
     actions = JobActions(pool, temporal_client, settings)
     outcomes = Outcomes(actions)
     job = await pending_job(pool)
-    finished = await create_ml(pool, await seed_in(pool))
+    finished = (await make_job(pool, seeded=await seed_in(pool), shuffle=False)).job
     async with pool.connection() as conn:
         await job_store.transition(
             conn, finished.id, JobState.REVOKED, [JobState.CREATED], finished=True

@@ -7,53 +7,23 @@ its own.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 
 import pytest
 
 from cli.stack import processes
 from core.settings import Settings
-
-FINAL = re.compile(
-    r"^job (\d+) SUCCESS: 40 images, (\d+) detections, (\d+) classifications"
-    r" in [\d.]+ s \([\d.]+ images/s\)$"
-)
+from tests.helpers.processes import DEMO_FINAL_LINE, run_demo
 
 
 @pytest.mark.slow
 async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, tmp_path):
-    env = {
-        **os.environ,
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_STACK_STATE_DIR": str(tmp_path / "state"),
-    }
-    env.pop("ANTENNA_JOBS_TASK_QUEUE", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        "demo",
-        "--images",
-        "40",
-        "--workers",
-        "2",
-        "--error-rate",
-        "0.1",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    text = await run_demo(
+        settings, tmp_path / "state", "--images", "40", "--workers", "2", "--error-rate", "0.1"
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 150)
-    text = out.decode()
-    assert proc.returncode == 0, text
 
     lines = text.strip().splitlines()
-    match = FINAL.match(lines[-1])
+    match = DEMO_FINAL_LINE.match(lines[-1])
     assert match, lines[-1]
     job_id, detections, classifications = (int(g) for g in match.groups())
     assert "worker peak RSS:" in text

@@ -3,43 +3,21 @@ subprocesses, one SYNC_API job, the same one-line summary as the async demo."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 
 import pytest
 
 from cli.stack import processes
 from core.settings import Settings
-from tests.integration.test_cli_demo import FINAL
+from tests.helpers.processes import DEMO_FINAL_LINE, run_demo
 
 
 @pytest.mark.slow
 async def test_sync_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, tmp_path):
-    env = {
-        **os.environ,
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_STACK_STATE_DIR": str(tmp_path / "state"),
-    }
-    env.pop("ANTENNA_JOBS_TASK_QUEUE", None)
-    command = ["-m", "cli", "demo", "--mode", "sync", "--images", "40", "--batch-size", "3"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *command,
-        "--error-rate",
-        "0.1",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 150)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    args = ["--mode", "sync", "--images", "40", "--batch-size", "3", "--error-rate", "0.1"]
+    text = await run_demo(settings, tmp_path / "state", *args)
 
-    match = FINAL.match(text.strip().splitlines()[-1])
+    match = DEMO_FINAL_LINE.match(text.strip().splitlines()[-1])
     assert match, text
     job_id, detections, classifications = (int(g) for g in match.groups())
     assert "fake-service peak RSS:" in text

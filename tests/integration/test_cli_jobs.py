@@ -18,17 +18,13 @@ from cli.main import app
 from core import naming
 from core.settings import Settings
 from core.states import JobState
+from tests.helpers.processes import cli_env as cli_env_for
 
 
 @pytest.fixture
 def cli_env(settings: Settings, pool: Any) -> dict[str, str]:
     # `pool` migrates the session schema and offsets job ids away from other sessions'.
-    return {
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
-    }
+    return cli_env_for(settings)
 
 
 async def invoke(env: dict[str, str], *args: str) -> Result:

@@ -10,12 +10,11 @@ from nats.js.errors import NotFoundError
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from api.context import ApiResources
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.states import JobState
-from tests.helpers.api import http_client, running_app
+from tests.helpers import eventually
+from tests.helpers.api import app_with_workers
 from tests.helpers.db import NAMES, create_token
-from tests.helpers.temporal import eventually, running_workers
 
 IMAGES = 300
 
@@ -31,50 +30,41 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
     async with pool.connection() as conn:
         seeded = await seed(conn, IMAGES)
         key = await create_token(conn, "e2e")
-    nc = await nats.connect(settings.nats.url)
-    try:
-        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
-        async with (
-            running_workers(temporal_client, settings),
-            running_app(settings, resources) as app,
-            http_client(app, key) as client,
-        ):
-            created = await client.post(
-                "/jobs/?start_now=1",
-                json={
-                    "project_id": seeded.project_id,
-                    "pipeline_slug": seeded.pipeline_slug,
-                    "collection_id": seeded.collection_id,
-                },
-            )
-            assert created.status_code == 201, created.text
-            job_id = created.json()["id"]
+    async with app_with_workers(settings, pool, temporal_client, key) as client:
+        created = await client.post(
+            "/jobs/?start_now=1",
+            json={
+                "project_id": seeded.project_id,
+                "pipeline_slug": seeded.pipeline_slug,
+                "collection_id": seeded.collection_id,
+            },
+        )
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
 
-            fake = FakeWorker(
-                FakeWorkerConfig(
-                    api_url="http://testserver",
-                    token=key,
-                    error_rate=0.1,
-                    concurrency=3,
-                    pipelines=[seeded.pipeline_slug],
-                    poll_interval=0.2,
-                    seed=7,
-                ),
-                transport=client._transport,
-            )
-            fake_run = asyncio.create_task(fake.run())
+        fake = FakeWorker(
+            FakeWorkerConfig(
+                api_url="http://testserver",
+                token=key,
+                error_rate=0.1,
+                concurrency=3,
+                pipelines=[seeded.pipeline_slug],
+                poll_interval=0.2,
+                seed=7,
+            ),
+            transport=client._transport,
+        )
+        fake_run = asyncio.create_task(fake.run())
 
-            async def final() -> JobState | None:
-                async with pool.connection() as conn:
-                    status = await job_store.get_status(conn, job_id)
-                return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
+        async def final() -> JobState | None:
+            async with pool.connection() as conn:
+                status = await job_store.get_status(conn, job_id)
+            return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
 
-            status = await eventually(final, within=120)
-            fake.stop()
-            await fake_run
-            detail = await client.get(f"/jobs/{job_id}")
-    finally:
-        await nc.drain()
+        status = await eventually(final, within=120)
+        fake.stop()
+        await fake_run
+        detail = await client.get(f"/jobs/{job_id}")
 
     assert status == JobState.SUCCESS
     posted = fake.jobs[job_id]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,18 @@ from typer.testing import CliRunner, Result
 
 from antenna_db.seed import seed
 from cli.main import app
-from core.settings import ExportSettings, Settings
+from core.settings import Settings
 from core.states import JobState
-from tests.helpers.api import api_fixture as api  # noqa: F401  (the ``api`` fixture)
-from tests.helpers.jobs import fetch, get_job, handle
-from tests.helpers.temporal import running_workers
-from tests.workflows.test_internal_jobs import file_size
+from tests.helpers.db import fetch, get_job
+from tests.helpers.jobs import file_size
+from tests.helpers.processes import cli_env
+from tests.helpers.settings import with_export
+from tests.helpers.temporal import job_handle, running_workers
 
 
 @pytest.fixture
 def export_settings(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(
-        update={
-            "export": ExportSettings(dir=tmp_path / "exports"),
-            "jobs": settings.jobs.model_copy(update={"progress_interval": timedelta(0)}),
-        }
-    )
+    return with_export(settings, tmp_path)
 
 
 async def seeded(pool, images: int = 6):
@@ -37,7 +32,7 @@ async def seeded(pool, images: int = 6):
         return await seed(conn, images)
 
 
-async def test_api_creates_an_export_job(api, pool):  # noqa: F811
+async def test_api_creates_an_export_job(api, pool):
     project = await seeded(pool)
     response = await api.client.post(
         "/jobs/",
@@ -82,7 +77,7 @@ async def test_api_creates_an_export_job(api, pool):  # noqa: F811
         ({"job_type_key": "data_export", "project_id": 0}, "project"),
     ],
 )
-async def test_api_refuses_bad_internal_jobs_naming_the_field(body, field, api, pool):  # noqa: F811
+async def test_api_refuses_bad_internal_jobs_naming_the_field(body, field, api, pool):
     project = await seeded(pool)
     payload: dict[str, Any] = {"project_id": project.project_id, **body}
     if field != "collection" and "populate" in str(body.get("job_type_key", body.get("job_type"))):
@@ -92,7 +87,7 @@ async def test_api_refuses_bad_internal_jobs_naming_the_field(body, field, api, 
     assert response.json()["field"] == field, response.json()
 
 
-async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, settings):  # noqa: F811
+async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, settings):
     project = await seeded(pool, 10)
     async with running_workers(temporal_client, settings):
         response = await api.client.post(
@@ -106,7 +101,7 @@ async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, set
         )
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
-        assert (await handle(temporal_client, job_id).result()).status == JobState.SUCCESS
+        assert (await job_handle(temporal_client, job_id).result()).status == JobState.SUCCESS
         detail = (await api.client.get(f"/jobs/{job_id}/")).json()
     assert detail["status"] == "SUCCESS"
     assert detail["result"]["captures_added"] == 4
@@ -117,15 +112,6 @@ async def test_api_start_now_runs_a_populate_job(api, pool, temporal_client, set
         project.collection_id,
     )
     assert members[0]["n"] == 4
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    return {
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
-    }
 
 
 async def invoke(settings: Settings, *args: str) -> Result:
@@ -150,7 +136,7 @@ async def test_cli_export_job_shows_its_file_in_status(pool, temporal_client, ex
         )  # fmt: skip
         assert created.exit_code == 0, created.output
         job_id = json.loads(created.stdout)["id"]
-        assert (await handle(temporal_client, job_id).result()).status == JobState.SUCCESS
+        assert (await job_handle(temporal_client, job_id).result()).status == JobState.SUCCESS
     status = await invoke(export_settings, "job", "status", str(job_id), "--json")
     assert status.exit_code == 0, status.output
     body = json.loads(status.stdout)

@@ -17,9 +17,9 @@ from activities.models import JobRef
 from antenna_db import job_store
 from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.seed import ensure_algorithms
-from tests.helpers.db import NAMES
-from tests.helpers.temporal import eventually
-from tests.workflows.test_workflow_job import image_ids, new_job
+from tests.helpers import eventually
+from tests.helpers.db import NAMES, image_ids
+from tests.helpers.jobs import make_job
 from worker.resources import Resources
 
 
@@ -39,7 +39,7 @@ async def collect(pool, settings, job_id: int):
 
 
 async def test_collect_skips_processed_images_and_applies_the_limit(pool, settings):
-    job, _ = await new_job(pool, 20, limit=5, shuffle=False)
+    job, _, _ = await make_job(pool, images=20, limit=5, shuffle=False)
     async with pool.connection() as conn:
         detector, _ = await ensure_algorithms(conn)
         cur = await conn.execute(
@@ -74,7 +74,7 @@ async def test_collect_skips_processed_images_and_applies_the_limit(pool, settin
 
 
 async def test_collect_shuffles(pool, settings):
-    job, _ = await new_job(pool, 200, shuffle=True)
+    job, _, _ = await make_job(pool, images=200, shuffle=True)
     await collect(pool, settings, job.id)
     ids = await image_ids(pool, job.id)
     assert len(ids) == 200 and ids != sorted(ids)
@@ -112,7 +112,7 @@ async def test_cancelling_the_awaiting_task_cancels_the_server_side_query(pool):
 async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
     pool, settings, resources, redis_client
 ):
-    job, _ = await new_job(pool, 30, shuffle=False)
+    job, _, _ = await make_job(pool, images=30, shuffle=False)
     await collect(pool, settings, job.id)
     ids = await image_ids(pool, job.id)
     async with pool.connection() as conn:
@@ -154,7 +154,7 @@ async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
 
 
 async def test_redis_state_is_rebuilt_from_postgres(pool, settings, redis_client):
-    job, _ = await new_job(pool, 12, shuffle=False)
+    job, _, _ = await make_job(pool, images=12, shuffle=False)
     await collect(pool, settings, job.id)
     ids = await image_ids(pool, job.id)
     async with pool.connection() as conn:

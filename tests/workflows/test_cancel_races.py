@@ -25,20 +25,11 @@ from activities.images import ImageActivities
 from activities.models import JobRef
 from core import inbox
 from core.db import connect_kwargs
-from core.inbox import InboxEntry
-from core.schemas import PipelineProcessingTask
 from core.states import JobState
-from tests.helpers.api import (
-    Api,
-    entry,
-    inbox_rows,
-    job_status,
-    made_run_id,
-    make_job,
-    success_result,
-)
-from tests.helpers.temporal import eventually
-from tests.helpers.temporal import success_result as adc_result
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.db import inbox_rows, job_status
+from tests.helpers.jobs import entry, inbox_entries, made_run_id, make_job, success_result
 from worker.resources import Resources
 
 
@@ -77,7 +68,7 @@ class UncommittedCancel:
 async def test_a_cancel_between_status_check_and_insert_stores_nothing(
     api: Api, pool, streams, settings
 ):
-    job = await make_job(pool, images=2)
+    job = await make_job(pool, images=2, status=JobState.STARTED)
     await streams.publish(job.id, job.images)
     response = await api.client.post(f"/jobs/{job.id}/tasks/", json={"batch_size": 2})
     tasks = response.json()["tasks"]
@@ -103,28 +94,14 @@ async def test_a_cancel_between_status_check_and_insert_stores_nothing(
 
 
 async def test_an_aggregator_saves_nothing_once_the_job_is_canceling(pool, settings, nats_client):
-    job = await make_job(pool, images=6)
+    job = await make_job(pool, images=6, status=JobState.STARTED)
     resources = await Resources.open(settings, run_migrations=False)
     try:
         await ActivityEnvironment().run(
             ImageActivities(resources.pool, settings).collect_images, JobRef(job_id=job.id)
         )
-        entries = []
-        for image_id, url in job.images:
-            task = PipelineProcessingTask(
-                id=str(image_id), image_id=str(image_id), image_url=url, reply_subject=None
-            )
-            result = adc_result(task, job.seeded.pipeline_slug)
-            entries.append(
-                InboxEntry(
-                    image_id=image_id,
-                    reply_subject="",
-                    is_error=False,
-                    payload=result.model_dump_json(),
-                )
-            )
         async with pool.connection() as conn:
-            await inbox.store(conn, job.id, entries)
+            await inbox.store(conn, job.id, inbox_entries(job))
         results = ResultActivities(
             resources.pool, resources.nc, resources.js, resources.redis, settings
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,13 @@ from core.job_requests import NewInternalJob
 from core.settings import ExportSettings, Settings
 from core.states import DispatchMode, JobState, JobType
 from job_control.actions import JobActions
+from tests.helpers import eventually
 from tests.helpers.chaos import DbHold
-from tests.helpers.jobs import (
-    collection_image_ids,
-    fetch,
-    get_job,
-    handle,
-    heartbeat_details,
-    job_logs,
-)
+from tests.helpers.db import collection_image_ids, fetch, get_job, job_logs
+from tests.helpers.jobs import file_size
 from tests.helpers.processes import worker_processes
-from tests.helpers.temporal import eventually, running_workers
+from tests.helpers.settings import with_export
+from tests.helpers.temporal import heartbeat_details, job_handle, running_workers
 
 IMAGES = 150  # captures every minute from 2026-06-01 22:01 UTC to 2026-06-02 00:30
 
@@ -107,8 +102,8 @@ async def test_populate_fills_the_collection_by_method(
     assert job.dispatch_mode == DispatchMode.INTERNAL
     async with running_workers(temporal_client, settings):
         await JobActions(pool, temporal_client, settings).run(job.id)
-        result = await handle(temporal_client, job.id).result()
-        desc = await handle(temporal_client, job.id).describe()
+        result = await job_handle(temporal_client, job.id).result()
+        desc = await job_handle(temporal_client, job.id).describe()
     want = sorted(expected(ids))
     assert await collection_image_ids(pool, collection) == want
     assert result.status == JobState.SUCCESS
@@ -157,7 +152,7 @@ async def test_populate_random_is_the_same_sample_for_the_same_seed(
                 params={"method": "random", "size": 12, "seed": seed_value},
                 start=True,
             )
-            assert (await handle(temporal_client, job.id).result()).status == JobState.SUCCESS
+            assert (await job_handle(temporal_client, job.id).result()).status == JobState.SUCCESS
             samples.append(await collection_image_ids(pool, collection))
     assert all(len(s) == 12 and set(s) <= ids for s in samples)
     assert samples[0] == samples[1] != samples[2]
@@ -199,13 +194,13 @@ async def test_populate_cancelled_mid_way_leaves_the_collection_as_it_was(
         if how == "api":
             await actions.cancel(job.id)
         else:  # `temporal workflow cancel` and the Web UI make this same call
-            await handle(temporal_client, job.id).cancel()
+            await job_handle(temporal_client, job.id).cancel()
         with pytest.raises(WorkflowFailureError) as raised:
-            await handle(temporal_client, job.id).result()
+            await job_handle(temporal_client, job.id).result()
         # The statement was cancelled with the activity, not left waiting for the hold.
         assert await hold.waiting_pids() == []
     assert isinstance(raised.value.cause, CancelledError)
-    assert (await handle(temporal_client, job.id).describe()).status == (
+    assert (await job_handle(temporal_client, job.id).describe()).status == (
         WorkflowExecutionStatus.CANCELED
     )
     done = await get_job(pool, job.id)
@@ -230,7 +225,7 @@ async def test_populate_worker_killed_mid_way_finishes_on_another(
             first.kill()
             await hold.terminate_waiters()
         workers.start()
-        result = await handle(temporal_client, job.id).result()
+        result = await job_handle(temporal_client, job.id).result()
     assert result.status == JobState.SUCCESS
     assert await collection_image_ids(pool, collection) == sorted(ids)
     done = await get_job(pool, job.id)
@@ -279,15 +274,6 @@ async def add_detections(pool, seeded: SeedResult) -> None:
         )
 
 
-def with_export(settings: Settings, tmp_path: Path, **values) -> Settings:
-    return settings.model_copy(
-        update={
-            "export": ExportSettings(dir=tmp_path / "exports", **values),
-            "jobs": settings.jobs.model_copy(update={"progress_interval": timedelta(0)}),
-        }
-    )
-
-
 async def export_job(pool, temporal_client, settings, images: int, **kwargs):
     async with pool.connection() as conn:
         seeded = await seed(conn, images)
@@ -307,10 +293,6 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def file_size(path: Path) -> int:
-    return path.stat().st_size
-
-
 def read_export(path: Path, fmt: str) -> list[dict]:
     with path.open(newline="") as file:
         if fmt == "csv":
@@ -326,7 +308,7 @@ async def test_export_streams_detections_and_classifications(
     job, seeded = await export_job(pool, temporal_client, settings, 30, params={"format": fmt})
     async with running_workers(temporal_client, settings):
         await JobActions(pool, temporal_client, settings).run(job.id)
-        result = await handle(temporal_client, job.id).result()
+        result = await job_handle(temporal_client, job.id).result()
     assert result.status == JobState.SUCCESS
     done = await get_job(pool, job.id)
     path = Path(done.result["path"])
@@ -383,7 +365,7 @@ async def test_export_of_a_collection_has_only_its_images(
     )
     async with running_workers(temporal_client, settings):
         await JobActions(pool, temporal_client, settings).run(job.id)
-        await handle(temporal_client, job.id).result()
+        await job_handle(temporal_client, job.id).result()
     done = await get_job(pool, job.id)
     records = read_export(Path(done.result["path"]), "jsonl")
     assert {r["source_image_id"] for r in records} == set(ids[:5])
@@ -427,14 +409,14 @@ async def test_export_cancelled_mid_way_removes_the_partial_file(
         partial = list((tmp_path / "exports").glob("*.partial"))
         assert len(partial) == 1 and len(read_lines(partial[0])) > 1  # header + page 1
         if how == "temporal":  # `temporal workflow cancel` and the Web UI make this same call
-            await handle(temporal_client, job.id).cancel()
+            await job_handle(temporal_client, job.id).cancel()
         else:
-            await handle(temporal_client, job.id).signal("cancel", "test")
+            await job_handle(temporal_client, job.id).signal("cancel", "test")
         # The workflow writes CANCELING at once; it waits behind the held progress write.
         await eventually(lambda: _waiting_on_job_row(pool))
         await first.release()
         with pytest.raises(WorkflowFailureError) as raised:
-            await handle(temporal_client, job.id).result()
+            await job_handle(temporal_client, job.id).result()
         assert await second.waiting_pids() == []
     assert isinstance(raised.value.cause, CancelledError)
     done = await get_job(pool, job.id)
@@ -463,7 +445,7 @@ async def test_export_worker_killed_mid_way_resumes_from_its_checkpoint(
             first.kill()
             await hold.terminate_waiters()
         workers.start()
-        result = await handle(temporal_client, job.id).result()
+        result = await job_handle(temporal_client, job.id).result()
     assert result.status == JobState.SUCCESS
     done = await get_job(pool, job.id)
     records = read_export(Path(done.result["path"]), "jsonl")
@@ -484,7 +466,7 @@ async def test_export_that_cannot_write_its_file_fails_with_the_reason(
     async with running_workers(temporal_client, settings):
         await JobActions(pool, temporal_client, settings).run(job.id)
         with pytest.raises(WorkflowFailureError):
-            await handle(temporal_client, job.id).result()
+            await job_handle(temporal_client, job.id).result()
     done = await get_job(pool, job.id)
     assert done.status == JobState.FAILURE and done.finished_at is not None
     errors = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
@@ -499,7 +481,7 @@ async def test_retry_of_a_revoked_export_runs_it_again(pool, temporal_client, se
     async with running_workers(temporal_client, settings):
         # Antenna's retry: RETRY, then its enqueue's PENDING at once.
         assert (await actions.retry(job.id)).status == JobState.PENDING
-        result = await handle(temporal_client, job.id).result()
+        result = await job_handle(temporal_client, job.id).result()
     assert result.status == JobState.SUCCESS
     done = await get_job(pool, job.id)
     assert done.result is not None and done.result["records"] == 8

@@ -49,7 +49,7 @@ from core.counters import AggregateCounters
 from core.errors import Failure, failure
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
-from tests.helpers.temporal import eventually
+from tests.helpers import eventually
 from workflows.job_workflow import JobWorkflow
 
 THRESHOLD = 0.5

@@ -10,30 +10,21 @@ ends SUCCESS with every count exact.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
-import nats
-
 from antenna_db import job_store
 from antenna_db.seed import seed
-from api.context import ApiResources
 from core import inbox
 from core.inbox import InboxEntry
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers import api as helpers_api
-from tests.helpers.api import entry, http_client, running_app
-from tests.helpers.db import create_token
-from tests.helpers.jobs import create_ml, job_logs
-from tests.helpers.temporal import eventually, running_workers
+from tests.helpers import eventually
+from tests.helpers.api import app_with_workers
+from tests.helpers.db import create_token, job_logs
+from tests.helpers.jobs import entry, make_job, success_result
 
 IMAGES = 12
-
-
-def result_of(task: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(helpers_api.success_result(task))
 
 
 async def fetch_all(client: Any, job_id: int) -> list[dict[str, Any]]:
@@ -54,82 +45,73 @@ async def test_bad_values_and_a_refused_row_never_wedge_the_job(
     async with pool.connection() as conn:
         seeded = await seed(conn, IMAGES)
         key = await create_token(conn, "robustness")
-    job = await create_ml(pool, seeded)
-    nc = await nats.connect(settings.nats.url)
-    try:
-        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
-        async with (
-            running_workers(temporal_client, settings),
-            running_app(settings, resources) as app,
-            http_client(app, key) as client,
-        ):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            # The last image's result is a row the database refuses (a label longer than
-            # main_taxon.name holds), stored straight into the inbox as a faulty API would.
-            tasks = await fetch_all(client, job.id)
-            poisoned, tasks = tasks[-1], tasks[:-1]
-            bad = result_of(poisoned)
-            bad["detections"][0]["classifications"][0]["classification"] = "x" * 300
+    job = (await make_job(pool, seeded=seeded, shuffle=False)).job
+    async with app_with_workers(settings, pool, temporal_client, key) as client:
+        await JobActions(pool, temporal_client, settings).run(job.id)
+        # The last image's result is a row the database refuses (a label longer than
+        # main_taxon.name holds), stored straight into the inbox as a faulty API would.
+        tasks = await fetch_all(client, job.id)
+        poisoned, tasks = tasks[-1], tasks[:-1]
+        bad = success_result(poisoned)
+        bad["detections"][0]["classifications"][0]["classification"] = "x" * 300
+        async with pool.connection() as conn:
+            await inbox.store(
+                conn,
+                job.id,
+                [
+                    InboxEntry(
+                        image_id=int(poisoned["image_id"]),
+                        reply_subject=poisoned["reply_subject"],
+                        is_error=False,
+                        payload=json.dumps(bad),
+                    )
+                ],
+            )
+        extreme = success_result(tasks[0])
+        extreme["detections"][0]["classifications"][0]["scores"] = [1e-50, 0.5, 1e300]
+        extreme["detections"][0]["bbox"]["x2"] = 1e39
+        nan = json.dumps(success_result(tasks[1])).replace("0.6", "NaN", 1)
+        nul = success_result(tasks[2])
+        nul["detections"][0]["classifications"][0]["classification"] = "Noct\u0000uidae"
+        subject_1 = json.dumps(tasks[1]["reply_subject"])
+        swapped = success_result(tasks[4])  # image 4's result under task 3's reply subject
+        body = (
+            '{"results": ['
+            + ", ".join(
+                [
+                    json.dumps(entry(tasks[0], extreme)),
+                    f'{{"reply_subject": {subject_1}, "result": {nan}}}',
+                    json.dumps(entry(tasks[2], nul)),
+                    json.dumps(entry(tasks[3], swapped)),
+                    *(json.dumps(entry(t, success_result(t))) for t in tasks[4:]),
+                ]
+            )
+            + "]}"
+        )
+        response = await client.post(
+            f"/jobs/{job.id}/result/",
+            content=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        named = {e["index"]: e["field"] for e in answer["errors"]}
+        assert named == {
+            1: "results[1].result.detections[0].classifications[0].scores[0]",
+            2: "results[2].result.detections[0].classifications[0].classification",
+            3: "results[3].result.source_images",
+        }
+        assert answer["results_queued"] == len(tasks) - 3
+        # The worker tries again with what it should have sent (its tasks were not acked).
+        retry = {"results": [entry(t, success_result(t)) for t in tasks[1:4]]}
+        assert (await client.post(f"/jobs/{job.id}/result/", json=retry)).status_code == 200
+
+        async def final() -> JobState | None:
             async with pool.connection() as conn:
-                await inbox.store(
-                    conn,
-                    job.id,
-                    [
-                        InboxEntry(
-                            image_id=int(poisoned["image_id"]),
-                            reply_subject=poisoned["reply_subject"],
-                            is_error=False,
-                            payload=json.dumps(bad),
-                        )
-                    ],
-                )
-            extreme = result_of(tasks[0])
-            extreme["detections"][0]["classifications"][0]["scores"] = [1e-50, 0.5, 1e300]
-            extreme["detections"][0]["bbox"]["x2"] = 1e39
-            nan = json.dumps(result_of(tasks[1])).replace("0.6", "NaN", 1)
-            nul = result_of(tasks[2])
-            nul["detections"][0]["classifications"][0]["classification"] = "Noct\u0000uidae"
-            subject_1 = json.dumps(tasks[1]["reply_subject"])
-            swapped = result_of(tasks[4])  # image 4's result under task 3's reply subject
-            body = (
-                '{"results": ['
-                + ", ".join(
-                    [
-                        json.dumps(entry(tasks[0], extreme)),
-                        f'{{"reply_subject": {subject_1}, "result": {nan}}}',
-                        json.dumps(entry(tasks[2], nul)),
-                        json.dumps(entry(tasks[3], swapped)),
-                        *(json.dumps(entry(t, result_of(t))) for t in tasks[4:]),
-                    ]
-                )
-                + "]}"
-            )
-            response = await client.post(
-                f"/jobs/{job.id}/result/",
-                content=body.encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            assert response.status_code == 400, response.text
-            answer = response.json()
-            named = {e["index"]: e["field"] for e in answer["errors"]}
-            assert named == {
-                1: "results[1].result.detections[0].classifications[0].scores[0]",
-                2: "results[2].result.detections[0].classifications[0].classification",
-                3: "results[3].result.source_images",
-            }
-            assert answer["results_queued"] == len(tasks) - 3
-            # The worker tries again with what it should have sent (its tasks were not acked).
-            retry = {"results": [entry(t, result_of(t)) for t in tasks[1:4]]}
-            assert (await client.post(f"/jobs/{job.id}/result/", json=retry)).status_code == 200
+                status = await job_store.get_status(conn, job.id)
+            return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
 
-            async def final() -> JobState | None:
-                async with pool.connection() as conn:
-                    status = await job_store.get_status(conn, job.id)
-                return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
-
-            assert await eventually(final, within=120) == JobState.SUCCESS
-    finally:
-        await nc.drain()
+        assert await eventually(final, within=120) == JobState.SUCCESS
     done = await job_store_job(pool, job.id)
     stages = {s.key: s for s in done.progress.stages}
     assert stages["process"].param("processed") == IMAGES

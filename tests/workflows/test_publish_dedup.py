@@ -13,8 +13,9 @@ from activities.async_api.models import PublishCheckpoint, PublishInput
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
 from activities.models import JobRef
-from tests.helpers.api import make_job
+from core.states import JobState
 from tests.helpers.db import NAMES
+from tests.helpers.jobs import make_job
 from worker.resources import Resources
 
 
@@ -23,7 +24,7 @@ async def test_a_repeated_publish_adds_no_message(resume_from, pool, settings, r
     settings = settings.model_copy(
         update={"jobs": settings.jobs.model_copy(update={"publish_page_size": 25})}
     )
-    job = await make_job(pool, images=100)
+    job = await make_job(pool, images=100, status=JobState.STARTED)
     resources = await Resources.open(settings, run_migrations=False)
     queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
     try:

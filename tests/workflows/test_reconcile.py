@@ -27,29 +27,23 @@ from core import inbox, naming
 from core.inbox import InboxEntry
 from core.states import JobState
 from job_control.actions import JobActions
+from tests.helpers import eventually
 from tests.helpers.db import NAMES
+from tests.helpers.jobs import make_job
 from tests.helpers.processes import OwnedNats, owned, worker_processes
-from tests.helpers.temporal import eventually, running_workers
-from tests.workflows.test_workflow_job import new_job, wait_for_pending_activity
+from tests.helpers.settings import SHORT_HEARTBEATS, with_settings
+from tests.helpers.temporal import running_workers, wait_activity
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
 
 
 @pytest.fixture
 def settings(settings):
-    return settings.model_copy(
-        update={
-            "jobs": settings.jobs.model_copy(
-                update={
-                    "heartbeat_timeout": timedelta(seconds=2),
-                    "heartbeat_interval": timedelta(seconds=0.3),
-                }
-            ),
-            # Streams of jobs unknown to this session belong to other sessions: never touched.
-            "reconcile": settings.reconcile.model_copy(
-                update={"grace": timedelta(seconds=2), "zombie_age": timedelta(days=3650)}
-            ),
-        }
+    return with_settings(
+        settings,
+        jobs=SHORT_HEARTBEATS,
+        # Streams of jobs unknown to this session belong to other sessions: never touched.
+        reconcile={"grace": timedelta(seconds=2), "zombie_age": timedelta(days=3650)},
     )
 
 
@@ -92,10 +86,10 @@ async def leftovers(resources, redis_client, pool, job_id: int) -> list[str]:
 
 async def started_then_terminated(pool, client, settings, actions, resources):
     """A job in aggregation whose workflow was terminated: row STARTED, queue left behind."""
-    job, _ = await new_job(pool, 30)
+    job, _, _ = await make_job(pool, images=30)
     await actions.run(job.id)
     handle = client.get_workflow_handle(naming.workflow_id(job.id))
-    await wait_for_pending_activity(handle, "aggregate_results")
+    await wait_activity(handle, "aggregate_results")
 
     async def published():
         return await stream_exists(resources.js, job.id)
@@ -115,14 +109,16 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
             pool, temporal_client, settings, actions, resources
         )
         touched = await started_then_terminated(pool, temporal_client, settings, actions, resources)
-        running, _ = await new_job(pool, 10)
+        running, _, _ = await make_job(pool, images=10)
         await actions.run(running.id)
-        await wait_for_pending_activity(
+        await wait_activity(
             temporal_client.get_workflow_handle(naming.workflow_id(running.id)),
             "aggregate_results",
         )
-        never_started, _ = await new_job(pool, 5)  # PENDING, but its start never reached Temporal
-        created, _ = await new_job(pool, 5)
+        never_started, _, _ = await make_job(
+            pool, images=5
+        )  # PENDING, but its start never reached Temporal
+        created, _, _ = await make_job(pool, images=5)
         async with pool.connection() as conn:
             await job_store.transition(conn, canceling.id, JobState.CANCELING, [JobState.STARTED])
             await conn.execute(
@@ -174,9 +170,9 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
 async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client, nats_client):
     """Streams, keys and inbox rows of final jobs go; running jobs' and strangers' stay."""
     js = nats_client.jetstream()
-    with_stream, _ = await new_job(pool, 3)
-    keys_only, _ = await new_job(pool, 3)
-    running, _ = await new_job(pool, 3)
+    with_stream, _, _ = await make_job(pool, images=3)
+    keys_only, _, _ = await make_job(pool, images=3)
+    running, _, _ = await make_job(pool, images=3)
     stranger = with_stream.id + 10_000_000  # no such job in this session's schema
     for job_id in (with_stream.id, running.id, stranger):
         config = StreamConfig(name=NAMES.stream(job_id), subjects=[NAMES.subject(job_id)])

@@ -16,20 +16,13 @@ from cli.main import app as cli_app
 from core import inbox, naming
 from core.inbox import InboxEntry
 from core.states import JobState
-from tests.helpers.api import Api, api_fixture  # noqa: F401 - fixture
-from tests.helpers.chaos import RecordingAdc, job_counts, wait_final
-from tests.helpers.db import NAMES
-from tests.helpers.temporal import detections_for, eventually, running_workers, simulated_worker
-from tests.workflows.test_workflow_job import new_job, wait_for_pending_activity
-
-
-def cli_env(settings) -> dict[str, str]:
-    return {
-        "ANTENNA_JOBS_DATABASE_SCHEMA": settings.database.schema_name,
-        "ANTENNA_JOBS_DATABASE_JOBS_SCHEMA": settings.database.jobs_schema,
-        "ANTENNA_JOBS_TEMPORAL_ADDRESS": settings.temporal.address,
-        "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
-    }
+from tests.helpers import eventually
+from tests.helpers.api import Api
+from tests.helpers.chaos import RecordingAdc, wait_final
+from tests.helpers.db import NAMES, job_counts
+from tests.helpers.jobs import detections_for, make_job
+from tests.helpers.processes import cli_env
+from tests.helpers.temporal import running_workers, simulated_worker, wait_activity
 
 
 async def cli(settings, *args: str):
@@ -46,7 +39,7 @@ async def stream_messages(js, job_id: int) -> int | None:
 async def test_starting_a_running_job_keeps_its_one_run(
     api: Api, pool, temporal_client, settings, nats_client
 ):
-    job, _ = await new_job(pool, 50)
+    job, _, _ = await make_job(pool, images=50)
     js = nats_client.jetstream()
     async with running_workers(temporal_client, settings):
         answers = await asyncio.gather(
@@ -56,7 +49,7 @@ async def test_starting_a_running_job_keeps_its_one_run(
         assert [r.status_code for r in answers[:5]] == [200] * 5
         assert answers[5].exit_code == 0, answers[5].output
         handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
-        await wait_for_pending_activity(handle, "aggregate_results")
+        await wait_activity(handle, "aggregate_results")
         await eventually(lambda: _equals(stream_messages(js, job.id), 50))
         assert (await api.client.post(f"/jobs/{job.id}/run/")).status_code == 200
         runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{handle.id}'")]
@@ -74,7 +67,7 @@ async def _equals(value, expected) -> bool:
 async def test_starting_a_final_job_is_refused_with_its_status(
     status, api: Api, pool, temporal_client, settings
 ):
-    job, _ = await new_job(pool, 3)
+    job, _, _ = await make_job(pool, images=3)
     async with pool.connection() as conn:
         await job_store.transition(conn, job.id, status, [JobState.CREATED], finished=True)
     response = await api.client.post(f"/jobs/{job.id}/run/")
@@ -93,7 +86,7 @@ async def test_retry_queues_only_unprocessed_images_once(
     first_run_ends, api: Api, pool, temporal_client, settings, nats_client, redis_client
 ):
     total, first = 100, 40
-    job, seeded = await new_job(pool, total)
+    job, seeded, _ = await make_job(pool, images=total)
     js = nats_client.jetstream()
     handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
     async with running_workers(temporal_client, settings):
@@ -179,7 +172,7 @@ async def test_retry_removes_a_leftover_stream_with_duplicates(
 ):
     """Antenna #1283: a restart on top of an old stream republished every task. Here a stale
     stream full of old messages is deleted before the new run publishes."""
-    job, seeded = await new_job(pool, 30)
+    job, seeded, _ = await make_job(pool, images=30)
     js = nats_client.jetstream()
     await js.add_stream(StreamConfig(name=NAMES.stream(job.id), subjects=[NAMES.subject(job.id)]))
     for _ in range(45):

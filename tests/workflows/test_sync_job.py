@@ -10,29 +10,21 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from antenna_db import job_store
 from antenna_db.seed import seed
 from cli.fakes.service import FakeServiceConfig, FakeServiceStats, create_fake_service, serving
-from core.settings import Settings, SyncApiSettings
+from core.settings import Settings
 from core.states import DispatchMode, JobState
 from job_control.actions import JobActions
+from tests.helpers import eventually
 from tests.helpers.chaos import DbHold
-from tests.helpers.jobs import (
-    collection_image_ids,
-    create_ml,
-    expected_results,
-    fetch,
-    get_job,
-    handle,
-    heartbeat_details,
-    image_statuses,
-    job_logs,
-    seed_sync,
-)
+from tests.helpers.db import collection_image_ids, fetch, get_job, image_statuses, job_logs
+from tests.helpers.jobs import expected_results, make_job, seed_sync
 from tests.helpers.processes import worker_processes
-from tests.helpers.temporal import eventually, running_workers
+from tests.helpers.settings import with_settings
+from tests.helpers.temporal import heartbeat_details, job_handle, running_workers
 
 
 def with_sync(settings: Settings, **values: object) -> Settings:
     sync = {"retries": 1, "retry_backoff": 0.01, "read_timeout": 10, **values}
-    return settings.model_copy(update={"sync": SyncApiSettings(**sync)})
+    return with_settings(settings, sync=sync)
 
 
 async def detection_rows(pool, job_id: int) -> list[dict]:
@@ -58,11 +50,23 @@ async def test_dispatch_mode_follows_the_project_flag_unless_set(pool):
     async with pool.connection() as conn:
         sync_project = await seed(conn, 1, async_workers=False)
         async_project = await seed(conn, 1, async_workers=True)
-    assert (await create_ml(pool, sync_project)).dispatch_mode == DispatchMode.SYNC_API
-    assert (await create_ml(pool, async_project)).dispatch_mode == DispatchMode.ASYNC_API
-    explicit = await create_ml(pool, sync_project, dispatch_mode=DispatchMode.ASYNC_API)
+    assert (
+        await make_job(pool, seeded=sync_project, shuffle=False)
+    ).job.dispatch_mode == DispatchMode.SYNC_API
+    assert (
+        await make_job(pool, seeded=async_project, shuffle=False)
+    ).job.dispatch_mode == DispatchMode.ASYNC_API
+    explicit = (
+        await make_job(
+            pool, seeded=sync_project, shuffle=False, dispatch_mode=DispatchMode.ASYNC_API
+        )
+    ).job
     assert explicit.dispatch_mode == DispatchMode.ASYNC_API
-    explicit = await create_ml(pool, async_project, dispatch_mode=DispatchMode.SYNC_API)
+    explicit = (
+        await make_job(
+            pool, seeded=async_project, shuffle=False, dispatch_mode=DispatchMode.SYNC_API
+        )
+    ).job
     assert explicit.dispatch_mode == DispatchMode.SYNC_API
 
 
@@ -71,12 +75,12 @@ async def test_sync_job_posts_batches_and_saves_every_answer(pool, temporal_clie
     async with serving(create_fake_service(FakeServiceConfig(), stats)) as url:
         # The project's config (5) overrides the pipeline's default (4).
         seeded = await seed_sync(pool, 23, batch_size=4, project_batch_size=5, service_url=url)
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         assert job.dispatch_mode == DispatchMode.SYNC_API
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
-            result = await handle(temporal_client, job.id).result()
-            desc = await handle(temporal_client, job.id).describe()
+            result = await job_handle(temporal_client, job.id).result()
+            desc = await job_handle(temporal_client, job.id).describe()
 
     ids = await collection_image_ids(pool, seeded.collection_id)
     detections, classifications = expected_results(ids)
@@ -125,10 +129,10 @@ async def test_failed_batches_fail_their_images_and_write_no_markers(
         config.fail_images = {str(ids[2])}  # batch 2: HTTP 500 every time
         config.invalid_images = {str(ids[6])}  # batch 4: an answer that is not a result
         config.hang_images = {str(ids[10])}  # batch 6: no answer within the read timeout
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
-            result = await handle(temporal_client, job.id).result()
+            result = await job_handle(temporal_client, job.id).result()
         await eventually(lambda: _true(stats.in_flight == 0))
 
     failed = {ids[2], ids[3], ids[6], ids[7], ids[10], ids[11]}
@@ -165,11 +169,11 @@ async def test_mostly_failed_sync_job_ends_failure(pool, temporal_client, settin
     settings = with_sync(settings, retries=0)
     async with serving(create_fake_service(FakeServiceConfig(error_rate=1.0))) as url:
         seeded = await seed_sync(pool, 6, batch_size=2, service_url=url)
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
             with pytest.raises(WorkflowFailureError) as raised:
-                await handle(temporal_client, job.id).result()
+                await job_handle(temporal_client, job.id).result()
     assert isinstance(raised.value.cause, ApplicationError)
     assert raised.value.cause.type == "JobFailed"
     done = await get_job(pool, job.id)
@@ -184,11 +188,11 @@ async def test_no_live_service_fails_the_job_with_the_reason(case, pool, tempora
     config = FakeServiceConfig(ready=False)
     async with serving(create_fake_service(config)) as url:
         seeded = await seed_sync(pool, 4, service_url=None if case == "none registered" else url)
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
             with pytest.raises(WorkflowFailureError):
-                await handle(temporal_client, job.id).result()
+                await job_handle(temporal_client, job.id).result()
     done = await get_job(pool, job.id)
     assert done.status == JobState.FAILURE and done.finished_at is not None
     failure = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
@@ -211,7 +215,7 @@ async def test_cancel_interrupts_the_request_in_flight(how, pool, temporal_clien
         seeded = await seed_sync(pool, 10, batch_size=1, service_url=url)
         ids = await collection_image_ids(pool, seeded.collection_id)
         config.hang_images = {str(ids[4])}
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         async with running_workers(temporal_client, settings):
             actions = JobActions(pool, temporal_client, settings)
             await actions.run(job.id)
@@ -219,10 +223,10 @@ async def test_cancel_interrupts_the_request_in_flight(how, pool, temporal_clien
             if how == "api":
                 await actions.cancel(job.id, reason="test cancel")
             else:
-                await handle(temporal_client, job.id).signal("cancel", "test signal")
+                await job_handle(temporal_client, job.id).signal("cancel", "test signal")
             with pytest.raises(WorkflowFailureError) as raised:
-                await handle(temporal_client, job.id).result()
-            desc = await handle(temporal_client, job.id).describe()
+                await job_handle(temporal_client, job.id).result()
+            desc = await job_handle(temporal_client, job.id).describe()
         await eventually(lambda: _true(stats.disconnected == 1))
     assert isinstance(raised.value.cause, CancelledError)
     assert desc.status == WorkflowExecutionStatus.CANCELED
@@ -238,14 +242,14 @@ async def test_cancel_in_the_job_row_stops_between_batches(pool, temporal_client
     stats = FakeServiceStats()
     async with serving(create_fake_service(FakeServiceConfig(latency=0.1), stats)) as url:
         seeded = await seed_sync(pool, 200, batch_size=1, service_url=url)
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         async with running_workers(temporal_client, settings):
             await JobActions(pool, temporal_client, settings).run(job.id)
             await eventually(lambda: _true(stats.answered >= 3))
             async with pool.connection() as conn:  # e.g. cancelled by the Antenna UI
                 await job_store.transition(conn, job.id, JobState.CANCELING, [JobState.STARTED])
             with pytest.raises(WorkflowFailureError):
-                await handle(temporal_client, job.id).result()
+                await job_handle(temporal_client, job.id).result()
     done = await get_job(pool, job.id)
     assert done.status == JobState.REVOKED
     assert stats.requests < 100
@@ -261,7 +265,7 @@ async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
     async with serving(create_fake_service(FakeServiceConfig(), stats)) as url:
         seeded = await seed_sync(pool, 16, batch_size=2, service_url=url)
         ids = await collection_image_ids(pool, seeded.collection_id)
-        job = await create_ml(pool, seeded)
+        job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         # Batch 4 (ordinals 7-8) waits inside its transaction, after batches 1-3 committed.
         hold = DbHold(
             settings,
@@ -286,7 +290,7 @@ async def test_worker_killed_mid_job_resumes_at_the_next_unsaved_batch(
                 first.kill()
                 await hold.terminate_waiters()
             workers.start()
-            result = await handle(temporal_client, job.id).result()
+            result = await job_handle(temporal_client, job.id).result()
 
     assert result.status == JobState.SUCCESS and result.processed == 16
     assert stats.batches[f"{ids[6]},{ids[7]}"] == 2  # the unsaved batch, sent again
@@ -312,9 +316,9 @@ async def test_history_does_not_grow_with_images_or_batches(pool, temporal_clien
     ):
         for images in (3, 60):
             seeded = await seed_sync(pool, images, batch_size=1, service_url=url)
-            job = await create_ml(pool, seeded)
+            job = (await make_job(pool, seeded=seeded, shuffle=False)).job
             await JobActions(pool, temporal_client, settings).run(job.id)
-            await handle(temporal_client, job.id).result()
-            events = [e async for e in handle(temporal_client, job.id).fetch_history_events()]
+            await job_handle(temporal_client, job.id).result()
+            events = [e async for e in job_handle(temporal_client, job.id).fetch_history_events()]
             lengths.append(len(events))
     assert lengths[0] == lengths[1], lengths

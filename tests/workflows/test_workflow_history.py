@@ -16,8 +16,8 @@ from temporalio.worker import Replayer
 from antenna_db import job_store
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.temporal import SimulatedAdcWorker, running_workers, simulated_worker
-from tests.workflows.test_workflow_job import job_handle, new_job
+from tests.helpers.jobs import make_job
+from tests.helpers.temporal import SimulatedAdcWorker, job_handle, running_workers, simulated_worker
 from workflows.job_workflow import JobWorkflow
 
 _WORKFLOW_TASK_EVENTS = {
@@ -28,7 +28,7 @@ _WORKFLOW_TASK_EVENTS = {
 
 
 async def run_job(pool, client, settings, nats_client, images: int):
-    job, seeded = await new_job(pool, images)
+    job, seeded, _ = await make_job(pool, images=images)
     worker = SimulatedAdcWorker(
         nats_client, pool, job.id, seeded.pipeline_slug, fails=lambda i: i % 50 == 0
     )

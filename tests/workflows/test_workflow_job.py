@@ -13,73 +13,26 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer
 
 from antenna_db import job_store
-from antenna_db.seed import seed
 from core import naming
-from core.job_requests import NewMlJob
 from core.states import JobState
-from core.workflow_io import JobWorkflowResult, WorkflowProgress
+from core.workflow_io import WorkflowProgress
 from job_control.actions import JobActions
-from tests.conftest import TEMPORAL_CLI
-from tests.helpers.db import NAMES
+from tests.helpers import eventually
+from tests.helpers.db import NAMES, fetch_one, image_ids
+from tests.helpers.jobs import assert_queue_gone, detections_for, make_job
 from tests.helpers.temporal import (
+    TEMPORAL_CLI,
     SimulatedAdcWorker,
-    detections_for,
-    eventually,
+    job_handle,
     running_workers,
     simulated_worker,
+    wait_activity,
 )
 from workflows.job_workflow import JobWorkflow
 
 
-async def new_job(pool, images: int, **job_kwargs):
-    async with pool.connection() as conn:
-        seeded = await seed(conn, images)
-        job = await job_store.create_ml_job(
-            conn,
-            NewMlJob(
-                project_id=seeded.project_id,
-                pipeline_slug=seeded.pipeline_slug,
-                collection_id=seeded.collection_id,
-                **job_kwargs,
-            ),
-        )
-    return job, seeded
-
-
-def job_handle(client, job_id: int):
-    return client.get_workflow_handle(naming.workflow_id(job_id), result_type=JobWorkflowResult)
-
-
-async def assert_queue_gone(resources, redis_client, job_id: int) -> None:
-    with pytest.raises(NotFoundError):
-        await resources.js.stream_info(NAMES.stream(job_id))
-    assert await redis_client.exists(*NAMES.redis_keys(job_id)) == 0
-
-
-async def image_ids(pool, job_id: int) -> list[int]:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT source_image_id FROM job_images WHERE job_id = %s ORDER BY ordinal", (job_id,)
-        )
-        return [r["source_image_id"] for r in await cur.fetchall()]
-
-
-async def fetch_one(pool, sql: str, *params):
-    async with pool.connection() as conn:
-        cur = await conn.execute(sql, params)
-        return await cur.fetchone()
-
-
-async def wait_for_pending_activity(handle, name: str) -> None:
-    async def running():
-        desc = await handle.describe()
-        return any(a.activity_type.name == name for a in desc.raw_description.pending_activities)
-
-    await eventually(running, within=30)
-
-
 async def test_job_runs_to_success(pool, temporal_client, settings, nats_client, redis_client):
-    job, seeded = await new_job(pool, 300)
+    job, seeded, _ = await make_job(pool, images=300)
     fails = lambda image: image % 10 == 0  # noqa: E731
     async with running_workers(temporal_client, settings) as resources:
         worker = SimulatedAdcWorker(
@@ -152,7 +105,7 @@ async def test_job_runs_to_success(pool, temporal_client, settings, nats_client,
 
 
 async def test_duplicate_results_save_and_count_once(pool, temporal_client, settings, nats_client):
-    job, seeded = await new_job(pool, 60)
+    job, seeded, _ = await make_job(pool, images=60)
     async with running_workers(temporal_client, settings):
         worker = SimulatedAdcWorker(
             nats_client, pool, job.id, seeded.pipeline_slug, duplicates=True
@@ -178,7 +131,7 @@ async def test_duplicate_results_save_and_count_once(pool, temporal_client, sett
 
 
 async def test_mostly_failed_job_ends_failure(pool, temporal_client, settings, nats_client):
-    job, seeded = await new_job(pool, 40)
+    job, seeded, _ = await make_job(pool, images=40)
     async with running_workers(temporal_client, settings):
         worker = SimulatedAdcWorker(
             nats_client, pool, job.id, seeded.pipeline_slug, fails=lambda i: i % 5 != 0
@@ -202,7 +155,7 @@ async def test_mostly_failed_job_ends_failure(pool, temporal_client, settings, n
 async def test_zero_image_job_succeeds_at_once(
     pool, temporal_client, settings, redis_client, job_workers
 ):
-    job, _ = await new_job(pool, 0)
+    job, _, _ = await make_job(pool, images=0)
     await JobActions(pool, temporal_client, settings).run(job.id)
     result = await job_handle(temporal_client, job.id).result()
     await assert_queue_gone(job_workers, redis_client, job.id)
@@ -220,11 +173,11 @@ async def test_zero_image_job_succeeds_at_once(
 async def test_cancel_while_aggregating(
     how, pool, temporal_client, settings, nats_client, redis_client
 ):
-    job, _ = await new_job(pool, 120)
+    job, _, _ = await make_job(pool, images=120)
     async with running_workers(temporal_client, settings) as resources:
         await JobActions(pool, temporal_client, settings).run(job.id)
         handle = job_handle(temporal_client, job.id)
-        await wait_for_pending_activity(handle, "aggregate_results")
+        await wait_activity(handle, "aggregate_results")
         if how == "handle":
             await handle.cancel(reason="test cancel")
         elif how == "signal":
@@ -254,7 +207,7 @@ async def test_cancel_while_aggregating(
 
 
 async def test_starting_twice_keeps_one_run(pool, temporal_client, settings, nats_client):
-    job, _ = await new_job(pool, 80)
+    job, _, _ = await make_job(pool, images=80)
     async with running_workers(temporal_client, settings) as resources:
         actions = JobActions(pool, temporal_client, settings)
         await actions.run(job.id)

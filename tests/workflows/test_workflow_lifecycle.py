@@ -10,8 +10,8 @@ from core import naming, search_attributes
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput
 from job_control.actions import JobActions
-from tests.helpers.temporal import SimulatedAdcWorker, running_workers, simulated_worker
-from tests.workflows.test_workflow_job import assert_queue_gone, job_handle, new_job
+from tests.helpers.jobs import assert_queue_gone, make_job
+from tests.helpers.temporal import SimulatedAdcWorker, job_handle, running_workers, simulated_worker
 
 
 async def start(client, settings, job_id: int):
@@ -29,7 +29,7 @@ async def log_count(pool, job_id: int) -> int:
 
 
 async def test_a_final_job_ends_the_run_without_side_effects(pool, temporal_client, settings):
-    job, _ = await new_job(pool, 5)
+    job, _, _ = await make_job(pool, images=5)
     async with pool.connection() as conn:
         await job_store.transition(conn, job.id, JobState.SUCCESS, [JobState.CREATED])
     before = await log_count(pool, job.id)
@@ -48,7 +48,7 @@ async def test_a_final_job_ends_the_run_without_side_effects(pool, temporal_clie
 async def test_a_job_cancelled_before_its_run_is_revoked(
     pool, temporal_client, settings, redis_client
 ):
-    job, _ = await new_job(pool, 5)
+    job, _, _ = await make_job(pool, images=5)
     async with pool.connection() as conn:
         await job_store.transition(conn, job.id, JobState.CANCELING, [JobState.CREATED])
     async with running_workers(temporal_client, settings) as resources:
@@ -64,7 +64,7 @@ async def test_a_job_cancelled_before_its_run_is_revoked(
 async def test_a_retried_job_starts_clean_and_succeeds(
     pool, temporal_client, settings, nats_client
 ):
-    job, seeded = await new_job(pool, 40)
+    job, seeded, _ = await make_job(pool, images=40)
     actions = JobActions(pool, temporal_client, settings)
     async with running_workers(temporal_client, settings):
         await actions.run(job.id)

@@ -8,17 +8,9 @@ from datetime import timedelta
 from antenna_db import job_store
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.temporal import SimulatedAdcWorker, running_workers, simulated_worker
-from tests.workflows.test_workflow_job import job_handle, new_job
-
-
-def tuned(settings, *, nats=None, jobs=None):
-    return settings.model_copy(
-        update={
-            "nats": settings.nats.model_copy(update=nats or {}),
-            "jobs": settings.jobs.model_copy(update=jobs or {}),
-        }
-    )
+from tests.helpers.jobs import make_job
+from tests.helpers.settings import with_settings
+from tests.helpers.temporal import SimulatedAdcWorker, job_handle, running_workers, simulated_worker
 
 
 async def failed_images(pool, job_id: int) -> dict[int, str]:
@@ -31,7 +23,7 @@ async def failed_images(pool, job_id: int) -> dict[int, str]:
 
 
 async def run_with(pool, client, settings, nats_client, images: int, **worker_kwargs):
-    job, seeded = await new_job(pool, images)
+    job, seeded, _ = await make_job(pool, images=images)
     async with running_workers(client, settings):
         worker = SimulatedAdcWorker(
             nats_client, pool, job.id, seeded.pipeline_slug, batch_size=10, **worker_kwargs
@@ -47,7 +39,7 @@ async def run_with(pool, client, settings, nats_client, images: int, **worker_kw
 async def test_tasks_that_exhaust_max_deliver_are_counted_failed(
     pool, temporal_client, settings, nats_client
 ):
-    settings = tuned(settings, nats={"ack_wait": timedelta(seconds=1), "max_deliver": 2})
+    settings = with_settings(settings, nats={"ack_wait": timedelta(seconds=1), "max_deliver": 2})
     ignored = lambda image: image % 10 == 0  # noqa: E731
     job, result, logs = await run_with(
         pool, temporal_client, settings, nats_client, 30, ignores=ignored
@@ -61,7 +53,7 @@ async def test_tasks_that_exhaust_max_deliver_are_counted_failed(
 
 
 async def test_stalled_images_are_counted_failed(pool, temporal_client, settings, nats_client):
-    settings = tuned(settings, jobs={"stall_period": timedelta(seconds=1.5)})
+    settings = with_settings(settings, jobs={"stall_period": timedelta(seconds=1.5)})
     ignored = lambda image: image % 7 == 0  # noqa: E731
     job, result, logs = await run_with(
         pool, temporal_client, settings, nats_client, 28, ignores=ignored

@@ -13,8 +13,9 @@ import httpx
 
 from core.states import JobState
 from job_control.actions import JobActions
-from tests.helpers.temporal import SimulatedAdcWorker, eventually, simulated_worker
-from tests.workflows.test_workflow_job import job_handle, new_job
+from tests.helpers import eventually
+from tests.helpers.jobs import make_job
+from tests.helpers.temporal import SimulatedAdcWorker, job_handle, simulated_worker
 from worker.main import run_worker
 
 _SCRIPT = """
@@ -43,7 +44,7 @@ async def test_run_worker_in_process_runs_a_job(pool, temporal_client, settings,
     ready = asyncio.Event()
     worker_task = asyncio.create_task(run_worker(settings, ready=ready))
     await asyncio.wait_for(ready.wait(), 30)
-    job, seeded = await new_job(pool, 25)
+    job, seeded, _ = await make_job(pool, images=25)
     try:
         async with simulated_worker(
             SimulatedAdcWorker(nats_client, pool, job.id, seeded.pipeline_slug)
