@@ -17,6 +17,7 @@ from core.wire_types import INT4_MAX, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_
 from tests.helpers.api import Api, http_client, running_app
 from tests.helpers.db import create_token, inbox_rows
 from tests.helpers.jobs import entry, make_job, success_result
+from tests.helpers.settings import with_settings
 
 
 def nested(depth: int) -> str:
@@ -214,9 +215,7 @@ LIMIT = 4096
 
 @pytest_asyncio.fixture(name="small_api")
 async def small_api_fixture(settings, pool, temporal_client, nats_client) -> AsyncIterator[Api]:
-    small = settings.model_copy(
-        update={"api": settings.api.model_copy(update={"max_body_bytes": LIMIT})}
-    )
+    small = with_settings(settings, api={"max_body_bytes": LIMIT})
     resources = ApiResources(pool=pool, nats=nats_client, temporal=temporal_client)
     async with running_app(small, resources) as app:
         async with pool.connection() as conn:

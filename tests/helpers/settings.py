@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from core.settings import Settings
 
 # A cancel or a crash reaches a running activity within about a second.
@@ -28,11 +30,15 @@ CRASH_WORKER: dict[str, Any] = {
 }
 
 
-def with_settings(settings: Settings, **groups: Mapping[str, Any]) -> Settings:
+def with_settings(settings: Settings, **groups: Mapping[str, Any] | BaseModel) -> Settings:
     """``settings`` with some fields of some groups replaced, each value validated as the
-    group's field (``5``, ``"5s"`` or a timedelta for a duration); other fields kept."""
+    group's field (``5``, ``"5s"`` or a timedelta for a duration), other fields kept; a group
+    given as a settings object replaces the group whole."""
     update: dict[str, Any] = {}
     for name, values in groups.items():
+        if isinstance(values, BaseModel):
+            update[name] = values
+            continue
         group = getattr(settings, name).model_copy(deep=True)
         for field, value in values.items():
             type(group).__pydantic_validator__.validate_assignment(group, field, value)

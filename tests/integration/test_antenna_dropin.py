@@ -50,6 +50,7 @@ from tests.helpers.antenna import (
 from tests.helpers.api import http_client, running_app
 from tests.helpers.broker import BROKER_URL, delete_queue, send_run_job
 from tests.helpers.db import NAMES
+from tests.helpers.settings import with_settings
 from tests.helpers.temporal import job_handle, running_workers
 
 LABELS = ["Vanessa atalanta", "Limenitis"]
@@ -121,16 +122,15 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """Worker, API and bridge pointed at the Antenna database, Antenna's broker and cache."""
     results_queue = f"{queue}-results"
-    real = settings.model_copy(
-        update={
-            "database": antenna_database,
-            "antenna": AntennaSettings(
-                broker_url=BROKER_URL,
-                jobs_queue=queue,
-                results_queue=results_queue,
-                cache_url=settings.redis.url,
-            ),
-        }
+    real = with_settings(
+        settings,
+        database=antenna_database,
+        antenna=AntennaSettings(
+            broker_url=BROKER_URL,
+            jobs_queue=queue,
+            results_queue=results_queue,
+            cache_url=settings.redis.url,
+        ),
     )
     nc = await nats.connect(real.nats.url)
     ready = asyncio.Event()

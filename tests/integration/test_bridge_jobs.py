@@ -28,6 +28,7 @@ from tests.helpers.broker import BROKER_URL, queue_depth, running_consumer, send
 from tests.helpers.db import get_job, job_logs
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import VENV_BIN, child_env
+from tests.helpers.settings import with_settings
 from tests.helpers.temporal import job_handle
 
 BRIDGE_LOG = "Run started from Antenna's run_job message"
@@ -159,8 +160,8 @@ async def seed_in(pool, images: int = 2):
 async def test_run_bridge_wires_it_all_and_stops_on_cancel(
     pool, temporal_client, settings, job_workers, queue
 ):
-    bridge_settings = settings.model_copy(
-        update={"antenna": AntennaSettings(broker_url=BROKER_URL, jobs_queue=queue)}
+    bridge_settings = with_settings(
+        settings, antenna=AntennaSettings(broker_url=BROKER_URL, jobs_queue=queue)
     )
     job = await pending_job(pool)
     ready = asyncio.Event()

@@ -24,7 +24,7 @@ from tests.helpers.chaos import DbHold
 from tests.helpers.db import collection_image_ids, fetch, get_job, job_logs
 from tests.helpers.jobs import file_size
 from tests.helpers.processes import worker_processes
-from tests.helpers.settings import with_export
+from tests.helpers.settings import with_export, with_settings
 from tests.helpers.temporal import heartbeat_details, job_handle, running_workers
 
 IMAGES = 150  # captures every minute from 2026-06-01 22:01 UTC to 2026-06-02 00:30
@@ -461,7 +461,7 @@ async def test_export_that_cannot_write_its_file_fails_with_the_reason(
 ):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    settings = settings.model_copy(update={"export": ExportSettings(dir=blocker / "exports")})
+    settings = with_settings(settings, export=ExportSettings(dir=blocker / "exports"))
     job, _ = await export_job(pool, temporal_client, settings, 3, params={"format": "csv"})
     async with running_workers(temporal_client, settings):
         await JobActions(pool, temporal_client, settings).run(job.id)

@@ -16,14 +16,13 @@ from activities.models import JobRef
 from core.states import JobState
 from tests.helpers.db import NAMES
 from tests.helpers.jobs import make_job
+from tests.helpers.settings import with_settings
 from worker.resources import Resources
 
 
 @pytest.mark.parametrize("resume_from", [None, 0, 40])
 async def test_a_repeated_publish_adds_no_message(resume_from, pool, settings, redis_client):
-    settings = settings.model_copy(
-        update={"jobs": settings.jobs.model_copy(update={"publish_page_size": 25})}
-    )
+    settings = with_settings(settings, jobs={"publish_page_size": 25})
     job = await make_job(pool, images=100, status=JobState.STARTED)
     resources = await Resources.open(settings, run_migrations=False)
     queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)

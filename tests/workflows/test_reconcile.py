@@ -211,12 +211,7 @@ async def test_zombie_streams_of_missing_jobs_are_removed_once_old(pool, setting
     """On a NATS server of this test's own: a stream whose job does not exist is a zombie."""
     async with owned(OwnedNats("nats", tmp_path / "nats")) as server:
         for age, removed in ((timedelta(days=1), False), (timedelta(0), True)):
-            local = settings.model_copy(
-                update={
-                    "nats": settings.nats.model_copy(update={"url": server.url}),
-                    "reconcile": settings.reconcile.model_copy(update={"zombie_age": age}),
-                }
-            )
+            local = with_settings(settings, nats={"url": server.url}, reconcile={"zombie_age": age})
             resources = await Resources.open(local, run_migrations=False)
             try:
                 await resources.js.add_stream(
@@ -240,12 +235,11 @@ async def test_a_prefixed_deployment_reconciles_only_its_own_names(
     zombie stream and keys, never the other's (Antenna's names, no prefix)."""
     async with owned(OwnedNats("nats", tmp_path / "nats")) as server:
         prefix = f"p{uuid.uuid4().hex[:6]}-"
-        local = settings.model_copy(
-            update={
-                "nats": settings.nats.model_copy(update={"url": server.url}),
-                "reconcile": settings.reconcile.model_copy(update={"zombie_age": timedelta(0)}),
-                "jobs": settings.jobs.model_copy(update={"name_prefix": prefix}),
-            }
+        local = with_settings(
+            settings,
+            nats={"url": server.url},
+            reconcile={"zombie_age": timedelta(0)},
+            jobs={"name_prefix": prefix},
         )
         ours, theirs = local.jobs.names, NAMES
         missing = 999_999_999_999_998
@@ -292,11 +286,7 @@ async def test_the_worker_creates_the_schedule_that_runs_reconcile(
         assert [i.every for i in description.schedule.spec.intervals] == [timedelta(minutes=5)]
         # ...leaves it alone when it is there, and follows a changed interval.
         assert await ensure_reconcile_schedule(temporal_client, settings) == schedule_id
-        quick = settings.model_copy(
-            update={
-                "reconcile": settings.reconcile.model_copy(update={"interval": timedelta(hours=1)})
-            }
-        )
+        quick = with_settings(settings, reconcile={"interval": timedelta(hours=1)})
         await ensure_reconcile_schedule(temporal_client, quick)
         description = await handle.describe()
         assert [i.every for i in description.schedule.spec.intervals] == [timedelta(hours=1)]
