@@ -47,7 +47,7 @@ bench: install
 chaos: install
 	rm -f .state/chaos-recovery.jsonl
 	ANTENNA_JOBS_TEST_PROFILE=full $(BIN)/pytest -q -m "chaos or slow"; rc=$$?; \
-		$(BIN)/python -m tests.chaos_report --profile full; exit $$rc
+		$(BIN)/python -m tests.chaos.report --profile full; exit $$rc
 
 # More generated inputs than CI's bounded run (hypothesis properties, schemathesis over OpenAPI).
 fuzz: install

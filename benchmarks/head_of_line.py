@@ -2,7 +2,7 @@
 jobs sit in their aggregation phase and one job is held in a slow collect.
 
 The held collect is a statement that waits inside PostgreSQL (a test-only trigger on the job's
-image set, tests/helpers_chaos.DbHold), so it occupies a long-queue activity slot and a pooled
+image set, tests/helpers/chaos.DbHold), so it occupies a long-queue activity slot and a pooled
 connection for as long as the benchmark runs. Prints the delay from the start request
 (JobActions.run, as the API and CLI call it) to the first message on the job's subject, for an
 idle worker and for the busy one.
@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.helpers_chaos when run as a script
+    sys.path.insert(0, str(ROOT))  # for tests.helpers.chaos when run as a script
 
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from temporalio.client import Client  # noqa: E402
@@ -35,7 +35,7 @@ from antenna_db.seed import seed  # noqa: E402
 from core.naming import Names  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from job_control.actions import JobActions  # noqa: E402
-from tests.helpers_chaos import hold_collect  # noqa: E402
+from tests.helpers.chaos import hold_collect  # noqa: E402
 
 
 @dataclass

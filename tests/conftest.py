@@ -8,10 +8,8 @@ with another's, and each test gets its own task queues.
 from __future__ import annotations
 
 import random
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -28,11 +26,11 @@ from temporalio.testing import WorkflowEnvironment
 from core import search_attributes
 from core.db import migrate, open_pool
 from core.settings import DatabaseSettings, JobSettings, Settings
-from tests.helpers_db import create_views
+from tests.helpers.db import create_views
+from tests.helpers.temporal import TEMPORAL_CLI, running_workers
 
-TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 # Fixture modules: their fixtures are available to every test module without imports.
-pytest_plugins = ["tests.helpers_antenna", "tests.helpers_api", "tests.helpers_broker"]
+pytest_plugins = ["tests.helpers.antenna", "tests.helpers.api", "tests.helpers.broker"]
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +118,5 @@ async def nats_client(session_settings: Settings) -> AsyncIterator[NatsClient]:
 async def job_workers(temporal_client: Client, settings: Settings) -> AsyncIterator[Any]:
     """The job workflow's workers (both task queues) for this test's settings; yields the
     worker's Resources (pool, redis, nats, jetstream)."""
-    from tests.helpers_temporal import running_workers
-
     async with running_workers(temporal_client, settings) as resources:
         yield resources

@@ -23,12 +23,10 @@ from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
 from activities.models import JobRef
 from core import inbox
-from core.inbox import InboxEntry
-from core.schemas import PipelineProcessingTask
-from core.settings import Settings
-from tests.helpers_api import made_run_id, make_job
-from tests.helpers_temporal import eventually
-from tests.helpers_temporal import success_result as adc_result
+from core.states import JobState
+from tests.helpers import eventually
+from tests.helpers.jobs import inbox_entries, made_run_id, make_job
+from tests.helpers.settings import with_settings
 from worker.resources import Resources
 
 WAITING_JOBS = 12
@@ -48,10 +46,6 @@ class CountingPool:
             yield conn
 
 
-def _with_jobs(settings: Settings, **fields: Any) -> Settings:
-    return settings.model_copy(update={"jobs": settings.jobs.model_copy(update=fields)})
-
-
 async def _aggregator(results: ResultActivities, job_id: int, total: int) -> asyncio.Task[Any]:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_run_id=made_run_id(job_id))
@@ -60,27 +54,9 @@ async def _aggregator(results: ResultActivities, job_id: int, total: int) -> asy
     )
 
 
-def _entries(job: Any) -> list[InboxEntry]:
-    out = []
-    for image_id, url in job.images:
-        task = PipelineProcessingTask(
-            id=str(image_id), image_id=str(image_id), image_url=url, reply_subject=None
-        )
-        result = adc_result(task, job.seeded.pipeline_slug)
-        out.append(
-            InboxEntry(
-                image_id=image_id,
-                reply_subject="",
-                is_error=False,
-                payload=result.model_dump_json(),
-            )
-        )
-    return out
-
-
 async def test_waiting_aggregators_share_one_read_per_interval_and_wake_on_results(pool, settings):
     interval = 0.5
-    local = _with_jobs(settings, heartbeat_interval=timedelta(seconds=interval))
+    local = with_settings(settings, jobs={"heartbeat_interval": timedelta(seconds=interval)})
     resources = await Resources.open(local, run_migrations=False)
     counting = CountingPool(resources.pool)
     watch = InboxWatch(counting, local.database, interval)  # type: ignore[arg-type]
@@ -92,7 +68,7 @@ async def test_waiting_aggregators_share_one_read_per_interval_and_wake_on_resul
         local,
         watch=watch,
     )
-    jobs = [await make_job(pool, images=2) for _ in range(WAITING_JOBS)]
+    jobs = [await make_job(pool, images=2, status=JobState.STARTED) for _ in range(WAITING_JOBS)]
     collect = ImageActivities(resources.pool, local).collect_images
     for job in jobs:
         await ActivityEnvironment().run(collect, JobRef(job_id=job.id))
@@ -114,7 +90,7 @@ async def test_waiting_aggregators_share_one_read_per_interval_and_wake_on_resul
         await asyncio.sleep(2 * interval)  # the read loop now sleeps for an hour
         first = jobs[0]
         async with pool.connection() as conn:
-            await inbox.store(conn, first.id, _entries(first))
+            await inbox.store(conn, first.id, inbox_entries(first))
         done = await asyncio.wait_for(running[0], timeout=30)
         assert done.counters.processed == 2
         assert not any(task.done() for task in running[1:])

@@ -1,0 +1,157 @@
+"""Test helpers for the bridge: Antenna's side of RabbitMQ (Celery's send_task, raw publishes),
+a queue of each test's own, a consumer running in the test's loop (a broker outage is faked with
+helpers.processes.TcpProxy in front of RabbitMQ, never by touching the shared one).
+
+Isolation is by a unique queue (and exchange) per test, deleted at the end; no test purges or
+deletes a queue it did not create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from celery import Celery
+from kombu.connection import Connection
+from kombu.entity import Exchange
+from kombu.messaging import Producer
+
+from bridge.celery_messages import RUN_JOB_TASK
+from bridge.consumer import RunJobConsumer, StartJob, celery_queue
+from bridge.outcome import BridgeOutcome
+
+BROKER_PORT = 5672
+
+
+def broker_url(port: int = BROKER_PORT) -> str:
+    """The shared RabbitMQ's URL (another port: a TcpProxy in front of it)."""
+    return f"amqp://guest:guest@127.0.0.1:{port}//"
+
+
+BROKER_URL = broker_url()
+
+
+def delete_queue(name: str, url: str = BROKER_URL) -> None:
+    with Connection(url) as conn:
+        channel = conn.channel()
+        with contextlib.suppress(Exception):
+            celery_queue(name)(channel).delete()
+        with contextlib.suppress(Exception):
+            Exchange(name, type="direct")(channel).delete()
+
+
+@pytest.fixture(name="queue")
+def queue_fixture() -> Iterator[str]:
+    """A RabbitMQ queue name of this test's own; the queue and its exchange go at the end."""
+    name = f"aj-test-bridge-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        delete_queue(name)
+
+
+def antenna_app(url: str = BROKER_URL, **conf: Any) -> Celery:
+    app = Celery(broker=url, set_as_current=False)
+    app.conf.update(conf)
+    return app
+
+
+def send_task(queue: str, task: str, url: str = BROKER_URL, **kwargs: Any) -> str:
+    """Send as Antenna does (``app.send_task(name, kwargs=..., queue=...)``); the task id.
+    ``compression="gzip"`` etc. go to the app's config (Antenna compresses with gzip)."""
+    conf = {f"task_{k}": kwargs.pop(k) for k in ("compression",) if k in kwargs}
+    app = antenna_app(url, **conf)
+    try:
+        return str(app.send_task(task, kwargs=kwargs, queue=queue).id)
+    finally:
+        app.close()
+
+
+async def send_run_job(queue: str, job_id: Any, **conf: Any) -> str:
+    return await asyncio.to_thread(send_task, queue, RUN_JOB_TASK, job_id=job_id, **conf)
+
+
+def publish_raw(
+    queue: str,
+    body: Any,
+    *,
+    headers: dict[str, Any] | None = None,
+    content_type: str = "application/json",
+    content_encoding: str = "utf-8",
+) -> None:
+    """A message with exactly this body and these headers, to the queue's Celery exchange."""
+    with Connection(BROKER_URL) as conn:
+        producer = Producer(conn.channel())
+        target = celery_queue(queue)
+        producer.publish(
+            body,
+            exchange=target.exchange,
+            routing_key=queue,
+            declare=[target],
+            headers=headers or {},
+            content_type=content_type,
+            content_encoding=content_encoding,
+            serializer=None if isinstance(body, bytes | str) else "json",
+        )
+
+
+def queue_depth(queue: str) -> int:
+    """Ready messages in the queue (unacked ones are not counted: stop the consumer first)."""
+    with Connection(BROKER_URL) as conn:
+        _name, messages, _consumers = celery_queue(queue)(conn.channel()).queue_declare(
+            passive=True
+        )
+        return int(messages)
+
+
+@dataclass
+class Recorder:
+    """A start callback that records its calls and fails its first ``fails`` calls."""
+
+    fails: int = 0
+    outcome: BridgeOutcome = BridgeOutcome.STARTED
+    calls: list[tuple[int, str]] = field(default_factory=list)
+
+    async def __call__(self, job_id: int, task_id: str) -> BridgeOutcome:
+        self.calls.append((job_id, task_id))
+        if len(self.calls) <= self.fails:
+            raise ConnectionError("Temporal unreachable (simulated)")
+        return self.outcome
+
+
+@dataclass
+class RunningConsumer:
+    consumer: RunJobConsumer
+    task: asyncio.Task[None]
+    ready: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    queue: str, start: StartJob, url: str = BROKER_URL, *, wait_ready: bool = True
+) -> AsyncIterator[RunningConsumer]:
+    """A consumer with short backoffs for tests, stopped (and awaited) when the block ends."""
+    consumer = RunJobConsumer(
+        url,
+        queue,
+        start,
+        retry_backoff=timedelta(seconds=0.05),
+        retry_backoff_max=timedelta(seconds=0.3),
+        connect_timeout=timedelta(seconds=2),
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(consumer.run(ready=ready))
+    try:
+        if wait_ready:
+            await asyncio.wait_for(ready.wait(), 15)
+        yield RunningConsumer(consumer, task, ready)
+    finally:
+        consumer.stop()
+        if not task.done():
+            await asyncio.wait_for(task, 15)

@@ -1,0 +1,234 @@
+"""Antenna's Run/Retry buttons through the bridge: run_job messages sent as Antenna sends them,
+JobActions.start_for_antenna, the real Temporal dev server and the in-process job workers.
+
+Antenna's enqueue writes PENDING (and a fresh task id) before it sends run_job; the tests do the
+same with a guarded status write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from antenna_db import job_store
+from antenna_db.seed import seed
+from bridge.main import run_bridge
+from bridge.outcome import BridgeOutcome
+from core.progress import reset_progress
+from core.settings import AntennaSettings
+from core.states import JobState
+from job_control.actions import JobActions
+from tests.helpers import eventually
+from tests.helpers.broker import BROKER_URL, queue_depth, running_consumer, send_run_job
+from tests.helpers.db import get_job, job_logs
+from tests.helpers.jobs import make_job
+from tests.helpers.processes import VENV_BIN, child_env
+from tests.helpers.settings import with_settings
+from tests.helpers.temporal import job_handle
+
+BRIDGE_LOG = "Run started from Antenna's run_job message"
+
+
+async def pending_job(pool, images: int = 5):
+    """An ASYNC_API job as Antenna's Run button leaves it: PENDING, message not yet sent."""
+    async with pool.connection() as conn:
+        seeded = await seed(conn, images)
+    job = (await make_job(pool, seeded=seeded, shuffle=False)).job
+    async with pool.connection() as conn:
+        assert await job_store.transition(conn, job.id, JobState.PENDING, [JobState.CREATED])
+    return job
+
+
+async def status_of(pool, job_id: int) -> JobState:
+    return (await get_job(pool, job_id)).status
+
+
+async def run_id(client, job_id: int) -> str | None:
+    try:
+        desc = await job_handle(client, job_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.run_id if desc.status == WorkflowExecutionStatus.RUNNING else None
+
+
+async def cancel_and_wait(actions: JobActions, client, job_id: int) -> None:
+    await actions.cancel(job_id, "test end")
+    with contextlib.suppress(WorkflowFailureError):
+        await asyncio.wait_for(job_handle(client, job_id).result(), 60)
+
+
+class Outcomes:
+    """start_for_antenna, recording what it answered per message."""
+
+    def __init__(self, actions: JobActions) -> None:
+        self.actions = actions
+        self.seen: list[tuple[int, BridgeOutcome]] = []
+
+    async def __call__(self, job_id: int, task_id: str) -> BridgeOutcome:
+        outcome = await self.actions.start_for_antenna(job_id, task_id)
+        self.seen.append((job_id, outcome))
+        return outcome
+
+    async def count(self, n: int) -> None:
+        async def enough():
+            return len(self.seen) >= n
+
+        await eventually(enough, within=30)
+
+
+async def test_run_job_messages_start_join_and_skip(
+    pool, temporal_client, settings, job_workers, queue
+):
+    actions = JobActions(pool, temporal_client, settings)
+    outcomes = Outcomes(actions)
+    job = await pending_job(pool)
+    finished = (await make_job(pool, seeded=await seed_in(pool), shuffle=False)).job
+    async with pool.connection() as conn:
+        await job_store.transition(
+            conn, finished.id, JobState.REVOKED, [JobState.CREATED], finished=True
+        )
+
+    async with running_consumer(queue, outcomes):
+        task_id = await send_run_job(queue, job.id)
+        await outcomes.count(1)
+        assert outcomes.seen == [(job.id, BridgeOutcome.STARTED)]
+        first_run = await run_id(temporal_client, job.id)
+        assert first_run is not None
+
+        async def left_pending():
+            return await status_of(pool, job.id) != JobState.PENDING
+
+        await eventually(left_pending, within=30)
+        assert await status_of(pool, job.id) == JobState.STARTED  # no ADC worker: it waits
+        lines = [r for r in await job_logs(pool, job.id) if BRIDGE_LOG in r["message"]]
+        assert len(lines) == 1 and task_id in lines[0]["message"]
+        assert lines[0]["context"]["workflow_run_id"] == first_run
+
+        # Antenna's Run button pressed again while the job runs: the one run is joined.
+        await send_run_job(queue, job.id)
+        # A stale message for a final job, and one for a job that does not exist.
+        await send_run_job(queue, finished.id)
+        await send_run_job(queue, 1)
+        await outcomes.count(4)
+        # Up to `prefetch` starts run side by side: any order.
+        assert set(outcomes.seen[1:]) == {
+            (job.id, BridgeOutcome.ALREADY_RUNNING),
+            (finished.id, BridgeOutcome.FINAL),
+            (1, BridgeOutcome.MISSING),
+        }
+        assert await run_id(temporal_client, job.id) == first_run
+        assert await run_id(temporal_client, finished.id) is None
+        assert await status_of(pool, finished.id) == JobState.REVOKED
+        lines = [r for r in await job_logs(pool, job.id) if BRIDGE_LOG in r["message"]]
+        assert len(lines) == 1
+
+        # Antenna's Retry button after a cancel: RETRY then PENDING, then run_job: a new run.
+        await cancel_and_wait(actions, temporal_client, job.id)
+        assert await status_of(pool, job.id) == JobState.REVOKED
+        current = await get_job(pool, job.id)
+        async with pool.connection() as conn:
+            assert await job_store.transition(
+                conn,
+                job.id,
+                JobState.RETRY,
+                [JobState.REVOKED],
+                progress=reset_progress(current.progress),
+            )
+            assert await job_store.transition(conn, job.id, JobState.PENDING, [JobState.RETRY])
+        await send_run_job(queue, job.id)
+        await outcomes.count(5)
+        assert outcomes.seen[4] == (job.id, BridgeOutcome.STARTED)
+        second_run = await run_id(temporal_client, job.id)
+        assert second_run not in (None, first_run)
+        await eventually(left_pending, within=30)
+        await cancel_and_wait(actions, temporal_client, job.id)
+    assert await asyncio.to_thread(queue_depth, queue) == 0
+
+
+async def seed_in(pool, images: int = 2):
+    async with pool.connection() as conn:
+        return await seed(conn, images)
+
+
+async def test_run_bridge_wires_it_all_and_stops_on_cancel(
+    pool, temporal_client, settings, job_workers, queue
+):
+    bridge_settings = with_settings(
+        settings, antenna=AntennaSettings(broker_url=BROKER_URL, jobs_queue=queue)
+    )
+    job = await pending_job(pool)
+    ready = asyncio.Event()
+    bridge = asyncio.create_task(run_bridge(bridge_settings, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        await send_run_job(queue, job.id)
+
+        async def started():
+            return await status_of(pool, job.id) == JobState.STARTED
+
+        await eventually(started, within=30)
+        assert await run_id(temporal_client, job.id) is not None
+    finally:
+        bridge.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(bridge, 15)
+    await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, job.id)
+    assert await asyncio.to_thread(queue_depth, queue) == 0
+
+
+async def test_run_bridge_needs_a_broker_url(settings):
+    with pytest.raises(ValueError, match="ANTENNA_JOBS_ANTENNA_BROKER_URL"):
+        await run_bridge(settings)
+
+
+async def test_bridge_command_starts_jobs_and_exits_zero_on_sigterm(
+    pool, temporal_client, settings, job_workers, queue
+):
+    env = child_env(
+        settings,
+        ANTENNA_JOBS_ANTENNA_BROKER_URL=BROKER_URL,
+        ANTENNA_JOBS_ANTENNA_JOBS_QUEUE=queue,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(VENV_BIN / "antenna-jobs"), "bridge", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    job = await pending_job(pool)
+    try:
+        assert proc.stderr is not None
+        while b"consuming run_job messages" not in (
+            line := await asyncio.wait_for(proc.stderr.readline(), 60)
+        ):
+            assert line, "the bridge exited before consuming"
+        await send_run_job(queue, job.id)
+
+        async def started():
+            return await status_of(pool, job.id) == JobState.STARTED
+
+        await eventually(started, within=30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, job.id)
+    assert await asyncio.to_thread(queue_depth, queue) == 0
+
+
+async def test_bridge_command_without_a_broker_url_says_so(settings):
+    proc = await asyncio.create_subprocess_exec(
+        str(VENV_BIN / "antenna-jobs"),
+        "bridge",
+        env=child_env(settings),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert b"ANTENNA_JOBS_ANTENNA_BROKER_URL" in err

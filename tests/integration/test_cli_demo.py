@@ -1,0 +1,44 @@
+"""``antenna-jobs demo`` end to end as a real process: worker and API subprocesses, fake workers.
+
+Everything the demo needs already answers (the shared services and the session's Temporal dev
+server), so its ``up`` step starts nothing; it uses the session's schema and a task queue of
+its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cli.stack import processes
+from core.settings import Settings
+from tests.helpers.processes import DEMO_FINAL_LINE, run_demo
+
+
+@pytest.mark.slow
+async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, tmp_path):
+    text = await run_demo(
+        settings, tmp_path / "state", "--images", "40", "--workers", "2", "--error-rate", "0.1"
+    )
+
+    lines = text.strip().splitlines()
+    match = DEMO_FINAL_LINE.match(lines[-1])
+    assert match, lines[-1]
+    job_id, detections, classifications = (int(g) for g in match.groups())
+    assert "worker peak RSS:" in text
+    assert f"/namespaces/default/workflows/job-{job_id}" in text
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM job_detections WHERE job_id = %s AND bbox_x1 IS NOT NULL",
+            (job_id,),
+        )
+        assert (await cur.fetchone())["n"] == detections
+        cur = await conn.execute("SELECT status FROM jobs_job WHERE id = %s", (job_id,))
+        assert (await cur.fetchone())["status"] == "SUCCESS"
+    assert classifications == detections  # one classification per detection
+    # The demo stopped the worker and API it started.
+    pids = [int(p) for p in re.findall(r"started (?:worker|api) \(pid (\d+)", text)]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if processes.is_running(pid)]

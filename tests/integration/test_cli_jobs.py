@@ -1,0 +1,160 @@
+"""``seed``, ``token create`` and ``job ...`` through the CLI, against the real services.
+
+The CLI reads its settings from the environment, so the fixtures' schema, Temporal address and
+task queue are passed as env vars. Commands run in a thread: each calls ``asyncio.run`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from antenna_db import job_store
+from cli.main import app
+from core import naming
+from core.settings import Settings
+from core.states import JobState
+from tests.helpers.processes import cli_env as cli_env_for
+
+
+@pytest.fixture
+def cli_env(settings: Settings, pool: Any) -> dict[str, str]:
+    # `pool` migrates the session schema and offsets job ids away from other sessions'.
+    return cli_env_for(settings)
+
+
+async def invoke(env: dict[str, str], *args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+
+async def ok_json(env: dict[str, str], *args: str) -> Any:
+    result = await invoke(env, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def seeded_job(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    seeded = await ok_json(env, "seed", "--images", "12")
+    assert {"project_id", "pipeline_slug", "collection_id"} <= set(seeded)
+    return await ok_json(
+        env,
+        "job",
+        "create",
+        "--project",
+        str(seeded["project_id"]),
+        "--pipeline",
+        seeded["pipeline_slug"],
+        "--collection",
+        str(seeded["collection_id"]),
+        *extra,
+    )
+
+
+async def test_create_status_and_cancel_a_job_that_never_started(cli_env, pool):
+    created = await seeded_job(cli_env, "--limit", "5", "--no-shuffle")
+    assert created["status"] == "CREATED"
+    job_id = created["id"]
+    async with pool.connection() as conn:
+        job = await job_store.get_job(conn, job_id)
+    assert job.limit == 5 and job.shuffle is False and job.dispatch_mode == "async_api"
+
+    status = await ok_json(cli_env, "job", "status", str(job_id), "--json")
+    assert status["id"] == job_id and status["status"] == "CREATED"
+    assert [s["key"] for s in status["progress"]["stages"]] == ["collect", "process", "results"]
+
+    human = await invoke(cli_env, "job", "status", str(job_id))
+    assert human.exit_code == 0 and f"job {job_id} CREATED" in human.stdout
+    assert "Collect" in human.stdout and "Results" in human.stdout
+
+    # No workflow was ever started: the cancel revokes it directly.
+    assert (await ok_json(cli_env, "job", "cancel", str(job_id)))["status"] == "REVOKED"
+    refused = await invoke(cli_env, "job", "cancel", str(job_id))
+    assert refused.exit_code == 1
+    assert f"job {job_id} is REVOKED: cannot cancel" in refused.stderr
+    logs = (await ok_json(cli_env, "job", "status", str(job_id), "--json"))["logs"]
+    assert any("Cancel requested" in line["message"] for line in logs)
+
+    watched = await invoke(cli_env, "job", "watch", str(job_id))
+    assert watched.exit_code == 1 and f"job {job_id} REVOKED" in watched.stdout
+
+
+async def test_run_and_retry_start_the_job_workflow(cli_env, pool, temporal_client):
+    created = await seeded_job(cli_env)
+    job_id = created["id"]
+    assert (await ok_json(cli_env, "job", "run", str(job_id)))["status"] == "PENDING"
+    handle = temporal_client.get_workflow_handle(naming.workflow_id(job_id))
+    description = await handle.describe()
+    assert description.workflow_type == naming.JOB_WORKFLOW
+    assert description.task_queue == cli_env["ANTENNA_JOBS_TASK_QUEUE"]
+
+    refused = await invoke(cli_env, "job", "retry", str(job_id))
+    assert refused.exit_code == 1 and f"job {job_id} is PENDING: cannot retry" in refused.stderr
+
+    # No worker serves this queue, so end the run by hand and retry the FAILURE.
+    await handle.terminate(reason="test")
+    async with pool.connection() as conn:
+        assert await job_store.transition(conn, job_id, JobState.FAILURE, [JobState.PENDING])
+    # Antenna's retry: RETRY and at once its enqueue's PENDING.
+    assert (await ok_json(cli_env, "job", "retry", str(job_id)))["status"] == "PENDING"
+    retried = await handle.describe()
+    assert retried.run_id != description.run_id
+    await temporal_client.get_workflow_handle(naming.workflow_id(job_id)).terminate("test done")
+
+
+async def test_create_with_start_and_bad_input(cli_env, temporal_client):
+    started = await seeded_job(cli_env, "--start")
+    assert started["status"] == "PENDING"
+    await temporal_client.get_workflow_handle(naming.workflow_id(started["id"])).terminate("done")
+    missing = await invoke(cli_env, "job", "status", "1")
+    assert missing.exit_code == 1 and "job 1 does not exist" in missing.stderr
+    bad = await invoke(
+        cli_env,
+        "job",
+        "create",
+        "--project",
+        "1",
+        "--pipeline",
+        "no-such-slug",
+        "--collection",
+        "1",
+    )
+    assert bad.exit_code == 1 and "pipeline" in bad.stderr
+
+
+async def test_token_create_list_revoke(cli_env, pool):
+    """An Antenna token (authtoken_token) of a new superuser; its name and expiry in ours."""
+    result = await invoke(
+        cli_env, "token", "create", "--name", "cli-test", "--superuser", "--expires", "30d"
+    )
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert len(key) == 40
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT u.is_superuser, u.is_active, m.name, m.expires_at > now() + interval '29 days'"
+            " AS later FROM authtoken_token t JOIN users_user u ON u.id = t.user_id"
+            " JOIN token_meta m ON m.user_id = u.id WHERE t.key = %s",
+            (key,),
+        )
+        assert await cur.fetchone() == {
+            "is_superuser": True,
+            "is_active": True,
+            "name": "cli-test",
+            "later": True,
+        }
+    listed = await invoke(cli_env, "token", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert any(r["fingerprint"] == key[:8] and r["name"] == "cli-test" for r in rows)
+    assert key not in listed.stdout
+    refused = await invoke(cli_env, "token", "create", "--name", "nobody")
+    assert refused.exit_code == 1 and "--project" in refused.stderr
+    revoked = await invoke(cli_env, "token", "revoke", key[:8])
+    assert revoked.exit_code == 0, revoked.output
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM authtoken_token WHERE key = %s", (key,))
+        assert await cur.fetchone() is None
