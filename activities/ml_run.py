@@ -22,6 +22,7 @@ from core import job_runs
 from core.counters import AggregateCounters
 from core.db import Pool
 from core.errors import Failure, failure
+from core.metrics import RESULTS_SAVED
 from core.ml_progress import apply_counters, throughput_line
 from core.progress import JobProgress
 from core.settings import JobSettings
@@ -86,6 +87,8 @@ class MlRun:
         self.crops.new_detections(outcome.need_crops)
         if not outcome.moved:
             return False
+        RESULTS_SAVED.labels("processed").inc(len(outcome.processed))
+        RESULTS_SAVED.labels("failed").inc(len(outcome.failed))
         self.counters = self.counters.model_copy(
             update={
                 "processed": self.counters.processed + len(outcome.processed),
@@ -97,6 +100,12 @@ class MlRun:
         self.last_change = time.monotonic()
         self.dirty = self.unlogged = self.uncounted = True
         return True
+
+    def set_workers(self, state: str) -> None:
+        """The process stage's "workers" param (shown in Antenna's stage panel), written with
+        the next progress write."""
+        self.progress.update_stage("process", workers=state)
+        self.dirty = True
 
     async def reload_counters(self) -> None:
         """Counters from Postgres (another attempt may have saved batches meanwhile)."""

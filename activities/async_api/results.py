@@ -37,6 +37,9 @@ from core.states import CANCEL_STATES, FINAL_STATES
 
 # How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
 CACHE_CHECK_EVERY = 30.0
+# The process stage's "workers" param: whether a processing worker polls the job's pipeline.
+WAITING_FOR_WORKERS = "waiting for workers"
+WORKERS_POLLING = "polling"
 
 
 class ResultActivities:
@@ -117,6 +120,10 @@ class _Aggregation:
         # only for keys that went missing later (a flush).
         self.last_cache_check = time.monotonic()
         self.last_touch = self.last_cache_check
+        # None until the first process-wide read tells whether a worker polls the pipeline.
+        self.waiting_for_workers: bool | None = None
+        # The stall rule found undelivered tasks while waiting for workers (logged once).
+        self.stall_deferred = False
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -210,6 +217,7 @@ class _Aggregation:
             self._check_row(RunState(status=seen.status, run_id=seen.run_id, consumer=None))
             if seen.done > self.ml.counters.done:
                 await self.ml.reload_counters()
+            await self._note_workers(seen.poll_age)
         now = time.monotonic()
         if now - self.last_cache_check >= CACHE_CHECK_EVERY:
             self.last_cache_check = now
@@ -221,6 +229,33 @@ class _Aggregation:
         ):
             self.last_touch = now
             self.watch.request_touch()
+
+    async def _note_workers(self, poll_age: float | None) -> None:
+        """Say in the progress and the log when no processing worker polls the job's pipeline
+        (and when one polls again); nothing is written while the answer stays the same."""
+        window = self.jobs.workers_seen_window.total_seconds()
+        waiting = poll_age is None or poll_age > window
+        if waiting == self.waiting_for_workers:
+            return
+        first = self.waiting_for_workers is None
+        self.waiting_for_workers = waiting
+        self.ml.set_workers(WAITING_FOR_WORKERS if waiting else WORKERS_POLLING)
+        slug = self.ml.pipeline.slug
+        if waiting:
+            when = (
+                "yet"
+                if poll_age is None
+                else f"for {poll_age / 60:.1f} min (window {window:.0f} s)"
+            )
+            await self.ml.log(
+                f"Waiting for workers: no processing worker has asked for tasks of pipeline"
+                f" {slug} {when}; its tasks stay queued and are not counted as stalled",
+                level="WARNING",
+                context={"pipeline": slug, "poll_age_seconds": poll_age},
+            )
+        elif not first:
+            self.stall_deferred = False
+            await self.ml.log(f"Workers are asking for tasks of pipeline {slug} again")
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
@@ -234,7 +269,14 @@ class _Aggregation:
     async def _reconcile_stall(self) -> None:
         """Nothing moved for stall_period: once every task was delivered, the rest fail."""
         if not await self._all_delivered():
+            # Undelivered tasks are waiting for a worker (or their turn), not stalled.
             self.ml.last_change = time.monotonic()
+            if self.waiting_for_workers and not self.stall_deferred:
+                self.stall_deferred = True
+                await self.ml.log(
+                    f"No result for {self.jobs.stall_period.total_seconds() / 60:.1f} min while"
+                    " waiting for workers: tasks undelivered, nothing counted failed"
+                )
             return
         minutes = self.jobs.stall_period.total_seconds() / 60
         reason = f"no result for {minutes:.1f} min after every task was delivered"
