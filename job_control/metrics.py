@@ -75,12 +75,12 @@ def overview_metrics(overview: Overview) -> list[Metric]:
             queued.add_metric(labels, job.queue.queued)
             in_flight.add_metric(labels, job.queue.in_flight)
             redelivered.add_metric(labels, job.queue.redelivered)
-        for state, value in (
+        for kind, value in (
             ("total", job.total),
             ("processed", job.processed),
             ("failed", job.failed),
         ):
-            images.add_metric([*labels, state], value)
+            images.add_metric([*labels, kind], value)
         job_inbox.add_metric(labels, job.inbox)
         waiting += job.waiting_for_workers
     polls = GaugeMetricFamily(
