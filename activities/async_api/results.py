@@ -124,6 +124,10 @@ class _Aggregation:
         self.waiting_for_workers: bool | None = None
         # The stall rule found undelivered tasks while waiting for workers (logged once).
         self.stall_deferred = False
+        # The last poll age the watch reported, and when a worker's result was last saved
+        # (an answer shows a worker as well as a poll does).
+        self.poll_age: float | None = None
+        self.last_answer: float | None = None
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -138,6 +142,9 @@ class _Aggregation:
                 await self._loop(watcher)
         finally:
             await watcher.stop()
+        if self.waiting_for_workers:
+            # Answers since the last read: the job is not left saying it waits.
+            await self._note_workers(self.poll_age)
         await run.finish()
         self.result.counters = run.counters
         return self.result
@@ -182,6 +189,8 @@ class _Aggregation:
         return min(interval, max(due, 0.05))
 
     async def _apply(self, outcome: BatchOutcome) -> None:
+        if outcome.processed:
+            self.last_answer = time.monotonic()
         if await self.ml.apply(outcome):
             await self.cache.mark_done(self.job_id, outcome.processed, outcome.failed)
 
@@ -234,7 +243,9 @@ class _Aggregation:
         """Say in the progress and the log when no processing worker polls the job's pipeline
         (and when one polls again); nothing is written while the answer stays the same."""
         window = self.jobs.workers_seen_window.total_seconds()
-        waiting = poll_age is None or poll_age > window
+        self.poll_age = poll_age
+        seen = [a for a in (poll_age, self._answer_age()) if a is not None]
+        waiting = not seen or min(seen) > window
         if waiting == self.waiting_for_workers:
             return
         first = self.waiting_for_workers is None
@@ -255,7 +266,10 @@ class _Aggregation:
             )
         elif not first:
             self.stall_deferred = False
-            await self.ml.log(f"Workers are asking for tasks of pipeline {slug} again")
+            await self.ml.log(f"Workers are back for pipeline {slug}: tasks are fetched again")
+
+    def _answer_age(self) -> float | None:
+        return None if self.last_answer is None else time.monotonic() - self.last_answer
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
