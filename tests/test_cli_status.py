@@ -3,6 +3,7 @@ the inbox; ``--json`` gives the same overview as data."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -39,18 +40,14 @@ async def test_status_shows_the_running_job(api, pool, streams, cli_env):  # noq
     assert job.name in cells[1]
     assert cells[2:6] == [str(job.project_id), slug, "STARTED", "0/6 (0%)"]
     assert cells[9:13] == ["4", "1", "0", "1"]
-    poll = next(
-        line
-        for line in out.splitlines()
-        if slug in line and "s" in line and "│" in line and str(job.id) not in line
-    )
-    assert "1" in poll.split("│")[-2]  # one running job of the pipeline
+    workers = out.split("Workers seen", 1)[1]
+    poll = next(line for line in workers.splitlines() if slug in line)
+    cells = [c.strip() for c in re.split(r"[│┃|]", poll) if c.strip()]
+    assert cells[0] == slug and cells[-1] == "1"  # one running job of the pipeline
     assert re.search(r"result inbox: \d+ rows, oldest", out)
 
     as_json = await invoke(cli_env, "status", "--json")
     assert as_json.exit_code == 0, as_json.output
-    import json
-
     data = json.loads(as_json.stdout)
     listed = {j["id"]: j for j in data["running"]}
     assert listed[job.id]["queue"] == {"queued": 4, "in_flight": 1, "redelivered": 0}
