@@ -23,7 +23,7 @@ from api.auth import require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
 from core.db import migrate, open_pool
 from core.settings import Settings
-from core.temporal_client import connect_temporal
+from core.temporal_client import connect_temporal, metrics_runtime
 from job_control import metrics
 from job_control.overview import Overview
 
@@ -47,7 +47,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
             max_reconnect_attempts=-1,
         )
         stack.push_async_callback(nc.drain)
-        temporal = await connect_temporal(settings.temporal)
+        temporal = await connect_temporal(
+            settings.temporal, runtime=metrics_runtime(settings.api.temporal_metrics_bind)
+        )
         yield ApiResources(pool=pool, nats=nc, temporal=temporal)
 
 
@@ -98,4 +100,7 @@ async def _metrics(request: Request) -> Response:
         )
     except Exception as err:
         log.warning("metrics: no overview (%s)", err)
-    return Response(metrics.render(overview), media_type=CONTENT_TYPE_LATEST)
+    bind = get_context(request).settings.api.temporal_metrics_bind
+    # In a thread: the Temporal SDK's figures are read from its endpoint over HTTP.
+    body = await asyncio.to_thread(metrics.render, overview, temporal_bind=bind)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

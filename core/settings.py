@@ -188,6 +188,9 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     # API processes sharing the port (`antenna-jobs api --workers N`).
     workers: int = Field(default=1, ge=1)
+    # e.g. "127.0.0.1:9465": the Temporal SDK's metrics of the API's client, served there and
+    # passed on by the API's /metrics; unset = off. Only with workers = 1 (one port, one process).
+    temporal_metrics_bind: str | None = None
 
 
 class AntennaSettings(BaseSettings):

@@ -124,10 +124,13 @@ class _Fixed(Collector):
         return self._metrics
 
 
-def render(overview: Overview | None) -> bytes:
-    """The process's counters, then the overview's figures (if any), in the text format."""
+def render(overview: Overview | None, *, temporal_bind: str | None = None) -> bytes:
+    """The process's counters, the overview's figures (if any) and the Temporal SDK's (when its
+    endpoint is given), in the text format. Blocks while it reads the SDK's endpoint."""
     own = CollectorRegistry(auto_describe=False)
     own.register(_Fixed(overview_metrics(overview) if overview is not None else []))
+    if temporal_bind is not None:
+        own.register(_TemporalMetrics(temporal_bind))
     return generate_latest(REGISTRY) + generate_latest(own)
 
 

@@ -11,11 +11,10 @@ import contextlib
 import logging
 import signal
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from core.settings import Settings
-from core.temporal_client import connect_temporal
+from core.temporal_client import connect_temporal, metrics_runtime
 from job_control.metrics import MetricsServer
 from job_control.overview import OverviewSource
 from worker.app import build_workers
@@ -23,22 +22,6 @@ from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
 
 log = logging.getLogger("antenna_jobs.worker")
-_runtime: Runtime | None = None
-
-
-def metrics_runtime(bind: str | None) -> Runtime | None:
-    """One Runtime per process serving Prometheus metrics on ``bind``; None keeps the default."""
-    global _runtime
-    if bind is None:
-        return None
-    if _runtime is None:
-        _runtime = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(bind_address=bind),
-                global_tags={"service": "antenna-jobs"},
-            )
-        )
-    return _runtime
 
 
 async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
