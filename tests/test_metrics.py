@@ -12,11 +12,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from api.context import ApiResources
 from cli.stack import processes
 from core.metrics import RESULTS_RECEIVED, RESULTS_SAVED
 from job_control.actions import JobActions
 from job_control.metrics import scrape_text
-from tests.helpers_api import entry, make_job, success_result
+from tests.helpers_api import entry, http_client, make_job, running_app, success_result
 from tests.helpers_temporal import SimulatedAdcWorker, eventually, running_workers, simulated_worker
 from tests.test_workflow_job import job_handle, new_job
 from worker.main import start_metrics
@@ -181,3 +182,23 @@ async def running_row(pool, job_id: int) -> dict[str, Any]:
         row = await cur.fetchone()
         assert row is not None
         return dict(row)
+
+
+async def test_api_metrics_carry_the_temporal_sdks(pool, settings, temporal_env, nats_client):
+    bind = f"127.0.0.1:{processes.free_port()}"
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+    api_settings = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"temporal_metrics_bind": bind})}
+    )
+    await client.count_workflows()  # one request, so the SDK has something to report
+    resources = ApiResources(pool=pool, nats=nats_client, temporal=client)
+    async with running_app(api_settings, resources) as app, http_client(app, None) as http:
+        scraped = await http.get("http://testserver/metrics")
+    m = scrape_text(lambda: scraped.content)
+    assert any(name.startswith("temporal_request") for name in m)
+    assert "antenna_jobs_result_inbox_rows" in m
