@@ -115,7 +115,8 @@ async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_cl
         }
     )
     job, seeded = await new_job(pool, 20)
-    saved_before = saved("processed"), saved("failed")
+    outcomes = ("processed", "failed")
+    saved_before = [saved(o) for o in outcomes]
     async with running_workers(client, worker_settings) as resources:
         server = start_metrics(worker_settings, resources)
         assert server is not None
@@ -137,7 +138,8 @@ async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_cl
                     counted = await one(
                         pool, "SELECT processed + failed FROM job_runs WHERE job_id = %s", job.id
                     )
-                    return counted == 16 and len(worker.seen) == 20
+                    counted_here = sum(saved(o) - b for o, b in zip(outcomes, saved_before))
+                    return counted == counted_here == 16 and len(worker.seen) == 20
 
                 await eventually(settled, within=60)
                 async with httpx.AsyncClient() as http:

@@ -251,6 +251,8 @@ class _Aggregation:
         first = self.waiting_for_workers is None
         self.waiting_for_workers = waiting
         self.ml.set_workers(WAITING_FOR_WORKERS if waiting else WORKERS_POLLING)
+        # At once (a rare change): the progress says it as soon as the log does.
+        await self.ml.write_progress()
         slug = self.ml.pipeline.slug
         if waiting:
             when = (
