@@ -138,7 +138,9 @@ async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_cl
                     counted = await one(
                         pool, "SELECT processed + failed FROM job_runs WHERE job_id = %s", job.id
                     )
-                    counted_here = sum(saved(o) - b for o, b in zip(outcomes, saved_before))
+                    counted_here = sum(
+                        saved(o) - b for o, b in zip(outcomes, saved_before, strict=True)
+                    )
                     return counted == counted_here == 16 and len(worker.seen) == 20
 
                 await eventually(settled, within=60)
