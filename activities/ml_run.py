@@ -29,6 +29,9 @@ from core.settings import JobSettings
 
 # Throughput lines go to the job log at most this often (progress is written more often).
 THROUGHPUT_EVERY = 10.0
+# The process stage's param while no processing worker polls the job's pipeline, and its value.
+WORKERS_PARAM = "workers"
+WAITING_FOR_WORKERS = "waiting for workers"
 
 
 class MlRun:
@@ -101,10 +104,15 @@ class MlRun:
         self.dirty = self.unlogged = self.uncounted = True
         return True
 
-    def set_workers(self, state: str) -> None:
-        """The process stage's "workers" param (shown in Antenna's stage panel), written with
-        the next progress write."""
-        self.progress.update_stage("process", workers=state)
+    def set_waiting_for_workers(self, waiting: bool) -> None:
+        """The process stage's ``workers`` param (Antenna's stage panel shows it) says "waiting
+        for workers" while no worker polls; it is removed once one does, so a job with workers
+        keeps exactly Antenna's params. Written with the next progress write."""
+        self.progress.update_stage("process")  # a row written elsewhere may lack the stage
+        stage = self.progress.stage("process")
+        stage.params = [p for p in stage.params if p.key != WORKERS_PARAM]
+        if waiting:
+            stage.set_param(WORKERS_PARAM, WAITING_FOR_WORKERS)
         self.dirty = True
 
     async def reload_counters(self) -> None:

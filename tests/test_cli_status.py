@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.helpers_api import entry, make_job, success_result
+from tests.helpers_api import entry, eventually, make_job, success_result
 from tests.test_cli_jobs import cli_env, invoke  # noqa: F401  (cli_env is a fixture)
 
 pytestmark = pytest.mark.usefixtures("cli_env")
@@ -25,7 +25,12 @@ async def test_status_shows_the_running_job(api, pool, streams, cli_env):  # noq
         f"/jobs/{job.id}/result/",
         json={"results": [entry(t, success_result(t)) for t in tasks["tasks"][:1]]},
     )
-    assert posted.status_code == 200
+    assert posted.status_code == 200 and posted.json()["results_queued"] == 1, posted.text
+
+    async def acked() -> bool:  # JetStream applies an ack shortly after it arrives
+        return (await streams.consumer(job.id)).num_ack_pending == 1
+
+    await eventually(acked)
 
     wide = {**cli_env, "COLUMNS": "250"}
     result = await invoke(wide, "status")
@@ -39,7 +44,7 @@ async def test_status_shows_the_running_job(api, pool, streams, cli_env):  # noq
     assert cells[0] == str(job.id)
     assert job.name in cells[1]
     assert cells[2:6] == [str(job.project_id), slug, "STARTED", "0/6 (0%)"]
-    assert cells[9:13] == ["4", "1", "0", "1"]
+    assert cells[9:13] == ["4", "1", "0", "1"], out
     workers = out.split("Workers seen", 1)[1]
     poll = next(line for line in workers.splitlines() if slug in line)
     cells = [c.strip() for c in re.split(r"[│┃|]", poll) if c.strip()]

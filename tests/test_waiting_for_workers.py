@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import nats
 
-from activities.async_api.results import WAITING_FOR_WORKERS, WORKERS_POLLING
+from activities.ml_run import WAITING_FOR_WORKERS, WORKERS_PARAM
 from api.context import ApiResources
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.progress import JobProgress
@@ -70,7 +70,7 @@ async def test_a_job_without_workers_waits_past_the_stall_period(pool, temporal_
         progress = await raw_progress(pool, job.id)
         antenna_shaped(progress)
         process = JobProgress.model_validate(progress).stage("process")
-        assert process.param("workers") == WAITING_FOR_WORKERS
+        assert process.param(WORKERS_PARAM) == WAITING_FOR_WORKERS
         assert process.param("failed") == 0
 
         # A worker comes: the job runs to the end with nothing failed.
@@ -106,4 +106,6 @@ async def test_a_job_without_workers_waits_past_the_stall_period(pool, temporal_
     assert not any(m.startswith("Stalled:") for m in logs)
     final = await raw_progress(pool, job.id)
     antenna_shaped(final)
-    assert JobProgress.model_validate(final).stage("process").param("workers") == WORKERS_POLLING
+    # Workers came: the param is gone, the process stage has Antenna's params only.
+    params = JobProgress.model_validate(final).stage("process").params
+    assert [p.key for p in params] == ["processed", "remaining", "failed"]

@@ -37,9 +37,6 @@ from core.states import CANCEL_STATES, FINAL_STATES
 
 # How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
 CACHE_CHECK_EVERY = 30.0
-# The process stage's "workers" param: whether a processing worker polls the job's pipeline.
-WAITING_FOR_WORKERS = "waiting for workers"
-WORKERS_POLLING = "polling"
 
 
 class ResultActivities:
@@ -250,7 +247,9 @@ class _Aggregation:
             return
         first = self.waiting_for_workers is None
         self.waiting_for_workers = waiting
-        self.ml.set_workers(WAITING_FOR_WORKERS if waiting else WORKERS_POLLING)
+        if first and not waiting:
+            return  # workers from the start: nothing to say
+        self.ml.set_waiting_for_workers(waiting)
         # At once (a rare change): the progress says it as soon as the log does.
         await self.ml.write_progress()
         slug = self.ml.pipeline.slug
@@ -266,7 +265,7 @@ class _Aggregation:
                 level="WARNING",
                 context={"pipeline": slug, "poll_age_seconds": poll_age},
             )
-        elif not first:
+        else:
             self.stall_deferred = False
             await self.ml.log(f"Workers are back for pipeline {slug}: tasks are fetched again")
 
