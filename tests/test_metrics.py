@@ -56,6 +56,10 @@ async def test_api_metrics_match_the_database_and_nats(api, pool, streams):
     )
     assert posted.status_code == 200, posted.text
 
+    async def acked() -> bool:  # JetStream applies an ack shortly after it arrives
+        return (await streams.consumer(job.id)).num_ack_pending == 1
+
+    await eventually(acked, within=10)
     scraped = await api.client.get("http://testserver/metrics")
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain")
