@@ -20,3 +20,6 @@ RESULTS_RECEIVED = Counter(
     "antenna_jobs_results_received",
     "Result entries this API process stored in the result inbox",
 )
+# Both series exist (at 0) from the start, so rate() has a baseline before the first save.
+for _outcome in ("processed", "failed"):
+    RESULTS_SAVED.labels(_outcome)
