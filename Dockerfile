@@ -28,6 +28,6 @@ RUN pip install --no-deps . \
 USER antenna
 # Containers bind all interfaces; the defaults are for a developer's loopback-only machine.
 ENV ANTENNA_JOBS_API_HOST=0.0.0.0
-EXPOSE 8000 9464
+EXPOSE 8000 9100
 ENTRYPOINT ["antenna-jobs"]
 CMD ["api"]

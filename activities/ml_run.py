@@ -22,12 +22,16 @@ from core import job_runs
 from core.counters import AggregateCounters
 from core.db import Pool
 from core.errors import Failure, failure
+from core.metrics import RESULTS_SAVED
 from core.ml_progress import apply_counters, throughput_line
 from core.progress import JobProgress
 from core.settings import JobSettings
 
 # Throughput lines go to the job log at most this often (progress is written more often).
 THROUGHPUT_EVERY = 10.0
+# The process stage's param while no processing worker polls the job's pipeline, and its value.
+WORKERS_PARAM = "workers"
+WAITING_FOR_WORKERS = "waiting for workers"
 
 
 class MlRun:
@@ -86,6 +90,8 @@ class MlRun:
         self.crops.new_detections(outcome.need_crops)
         if not outcome.moved:
             return False
+        RESULTS_SAVED.labels("processed").inc(len(outcome.processed))
+        RESULTS_SAVED.labels("failed").inc(len(outcome.failed))
         self.counters = self.counters.model_copy(
             update={
                 "processed": self.counters.processed + len(outcome.processed),
@@ -97,6 +103,17 @@ class MlRun:
         self.last_change = time.monotonic()
         self.dirty = self.unlogged = self.uncounted = True
         return True
+
+    def set_waiting_for_workers(self, waiting: bool) -> None:
+        """The process stage's ``workers`` param (Antenna's stage panel shows it) says "waiting
+        for workers" while no worker polls; it is removed once one does, so a job with workers
+        keeps exactly Antenna's params. Written with the next progress write."""
+        self.progress.update_stage("process")  # a row written elsewhere may lack the stage
+        stage = self.progress.stage("process")
+        stage.params = [p for p in stage.params if p.key != WORKERS_PARAM]
+        if waiting:
+            stage.set_param(WORKERS_PARAM, WAITING_FOR_WORKERS)
+        self.dirty = True
 
     async def reload_counters(self) -> None:
         """Counters from Postgres (another attempt may have saved batches meanwhile)."""

@@ -7,21 +7,25 @@ caller (a test) already opened and leaves closing them to that caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import nats
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from antenna_db import cachalot
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
 from api.auth import require_caller
-from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources
+from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
 from core.db import migrate, open_pool
 from core.settings import Settings
-from core.temporal_client import connect_temporal
+from core.temporal_client import connect_temporal, metrics_runtime
+from job_control import metrics
+from job_control.overview import Overview
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
             max_reconnect_attempts=-1,
         )
         stack.push_async_callback(nc.drain)
-        temporal = await connect_temporal(settings.temporal)
+        temporal = await connect_temporal(
+            settings.temporal, runtime=metrics_runtime(settings.api.temporal_metrics_bind)
+        )
         yield ApiResources(pool=pool, nats=nc, temporal=temporal)
 
 
@@ -75,8 +81,26 @@ def create_app(
         app.include_router(module.router(), dependencies=[Depends(require_caller)])
     # Outside /api/ and without a token, for load balancers and compose health checks.
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    # Prometheus, likewise outside /api/ and without a token.
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     return app
 
 
 async def _health() -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+async def _metrics(request: Request) -> Response:
+    """This process's counters and the system overview; without the overview if the database
+    or NATS does not answer (the counters still do)."""
+    overview: Overview | None = None
+    try:
+        overview = await asyncio.wait_for(
+            get_context(request).overview.get(), metrics.OVERVIEW_TIMEOUT
+        )
+    except Exception as err:
+        log.warning("metrics: no overview (%s)", err)
+    bind = get_context(request).settings.api.temporal_metrics_bind
+    # In a thread: the Temporal SDK's figures are read from its endpoint over HTTP.
+    body = await asyncio.to_thread(metrics.render, overview, temporal_bind=bind)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from api.tokens import PermissionCache, TokenVerifier
 from core.db import Pool
 from core.settings import Settings
 from job_control.actions import JobActions
+from job_control.overview import OverviewSource
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0
@@ -46,6 +47,8 @@ class ApiContext:
     db_timeout: float
     # Limits job log lines that idle polling would otherwise repeat every few seconds.
     log_throttle: Throttle
+    # What /metrics reports of the whole system, read on scrape (cached a few seconds).
+    overview: OverviewSource
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A pooled connection, or PoolTimeout (answered 503) after ``db_timeout``."""
@@ -68,6 +71,12 @@ class ApiContext:
             liveness=Liveness(resources.pool, db_timeout),
             db_timeout=db_timeout,
             log_throttle=Throttle(LOG_THROTTLE_SECONDS),
+            overview=OverviewSource(
+                resources.pool,
+                resources.nats.jetstream(timeout=settings.nats.request_timeout.total_seconds()),
+                settings.jobs.names,
+                workers_window=settings.jobs.workers_seen_window.total_seconds(),
+            ),
         )
 
 

@@ -16,11 +16,14 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from antenna_db import processing_services
+from core import pipeline_polls
 from core.db import Pool
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_THROTTLE_SECONDS = 30.0
+# A pipeline's last task poll (pipeline_polls) is written at most this often per process.
+POLL_THROTTLE_SECONDS = 2.0
 
 
 class Throttle:
@@ -49,6 +52,17 @@ class Liveness:
         self._pool = pool
         self._db_timeout = db_timeout
         self.throttle = Throttle(interval)
+        self.poll_throttle = Throttle(POLL_THROTTLE_SECONDS)
+
+    async def polled(self, pipeline_id: int) -> None:
+        """From /tasks/: a processing worker asked for tasks of a job of this pipeline."""
+        if not self.poll_throttle.ready(pipeline_id):
+            return
+        try:
+            async with self._pool.connection(timeout=self._db_timeout) as conn:
+                await pipeline_polls.record(conn, pipeline_id)
+        except (psycopg.Error, PoolTimeout) as err:
+            log.warning("could not record the poll of pipeline %s: %s", pipeline_id, err)
 
     async def pipeline_seen(self, pipeline_id: int, project_id: int) -> None:
         """From /tasks/ and /result/: the async services of the job's pipeline in its project."""

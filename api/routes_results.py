@@ -39,6 +39,7 @@ from api.routing import route
 from core import inbox
 from core.errors import TaskQueueUnavailable
 from core.inbox import InboxEntry
+from core.metrics import RESULTS_RECEIVED
 from core.states import ACTIVE_STATES, JobState
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     if row_ids is None:
         subjects = [entry.reply_subject for entry in valid]
         return await _discarded(ctx, job_id, status, subjects, count)
+    RESULTS_RECEIVED.inc(len(row_ids))
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
     if job.pipeline_id is not None:
         await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)

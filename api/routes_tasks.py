@@ -47,6 +47,8 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
         raise BadRequest.field("dispatch_mode", "Only async_api jobs have fetchable tasks")
     if job.pipeline_id is None:
         raise BadRequest.field("pipeline", "This job has no pipeline")
+    # Whatever it is answered: a worker for this pipeline exists (metrics, "waiting for workers").
+    await ctx.liveness.polled(job.pipeline_id)
     if job.status not in ACTIVE_STATES or job.consumer is None:
         await _not_active(ctx, job_id, job.status)
         return JSONResponse({"tasks": []})

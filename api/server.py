@@ -14,8 +14,13 @@ _KEEP_ALIVE_SECONDS = 30
 
 def app_from_environment() -> FastAPI:
     """The app of one of several worker processes: each reads its settings from the
-    environment it inherited (uvicorn imports this by name in each process)."""
-    return create_app(Settings())
+    environment it inherited (uvicorn imports this by name in each process). The Temporal SDK's
+    metrics endpoint is one port: not opened by any of several processes."""
+    settings = Settings()
+    if settings.api.temporal_metrics_bind is not None:
+        api = settings.api.model_copy(update={"temporal_metrics_bind": None})
+        settings = settings.model_copy(update={"api": api})
+    return create_app(settings)
 
 
 def serve(

@@ -21,6 +21,7 @@ from cli.commands.fake_service import fake_service
 from cli.commands.fake_worker import fake_worker
 from cli.commands.jobs import job_app
 from cli.commands.services import service_app
+from cli.commands.status import status
 from cli.commands.tokens import token_app
 from cli.stack import local_stack
 from cli.stack.services import StackError
@@ -40,6 +41,7 @@ app.add_typer(service_app, name="service")
 app.command("fake-worker")(fake_worker)
 app.command("fake-service")(fake_service)
 app.command("demo")(demo)
+app.command("status")(status)
 
 
 @db_app.command("migrate")

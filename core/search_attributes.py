@@ -7,8 +7,12 @@ from temporalio.common import SearchAttributeKey
 JOB_ID = SearchAttributeKey.for_int("AntennaJobId")
 JOB_STATUS = SearchAttributeKey.for_keyword("AntennaJobStatus")
 PROJECT_ID = SearchAttributeKey.for_int("AntennaProjectId")
+# Set when the workflow is started (job_control/actions.py): the pipeline's slug ("" for jobs
+# without one) and Antenna's job_type_key (ml, data_export, ...).
+PIPELINE_SLUG = SearchAttributeKey.for_keyword("AntennaPipelineSlug")
+JOB_TYPE = SearchAttributeKey.for_keyword("AntennaJobType")
 
-ALL = (JOB_ID, JOB_STATUS, PROJECT_ID)
+ALL = (JOB_ID, JOB_STATUS, PROJECT_ID, PIPELINE_SLUG, JOB_TYPE)
 
 
 def dev_server_flags() -> list[str]:

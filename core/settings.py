@@ -87,6 +87,9 @@ class JobSettings(BaseSettings):
     aggregate_batch_size: int = 500
     # Nothing moved for this long with every task delivered: the rest is counted failed.
     stall_period: Duration = timedelta(minutes=15)
+    # No processing worker asked for tasks of the job's pipeline for this long: the job says it
+    # is waiting for workers (progress and log). Its undelivered tasks never count as stalled.
+    workers_seen_window: Duration = timedelta(minutes=2)
     # A waiting job's row gets a new updated_at this often: Antenna's reaper (jobs.health_check,
     # if it still runs) revokes a running job whose row is 10 minutes old.
     touch_interval: Duration = timedelta(minutes=2)
@@ -125,6 +128,10 @@ class WorkerSettings(BaseSettings):
     sticky_timeout: Duration = timedelta(seconds=5)
     # e.g. "0.0.0.0:9464" serves Temporal's worker metrics at /metrics; unset = off.
     metrics_bind: str | None = None
+    # e.g. 9100: the worker's own /metrics (prometheus-client): antenna-jobs' figures, and the
+    # Temporal SDK's ones too when metrics_bind is set; unset = off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class SyncApiSettings(BaseSettings):
@@ -181,6 +188,9 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     # API processes sharing the port (`antenna-jobs api --workers N`).
     workers: int = Field(default=1, ge=1)
+    # e.g. "127.0.0.1:9465": the Temporal SDK's metrics of the API's client, served there and
+    # passed on by the API's /metrics; unset = off. Only with workers = 1 (one port, one process).
+    temporal_metrics_bind: str | None = None
 
 
 class AntennaSettings(BaseSettings):

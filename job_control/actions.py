@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from antenna_db import job_store
 from antenna_db.job_store import JobRecord
+from antenna_db.job_summary import job_summary
 from bridge.outcome import BridgeOutcome
 from core import naming, search_attributes
 from core.db import Pool
@@ -167,6 +168,10 @@ class JobActions:
         return JobView(job=job, logs=logs)
 
     async def _start_workflow(self, job: JobRecord) -> WorkflowHandle[Any, Any]:
+        """Start (or join) the job's workflow, with the search attributes operators filter on
+        and the summary and details the Web UI shows."""
+        async with self._pool.connection() as conn:
+            shown = await job_summary(conn, job)
         return await self._client.start_workflow(
             naming.workflow_type(job.job_type, job.dispatch_mode),
             JobWorkflowInput(job_id=job.id),
@@ -179,6 +184,10 @@ class JobActions:
                     SearchAttributePair(search_attributes.JOB_ID, job.id),
                     SearchAttributePair(search_attributes.PROJECT_ID, job.project_id),
                     SearchAttributePair(search_attributes.JOB_STATUS, JobState.PENDING.value),
+                    SearchAttributePair(search_attributes.PIPELINE_SLUG, shown.pipeline_slug or ""),
+                    SearchAttributePair(search_attributes.JOB_TYPE, job.job_type.value),
                 ]
             ),
+            static_summary=shown.summary(job),
+            static_details=shown.details(job),
         )

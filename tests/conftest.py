@@ -120,3 +120,12 @@ async def job_workers(temporal_client: Client, settings: Settings) -> AsyncItera
     worker's Resources (pool, redis, nats, jetstream)."""
     async with running_workers(temporal_client, settings) as resources:
         yield resources
+
+
+@pytest.fixture
+def cli_env(settings: Settings, pool: Any) -> dict[str, str]:
+    """The environment of a CLI command on this test's settings (``pool``: the session schema
+    is migrated and job ids offset away from other sessions')."""
+    from tests.helpers.processes import cli_env as cli_env_for
+
+    return cli_env_for(settings)

@@ -11,32 +11,17 @@ import contextlib
 import logging
 import signal
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from core.settings import Settings
-from core.temporal_client import connect_temporal
+from core.temporal_client import connect_temporal, metrics_runtime
+from job_control.metrics import MetricsServer
+from job_control.overview import OverviewSource
 from worker.app import build_workers
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
 
 log = logging.getLogger("antenna_jobs.worker")
-_runtime: Runtime | None = None
-
-
-def metrics_runtime(bind: str | None) -> Runtime | None:
-    """One Runtime per process serving Prometheus metrics on ``bind``; None keeps the default."""
-    global _runtime
-    if bind is None:
-        return None
-    if _runtime is None:
-        _runtime = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(bind_address=bind),
-                global_tags={"service": "antenna-jobs"},
-            )
-        )
-    return _runtime
 
 
 async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
@@ -49,7 +34,9 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     resources = await Resources.open(settings)
+    metrics: MetricsServer | None = None
     try:
+        metrics = start_metrics(settings, resources)
         client = await connect_temporal(
             settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
         )
@@ -76,7 +63,28 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if metrics is not None:
+            await asyncio.to_thread(metrics.stop)
         await asyncio.shield(resources.close())
+
+
+def start_metrics(settings: Settings, resources: Resources) -> MetricsServer | None:
+    """The worker's /metrics on settings.worker.metrics_port: antenna-jobs' figures, and the
+    Temporal SDK's (read from its own endpoint) when metrics_bind is set."""
+    port = settings.worker.metrics_port
+    if port is None:
+        return None
+    source = OverviewSource(
+        resources.pool,
+        resources.js,
+        settings.jobs.names,
+        workers_window=settings.jobs.workers_seen_window.total_seconds(),
+    )
+    server = MetricsServer.start(
+        settings.worker.metrics_host, port, source, temporal_bind=settings.worker.metrics_bind
+    )
+    log.info("metrics at http://%s:%s/metrics", settings.worker.metrics_host, server.port)
+    return server
 
 
 async def _shutdown(workers: list[Worker], runs: list[asyncio.Task[None]]) -> None:

@@ -36,10 +36,10 @@ class InternalJobWorkflow(JobLifecycle):
     async def _work(self) -> JobWorkflowResult:
         assert self._start is not None
         phase, activity = _WORK[self._start.job_type]
-        self._state.phase = phase
+        self._set_phase(phase)
         produced: InternalResult = await self._run_phase(activity, self._job)
         await self._check_job()
-        self._state.phase = "finishing"
+        self._set_phase("finishing")
         done = await self._run_step(
             InternalJobActivities.finish_internal_job,
             FinishInput(job_id=self._job.job_id, result=produced.result, summary=produced.summary),

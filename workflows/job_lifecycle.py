@@ -150,7 +150,8 @@ class JobLifecycle:
         if start.outcome == StartOutcome.FINAL:
             self._owns_job = False
             self._finished = True
-            self._state.phase, self._state.status = "done", start.status
+            self._state.status = start.status
+            self._set_phase("done")
             return JobWorkflowResult(job_id=self._job.job_id, status=start.status)
         self._start = start
         self._config = start.config
@@ -168,7 +169,7 @@ class JobLifecycle:
             await self._cancel_self(f"the job became {done.status} while finishing")
         self._finished = True
         self._set_status(done.status)
-        self._state.phase = "done"
+        self._set_phase("done")
         if done.status == JobState.FAILURE:
             raise failure(Failure.JOB_FAILED, f"job {self._job.job_id} failed: {reason}", result)
         return result
@@ -179,7 +180,7 @@ class JobLifecycle:
         """Stop what still runs, then clean up (always, also on success)."""
         cancelling = workflow.cancellation_reason() is not None and not self._finished
         if cancelling and self._owns_job:
-            self._state.phase = "cancelling"
+            self._set_phase("cancelling")
             await self._run_step(JobActivities.mark_canceling, self._job, check=False)
         running = [h for h in self._handles if not h.done()]
         for handle in running:
@@ -200,7 +201,7 @@ class JobLifecycle:
             check=False,
         )
         self._set_status(done.status)
-        self._state.phase = "cancelled"
+        self._set_phase("cancelled")
 
     async def _fail(self, err: BaseException) -> BaseException:
         """The job fails with the reason; the run fails with an ApplicationError (never a plain
@@ -216,7 +217,7 @@ class JobLifecycle:
                 check=False,
             )
             self._set_status(done.status)
-        self._state.phase = "failed"
+        self._set_phase("failed")
         return failure(Failure.JOB_FAILED, f"job {self._job.job_id} failed: {reason}")
 
     async def _cancel_self(self, reason: str) -> None:
@@ -291,10 +292,31 @@ class JobLifecycle:
 
     # --- state --------------------------------------------------------------------------------
 
+    def _set_phase(self, phase: str) -> None:
+        self._state.phase = phase
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The Web UI's "current details" of the run: its phase, status and latest counts (no
+        history event: answered from memory, like a query)."""
+        s = self._state
+        lines = [f"**{s.phase}** (job {s.job_id} {s.status.value})"]
+        if s.total:
+            lines.append(f"images: {s.total}")
+        if s.published:
+            lines.append(f"tasks published: {s.published}")
+        if s.processed or s.failed:
+            lines.append(
+                f"processed: {s.processed}, failed: {s.failed}, detections: {s.detections},"
+                f" classifications: {s.classifications}"
+            )
+        workflow.set_current_details("\n\n".join(lines))
+
     def _set_status(self, status: JobState, project_id: int | None = None) -> None:
         if status == self._state.status and project_id is None:
             return
         self._state.status = status
+        self._show_details()
         updates: list[SearchAttributeUpdate[Any]] = [
             search_attributes.JOB_STATUS.value_set(status.value)
         ]

@@ -45,7 +45,7 @@ class JobWorkflow(MlJobLifecycle):
             return await self._finalize(AggregateCounters())
 
         await self._run_step(TaskQueueActivities.prepare_job_queue, self._job)
-        self._state.phase = "processing"
+        self._set_phase("processing")
         aggregate = self._start_phase(
             ResultActivities.aggregate_results,
             AggregateInput(job_id=self._job.job_id, total=total),

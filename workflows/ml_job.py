@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
 class MlJobLifecycle(JobLifecycle):
     async def _collect(self) -> int:
         """The images this run processes (a retry: only those not yet done); their count."""
-        self._state.phase = "collecting"
+        self._set_phase("collecting")
         collected: CollectResult = await self._run_phase(ImageActivities.collect_images, self._job)
         self._state.total = collected.total
         await self._check_job()
@@ -25,7 +25,7 @@ class MlJobLifecycle(JobLifecycle):
 
     async def _finalize(self, counters: AggregateCounters) -> JobWorkflowResult:
         """The final status is decided by finalize_job, from the counters; this only reports it."""
-        self._state.phase = "finalizing"
+        self._set_phase("finalizing")
         self._set_counts(counters)
         # No cancel check right after: once the job is final, a late cancel no longer applies.
         done: FinalizeResult = await self._run_step(

@@ -33,7 +33,7 @@ class SyncJobWorkflow(MlJobLifecycle):
             return await self._finalize(AggregateCounters())
         # Chosen once per run: every batch of this run goes to the same service.
         service: ServiceChoice = await self._run_step(SyncActivities.choose_service, self._job)
-        self._state.phase = "processing"
+        self._set_phase("processing")
         done: SyncProcessResult = await self._run_phase(
             SyncActivities.process_batches,
             SyncProcessInput(job_id=self._job.job_id, total=total, service=service),

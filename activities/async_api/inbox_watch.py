@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 _STATES = """
 SELECT j.id, j.status, r.run_id, coalesce(r.processed, 0) + coalesce(r.failed, 0) AS done,
-       EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting
+       EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting,
+       extract(epoch FROM now() - pp.polled_at)::float8 AS poll_age
 FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id
+     LEFT JOIN pipeline_polls pp ON pp.pipeline_id = j.pipeline_id
 WHERE j.id = ANY(%s::bigint[])"""
 _TOUCH = "UPDATE jobs_job SET updated_at = now() WHERE id = ANY(%s::bigint[])"
 RECONNECT_BACKOFF_MAX = 30.0
@@ -53,6 +55,9 @@ class Seen:
     # Images the run has counted done in Postgres (any attempt's saves).
     done: int
     waiting: bool
+    # Seconds since a processing worker last polled for tasks of the job's pipeline (None:
+    # never). Not part of "the job changed": it moves on every read.
+    poll_age: float | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -182,6 +187,7 @@ class InboxWatch:
                 run_id=row["run_id"],
                 done=int(row["done"]),
                 waiting=bool(row["waiting"]),
+                poll_age=row["poll_age"],
             )
             for watch in self._watches.get(int(row["id"]), ()):
                 if int(row["id"]) in touch:

@@ -117,6 +117,14 @@ class _Aggregation:
         # only for keys that went missing later (a flush).
         self.last_cache_check = time.monotonic()
         self.last_touch = self.last_cache_check
+        # None until the first process-wide read tells whether a worker polls the pipeline.
+        self.waiting_for_workers: bool | None = None
+        # The stall rule found undelivered tasks while waiting for workers (logged once).
+        self.stall_deferred = False
+        # The last poll age the watch reported, and when a worker's result was last saved
+        # (an answer shows a worker as well as a poll does).
+        self.poll_age: float | None = None
+        self.last_answer: float | None = None
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -131,6 +139,9 @@ class _Aggregation:
                 await self._loop(watcher)
         finally:
             await watcher.stop()
+        if self.waiting_for_workers:
+            # Answers since the last read: the job is not left saying it waits.
+            await self._note_workers(self.poll_age)
         await run.finish()
         self.result.counters = run.counters
         return self.result
@@ -175,6 +186,8 @@ class _Aggregation:
         return min(interval, max(due, 0.05))
 
     async def _apply(self, outcome: BatchOutcome) -> None:
+        if outcome.processed:
+            self.last_answer = time.monotonic()
         if await self.ml.apply(outcome):
             await self.cache.mark_done(self.job_id, outcome.processed, outcome.failed)
 
@@ -210,6 +223,7 @@ class _Aggregation:
             self._check_row(RunState(status=seen.status, run_id=seen.run_id, consumer=None))
             if seen.done > self.ml.counters.done:
                 await self.ml.reload_counters()
+            await self._note_workers(seen.poll_age)
         now = time.monotonic()
         if now - self.last_cache_check >= CACHE_CHECK_EVERY:
             self.last_cache_check = now
@@ -221,6 +235,42 @@ class _Aggregation:
         ):
             self.last_touch = now
             self.watch.request_touch()
+
+    async def _note_workers(self, poll_age: float | None) -> None:
+        """Say in the progress and the log when no processing worker polls the job's pipeline
+        (and when one polls again); nothing is written while the answer stays the same."""
+        window = self.jobs.workers_seen_window.total_seconds()
+        self.poll_age = poll_age
+        seen = [a for a in (poll_age, self._answer_age()) if a is not None]
+        waiting = not seen or min(seen) > window
+        if waiting == self.waiting_for_workers:
+            return
+        first = self.waiting_for_workers is None
+        self.waiting_for_workers = waiting
+        if first and not waiting:
+            return  # workers from the start: nothing to say
+        self.ml.set_waiting_for_workers(waiting)
+        # At once (a rare change): the progress says it as soon as the log does.
+        await self.ml.write_progress()
+        slug = self.ml.pipeline.slug
+        if waiting:
+            when = (
+                "yet"
+                if poll_age is None
+                else f"for {poll_age / 60:.1f} min (window {window:.0f} s)"
+            )
+            await self.ml.log(
+                f"Waiting for workers: no processing worker has asked for tasks of pipeline"
+                f" {slug} {when}; its tasks stay queued and are not counted as stalled",
+                level="WARNING",
+                context={"pipeline": slug, "poll_age_seconds": poll_age},
+            )
+        else:
+            self.stall_deferred = False
+            await self.ml.log(f"Workers are back for pipeline {slug}: tasks are fetched again")
+
+    def _answer_age(self) -> float | None:
+        return None if self.last_answer is None else time.monotonic() - self.last_answer
 
     async def _exhausted(self, watcher: MaxDeliveriesWatcher) -> dict[int, str]:
         failures: dict[int, str] = {}
@@ -234,7 +284,14 @@ class _Aggregation:
     async def _reconcile_stall(self) -> None:
         """Nothing moved for stall_period: once every task was delivered, the rest fail."""
         if not await self._all_delivered():
+            # Undelivered tasks are waiting for a worker (or their turn), not stalled.
             self.ml.last_change = time.monotonic()
+            if self.waiting_for_workers and not self.stall_deferred:
+                self.stall_deferred = True
+                await self.ml.log(
+                    f"No result for {self.jobs.stall_period.total_seconds() / 60:.1f} min while"
+                    " waiting for workers: tasks undelivered, nothing counted failed"
+                )
             return
         minutes = self.jobs.stall_period.total_seconds() / 60
         reason = f"no result for {minutes:.1f} min after every task was delivered"

@@ -39,6 +39,7 @@ from cli.commands.demo_run import (
     DemoError,
     Outcome,
     check_children,
+    cleanup_temporal,
     follow,
     outcome_of,
     stop_children,
@@ -78,8 +79,10 @@ def demo(
     In sync mode ``--delay`` is the fake service's latency per request and ``--error-rate`` the
     share of its requests answered 500 (retried, so most batches still succeed)."""
     settings = load_settings()
-    if "ANTENNA_JOBS_TASK_QUEUE" not in os.environ:
-        # A queue of its own: no other worker on this machine can take this demo's tasks.
+    own_queue = "ANTENNA_JOBS_TASK_QUEUE" not in os.environ
+    if own_queue:
+        # A queue of its own: no other worker on this machine can take this demo's tasks, and
+        # whatever the demo's worker leaves on it in Temporal is removed at the end.
         queue = f"antenna-jobs-demo-{uuid.uuid4().hex[:8]}"
         os.environ["ANTENNA_JOBS_TASK_QUEUE"] = queue
         settings = load_settings()
@@ -92,6 +95,7 @@ def demo(
     started = {r.name for r in reports if r.action == "started"}
     for r in reports:
         console.print(f"  {r.name:<9} {r.address:<22} {r.action}")
+    console.print(f"task queue {settings.jobs.task_queue}", highlight=False)
     children: list[Child] = []
     outcome: Outcome | None = None
     try:
@@ -120,6 +124,10 @@ def demo(
         err_console.print(f"demo failed: {err}", style="red")
     finally:
         stop_children(children)
+        if own_queue and ("temporal" not in started or keep_stack):
+            # A Temporal server that keeps running (the demo did not start it, or keeps it):
+            # leave nothing of the demo in it.
+            cleanup_temporal(settings)
         if started and not keep_stack:
             local_stack.down(stack, only=started)
     if outcome is None:

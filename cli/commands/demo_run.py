@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
 from antenna_db import results
 from antenna_db.job_store import JobRecord
 from cli.commands import progress_view
@@ -19,6 +22,7 @@ from core import naming
 from core.db import Pool
 from core.settings import Settings
 from core.states import JobState
+from core.temporal_client import connect_temporal
 
 if TYPE_CHECKING:
     from job_control.actions import JobActions
@@ -122,3 +126,47 @@ async def outcome_of(
         f" {row['classifications']} classifications in {seconds:.1f} s ({rate:.1f} images/s)"
     )
     return Outcome(line=line, ok=job.status == JobState.SUCCESS, notes=notes)
+
+
+async def remove_from_temporal(settings: Settings) -> list[str]:
+    """What the demo's worker left in Temporal, on the demo's own task queue: its reconcile
+    Schedule (deleted first, so it starts nothing more) and every workflow still running there
+    (terminated: no worker polls that queue any more). Returns what was removed."""
+    client = await connect_temporal(settings.temporal)
+    queue = settings.jobs.task_queue
+    removed: list[str] = []
+    schedule_id = naming.reconcile_schedule_id(queue)
+    try:
+        await client.get_schedule_handle(schedule_id).delete()
+        removed.append(f"schedule {schedule_id}")
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    removed += await _terminate_running(client, queue)
+    return removed
+
+
+async def _terminate_running(client: Client, queue: str) -> list[str]:
+    ended: list[str] = []
+    query = f'TaskQueue = "{queue}" AND ExecutionStatus = "Running"'
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        try:
+            await handle.terminate(reason="the antenna-jobs demo that started it has ended")
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue  # closed meanwhile
+        ended.append(f"workflow {execution.id}")
+    return ended
+
+
+def cleanup_temporal(settings: Settings) -> None:
+    """remove_from_temporal, reported; a Temporal that does not answer is only reported."""
+    try:
+        removed = asyncio.run(remove_from_temporal(settings))
+    except (RPCError, RuntimeError) as err:
+        console.print(f"could not clean up Temporal ({err})", style="yellow")
+        return
+    if removed:
+        console.print(f"removed from Temporal: {', '.join(removed)}", highlight=False)

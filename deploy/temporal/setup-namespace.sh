@@ -20,7 +20,8 @@ if ! temporal operator namespace describe -n "$NAMESPACE" >/dev/null 2>&1; then
 fi
 
 existing=$(temporal operator search-attribute list -n "$NAMESPACE" --output json)
-for pair in AntennaJobId=Int AntennaJobStatus=Keyword AntennaProjectId=Int; do
+for pair in AntennaJobId=Int AntennaJobStatus=Keyword AntennaProjectId=Int \
+    AntennaPipelineSlug=Keyword AntennaJobType=Keyword; do
   name=${pair%%=*}
   kind=${pair#*=}
   if ! printf '%s' "$existing" | grep -q "\"$name\""; then

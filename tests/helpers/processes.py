@@ -16,6 +16,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from typer.testing import CliRunner, Result
+
+from cli.main import app
 from cli.stack import processes
 from cli.stack.services import find_program
 from core import search_attributes
@@ -305,3 +308,9 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
+
+
+async def invoke(env: dict[str, str], *args: str) -> Result:
+    """``antenna-jobs *args`` in-process with ``env`` (in a thread: each command runs
+    ``asyncio.run`` itself)."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)

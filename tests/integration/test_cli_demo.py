@@ -10,14 +10,18 @@ from __future__ import annotations
 import re
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
 from cli.stack import processes
 from core.settings import Settings
+from tests.helpers import eventually
 from tests.helpers.processes import DEMO_FINAL_LINE, run_demo
 
 
 @pytest.mark.slow
-async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, tmp_path):
+async def test_demo_runs_a_job_to_success_and_exits_0(
+    settings: Settings, pool, tmp_path, temporal_client
+):
     text = await run_demo(
         settings, tmp_path / "state", "--images", "40", "--workers", "2", "--error-rate", "0.1"
     )
@@ -42,3 +46,20 @@ async def test_demo_runs_a_job_to_success_and_exits_0(settings: Settings, pool, 
     pids = [int(p) for p in re.findall(r"started (?:worker|api) \(pid (\d+)", text)]
     assert len(pids) == 2
     assert not [pid for pid in pids if processes.is_running(pid)]
+
+    # Nothing left in the Temporal server it did not start: the worker's reconcile Schedule is
+    # gone and no workflow of the demo's task queue runs on.
+    queue = re.search(r"^task queue (antenna-jobs-demo-[0-9a-f]+)$", text, re.M)
+    assert queue, text
+    with pytest.raises(RPCError) as missing:
+        await temporal_client.get_schedule_handle(f"reconcile-{queue[1]}").describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+    assert f"removed from Temporal: schedule reconcile-{queue[1]}" in text
+
+    async def none_running() -> bool:
+        running = temporal_client.list_workflows(
+            f'TaskQueue = "{queue[1]}" AND ExecutionStatus = "Running"'
+        )
+        return not [w async for w in running]
+
+    await eventually(none_running, within=30)

@@ -6,29 +6,13 @@ task queue are passed as env vars. Commands run in a thread: each calls ``asynci
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import pytest
-from typer.testing import CliRunner, Result
-
 from antenna_db import job_store
-from cli.main import app
 from core import naming
-from core.settings import Settings
 from core.states import JobState
-from tests.helpers.processes import cli_env as cli_env_for
-
-
-@pytest.fixture
-def cli_env(settings: Settings, pool: Any) -> dict[str, str]:
-    # `pool` migrates the session schema and offsets job ids away from other sessions'.
-    return cli_env_for(settings)
-
-
-async def invoke(env: dict[str, str], *args: str) -> Result:
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+from tests.helpers.processes import invoke
 
 
 async def ok_json(env: dict[str, str], *args: str) -> Any:

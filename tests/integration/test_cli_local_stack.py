@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from cli.stack import local_stack, processes
 from cli.stack.services import Endpoint, Nats, Postgres, Redis, StackError, Temporal
+from core import search_attributes
 from core.settings import (
     DatabaseSettings,
     NatsSettings,
@@ -84,7 +85,8 @@ async def test_temporal_started_by_up_has_our_search_attributes(stack):
         check=True,
     )
     custom = json.loads(done.stdout)["customAttributes"]
-    assert {"AntennaJobId", "AntennaJobStatus", "AntennaProjectId"} <= set(custom)
+    assert {key.name for key in search_attributes.ALL} <= set(custom)
+    assert {"AntennaPipelineSlug", "AntennaJobType"} <= set(custom)
 
 
 def test_embedded_postgres_redis_and_nats_start_answer_and_stop(stack):

@@ -1,0 +1,206 @@
+"""The system at a glance: jobs by status, every running job with its counts and its NATS queue,
+the result inbox, and when processing workers last polled each pipeline.
+
+Gathered on demand (a ``/metrics`` scrape, ``antenna-jobs status``): three queries, plus one NATS
+consumer-info request per running async job, issued side by side with a bound. ``OverviewSource``
+keeps the last overview for ``ttl`` seconds, so scrapes from several Prometheus servers (or a
+``status --watch``) cost one gathering per interval, and nothing polls while nobody looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from psycopg import AsyncConnection
+from pydantic import BaseModel
+
+from core import pipeline_polls
+from core.db import Pool
+from core.naming import Names
+from core.pipeline_polls import PipelinePoll
+from core.states import DispatchMode, JobState
+
+# Jobs counted as running (Antenna's running_states()).
+RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)
+# Consumer-info requests in flight at once, and at most this many running jobs are listed.
+NATS_CONCURRENCY = 16
+MAX_RUNNING = 1000
+
+_BY_STATUS = "SELECT status, count(*)::int AS n FROM jobs_job GROUP BY status"
+_RUNNING = """
+SELECT j.id, j.name, j.project_id, j.status, j.job_type_key AS job_type, j.dispatch_mode,
+       j.pipeline_id, m.slug AS pipeline_slug, r.consumer,
+       coalesce(r.total, 0) AS total, coalesce(r.processed, 0) AS processed,
+       coalesce(r.failed, 0) AS failed,
+       extract(epoch FROM now() - coalesce(r.started_at, j.started_at))::float8 AS elapsed,
+       (SELECT count(*) FROM result_inbox i WHERE i.job_id = j.id)::int AS inbox
+FROM jobs_job j
+     LEFT JOIN job_runs r ON r.job_id = j.id
+     LEFT JOIN ml_pipeline m ON m.id = j.pipeline_id
+WHERE j.status = ANY(%s)
+ORDER BY j.id
+LIMIT %s"""
+_INBOX = """
+SELECT count(*)::int AS depth,
+       extract(epoch FROM now() - min(received_at))::float8 AS oldest
+FROM result_inbox"""
+
+
+class QueueFigures(BaseModel):
+    """A run's durable consumer, as NATS reports it."""
+
+    # Published, not yet delivered to any worker.
+    queued: int
+    # Delivered, not yet acked (a worker has them, or their ack_wait runs).
+    in_flight: int
+    # Delivered more than once (ack_wait expired).
+    redelivered: int
+
+
+class RunningJob(BaseModel):
+    id: int
+    name: str
+    project_id: int
+    status: JobState
+    job_type: str
+    dispatch_mode: DispatchMode
+    pipeline_id: int | None
+    pipeline_slug: str | None
+    # The current run's durable consumer (None before any run took the job).
+    consumer: str | None
+    total: int
+    processed: int
+    failed: int
+    # Seconds since the current run started (None before any run took the job).
+    elapsed: float | None
+    # Result rows posted for it, not yet saved.
+    inbox: int
+    queue: QueueFigures | None = None
+    # No processing worker polled the pipeline within the window (async jobs only).
+    waiting_for_workers: bool = False
+
+    @property
+    def done(self) -> int:
+        """Images counted, processed or failed (Antenna's "processed")."""
+        return self.processed + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Images per second since the run started."""
+        return self.done / self.elapsed if self.elapsed and self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until every image is counted, at the rate so far (None: no rate yet)."""
+        remaining = max(self.total - self.done, 0)
+        if remaining == 0:
+            return 0.0 if self.total else None
+        return remaining / self.rate if self.rate > 0 else None
+
+
+class Overview(BaseModel):
+    taken_at: datetime
+    jobs_by_status: dict[str, int]
+    running: list[RunningJob]
+    inbox_depth: int
+    # Seconds since the oldest unsaved result row was posted (None: the inbox is empty).
+    inbox_oldest_age: float | None
+    polls: list[PipelinePoll]
+
+
+async def gather(
+    pool: Pool, js: JetStreamContext | None, names: Names, workers_window: float
+) -> Overview:
+    """One overview: the database in one transaction (one snapshot), then the NATS figures."""
+    async with pool.connection() as conn, conn.transaction():
+        taken_at = await _now(conn)
+        cur = await conn.execute(_BY_STATUS)
+        by_status = {str(r["status"]): int(r["n"]) for r in await cur.fetchall()}
+        cur = await conn.execute(_RUNNING, ([s.value for s in RUNNING], MAX_RUNNING))
+        running = [RunningJob.model_validate(r) for r in await cur.fetchall()]
+        cur = await conn.execute(_INBOX)
+        inbox = await cur.fetchone()
+        polls = await pipeline_polls.latest(conn)
+    ages = {p.pipeline_id: p.age for p in polls}
+    for job in running:
+        if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
+            age = ages.get(job.pipeline_id)
+            job.waiting_for_workers = age is None or age > workers_window
+    if js is not None:
+        await _queue_figures(js, names, running)
+    return Overview(
+        taken_at=taken_at,
+        jobs_by_status=by_status,
+        running=running,
+        inbox_depth=int(inbox["depth"]) if inbox else 0,
+        inbox_oldest_age=inbox["oldest"] if inbox else None,
+        polls=polls,
+    )
+
+
+async def _now(conn: AsyncConnection[Any]) -> datetime:
+    cur = await conn.execute("SELECT now() AS now")
+    row = await cur.fetchone()
+    assert row is not None
+    now: datetime = row["now"]
+    return now
+
+
+async def _queue_figures(js: JetStreamContext, names: Names, running: list[RunningJob]) -> None:
+    bound = asyncio.Semaphore(NATS_CONCURRENCY)
+
+    async def one(job: RunningJob, consumer: str) -> None:
+        async with bound:
+            # No stream yet (collecting) or any more (cleaned up), or NATS unreachable: no figures.
+            with contextlib.suppress(NotFoundError, nats.errors.Error, OSError, TimeoutError):
+                info = await js.consumer_info(names.stream(job.id), consumer)
+                job.queue = QueueFigures(
+                    queued=int(info.num_pending or 0),
+                    in_flight=int(info.num_ack_pending or 0),
+                    redelivered=int(info.num_redelivered or 0),
+                )
+
+    await asyncio.gather(
+        *(
+            one(job, job.consumer)
+            for job in running
+            if job.consumer and job.dispatch_mode == DispatchMode.ASYNC_API
+        )
+    )
+
+
+class OverviewSource:
+    """The latest overview, gathered again once it is older than ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        js: JetStreamContext | None,
+        names: Names,
+        *,
+        workers_window: float,
+        ttl: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._js = js
+        self._names = names
+        self._window = workers_window
+        self.ttl = ttl
+        self._last: tuple[float, Overview] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Overview:
+        async with self._lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < self.ttl:
+                return self._last[1]
+            overview = await gather(self._pool, self._js, self._names, self._window)
+            self._last = (time.monotonic(), overview)
+            return overview
