@@ -34,7 +34,7 @@ from tests.helpers.db import NAMES, job_counts
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import OwnedNats, OwnedRedis, OwnedTemporal, owned, worker_processes
 from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
-from tests.helpers.temporal import simulated_worker
+from tests.helpers.temporal import job_handle, simulated_worker
 
 pytestmark = pytest.mark.chaos
 RUNS = range(pick(1, 3))
@@ -180,6 +180,8 @@ async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_
                     )
                     adc.answer_more(None)
                     assert await wait_final(pool, job.id) == JobState.SUCCESS
+                    # The row is final before the run's clean-up (Redis keys) has run.
+                    await job_handle(temporal_client, job.id).result()
             await check_exactly_once(pool, job.id, adc)
             assert await redis.exists(*NAMES.redis_keys(job.id)) == 0
         finally:

@@ -126,6 +126,8 @@ async def test_retry_queues_only_unprocessed_images_once(
         adc2 = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)
         async with simulated_worker(adc2):
             assert await wait_final(pool, job.id) == JobState.SUCCESS
+            # The row is final before the run's clean-up (stream, Redis keys) has run.
+            await handle.result()
         new_run = (await handle.describe()).run_id
         assert new_run != old_run
 
