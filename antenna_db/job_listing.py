@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 
 from antenna_db.job_store import COLUMNS, JobRecord
 from antenna_db.users import visible_projects
-from core.states import FINAL_STATES, DispatchMode
+from core.states import ACTIVE_STATES, FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
 _SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug"
@@ -123,3 +123,29 @@ async def job_summary(
     )
     row = await cur.fetchone()
     return summary(row) if row else None
+
+
+async def running_async_jobs(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+    """Every running (tasks served), unpaused async_api job with its run's consumer."""
+    cur = await conn.execute(
+        "SELECT j.id, j.project_id, p.slug AS pipeline_slug, r.consumer"
+        " FROM job_runs r JOIN jobs_job j ON j.id = r.job_id"
+        " LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
+        " WHERE j.status = ANY(%s) AND j.dispatch_mode = %s AND r.paused_at IS NULL",
+        ([s.value for s in ACTIVE_STATES], DispatchMode.ASYNC_API.value),
+    )
+    return list(await cur.fetchall())
+
+
+async def list_job_candidates(
+    conn: AsyncConnection[Any], filters: JobFilters, limit: int
+) -> list[dict[str, Any]]:
+    """``{id, pipeline_slug, project_id}`` of up to ``limit`` listed jobs in random order, for
+    the fair-share listing to sort."""
+    where, params = filters.where()
+    cur = await conn.execute(
+        "SELECT j.id, p.slug AS pipeline_slug, j.project_id" + _FROM + where + " ORDER BY random()"
+        " LIMIT %(limit)s",
+        {**params, "limit": limit},
+    )
+    return list(await cur.fetchall())

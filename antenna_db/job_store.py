@@ -334,12 +334,15 @@ class WorkerView(BaseModel):
     project_id: int
     source_image_single_id: int | None
     consumer: str | None
+    # The current run is paused: /tasks/ hands out nothing until it is resumed.
+    paused: bool = False
 
 
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
     cur = await conn.execute(
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
-        " r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
+        " r.consumer, r.paused_at IS NOT NULL AS paused"
+        " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
         (job_id,),
     )
     row = await cur.fetchone()

@@ -21,6 +21,8 @@ from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
 
 DEFAULT_PAGE_SIZE = 10
+# Jobs the fair-share listing sorts at most (the ADC reads the first page, of one job).
+MAX_SORTED = 1000
 DEFAULT_LOGS_LIMIT = 1000
 MAX_LOGS_LIMIT = 5000
 
@@ -61,18 +63,30 @@ def _filters(request: Request, ids_only: bool) -> JobFilters:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """DRF page of jobs; ``ids_only=1`` gives ``{id, pipeline_slug}`` in random order, 1 a page."""
+    """DRF page of jobs; ``ids_only=1`` gives ``{id, pipeline_slug}``, 1 a page: the least-served
+    jobs first under fair share, else in random order (one random draw per poll, #1261)."""
     ctx = get_context(request)
     ids_only = truthy(request.query_params.get("ids_only"))
     filters = _filters(request, ids_only)
     page = page_of(request, 1 if ids_only else DEFAULT_PAGE_SIZE)
+    fair = ids_only and ctx.fair_share.enabled
     async with ctx.connection() as conn:
         count = await job_listing.count_jobs(conn, filters)
-        results = (
-            await job_listing.list_job_ids(conn, filters, page)
-            if ids_only
-            else await job_listing.list_jobs(conn, filters, page)
-        )
+        if fair:
+            candidates = await job_listing.list_job_candidates(conn, filters, MAX_SORTED)
+        elif ids_only:
+            results = await job_listing.list_job_ids(conn, filters, page)
+        else:
+            results = await job_listing.list_jobs(conn, filters, page)
+    if ids_only:
+        ctx.fair_share.listed(filters.pipeline_slugs)
+    if fair:
+        slugs = {row["id"]: row["pipeline_slug"] for row in candidates}
+        ordered = await ctx.fair_share.order([(row["id"], row["project_id"]) for row in candidates])
+        results = [
+            {"id": job_id, "pipeline_slug": slugs[job_id]}
+            for job_id in ordered[page.offset : page.offset + page.limit]
+        ]
     if filters.pipeline_slugs:
         await ctx.liveness.pipelines_seen(filters.pipeline_slugs, filters.project_id)
     elif filters.project_id is not None:
