@@ -12,10 +12,12 @@ from antenna_db.users import visible_projects
 from core.states import ACTIVE_STATES, FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
-_SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug"
+_RUNNING = {s.value for s in ACTIVE_STATES}
+_SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug, r.paused_at"
 _FROM = (
     " FROM jobs_job j LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
     " JOIN main_project pr ON pr.id = j.project_id"
+    " LEFT JOIN job_runs r ON r.job_id = j.id"
 )
 # Antenna's incomplete_only: neither the job nor its results stage is final.
 _INCOMPLETE = (
@@ -71,9 +73,14 @@ class JobFilters:
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """A job as the API shows it: every column of the job, its pipeline's slug, its progress."""
+    """A job as the API shows it: every column of the job, its pipeline's slug, its progress, and
+    whether its run is paused (``paused``, ``paused_at``: antenna-jobs' own fields)."""
     body = JobRecord.model_validate(row).model_dump(mode="json")
     body["pipeline_slug"] = row.get("pipeline_slug")
+    paused_at = row.get("paused_at")
+    running = body.get("status") in _RUNNING
+    body["paused"] = paused_at is not None and running
+    body["paused_at"] = paused_at.isoformat() if paused_at is not None and running else None
     return body
 
 

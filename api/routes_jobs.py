@@ -1,4 +1,5 @@
-"""Job endpoints: the list (also the ADC's claim poll), create, detail, run, cancel, retry."""
+"""Job endpoints: the list (also the ADC's claim poll), create, detail, run, cancel, retry,
+pause and resume."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from api.access import may_create, runnable_job, viewer, visible_job
 from api.bodies import json_object
 from api.context import get_context
 from api.http_errors import BadRequest
-from api.job_bodies import CreateInternalJobBody, CreateMlJobBody, JobKindBody, parse
+from api.job_bodies import (
+    CreateInternalJobBody,
+    CreateMlJobBody,
+    JobKindBody,
+    ReasonBody,
+    RetryBody,
+    parse,
+)
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
 from core.errors import JobNotFound
@@ -156,8 +164,31 @@ async def cancel_job(request: Request, job_id: int) -> JSONResponse:
 
 
 async def retry_job(request: Request, job_id: int) -> JSONResponse:
+    """Antenna's retry; ``{"failed_only": true}`` (or ``?failed_only=1``): a new run of only the
+    images that failed in the previous one."""
+    body = parse(RetryBody, await json_object(request))
+    failed_only = body.failed_only or truthy(request.query_params.get("failed_only"))
     await runnable_job(request, job_id)
-    job = await get_context(request).actions.retry(job_id)
+    job = await get_context(request).actions.retry(job_id, failed_only=failed_only)
+    return JSONResponse(await _summary(request, job))
+
+
+async def pause_job(request: Request, job_id: int) -> JSONResponse:
+    """No more tasks for the job until it is resumed; results in flight are still saved."""
+    body = parse(ReasonBody, await json_object(request))
+    await runnable_job(request, job_id)
+    job = await get_context(request).actions.pause(
+        job_id, reason=body.reason or "paused through the API"
+    )
+    return JSONResponse(await _summary(request, job))
+
+
+async def resume_job(request: Request, job_id: int) -> JSONResponse:
+    body = parse(ReasonBody, await json_object(request))
+    await runnable_job(request, job_id)
+    job = await get_context(request).actions.resume(
+        job_id, reason=body.reason or "resumed through the API"
+    )
     return JSONResponse(await _summary(request, job))
 
 
@@ -177,4 +208,6 @@ def router() -> APIRouter:
     route(r, "POST", "/{job_id}/run/", run_job)
     route(r, "POST", "/{job_id}/cancel/", cancel_job)
     route(r, "POST", "/{job_id}/retry/", retry_job)
+    route(r, "POST", "/{job_id}/pause/", pause_job)
+    route(r, "POST", "/{job_id}/resume/", resume_job)
     return r

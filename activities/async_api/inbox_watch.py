@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _STATES = """
 SELECT j.id, j.status, r.run_id, coalesce(r.processed, 0) + coalesce(r.failed, 0) AS done,
+       r.paused_at IS NOT NULL AS paused,
        EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting
 FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id
 WHERE j.id = ANY(%s::bigint[])"""
@@ -53,6 +54,8 @@ class Seen:
     # Images the run has counted done in Postgres (any attempt's saves).
     done: int
     waiting: bool
+    # The run is paused (no tasks handed out): not a stall.
+    paused: bool = False
 
 
 @dataclass
@@ -182,6 +185,7 @@ class InboxWatch:
                 run_id=row["run_id"],
                 done=int(row["done"]),
                 waiting=bool(row["waiting"]),
+                paused=bool(row["paused"]),
             )
             for watch in self._watches.get(int(row["id"]), ()):
                 if int(row["id"]) in touch:
