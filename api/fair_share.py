@@ -95,9 +95,7 @@ class FairShare:
     async def _read(self) -> dict[int, JobLoad]:
         async with self._pool.connection(timeout=self._db_timeout) as conn:
             jobs = await job_listing.running_async_jobs(conn)
-        infos = await asyncio.gather(
-            *(self._consumer(job["id"], job["consumer"]) for job in jobs)
-        )
+        infos = await asyncio.gather(*(self._consumer(job["id"], job["consumer"]) for job in jobs))
         loads: dict[int, JobLoad] = {}
         for job, info in zip(jobs, infos, strict=True):
             if info is None:
@@ -113,9 +111,7 @@ class FairShare:
 
     async def _consumer(self, job_id: int, consumer: str) -> ConsumerInfo | None:
         try:
-            info: ConsumerInfo = await self._js.consumer_info(
-                self._names.stream(job_id), consumer
-            )
+            info: ConsumerInfo = await self._js.consumer_info(self._names.stream(job_id), consumer)
             return info
         except nats.js.errors.NotFoundError:
             return None  # not prepared yet, or gone
