@@ -32,8 +32,10 @@ from api.context import ApiResources
 from core import job_runs
 from core.job_requests import NewMlJob
 from core.naming import Names
+from core.settings import Settings
 from core.states import DispatchMode, JobState
 from tests.helpers_db import create_token
+from tests.helpers_temporal import running_workers
 
 
 @contextlib.asynccontextmanager
@@ -317,3 +319,75 @@ class TcpProxy:
         self._writers.clear()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+# --- whole jobs over the API, with the job workers in-process ---
+
+
+@contextlib.asynccontextmanager
+async def api_and_workers(
+    settings: Settings, pool: Any, temporal_client: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The job workers and the API in-process; a superuser's client of the API."""
+    async with pool.connection() as conn:
+        key = await create_token(conn, "pause tests")
+    nc = await nats.connect(settings.nats.url)
+    try:
+        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
+        async with (
+            running_workers(temporal_client, settings),
+            running_app(settings, resources) as app,
+            http_client(app, key) as client,
+        ):
+            yield client
+    finally:
+        await nc.drain()
+
+
+async def start_over_api(client: httpx.AsyncClient, seeded: SeedResult) -> int:
+    created = await client.post(
+        "/jobs/?start_now=1",
+        json={
+            "project_id": seeded.project_id,
+            "pipeline_slug": seeded.pipeline_slug,
+            "collection_id": seeded.collection_id,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
+async def take_tasks(client: httpx.AsyncClient, job_id: int, count: int) -> list[dict[str, Any]]:
+    """Exactly ``count`` tasks (publishing may still be under way: ask until they are out)."""
+    got: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        answer = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": count - len(got)})
+        assert answer.status_code == 200, answer.text
+        got.extend(answer.json()["tasks"])
+        return len(got) >= count
+
+    await eventually(enough, within=60)
+    assert len(got) == count
+    return got
+
+
+async def tasks_now(client: httpx.AsyncClient, job_id: int) -> list[dict[str, Any]]:
+    answer = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": 50})
+    assert answer.status_code == 200, answer.text
+    tasks: list[dict[str, Any]] = answer.json()["tasks"]
+    return tasks
+
+
+async def answer_tasks(client: httpx.AsyncClient, job_id: int, tasks: list[dict[str, Any]]) -> None:
+    body = {"results": [entry(t, success_result(t, detections=1)) for t in tasks]}
+    answer = await client.post(f"/jobs/{job_id}/result/", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results_queued"] == len(tasks)
+
+
+async def run_counters(pool: Any, job_id: int) -> tuple[int, int]:
+    async with pool.connection() as conn:
+        run = await job_runs.get(conn, job_id)
+    assert run is not None
+    return run.counters.processed, run.counters.failed

@@ -5,103 +5,33 @@ a paused job. Exact counts throughout."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import nats
 from temporalio.client import WorkflowExecutionStatus
 
-from antenna_db.seed import SeedResult, seed
-from api.context import ApiResources
-from core import job_runs
+from antenna_db.seed import seed
 from core.settings import Settings
 from core.states import JobState
 from core.workflow_io import WorkflowProgress
-from tests.helpers_api import entry, http_client, running_app, success_result
-from tests.helpers_db import create_token
+from tests.helpers_api import (
+    answer_tasks,
+    api_and_workers,
+    run_counters,
+    start_over_api,
+    take_tasks,
+    tasks_now,
+)
 from tests.helpers_jobs import get_job, handle, image_statuses, job_logs
-from tests.helpers_temporal import eventually, running_workers
+from tests.helpers_temporal import eventually
 
 STALL = timedelta(seconds=4)
-
-
-@contextlib.asynccontextmanager
-async def _api_and_workers(
-    settings: Settings, pool: Any, temporal_client: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with pool.connection() as conn:
-        key = await create_token(conn, "pause tests")
-    nc = await nats.connect(settings.nats.url)
-    try:
-        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
-        async with (
-            running_workers(temporal_client, settings),
-            running_app(settings, resources) as app,
-            http_client(app, key) as client,
-        ):
-            yield client
-    finally:
-        await nc.drain()
 
 
 def _short_stall(settings: Settings) -> Settings:
     return settings.model_copy(
         update={"jobs": settings.jobs.model_copy(update={"stall_period": STALL})}
     )
-
-
-async def _start(client: httpx.AsyncClient, seeded: SeedResult) -> int:
-    created = await client.post(
-        "/jobs/?start_now=1",
-        json={
-            "project_id": seeded.project_id,
-            "pipeline_slug": seeded.pipeline_slug,
-            "collection_id": seeded.collection_id,
-        },
-    )
-    assert created.status_code == 201, created.text
-    return int(created.json()["id"])
-
-
-async def _take(client: httpx.AsyncClient, job_id: int, count: int) -> list[dict[str, Any]]:
-    """Exactly ``count`` tasks (publishing may still be under way: ask until they are out)."""
-    got: list[dict[str, Any]] = []
-
-    async def enough() -> bool:
-        answer = await client.post(
-            f"/jobs/{job_id}/tasks/", json={"batch_size": count - len(got)}
-        )
-        assert answer.status_code == 200, answer.text
-        got.extend(answer.json()["tasks"])
-        return len(got) >= count
-
-    await eventually(enough, within=60)
-    assert len(got) == count
-    return got
-
-
-async def _tasks_now(client: httpx.AsyncClient, job_id: int) -> list[dict[str, Any]]:
-    answer = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": 50})
-    assert answer.status_code == 200, answer.text
-    tasks: list[dict[str, Any]] = answer.json()["tasks"]
-    return tasks
-
-
-async def _answer(client: httpx.AsyncClient, job_id: int, tasks: list[dict[str, Any]]) -> None:
-    body = {"results": [entry(t, success_result(t, detections=1)) for t in tasks]}
-    answer = await client.post(f"/jobs/{job_id}/result/", json=body)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["results_queued"] == len(tasks)
-
-
-async def _counters(pool: Any, job_id: int) -> tuple[int, int]:
-    async with pool.connection() as conn:
-        run = await job_runs.get(conn, job_id)
-    assert run is not None
-    return run.counters.processed, run.counters.failed
 
 
 def _process_params(body: dict[str, Any]) -> dict[str, Any]:
@@ -116,24 +46,24 @@ async def test_pause_saves_in_flight_withholds_tasks_and_resume_finishes(
     async with pool.connection() as conn:
         seeded = await seed(conn, 40)
         control_seed = await seed(conn, 6)
-    async with _api_and_workers(settings, pool, temporal_client) as client:
-        job_id = await _start(client, seeded)
-        first = await _take(client, job_id, 20)
+    async with api_and_workers(settings, pool, temporal_client) as client:
+        job_id = await start_over_api(client, seeded)
+        first = await take_tasks(client, job_id, 20)
 
         paused = await client.post(f"/jobs/{job_id}/pause/", json={"reason": "GPU maintenance"})
         assert paused.status_code == 200, paused.text
         assert paused.json()["paused"] is True
         assert paused.json()["status"] == JobState.STARTED
-        assert await _tasks_now(client, job_id) == []
+        assert await tasks_now(client, job_id) == []
 
         # Results already in flight are still saved while paused.
-        await _answer(client, job_id, first[:10])
+        await answer_tasks(client, job_id, first[:10])
 
         async def ten_saved() -> bool:
-            return await _counters(pool, job_id) == (10, 0)
+            return await run_counters(pool, job_id) == (10, 0)
 
         await eventually(ten_saved, within=30)
-        assert await _tasks_now(client, job_id) == []
+        assert await tasks_now(client, job_id) == []
 
         # The detail view, Antenna's progress JSON and the job log say so; the status stays
         # one of Antenna's.
@@ -160,25 +90,25 @@ async def test_pause_saves_in_flight_withholds_tasks_and_resume_finishes(
         resumed = await client.post(f"/jobs/{job_id}/resume/")
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["paused"] is False
-        rest = await _take(client, job_id, 20)
+        rest = await take_tasks(client, job_id, 20)
         assert {t["image_id"] for t in rest}.isdisjoint({t["image_id"] for t in first})
 
         # Paused again with every task delivered and 30 unanswered: an unpaused job in the same
         # state is failed by the stall rule; the paused one is not.
         assert (await client.post(f"/jobs/{job_id}/pause/")).status_code == 200
-        control_id = await _start(client, control_seed)
-        await _take(client, control_id, 6)
+        control_id = await start_over_api(client, control_seed)
+        await take_tasks(client, control_id, 6)
 
         async def control_stalled() -> bool:
             return (await get_job(pool, control_id)).status == JobState.FAILURE
 
         await eventually(control_stalled, within=120)
-        assert await _counters(pool, control_id) == (0, 6)
+        assert await run_counters(pool, control_id) == (0, 6)
         assert (await get_job(pool, job_id)).status == JobState.STARTED
-        assert await _counters(pool, job_id) == (10, 0)
+        assert await run_counters(pool, job_id) == (10, 0)
 
         assert (await client.post(f"/jobs/{job_id}/resume/")).status_code == 200
-        await _answer(client, job_id, first[10:] + rest)
+        await answer_tasks(client, job_id, first[10:] + rest)
 
         async def finished() -> bool:
             return (await get_job(pool, job_id)).status in {JobState.SUCCESS, JobState.FAILURE}
@@ -205,16 +135,16 @@ async def test_pause_saves_in_flight_withholds_tasks_and_resume_finishes(
 async def test_cancel_a_paused_job_and_pause_refusals(settings, pool, temporal_client):
     async with pool.connection() as conn:
         seeded = await seed(conn, 12)
-    async with _api_and_workers(settings, pool, temporal_client) as client:
-        job_id = await _start(client, seeded)
-        tasks = await _take(client, job_id, 4)
+    async with api_and_workers(settings, pool, temporal_client) as client:
+        job_id = await start_over_api(client, seeded)
+        tasks = await take_tasks(client, job_id, 4)
         assert (await client.post(f"/jobs/{job_id}/pause/")).status_code == 200
         # A second pause changes nothing and logs nothing.
         assert (await client.post(f"/jobs/{job_id}/pause/")).status_code == 200
-        await _answer(client, job_id, tasks[:2])
+        await answer_tasks(client, job_id, tasks[:2])
 
         async def two_saved() -> bool:
-            return await _counters(pool, job_id) == (2, 0)
+            return await run_counters(pool, job_id) == (2, 0)
 
         await eventually(two_saved, within=30)
         cancelled = await client.post(f"/jobs/{job_id}/cancel/")
