@@ -42,6 +42,9 @@ class Outcome:
     big_seconds: float = 0.0
     big_images: int = 0
     small_done_while_big_ran: int = 0
+    # Every job's images over the span from A's start to the last end.
+    all_images: int = 0
+    all_seconds: float = 0.0
 
     @property
     def big_rate(self) -> float:
@@ -178,6 +181,11 @@ async def scenario(name: str, db: DatabaseSettings, address: str, args: Any) -> 
                 outcome.small_ends.append(
                     (row["finished_at"] - row["scheduled_at"]).total_seconds()
                 )
+            rows = [big_row] + [await _times(pool, j) for j in small_ids]
+            outcome.all_images = args.big + args.small * len(small_ids)
+            outcome.all_seconds = (
+                max(r["finished_at"] for r in rows) - big_row["started_at"]
+            ).total_seconds()
             statuses = {big_row["status"]} | {(await _times(pool, j))["status"] for j in small_ids}
             if statuses != {"SUCCESS"}:
                 raise RuntimeError(f"{name}: jobs ended {statuses}")
@@ -194,6 +202,11 @@ def report(outcome: Outcome, alone: Outcome | None) -> None:
     line += ")"
     print(line)
     if outcome.small_ends:
+        rate = outcome.all_images / outcome.all_seconds if outcome.all_seconds else 0.0
+        print(
+            f"  all jobs: {outcome.all_images} images in {outcome.all_seconds:.1f} s ({rate:.0f}"
+            " images/s)"
+        )
         ends = sorted(outcome.small_ends)
         print(
             f"  B jobs ended {', '.join(f'{e:.1f}' for e in ends)} s after they were started"
