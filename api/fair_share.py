@@ -16,8 +16,10 @@ import time
 
 import nats.errors
 import nats.js.errors
+import psycopg
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerInfo
+from psycopg_pool import PoolTimeout
 
 from antenna_db import job_listing
 from core.db import Pool
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Listing polls without a pipeline filter: every pipeline is polled for.
 ANY_PIPELINE = "*"
+# A slow NATS must not hold every /tasks/ request of the process: such a job counts as unknown.
+CONSUMER_INFO_TIMEOUT = 1.0
 
 
 class FairShare:
@@ -88,7 +92,11 @@ class FairShare:
             return self._loads
         async with self._lock:
             if time.monotonic() - self._read_at >= interval:
-                self._loads = await self._read()
+                try:
+                    self._loads = await self._read()
+                except (psycopg.Error, PoolTimeout) as err:
+                    # Fail open: the last view (or none) rather than a refused request.
+                    log.warning("fair share: reading the running jobs failed: %s", err)
                 self._read_at = time.monotonic()
         return self._loads
 
