@@ -5,10 +5,14 @@ again); and the rules themselves, on snapshots."""
 from __future__ import annotations
 
 import asyncio
+import json
+
+import pytest
 
 from antenna_db.seed import seed
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.fair_share import JobLoad, least_served_first, withheld
+from core.settings import FairShareSettings, Settings, settings_env
 from core.states import JobState
 from tests.helpers_api import api_and_workers, run_counters, start_over_api
 from tests.helpers_jobs import get_job, job_logs
@@ -160,3 +164,14 @@ def test_the_listing_puts_the_least_served_jobs_first():
     rows = [(4, 30), (1, 10), (2, 20), (3, 20), (5, 40)]
     # Waiting jobs first, by their project's tasks in flight then their own; then the rest.
     assert least_served_first(loads, rows, _weight) == [3, 2, 1, 4, 5]
+
+
+def test_weights_setting_reaches_a_child_process_as_json(monkeypatch):
+    settings = Settings(fair_share=FairShareSettings(weights={12: 3, 15: 0.5}))
+    env = settings_env(settings)
+    assert json.loads(env["ANTENNA_JOBS_FAIR_SHARE_WEIGHTS"]) == {"12": 3.0, "15": 0.5}
+    monkeypatch.setenv("ANTENNA_JOBS_FAIR_SHARE_WEIGHTS", env["ANTENNA_JOBS_FAIR_SHARE_WEIGHTS"])
+    again = FairShareSettings()
+    assert again.weight(12) == 3.0 and again.weight(15) == 0.5 and again.weight(99) == 1.0
+    with pytest.raises(ValueError):
+        FairShareSettings(weights={1: 0})
