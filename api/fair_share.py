@@ -66,12 +66,12 @@ class FairShare:
             for key in (ANY_PIPELINE, load.pipeline_slug or "")
         )
 
-    async def withheld(self, job_id: int) -> str | None:
+    async def withheld(self, job_id: int, batch_size: int) -> str | None:
         """Why the job gets no tasks now, or None."""
         if not self.enabled:
             return None
         loads = await self._fresh()
-        return withheld(loads, job_id, self.settings.weight, self._servable)
+        return withheld(loads, job_id, self.settings.weight, self._servable, slack=batch_size)
 
     def took(self, job_id: int, count: int) -> None:
         """This process just handed out ``count`` tasks of the job."""

@@ -56,7 +56,7 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
     if job.paused:
         await _withheld(ctx, job_id, "paused", "the job is paused")
         return JSONResponse({"tasks": []})
-    reason = await ctx.fair_share.withheld(job_id)
+    reason = await ctx.fair_share.withheld(job_id, batch_size)
     if reason is not None:
         await _withheld(ctx, job_id, "fair-share", f"fair share: {reason}")
         return JSONResponse({"tasks": []})

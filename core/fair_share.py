@@ -40,9 +40,11 @@ def _project_loads(loads: Iterable[JobLoad]) -> dict[int, int]:
 
 
 def withheld(
-    loads: dict[int, JobLoad], job_id: int, weight: Weight, servable: Servable
+    loads: dict[int, JobLoad], job_id: int, weight: Weight, servable: Servable, slack: int = 0
 ) -> str | None:
-    """Why ``job_id`` gets no tasks now (None: it may be served)."""
+    """Why ``job_id`` gets no tasks now (None: it may be served). ``slack`` (the batch asked
+    for) is how far over its share a job may still be served, so workers do not hop between
+    jobs at every batch around the share's edge; the least served is still always served."""
     me = loads.get(job_id)
     if me is None:
         return None
@@ -58,7 +60,7 @@ def withheld(
         projects = {x.project_id for x in demand.values()}
         total = sum(per_project.values())
         share = total * weight(me.project_id) / sum(weight(p) for p in projects)
-        if mine > share:
+        if mine > share + slack:
             rival = min(rivals, key=lambda x: per_project.get(x.project_id, 0))
             return (
                 f"project {me.project_id} holds {mine} of the {total} tasks in flight (its share"
@@ -68,7 +70,7 @@ def withheld(
     if siblings:
         jobs = [x for x in demand.values() if x.project_id == me.project_id]
         share = mine / len(jobs)
-        if me.in_flight > share:
+        if me.in_flight > share + slack:
             sibling = min(siblings, key=lambda x: x.in_flight)
             return (
                 f"job {job_id} holds {me.in_flight} of its project's {mine} tasks in flight (its"

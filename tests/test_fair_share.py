@@ -120,6 +120,10 @@ def test_a_project_over_its_share_is_withheld_while_another_waits():
     loads[1].in_flight = 180
     assert withheld(loads, 1, _weight, _any) is None
     assert withheld(loads, 2, _weight, _any) is None
+    # Up to one batch over its share it is still served (no hopping at every batch).
+    loads[1].in_flight = 200
+    assert withheld(loads, 1, _weight, _any, slack=24) is None
+    assert withheld(loads, 1, _weight, _any, slack=0) is not None
 
 
 def test_weights_divide_the_capacity():
