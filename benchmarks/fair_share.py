@@ -42,6 +42,8 @@ class Outcome:
     big_seconds: float = 0.0
     big_images: int = 0
     small_done_while_big_ran: int = 0
+    # A's images done (processed or failed) when the last B job ended.
+    big_done_at_last_small: int = 0
     # Every job's images over the span from A's start to the last end.
     all_images: int = 0
     all_seconds: float = 0.0
@@ -73,6 +75,15 @@ async def _split(pool: Pool, seeded: SeedResult, parts: int, size: int) -> list[
             )
             collections.append(collection)
     return collections
+
+
+async def _done(pool: Pool, job_id: int) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT processed + failed AS n FROM job_runs WHERE job_id = %s", (job_id,)
+        )
+        row = await cur.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def _times(pool: Pool, job_id: int) -> dict[str, Any]:
@@ -154,15 +165,17 @@ async def scenario(name: str, db: DatabaseSettings, address: str, args: Any) -> 
                     nonlocal ended_while_big_ran
                     running.check()
                     big_status = (await _times(pool, big.id))["status"]
+                    big_done = await _done(pool, big.id)
                     for job_id in sorted(pending):
                         if (await _times(pool, job_id))["status"] in {"SUCCESS", "FAILURE"}:
                             pending.discard(job_id)
                             if big_status not in {"SUCCESS", "FAILURE"}:
                                 ended_while_big_ran += 1
+                            outcome.big_done_at_last_small = big_done
                             print(
                                 f"  [{name}] B job {job_id} ended"
                                 f" {time.monotonic() - small_started:.1f} s after B started"
-                                f" (A {big_status})",
+                                f" (A {big_status}, {big_done} of {args.big} done)",
                                 flush=True,
                             )
                     return not pending and big_status in {"SUCCESS", "FAILURE"}
@@ -211,7 +224,8 @@ def report(outcome: Outcome, alone: Outcome | None) -> None:
         print(
             f"  B jobs ended {', '.join(f'{e:.1f}' for e in ends)} s after they were started"
             f" (last {ends[-1]:.1f} s); {outcome.small_done_while_big_ran} of {len(ends)}"
-            " ended while A was still running"
+            f" ended before A did; A had {outcome.big_done_at_last_small} of"
+            f" {outcome.big_images} images done when the last ended"
         )
 
 
