@@ -33,9 +33,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Every benchmark with its goal, the figure measured and the ratio (harness.py, big_body.py and
+# scratch.py are their shared parts); then the 100,000-image demo end to end.
+BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_line
 bench: install
-	@set -e; for f in benchmarks/*.py; do [ -e "$$f" ] || continue; \
-		echo "== $$f"; $(BIN)/python "$$f"; done
+	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; \
+		$(BIN)/python benchmarks/$$b.py; done; \
+		echo "== antenna-jobs demo --images 100000 (goal < 60 s)"; \
+		$(BIN)/antenna-jobs demo --images 100000
 
 # The full form of the chaos tests (CI runs them bounded as part of `make test`).
 # Ends with the table of recovery times (median per fault or cancel path) the tests measured.

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from api.http_errors import validation_errors
 from api.json_nesting import too_deep
 from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
+from core import result_arrays
 from core.inbox import InboxEntry
+from core.result_arrays import ArrayRow
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
 
@@ -35,14 +38,25 @@ _NOT_STORED = {"algorithms", "errors"}
 _NOT_AN_OBJECT = "Expected an object."
 
 
+# An entry this big takes milliseconds to validate or serialise: the API does it off the loop.
+BIG_ENTRY_BYTES = 256 * 1024
+
+
 @dataclass(frozen=True)
 class ValidEntry:
-    """A valid entry; ``inbox_entry()`` serialises it (a step of its own: it takes as long as
-    the validation, and the caller yields to the event loop in between)."""
+    """A valid entry; ``inbox_entry()`` serialises it (a step of its own). ``arrays``: its
+    classifications' arrays, cut out of the JSON (core/result_arrays.py); the model then holds
+    placeholders in their place. ``size``: the posted entry's length in bytes."""
 
     image_id: int | None
     reply_subject: str
     result: PipelineResultsResponse | PipelineResultsError
+    arrays: tuple[ArrayRow, ...] = ()
+    size: int = 0
+
+    def is_big(self) -> bool:
+        """Whether serialising it is slow (a big result whose arrays stayed in the model)."""
+        return not self.arrays and self.size >= BIG_ENTRY_BYTES
 
     def images(self) -> set[int]:
         """Every image the result names (an error's image id, or a result's source images and
@@ -76,8 +90,21 @@ class ValidEntry:
             image_id=self.image_id if self.image_id is not None else task_image,
             reply_subject=self.reply_subject,
             is_error=isinstance(self.result, PipelineResultsError),
-            payload=self.result.model_dump_json(exclude=_NOT_STORED),
+            payload=self._payload(),
+            arrays=self.arrays,
         )
+
+    def _payload(self) -> str:
+        if not self.arrays:
+            return self.result.model_dump_json(exclude=_NOT_STORED)
+        data = self.result.model_dump(mode="json", exclude=_NOT_STORED)
+        for row in self.arrays:
+            c = data["detections"][row.det]["classifications"][row.cls]
+            # The arrays are in result_arrays; the saver reads their length from here.
+            del c["scores"]
+            c.pop("logits", None)
+            c["n_scores"] = row.n_scores
+        return orjson.dumps(data).decode()
 
 
 @dataclass(frozen=True)
@@ -221,9 +248,14 @@ def validate_entry(prefix: str, index: int, raw: RawEntry) -> ValidEntry | list[
     entry = decode_entry(raw)
     subject: Any
     result: Any
+    cut: result_arrays.Split | None = None
     if isinstance(entry, EntryParts):
         subject = _subject(entry)
-        result = None if entry.result is msgspec.UNSET else bytes(entry.result)
+        if entry.result is msgspec.UNSET:
+            result = None
+        else:
+            cut = result_arrays.split(entry.result)
+            result = cut.light if cut is not None else bytes(entry.result)
     else:
         value = _lenient(entry.data) if isinstance(entry, EntrySlice) else entry
         if isinstance(value, _Unreadable):
@@ -236,6 +268,17 @@ def validate_entry(prefix: str, index: int, raw: RawEntry) -> ValidEntry | list[
     if subject_error:
         errors.append(subject_error)
     model = _checked_result(index, result)
+    arrays: list[ArrayRow] | None = None
+    if cut is not None:
+        if isinstance(model, PipelineResultsResponse):
+            arrays = result_arrays.bind(
+                cut, [[c for c in d.classifications] for d in model.detections]
+            )
+        if arrays is None:
+            # Not the ADC's usual shape, or something to refuse: validate it whole, so every
+            # error is found and named as before.
+            assert isinstance(entry, EntryParts) and entry.result is not msgspec.UNSET
+            model = _checked_result(index, bytes(entry.result))
     if isinstance(model, list):
         return errors + model
     if isinstance(model, PipelineResultsError):
@@ -246,6 +289,12 @@ def validate_entry(prefix: str, index: int, raw: RawEntry) -> ValidEntry | list[
         return errors
     if isinstance(model, PipelineResultsError):
         assert not isinstance(image_id, EntryError)
-        return ValidEntry(image_id=image_id, reply_subject=subject, result=model)
+        return ValidEntry(image_id=image_id, reply_subject=subject, result=model, size=len(raw))
     assert isinstance(model, PipelineResultsResponse)
-    return ValidEntry(image_id=int(model.source_images[0].id), reply_subject=subject, result=model)
+    return ValidEntry(
+        image_id=int(model.source_images[0].id),
+        reply_subject=subject,
+        result=model,
+        arrays=tuple(arrays or ()),
+        size=len(raw),
+    )

@@ -140,9 +140,11 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ANTENNA_JOBS_")}
         return {**base, "PYTHONUNBUFFERED": "1", **settings_env(self.settings), **extra}
 
-    def spawn(self, name: str, *args: str) -> Child:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         log = LOGS / f"bench-{self.settings.jobs.task_queue}-{name}.log"
-        proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=self.env())
+        proc = processes.spawn(
+            [sys.executable, "-m", "cli", *args], log, env=self.env(**(env or {}))
+        )
         child = Child(name, proc, log)
         self.children.append(child)
         return child
@@ -160,6 +162,28 @@ class Stack:
         await self.wait_http(f"{url}/healthz")
         self.api_urls.append(url)
         return url
+
+    def fake_workers(
+        self, n: int, api_url: str, token: str, *, concurrency: int = 4, poll: float = 0.5
+    ) -> list[Child]:
+        """``n`` fake ADC workers as processes of their own (building results is CPU work that
+        would otherwise compete with the benchmark's own measuring)."""
+        return [
+            self.spawn(
+                f"fake{i}",
+                "fake-worker",
+                "--api-url",
+                api_url,
+                "--concurrency",
+                str(concurrency),
+                "--poll-interval",
+                str(poll),
+                "--seed",
+                str(i),
+                env={"ANTENNA_JOBS_API_TOKEN": token},
+            )
+            for i in range(n)
+        ]
 
     async def wait_http(self, url: str, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -180,6 +204,10 @@ class Stack:
                     f" {processes.log_tail(child.log)}"
                 )
 
+    def stop_child(self, child: Child) -> None:
+        self.children.remove(child)
+        processes.stop(child.proc.pid)
+
     def stop(self) -> None:
         for child in reversed(self.children):
             processes.stop(child.proc.pid)
@@ -192,6 +220,66 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         yield running
     finally:
         running.stop()
+
+
+@asynccontextmanager
+async def profiled(pid: int, out: Path | None, rate: int = 200) -> AsyncIterator[None]:
+    """py-spy (when installed and ``out`` given) sampling ``pid`` while the block runs, written
+    as collapsed stacks (``py-spy record --format raw``) to ``out``."""
+    spy = BIN / "py-spy"
+    if out is None or not spy.exists():
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaching
+    try:
+        yield
+    finally:
+        proc.send_signal(2)
+        await proc.wait()
+
+
+def top_frames(collapsed: Path, n: int = 25) -> list[str]:
+    """The functions where most samples were, self time and total, from collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack_text.split(";")
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    ours = ("api/", "activities/", "core/", "antenna_db/", "job_control/")
+    by_self = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+    by_total = sorted(
+        ((f, t) for f, t in total.items() if any(f"({o}" in f for o in ours)),
+        key=lambda kv: -kv[1],
+    )[:n]
+    lines = [f"{samples} samples; by self time:"]
+    lines += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in by_self]
+    lines.append("our code by total time:")
+    lines += [f"  {100 * t / samples:5.1f}%  {f}" for f, t in by_total]
+    return lines
 
 
 async def transactions(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -214,3 +302,12 @@ async def until(check: Any, within: float, what: str, every: float = 0.5) -> flo
             raise RuntimeError(f"{what}: not within {within:.0f} s")
         await asyncio.sleep(every)  # a benchmark's own progress check, not the system's
     return time.monotonic() - started
+
+
+async def statuses(conn: psycopg.AsyncConnection[Any], job_ids: list[int]) -> dict[str, int]:
+    """How many of ``job_ids`` are in each status."""
+    cur = await conn.execute(
+        "SELECT status, count(*) AS n FROM jobs_job WHERE id = ANY(%s) GROUP BY status",
+        (job_ids,),
+    )
+    return {r["status"]: int(r["n"]) for r in await cur.fetchall()}

@@ -1,10 +1,11 @@
 """JetStream publish rate: our publish activity against Antenna's method, in the same run.
 
-Ours: ``TaskQueueActivities.publish_tasks`` as the worker runs it (keyset pages from Postgres, Redis
-pending state per page, ``publish_async`` with a bounded window, Nats-Msg-Id dedup, heartbeat
-checkpoints). Antenna's (ami/ml/orchestration/jobs.py): every task built in memory, Redis state
-initialised in one pipeline, then chunks of 200 concurrent ``js.publish`` calls, each awaiting its
-PubAck. Both publish the same N messages to a fresh stream of the same configuration.
+Ours: ``TaskQueueActivities.publish_tasks`` as the worker runs it (keyset pages from Postgres,
+Redis pending state per page, publishes with a bounded window of PubAcks awaited on one
+subscription (activities/async_api/publisher.py), Nats-Msg-Id dedup, heartbeat checkpoints).
+Antenna's (ami/ml/orchestration/jobs.py): every task built in memory, Redis state initialised in
+one pipeline, then chunks of 200 concurrent ``js.publish`` calls, each awaiting its PubAck.
+Both publish the same N messages to a fresh stream of the same configuration.
 
     .venv/bin/python benchmarks/publish_bench.py --images 20000 --rounds 3
 """
@@ -29,6 +30,7 @@ from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.seed import seed
 from benchmarks.scratch import scratch_database
+from core.job_requests import NewMlJob
 from core.settings import Settings
 from worker.resources import Resources
 
@@ -69,7 +71,7 @@ async def main(images: int, rounds: int) -> None:
     async with scratch_database() as db:
         settings = Settings(database=db)
         res = await Resources.open(settings, run_migrations=False)
-        queue = TaskQueueActivities(res.js, res.redis, res.pool, settings)
+        queue = TaskQueueActivities(res.nc, res.js, res.redis, res.pool, settings)
         collect = ImageActivities(res.pool, settings)
         try:
             async with res.pool.connection() as conn:
@@ -79,9 +81,11 @@ async def main(images: int, rounds: int) -> None:
                     async with res.pool.connection() as conn:
                         job = await job_store.create_ml_job(
                             conn,
-                            project_id=seeded.project_id,
-                            pipeline_slug=seeded.pipeline_slug,
-                            collection_id=seeded.collection_id,
+                            NewMlJob(
+                                project_id=seeded.project_id,
+                                pipeline_slug=seeded.pipeline_slug,
+                                collection_id=seeded.collection_id,
+                            ),
                         )
                     ref = JobRef(job_id=job.id)
                     await ActivityEnvironment().run(collect.collect_images, ref)
@@ -103,7 +107,7 @@ async def main(images: int, rounds: int) -> None:
     rates = {}
     for method, label in (
         ("antenna", f"Antenna: chunks of {ANTENNA_CHUNK} concurrent js.publish"),
-        ("ours", "ours: publish_tasks activity (publish_async window)"),
+        ("ours", "ours: publish_tasks activity (PubAck window)"),
     ):
         median = statistics.median(timings[method])
         rates[method] = images / median

@@ -85,12 +85,16 @@ def worker() -> None:
 @app.command()
 def api(
     port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes sharing the port (default: settings.api.workers)"),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (job actions and the worker-facing endpoints)."""
     from api.server import serve
 
     settings = load_settings()
-    serve(settings, port or settings.api.port)
+    serve(settings, port or settings.api.port, workers=workers or settings.api.workers)
 
 
 @app.command()

@@ -6,7 +6,9 @@ AntennaJobsError
 ├── JobNotFound(job_id)
 ├── InvalidJobState(job_id, status, action)      refused: e.g. run a finished job
 ├── InvalidJobInput(field, message)              bad create parameters
-└── TaskQueueUnavailable(job_id)                 NATS did not answer in time
+├── TaskQueueUnavailable(job_id)                 NATS did not answer in time
+└── PublishNotAcknowledged(reason)               JetStream refused task messages or did not
+                                                 confirm them in time (an outage: retried)
 
 Raised to Temporal, as ApplicationError types (``failure(kind, message)``), by activities and
 the job workflows; none is retryable: each says something no retry can change (outages are
@@ -76,6 +78,12 @@ class InvalidJobInput(AntennaJobsError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class PublishNotAcknowledged(AntennaJobsError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"task messages not stored by JetStream: {reason}")
+        self.reason = reason
 
 
 class TaskQueueUnavailable(AntennaJobsError):

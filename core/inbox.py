@@ -8,21 +8,27 @@ database; the aggregator itself only reads a light form of each row (``claim``),
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.result_arrays import COPY_HEADER, COPY_SQL, COPY_TRAILER, ArrayRow
 from core.text import storable
 
 
-class InboxEntry(BaseModel):
+@dataclass(frozen=True)
+class InboxEntry:
     image_id: int | None
     reply_subject: str
     is_error: bool
-    # The result as JSON text (already validated and normalised by the API).
+    # The result as JSON text (already validated and normalised by the API); without the
+    # classifications' arrays when they are in ``arrays`` (core/result_arrays.py).
     payload: str
+    arrays: Sequence[ArrayRow] = ()
 
 
 def channel(jobs_schema: str) -> str:
@@ -31,31 +37,41 @@ def channel(jobs_schema: str) -> str:
     return f"{jobs_schema}.inbox"
 
 
+_INSERT = (
+    "INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
+    " VALUES (%s, %s, %s, %s, %s::jsonb) RETURNING id"
+)
+
+
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
-    """Insert entries in one statement, announcing them on ``channel`` (delivered when the
+    """Insert entries (one row each, pipelined: a 150 MB post never becomes one parameter),
+    copy their arrays into result_arrays, and announce them on ``channel`` (delivered when the
     caller's transaction commits; one notification per job and transaction); returns their row
     ids in the same order."""
     if not entries:
         return []
-    cur = await conn.execute(
-        "WITH stored AS ("
-        " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
-        " SELECT %s, e.image_id, e.reply_subject, e.is_error, e.payload"
-        " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
-        "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
-        " ORDER BY e.n RETURNING id),"
-        " announced AS (SELECT pg_notify(current_schema() || '.inbox', %s::text))"
-        " SELECT id FROM stored, announced ORDER BY id",
-        (
-            job_id,
-            [e.image_id for e in entries],
-            [e.reply_subject for e in entries],
-            [e.is_error for e in entries],
-            [e.payload for e in entries],
-            job_id,
-        ),
-    )
-    return [int(row["id"]) for row in await cur.fetchall()]
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            _INSERT,
+            [(job_id, e.image_id, e.reply_subject, e.is_error, e.payload) for e in entries],
+            returning=True,
+        )
+        ids: list[int] = []
+        while True:
+            row = await cur.fetchone()
+            assert row is not None
+            ids.append(int(row["id"]))
+            if not cur.nextset():
+                break
+    if any(e.arrays for e in entries):
+        async with conn.cursor().copy(COPY_SQL) as copy:
+            await copy.write(COPY_HEADER)
+            for row_id, entry in zip(ids, entries, strict=True):
+                for array in entry.arrays:
+                    await copy.write(array.copy_row(row_id))
+            await copy.write(COPY_TRAILER)
+    await conn.execute("SELECT pg_notify(current_schema() || '.inbox', %s)", (str(job_id),))
+    return ids
 
 
 def error_payload(image_id: int, message: str) -> str:
@@ -125,7 +141,8 @@ ELSE (payload - 'detections') || jsonb_build_object('detections', coalesce((
     SELECT jsonb_agg((d - 'classifications') || jsonb_build_object('classifications', coalesce((
         SELECT jsonb_agg((c - 'scores' - 'logits' - 'labels') || jsonb_build_object(
                    'n_scores', CASE WHEN jsonb_typeof(c->'scores') = 'array'
-                                    THEN jsonb_array_length(c->'scores') ELSE 0 END)
+                                    THEN jsonb_array_length(c->'scores')
+                                    ELSE coalesce((c->>'n_scores')::int, 0) END)
                ORDER BY co)
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d->'classifications') = 'array'
                                        THEN d->'classifications' ELSE '[]'::jsonb END)

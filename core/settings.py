@@ -53,6 +53,9 @@ class NatsSettings(BaseSettings):
     duplicate_window: Duration = timedelta(hours=2)
     stream_max_age: Duration = timedelta(days=1)
     publish_window: int = 2048
+    # A publish waiting this long for JetStream's PubAck is an outage (retried from the
+    # checkpoint; Nats-Msg-Id drops what was stored).
+    publish_ack_timeout: Duration = timedelta(seconds=30)
     fetch_timeout: Duration = timedelta(seconds=0.5)
     request_timeout: Duration = timedelta(seconds=10)
 
@@ -210,6 +213,8 @@ class ApiSettings(BaseSettings):
     # Request bodies past this are answered 413 before they are read (Content-Length) or as soon
     # as the stream passes it. The ADC posts 110-150 MB per 24-image batch of the moths model.
     max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    # API processes sharing the port (`antenna-jobs api --workers N`).
+    workers: int = Field(default=1, ge=1)
 
 
 class AntennaSettings(BaseSettings):

@@ -266,13 +266,27 @@ async def eventually(
 
 
 async def inbox_rows(pool, job_id: int) -> list[dict[str, Any]]:
+    """The job's stored results, each payload with its classifications' arrays put back from
+    result_arrays (where the API stores them apart from the JSON)."""
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT id, image_id, reply_subject, is_error, payload FROM result_inbox"
             " WHERE job_id = %s ORDER BY id",
             (job_id,),
         )
-        return list(await cur.fetchall())
+        rows = list(await cur.fetchall())
+        cur = await conn.execute(
+            "SELECT inbox_id, det, cls, scores, logits FROM result_arrays WHERE inbox_id = ANY(%s)",
+            ([r["id"] for r in rows],),
+        )
+        arrays = await cur.fetchall()
+    by_id = {r["id"]: r for r in rows}
+    for a in arrays:
+        c = by_id[a["inbox_id"]]["payload"]["detections"][a["det"]]["classifications"][a["cls"]]
+        del c["n_scores"]
+        c["scores"] = a["scores"]
+        c["logits"] = a["logits"]
+    return rows
 
 
 async def job_status(pool, job_id: int) -> JobState:

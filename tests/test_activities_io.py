@@ -119,7 +119,7 @@ async def test_publish_resumes_from_its_checkpoint_and_fails_images_without_url(
         await conn.execute(
             "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (ids[-1],)
         )
-    queue = TaskQueueActivities(resources.js, resources.redis, pool, settings)
+    queue = TaskQueueActivities(resources.nc, resources.js, resources.redis, pool, settings)
     env = ActivityEnvironment()
     await env.run(queue.reset_job_queue, JobRef(job_id=job.id))
     await env.run(queue.prepare_job_queue, JobRef(job_id=job.id))

@@ -11,6 +11,7 @@ import sys
 
 import httpx
 import nats
+import pytest
 import uvicorn
 
 from api.app import create_app
@@ -79,7 +80,12 @@ async def test_real_http_paths_bodies_and_no_redirects(settings, pool, temporal_
             )
             assert response.status_code == 200, response.text
             assert response.json()["results_queued"] == 2
-        assert len(await inbox_rows(pool, job.id)) == 2
+        rows = await inbox_rows(pool, job.id)
+        assert len(rows) == 2
+        # Validated off the event loop (a big entry) and its arrays copied in as float8[].
+        stored = rows[0]["payload"]["detections"][0]["classifications"][0]
+        assert stored["logits"] == [0.5] * 2_500_000
+        assert stored["scores"] == big["detections"][0]["classifications"][0]["scores"]
     finally:
         await nc.drain()
 
@@ -90,7 +96,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_serve_runs_the_full_lifespan_and_stops_cleanly(settings, pool):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_runs_the_full_lifespan_and_stops_cleanly(settings, pool, workers):
     port = _free_port()
     env = {
         **os.environ,
@@ -102,13 +109,14 @@ async def test_serve_runs_the_full_lifespan_and_stops_cleanly(settings, pool):
     }
     code = (
         "import sys; from api.server import serve; from core.settings import Settings;"
-        "serve(Settings(), int(sys.argv[1]))"
+        "serve(Settings(), int(sys.argv[1]), workers=int(sys.argv[2]))"
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         code,
         str(port),
+        str(workers),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -128,9 +136,13 @@ async def test_serve_runs_the_full_lifespan_and_stops_cleanly(settings, pool):
 
         await eventually(up, within=30)
         async with httpx.AsyncClient(headers={"Authorization": f"Token {key}"}) as client:
-            response = await client.get(f"http://127.0.0.1:{port}/api/v2/projects/")
-            assert response.status_code == 200
-            assert response.json()["count"] >= 0
+            # New connections each: with two processes, both end up answering.
+            for _ in range(4):
+                response = await client.get(
+                    f"http://127.0.0.1:{port}/api/v2/projects/", headers={"Connection": "close"}
+                )
+                assert response.status_code == 200
+                assert response.json()["count"] >= 0
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)

@@ -25,7 +25,9 @@ async def test_a_repeated_publish_adds_no_message(resume_from, pool, settings, r
     )
     job = await make_job(pool, images=100)
     resources = await Resources.open(settings, run_migrations=False)
-    queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
+    queue = TaskQueueActivities(
+        resources.nc, resources.js, resources.redis, resources.pool, settings
+    )
     try:
         ref = JobRef(job_id=job.id)
         await ActivityEnvironment().run(

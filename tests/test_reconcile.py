@@ -193,7 +193,9 @@ async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client,
         await job_store.transition(conn, running.id, JobState.STARTED, [JobState.CREATED])
     resources = await Resources.open(settings, run_migrations=False)
     try:
-        queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
+        queue = TaskQueueActivities(
+            resources.nc, resources.js, resources.redis, resources.pool, settings
+        )
         acts = ReconcileActivities(
             resources.pool, None, queue, resources.js, resources.redis, settings
         )
@@ -226,7 +228,9 @@ async def test_zombie_streams_of_missing_jobs_are_removed_once_old(pool, setting
                 await resources.js.add_stream(
                     StreamConfig(name="job_999999999999999", subjects=["job.999999999999999.tasks"])
                 )
-                queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, local)
+                queue = TaskQueueActivities(
+                    resources.nc, resources.js, resources.redis, resources.pool, local
+                )
                 acts = ReconcileActivities(
                     resources.pool, None, queue, resources.js, resources.redis, local
                 )
@@ -261,7 +265,9 @@ async def test_a_prefixed_deployment_reconciles_only_its_own_names(
                 )
             assert ours.stream(missing) == f"{prefix}job_{missing}"
             assert ours.job_id_from_stream(theirs.stream(missing)) is None
-            queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, local)
+            queue = TaskQueueActivities(
+                resources.nc, resources.js, resources.redis, resources.pool, local
+            )
             acts = ReconcileActivities(
                 resources.pool, None, queue, resources.js, resources.redis, local
             )

@@ -27,7 +27,9 @@ from workflows.sync_job_workflow import SyncJobWorkflow
 def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
     jobs = JobActivities(resources.pool, settings)
     images = ImageActivities(resources.pool, settings)
-    queue = TaskQueueActivities(resources.js, resources.redis, resources.pool, settings)
+    queue = TaskQueueActivities(
+        resources.nc, resources.js, resources.redis, resources.pool, settings
+    )
     results = ResultActivities(
         resources.pool,
         resources.nc,
