@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import bench_settings, own_database, own_temporal, stack, until
+from harness import bench_settings, goal_line, own_database, own_temporal, stack, until
 
 from antenna_db import users
 from antenna_db.seed import SeedResult, seed
@@ -32,6 +32,9 @@ from core.job_requests import NewMlJob
 from core.settings import DatabaseSettings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
+
+# B's small jobs should end at least this many times sooner with fair share than without.
+GOAL_SPEEDUP = 2.0
 
 
 @dataclass
@@ -250,6 +253,15 @@ async def main(args: Any) -> None:
         print(
             f"last B job ends {last_unfair / last_fair:.1f}x sooner with fair share"
             f" ({last_fair:.1f} s vs {last_unfair:.1f} s without)"
+        )
+        print(
+            goal_line(
+                "last B job's end, without / with fair share",
+                last_unfair / last_fair,
+                GOAL_SPEEDUP,
+                "x",
+                lower_is_better=False,
+            )
         )
 
 
