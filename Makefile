@@ -35,7 +35,7 @@ lint: install
 
 # Every benchmark with its goal, the figure measured and the ratio (harness.py, big_body.py and
 # scratch.py are their shared parts); then the 100,000-image demo end to end.
-BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_line
+BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_line fair_share
 bench: install
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; \
 		$(BIN)/python benchmarks/$$b.py; done; \

@@ -9,7 +9,8 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
-from activities.models import CollectResult, JobRef
+from activities.heartbeat import run_id as activity_run_id
+from activities.models import CollectInput, CollectResult
 from antenna_db import captures, job_store, pipelines
 from core import job_runs
 from core.db import Pool
@@ -37,9 +38,15 @@ class ImageActivities:
         self._settings = settings
 
     @activity.defn(name="collect_images")
-    async def collect_images(self, ref: JobRef) -> CollectResult:
+    async def collect_images(self, ref: CollectInput) -> CollectResult:
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, ref.job_id)
+            if ref.failed_only:
+                # This run's failed-only set may already be in place (an attempt that committed
+                # and was retried): the previous run's failures are gone from it by now.
+                done = await job_runs.collected(conn, job.id, activity_run_id())
+                if done is not None:
+                    return CollectResult(total=done, candidates=done)
             pipeline = await pipelines.load(conn, job.id)
             if len(pipeline.detectors) != 1:
                 found = ", ".join(a.key for a in pipeline.detectors) or "none"
@@ -55,7 +62,11 @@ class ImageActivities:
             # A cancel arrives on a heartbeat; psycopg then cancels the statement on the server
             # (its async wait sends a cancel request when the awaiting task is cancelled).
             async with heartbeating(self._settings.jobs.heartbeat_interval), conn.transaction():
-                collected = await captures.materialise(conn, job)
+                collected = await (
+                    captures.materialise_failed(conn, job)
+                    if ref.failed_only
+                    else captures.materialise(conn, job)
+                )
                 await job_runs.set_total(conn, job.id, collected.total)
             # Statistics that know this job's rows: planned with stale ones (autovacuum comes
             # later), each publish page of a 450k-image job sorted every row left after it.
@@ -68,11 +79,25 @@ class ImageActivities:
             trimmed = ""
             if candidates > total:
                 trimmed = f", limit {job.limit} trimmed {candidates - total}"
+            if ref.failed_only:
+                line = (
+                    f"Collected {total} images: {collected.source} of {collected.source_size}"
+                    " (failed-only retry)"
+                )
+            else:
+                line = (
+                    f"Collected {total} images from {collected.source}"
+                    f" ({skipped} already processed by this pipeline skipped{trimmed})"
+                )
             await job_store.append_log(
                 conn,
                 job.id,
-                f"Collected {total} images from {collected.source}"
-                f" ({skipped} already processed by this pipeline skipped{trimmed})",
-                context={"total": total, "candidates": candidates, "skipped": skipped},
+                line,
+                context={
+                    "total": total,
+                    "candidates": candidates,
+                    "skipped": skipped,
+                    "failed_only": ref.failed_only,
+                },
             )
         return CollectResult(total=total, candidates=candidates)

@@ -19,6 +19,7 @@ from activities.models import (
     FinalizeResult,
     JobConfig,
     JobRef,
+    PauseInput,
     RevokeInput,
     StartInput,
     StartOutcome,
@@ -31,6 +32,7 @@ from core.errors import Failure, JobNotFound, failure
 from core.ml_progress import apply_counters
 from core.settings import Settings
 from core.states import (
+    ACTIVE_STATES,
     CANCEL_STATES,
     CANCELABLE_STATES,
     FINAL_STATES,
@@ -135,6 +137,19 @@ class JobActivities:
         async with self._pool.connection() as conn:
             status = await job_store.get_status(conn, ref.job_id)
         return CancelCheck(status=status, cancelling=status in CANCEL_STATES)
+
+    @activity.defn(name="set_paused")
+    async def set_paused(self, inp: PauseInput) -> bool:
+        """The pause / resume signal: this run paused or resumed (a job no longer running is not
+        paused); whether the run is paused now. The API writes the same before it signals, so
+        then this finds nothing to do."""
+        async with self._pool.connection() as conn:
+            if not inp.paused or await job_store.get_status(conn, inp.job_id) in ACTIVE_STATES:
+                await job_store.pause_run(conn, inp.job_id, inp.paused, inp.reason, run_id=run_id())
+            run = await job_runs.get(conn, inp.job_id)
+            if run is None or run.run_id != run_id():
+                return False
+            return await job_runs.paused_since(conn, inp.job_id) is not None
 
     @activity.defn(name="mark_canceling")
     async def mark_canceling(self, ref: JobRef) -> None:

@@ -51,6 +51,17 @@ class StartResult(BaseModel):
     job_type: JobType = JobType.ML
 
 
+class CollectInput(JobRef):
+    """collect_images' input; a payload of a plain JobRef (an older run) reads as a full run."""
+
+    failed_only: bool = False
+
+
+class PauseInput(JobRef):
+    paused: bool
+    reason: str
+
+
 class CollectResult(BaseModel):
     total: NonNegativeInt
     # Candidates before the job's limit trimmed them (None when nothing was trimmed).

@@ -134,6 +134,29 @@ async def materialise(conn: AsyncConnection[Any], job: JobRecord) -> Collected:
     )
 
 
+async def materialise_failed(conn: AsyncConnection[Any], job: JobRecord) -> Collected:
+    """A failed-only retry: replace the job's image set (in the caller's transaction) by the
+    images its previous run failed, in their previous order."""
+    cur = await conn.execute(
+        "SELECT source_image_id, status FROM job_images WHERE job_id = %s ORDER BY ordinal",
+        (job.id,),
+    )
+    rows = await cur.fetchall()
+    failed = [int(r["source_image_id"]) for r in rows if r["status"] == "failed"]
+    await conn.execute("DELETE FROM job_images WHERE job_id = %s", (job.id,))
+    await conn.execute(
+        "INSERT INTO job_images (job_id, ordinal, source_image_id)"
+        " SELECT %s, ordinality, id FROM unnest(%s::bigint[]) WITH ORDINALITY AS f(id, ordinality)",
+        (job.id, failed),
+    )
+    return Collected(
+        total=len(failed),
+        candidates=len(failed),
+        source_size=len(rows),
+        source="the images that failed in the previous run",
+    )
+
+
 async def image_page(
     conn: AsyncConnection[Any],
     job_id: int,

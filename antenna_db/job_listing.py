@@ -9,13 +9,15 @@ from psycopg import AsyncConnection
 
 from antenna_db.job_store import COLUMNS, JobRecord
 from antenna_db.users import visible_projects
-from core.states import FINAL_STATES, DispatchMode
+from core.states import ACTIVE_STATES, FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
-_SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug"
+_RUNNING = {s.value for s in ACTIVE_STATES}
+_SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug, r.paused_at"
 _FROM = (
     " FROM jobs_job j LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
     " JOIN main_project pr ON pr.id = j.project_id"
+    " LEFT JOIN job_runs r ON r.job_id = j.id"
 )
 # Antenna's incomplete_only: neither the job nor its results stage is final.
 _INCOMPLETE = (
@@ -71,9 +73,14 @@ class JobFilters:
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """A job as the API shows it: every column of the job, its pipeline's slug, its progress."""
+    """A job as the API shows it: every column of the job, its pipeline's slug, its progress, and
+    whether its run is paused (``paused``, ``paused_at``: antenna-jobs' own fields)."""
     body = JobRecord.model_validate(row).model_dump(mode="json")
     body["pipeline_slug"] = row.get("pipeline_slug")
+    paused_at = row.get("paused_at")
+    running = body.get("status") in _RUNNING
+    body["paused"] = paused_at is not None and running
+    body["paused_at"] = paused_at.isoformat() if paused_at is not None and running else None
     return body
 
 
@@ -123,3 +130,29 @@ async def job_summary(
     )
     row = await cur.fetchone()
     return summary(row) if row else None
+
+
+async def running_async_jobs(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+    """Every running (tasks served), unpaused async_api job with its run's consumer."""
+    cur = await conn.execute(
+        "SELECT j.id, j.project_id, p.slug AS pipeline_slug, r.consumer"
+        " FROM job_runs r JOIN jobs_job j ON j.id = r.job_id"
+        " LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
+        " WHERE j.status = ANY(%s) AND j.dispatch_mode = %s AND r.paused_at IS NULL",
+        ([s.value for s in ACTIVE_STATES], DispatchMode.ASYNC_API.value),
+    )
+    return list(await cur.fetchall())
+
+
+async def list_job_candidates(
+    conn: AsyncConnection[Any], filters: JobFilters, limit: int
+) -> list[dict[str, Any]]:
+    """``{id, pipeline_slug, project_id}`` of up to ``limit`` listed jobs in random order, for
+    the fair-share listing to sort."""
+    where, params = filters.where()
+    cur = await conn.execute(
+        "SELECT j.id, p.slug AS pipeline_slug, j.project_id" + _FROM + where + " ORDER BY random()"
+        " LIMIT %(limit)s",
+        {**params, "limit": limit},
+    )
+    return list(await cur.fetchall())

@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from antenna_db import cachalot, exports, users
+from core import job_runs
 from core.errors import InvalidJobInput, JobNotFound
 from core.job_params import validate_params
 from core.job_requests import NewInternalJob, NewMlJob
@@ -334,12 +335,15 @@ class WorkerView(BaseModel):
     project_id: int
     source_image_single_id: int | None
     consumer: str | None
+    # The current run is paused: /tasks/ hands out nothing until it is resumed.
+    paused: bool = False
 
 
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
     cur = await conn.execute(
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
-        " r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
+        " r.consumer, r.paused_at IS NOT NULL AS paused"
+        " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
         (job_id,),
     )
     row = await cur.fetchone()
@@ -424,3 +428,21 @@ async def remove_inbox_of_final_jobs(conn: AsyncConnection[Any]) -> int:
     )
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
+
+
+async def pause_run(
+    conn: AsyncConnection[Any], job_id: int, paused: bool, reason: str, run_id: str | None = None
+) -> bool:
+    """Pause (or resume) the job's current run (``run_id``: only if it is that run) with a line in
+    the job log; True if it changed. A repeated pause or resume writes nothing."""
+    async with conn.transaction():
+        changed = await job_runs.set_paused(conn, job_id, paused, run_id)
+        if changed:
+            message = (
+                f"Paused: {reason}. No tasks are handed out until the job is resumed;"
+                " results already in flight are still saved"
+                if paused
+                else f"Resumed: {reason}. Tasks are handed out again"
+            )
+            await append_log(conn, job_id, message, context={"paused": paused})
+    return changed

@@ -11,6 +11,7 @@ from fastapi import Request
 from nats.aio.client import Client as NatsClient
 from temporalio.client import Client
 
+from api.fair_share import FairShare
 from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
 from api.task_images import TaskImages
@@ -44,6 +45,7 @@ class ApiContext:
     tasks: TaskFetcher
     task_images: TaskImages
     liveness: Liveness
+    fair_share: FairShare
     db_timeout: float
     # Limits job log lines that idle polling would otherwise repeat every few seconds.
     log_throttle: Throttle
@@ -69,6 +71,7 @@ class ApiContext:
                 resources.nats.jetstream(timeout=settings.nats.request_timeout.total_seconds())
             ),
             liveness=Liveness(resources.pool, db_timeout),
+            fair_share=FairShare(resources.pool, resources.nats, settings, db_timeout),
             db_timeout=db_timeout,
             log_throttle=Throttle(LOG_THROTTLE_SECONDS),
             overview=OverviewSource(

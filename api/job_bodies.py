@@ -17,6 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -212,6 +214,23 @@ class TasksBody(BaseModel):
 
     batch_size: Annotated[int, PlainValidator(_batch_size)]
     client_info: Annotated[dict[str, Any] | None, PlainValidator(_client_info)] = None
+
+
+class RetryBody(BaseModel):
+    """``POST /jobs/{id}/retry/`` (Antenna's takes no body): ``failed_only`` queues only the
+    images the previous run failed."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    failed_only: StrictBool = False
+
+
+class ReasonBody(BaseModel):
+    """``POST /jobs/{id}/pause/`` and ``/resume/``: an optional reason for the job log."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
 
 
 B = TypeVar("B", bound=BaseModel)

@@ -1,4 +1,5 @@
-"""Job endpoints: the list (also the ADC's claim poll), create, detail, run, cancel, retry."""
+"""Job endpoints: the list (also the ADC's claim poll), create, detail, run, cancel, retry,
+pause and resume."""
 
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ from api.access import may_create, runnable_job, viewer, visible_job
 from api.bodies import json_object
 from api.context import get_context
 from api.http_errors import BadRequest
-from api.job_bodies import CreateInternalJobBody, CreateMlJobBody, JobKindBody, parse
+from api.job_bodies import (
+    CreateInternalJobBody,
+    CreateMlJobBody,
+    JobKindBody,
+    ReasonBody,
+    RetryBody,
+    parse,
+)
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
 
 DEFAULT_PAGE_SIZE = 10
+# Jobs the fair-share listing sorts at most (the ADC reads the first page, of one job).
+MAX_SORTED = 1000
 DEFAULT_LOGS_LIMIT = 1000
 MAX_LOGS_LIMIT = 5000
 
@@ -61,18 +71,30 @@ def _filters(request: Request, ids_only: bool) -> JobFilters:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """DRF page of jobs; ``ids_only=1`` gives ``{id, pipeline_slug}`` in random order, 1 a page."""
+    """DRF page of jobs; ``ids_only=1`` gives ``{id, pipeline_slug}``, 1 a page: the least-served
+    jobs first under fair share, else in random order (one random draw per poll, #1261)."""
     ctx = get_context(request)
     ids_only = truthy(request.query_params.get("ids_only"))
     filters = _filters(request, ids_only)
     page = page_of(request, 1 if ids_only else DEFAULT_PAGE_SIZE)
+    fair = ids_only and ctx.fair_share.enabled
     async with ctx.connection() as conn:
         count = await job_listing.count_jobs(conn, filters)
-        results = (
-            await job_listing.list_job_ids(conn, filters, page)
-            if ids_only
-            else await job_listing.list_jobs(conn, filters, page)
-        )
+        if fair:
+            candidates = await job_listing.list_job_candidates(conn, filters, MAX_SORTED)
+        elif ids_only:
+            results = await job_listing.list_job_ids(conn, filters, page)
+        else:
+            results = await job_listing.list_jobs(conn, filters, page)
+    if ids_only:
+        ctx.fair_share.listed(filters.pipeline_slugs)
+    if fair:
+        slugs = {row["id"]: row["pipeline_slug"] for row in candidates}
+        ordered = await ctx.fair_share.order([(row["id"], row["project_id"]) for row in candidates])
+        results = [
+            {"id": job_id, "pipeline_slug": slugs[job_id]}
+            for job_id in ordered[page.offset : page.offset + page.limit]
+        ]
     if filters.pipeline_slugs:
         await ctx.liveness.pipelines_seen(filters.pipeline_slugs, filters.project_id)
     elif filters.project_id is not None:
@@ -142,8 +164,31 @@ async def cancel_job(request: Request, job_id: int) -> JSONResponse:
 
 
 async def retry_job(request: Request, job_id: int) -> JSONResponse:
+    """Antenna's retry; ``{"failed_only": true}`` (or ``?failed_only=1``): a new run of only the
+    images that failed in the previous one."""
+    body = parse(RetryBody, await json_object(request))
+    failed_only = body.failed_only or truthy(request.query_params.get("failed_only"))
     await runnable_job(request, job_id)
-    job = await get_context(request).actions.retry(job_id)
+    job = await get_context(request).actions.retry(job_id, failed_only=failed_only)
+    return JSONResponse(await _summary(request, job))
+
+
+async def pause_job(request: Request, job_id: int) -> JSONResponse:
+    """No more tasks for the job until it is resumed; results in flight are still saved."""
+    body = parse(ReasonBody, await json_object(request))
+    await runnable_job(request, job_id)
+    job = await get_context(request).actions.pause(
+        job_id, reason=body.reason or "paused through the API"
+    )
+    return JSONResponse(await _summary(request, job))
+
+
+async def resume_job(request: Request, job_id: int) -> JSONResponse:
+    body = parse(ReasonBody, await json_object(request))
+    await runnable_job(request, job_id)
+    job = await get_context(request).actions.resume(
+        job_id, reason=body.reason or "resumed through the API"
+    )
     return JSONResponse(await _summary(request, job))
 
 
@@ -163,4 +208,6 @@ def router() -> APIRouter:
     route(r, "POST", "/{job_id}/run/", run_job)
     route(r, "POST", "/{job_id}/cancel/", cancel_job)
     route(r, "POST", "/{job_id}/retry/", retry_job)
+    route(r, "POST", "/{job_id}/pause/", pause_job)
+    route(r, "POST", "/{job_id}/resume/", resume_job)
     return r

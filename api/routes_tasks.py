@@ -1,6 +1,8 @@
 """``POST /api/v2/jobs/{id}/tasks/``: hand a worker up to ``batch_size`` reserved tasks.
 
-Status is read on every call (one primary-key lookup) so a CANCELING job gets [] at once.
+Status is read on every call (one primary-key lookup) so a CANCELING job gets [] at once, and
+so does a paused one. A job over its fair share while another project's job waits gets [] too
+(api/fair_share.py): the ADC then moves on to the next job of its listing.
 ``batch_size`` is at most MAX_BATCH_SIZE (api/job_bodies.py).
 """
 
@@ -53,6 +55,13 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
         await _not_active(ctx, job_id, job.status)
         return JSONResponse({"tasks": []})
     await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)
+    if job.paused:
+        await _withheld(ctx, job_id, "paused", "the job is paused")
+        return JSONResponse({"tasks": []})
+    reason = await ctx.fair_share.withheld(job_id, batch_size)
+    if reason is not None:
+        await _withheld(ctx, job_id, "fair-share", f"fair share: {reason}")
+        return JSONResponse({"tasks": []})
     tasks = []
     for msg in await ctx.tasks.fetch(job_id, job.consumer, batch_size):
         task = _task(msg)
@@ -62,7 +71,15 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
             await msg.term()
         else:
             tasks.append(task)
+    ctx.fair_share.took(job_id, len(tasks))
     return JSONResponse({"tasks": tasks})
+
+
+async def _withheld(ctx: ApiContext, job_id: int, kind: str, why: str) -> None:
+    # One line per job and kind a minute: refused workers come back every few seconds.
+    if ctx.log_throttle.ready((f"tasks-{kind}", job_id)):
+        async with ctx.connection() as conn:
+            await job_store.append_log(conn, job_id, f"Tasks requested: none served ({why})")
 
 
 async def _not_active(ctx: ApiContext, job_id: int, status: JobState) -> None:

@@ -29,7 +29,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.async_api.models import PublishInput
 from activities.async_api.task_queue import TaskQueueActivities, task_message
 from activities.images import ImageActivities
-from activities.models import JobRef
+from activities.models import CollectInput, JobRef
 from antenna_db import captures, job_store
 from antenna_db.seed import SeedResult, seed
 from benchmarks.harness import goal_line
@@ -126,7 +126,9 @@ async def collect_and_publish(images: int) -> None:
         _reset_peak_rss()
         base = _peak_rss_mib()
         started = time.perf_counter()
-        collected = await ActivityEnvironment().run(b.collect.collect_images, ref)
+        collected = await ActivityEnvironment().run(
+            b.collect.collect_images, CollectInput(job_id=ref.job_id)
+        )
         collect_seconds = time.perf_counter() - started
         await ActivityEnvironment().run(b.queue.prepare_job_queue, ref)
         try:
@@ -162,7 +164,9 @@ async def main(images: int, rounds: int) -> None:
         for _ in range(rounds):
             for method in ("antenna", "ours"):
                 ref = await b.new_job()
-                await ActivityEnvironment().run(b.collect.collect_images, ref)
+                await ActivityEnvironment().run(
+                    b.collect.collect_images, CollectInput(job_id=ref.job_id)
+                )
                 await ActivityEnvironment().run(b.queue.prepare_job_queue, ref)
                 try:
                     if method == "ours":

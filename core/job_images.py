@@ -67,6 +67,15 @@ async def pending_count(conn: AsyncConnection[Any], job_id: int) -> int:
     return int(row["n"]) if row else 0
 
 
+async def failed_count(conn: AsyncConnection[Any], job_id: int) -> int:
+    """Images the job's last run failed (what a failed-only retry queues)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM job_images WHERE job_id = %s AND status = 'failed'", (job_id,)
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def status_page(
     conn: AsyncConnection[Any], job_id: int, after: int, limit: int
 ) -> list[dict[str, Any]]:

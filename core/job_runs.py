@@ -6,6 +6,7 @@ the images, so they are exact after any crash and cost no count(*) on a restart.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -27,7 +28,8 @@ async def take(conn: AsyncConnection[Any], job_id: int, run_id: str, consumer: s
         "INSERT INTO job_runs (job_id, run_id, consumer) VALUES (%s, %s, %s)"
         " ON CONFLICT (job_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
         "  consumer = EXCLUDED.consumer, started_at = now(), total = 0, processed = 0,"
-        "  failed = 0, detections = 0, classifications = 0, updated_at = now()"
+        "  failed = 0, detections = 0, classifications = 0, updated_at = now(),"
+        "  paused_at = NULL, collected_at = NULL"
         " WHERE job_runs.run_id <> EXCLUDED.run_id",
         (job_id, run_id, consumer),
     )
@@ -55,7 +57,7 @@ async def set_total(conn: AsyncConnection[Any], job_id: int, total: int) -> None
     """Collect's count; the outcome counters restart with the image set."""
     await conn.execute(
         "UPDATE job_runs SET total = %s, processed = 0, failed = 0, detections = 0,"
-        " classifications = 0, updated_at = now() WHERE job_id = %s",
+        " classifications = 0, collected_at = now(), updated_at = now() WHERE job_id = %s",
         (total, job_id),
     )
 
@@ -83,3 +85,33 @@ async def add(
 
 async def remove(conn: AsyncConnection[Any], job_id: int) -> None:
     await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
+
+
+async def collected(conn: AsyncConnection[Any], job_id: int, run_id: str) -> int | None:
+    """The image count collect committed for this run, or None if it has not yet."""
+    cur = await conn.execute(
+        "SELECT total FROM job_runs WHERE job_id = %s AND run_id = %s AND collected_at IS NOT NULL",
+        (job_id, run_id),
+    )
+    row = await cur.fetchone()
+    return int(row["total"]) if row else None
+
+
+async def set_paused(
+    conn: AsyncConnection[Any], job_id: int, paused: bool, run_id: str | None = None
+) -> bool:
+    """Pause or resume the job's current run (``run_id``: only if it is that run); True if that
+    changed anything (so a repeated pause or resume writes nothing and logs nothing)."""
+    cur = await conn.execute(
+        "UPDATE job_runs SET paused_at = CASE WHEN %(paused)s THEN now() END"
+        " WHERE job_id = %(job)s AND (%(run)s::text IS NULL OR run_id = %(run)s::text)"
+        " AND (paused_at IS NOT NULL) <> %(paused)s",
+        {"paused": paused, "job": job_id, "run": run_id},
+    )
+    return cur.rowcount == 1
+
+
+async def paused_since(conn: AsyncConnection[Any], job_id: int) -> datetime | None:
+    cur = await conn.execute("SELECT paused_at FROM job_runs WHERE job_id = %s", (job_id,))
+    row = await cur.fetchone()
+    return row["paused_at"] if row else None

@@ -39,6 +39,8 @@ def apply_counters(
         detections=counters.detections,
         classifications=counters.classifications,
     )
+    if final is not None:
+        updated.show_paused(False)
     return updated
 
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.states import JobState
 
 ParamValue = int | float | str | None
+PAUSED_STAGE = "process"
+PAUSED_KEY = "paused"
 
 
 class _AntennaModel(BaseModel):
@@ -88,6 +90,25 @@ class JobProgress(_AntennaModel):
         if stage.status == JobState.CREATED and stage.progress > 0:
             stage.status = JobState.STARTED
         self._summarise()
+
+    def show_paused(self, paused: bool) -> None:
+        """A "Paused: yes" param on the process stage while the run is paused (Antenna's stage
+        panel shows params by name and value; the status stays one of Antenna's)."""
+        try:
+            stage = self.stage(PAUSED_STAGE)
+        except KeyError:
+            return
+        if paused:
+            stage.set_param(PAUSED_KEY, "yes")
+        else:
+            stage.params = [p for p in stage.params if p.key != PAUSED_KEY]
+
+    @property
+    def paused(self) -> bool:
+        try:
+            return bool(self.stage(PAUSED_STAGE).param(PAUSED_KEY) == "yes")
+        except KeyError:
+            return False
 
     def _summarise(self) -> None:
         if self.stages:

@@ -7,6 +7,7 @@ Environment names: ``ANTENNA_JOBS_DATABASE_URL``, ``ANTENNA_JOBS_REDIS_URL``,
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,39 @@ class JobSettings(BaseSettings):
     def _valid_prefix(cls, value: str) -> str:
         Names(value)
         return value
+
+
+class FairShareSettings(BaseSettings):
+    """Fair share of the workers across projects (and, within a project, across its jobs).
+
+    A job whose project holds more than its share of the tasks in flight (by weight, among the
+    projects with work) while another project's job waits gets ``[]`` from ``/tasks/``, which
+    the ADC reads as "done for me" and moves on; the listing puts the least-served jobs first.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_FAIR_SHARE_")
+
+    enabled: bool = True
+    # Project id -> weight, e.g. '{"12": 3, "15": 0.5}' (JSON); projects not listed weigh
+    # default_weight. A project of weight 3 gets three times the tasks in flight of one of 1.
+    weights: dict[int, float] = Field(default_factory=dict)
+    default_weight: float = Field(default=1.0, gt=0)
+    # Tasks in flight per job (NATS consumer info) are read at most this often per API process.
+    refresh_interval: Duration = timedelta(seconds=0.5)
+    # A waiting job competes only if a worker listed jobs of its pipeline this recently (so a
+    # job no worker can serve never holds the others back).
+    poll_window: Duration = timedelta(seconds=60)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, value: dict[int, float]) -> dict[int, float]:
+        bad = [project for project, weight in value.items() if weight <= 0]
+        if bad:
+            raise ValueError(f"weights must be > 0 (projects {bad})")
+        return value
+
+    def weight(self, project_id: int) -> float:
+        return self.weights.get(project_id, self.default_weight)
 
 
 class WorkerSettings(BaseSettings):
@@ -223,6 +257,7 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    fair_share: FairShareSettings = Field(default_factory=FairShareSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sync: SyncApiSettings = Field(default_factory=SyncApiSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
@@ -235,6 +270,8 @@ def _env_value(value: Any) -> str:
         return f"{value.total_seconds()}s"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
     return str(value)
 
 

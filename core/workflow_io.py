@@ -12,6 +12,8 @@ from core.states import JobState
 
 class JobWorkflowInput(BaseModel):
     job_id: int
+    # A retry that queues only the images that failed in the previous run.
+    failed_only: bool = False
 
 
 class JobWorkflowResult(BaseModel):
@@ -35,3 +37,5 @@ class WorkflowProgress(BaseModel):
     failed: int = 0
     detections: int = 0
     classifications: int = 0
+    # Paused by the pause signal (or the API): no tasks are handed out until resumed.
+    paused: bool = False

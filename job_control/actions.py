@@ -1,8 +1,8 @@
-"""Job actions (create, run, cancel, retry, view), shared by the HTTP API, the CLI, the bridge
-and the benchmarks.
+"""Job actions (create, run, cancel, retry, pause, resume, view), shared by the HTTP API, the
+CLI, the bridge and the benchmarks.
 
-The database is written first (CANCELING, RETRY) so the UI and ``/tasks/`` react at once; then
-Temporal is asked to start or cancel the job's workflow.
+The database is written first (CANCELING, RETRY, paused) so the UI and ``/tasks/`` react at once;
+then Temporal is asked to start, cancel or signal the job's workflow.
 """
 
 from __future__ import annotations
@@ -23,17 +23,20 @@ from antenna_db import job_store
 from antenna_db.job_store import JobRecord
 from antenna_db.job_summary import job_summary
 from bridge.outcome import BridgeOutcome
-from core import naming, search_attributes
+from core import job_images, naming, search_attributes
 from core.db import Pool
-from core.errors import InvalidJobState, JobNotFound
+from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import reset_progress
 from core.settings import Settings
 from core.states import (
+    ACTIVE_STATES,
     CANCELABLE_STATES,
     FINAL_STATES,
     RETRYABLE_STATES,
+    DispatchMode,
     JobState,
+    JobType,
 )
 from core.workflow_io import JobWorkflowInput
 
@@ -79,13 +82,22 @@ class JobActions:
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
-    async def retry(self, job_id: int) -> JobRecord:
+    async def retry(self, job_id: int, *, failed_only: bool = False) -> JobRecord:
         """A new run of a FAILURE or REVOKED job under the same workflow id, written as Antenna's
-        Job.retry (progress reset, RETRY) and then its enqueue (PENDING, new task id) do."""
+        Job.retry (progress reset, RETRY) and then its enqueue (PENDING, new task id) do.
+        ``failed_only``: the new run queues only the images that failed in the previous one."""
         async with self._pool.connection() as conn:
             job = await job_store.get_job(conn, job_id)
             if job.status not in RETRYABLE_STATES:
                 raise InvalidJobState(job_id, job.status, "retry")
+            if failed_only:
+                if job.job_type != JobType.ML:
+                    raise InvalidJobInput("failed_only", "only ML jobs have failed images")
+                failed = await job_images.failed_count(conn, job_id)
+                if failed == 0:
+                    raise InvalidJobInput(
+                        "failed_only", f"job {job_id}'s last run has no failed images to retry"
+                    )
             moved = await job_store.transition(
                 conn,
                 job_id,
@@ -96,8 +108,15 @@ class JobActions:
             )
             if not moved:
                 raise InvalidJobState(job_id, (await job_store.get_status(conn, job_id)), "retry")
-            await job_store.append_log(conn, job_id, "Retry requested")
-        await self._start_workflow(job)
+            await job_store.append_log(
+                conn,
+                job_id,
+                f"Retry requested: only the {failed} images that failed"
+                if failed_only
+                else "Retry requested",
+                context={"failed_only": failed_only},
+            )
+        await self._start_workflow(job, failed_only=failed_only)
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
@@ -119,6 +138,32 @@ class JobActions:
                     conn, job_id, JobState.REVOKED, [JobState.CANCELING], finished=True
                 )
                 await job_store.append_log(conn, job_id, "Revoked before its workflow started")
+        async with self._pool.connection() as conn:
+            return await job_store.get_job(conn, job_id)
+
+    async def pause(self, job_id: int, reason: str = "paused by user") -> JobRecord:
+        """No more tasks for the job's run until resumed; results in flight are still saved."""
+        return await self._set_paused(job_id, True, reason)
+
+    async def resume(self, job_id: int, reason: str = "resumed by user") -> JobRecord:
+        """Hand out the paused job's tasks again, where it stopped."""
+        return await self._set_paused(job_id, False, reason)
+
+    async def _set_paused(self, job_id: int, paused: bool, reason: str) -> JobRecord:
+        action = "pause" if paused else "resume"
+        async with self._pool.connection() as conn:
+            job = await job_store.get_job(conn, job_id)
+            if job.job_type != JobType.ML or job.dispatch_mode != DispatchMode.ASYNC_API:
+                raise InvalidJobState(job_id, f"a {job.job_type}/{job.dispatch_mode} job", action)
+            if job.status not in ACTIVE_STATES:
+                raise InvalidJobState(job_id, job.status, action)
+            await job_store.pause_run(conn, job_id, paused, reason)
+        try:
+            await self._handle(job_id).signal(action, reason)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # No run to tell (terminated): the database is what /tasks/ reads.
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
@@ -167,14 +212,16 @@ class JobActions:
             )
         return JobView(job=job, logs=logs)
 
-    async def _start_workflow(self, job: JobRecord) -> WorkflowHandle[Any, Any]:
+    async def _start_workflow(
+        self, job: JobRecord, *, failed_only: bool = False
+    ) -> WorkflowHandle[Any, Any]:
         """Start (or join) the job's workflow, with the search attributes operators filter on
         and the summary and details the Web UI shows."""
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
         return await self._client.start_workflow(
             naming.workflow_type(job.job_type, job.dispatch_mode),
-            JobWorkflowInput(job_id=job.id),
+            JobWorkflowInput(job_id=job.id, failed_only=failed_only),
             id=naming.workflow_id(job.id),
             task_queue=self._settings.jobs.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -56,6 +56,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             jobs.start_job,
             jobs.check_cancel,
             jobs.mark_canceling,
+            jobs.set_paused,
             jobs.finalize_job,
             jobs.fail_job,
             jobs.revoke_job,

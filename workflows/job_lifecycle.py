@@ -71,6 +71,7 @@ class JobLifecycle:
     @workflow.init
     def __init__(self, inp: JobWorkflowInput) -> None:
         self._job = JobRef(job_id=inp.job_id)
+        self._failed_only = inp.failed_only
         self._state = WorkflowProgress(job_id=inp.job_id)
         self._config: JobConfig | None = None
         self._start: StartResult | None = None

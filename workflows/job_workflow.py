@@ -7,6 +7,11 @@ collect and finalize MlJobLifecycle's (workflows/ml_job.py).
 
 History is O(1) in images: a fixed set of activities, no per-image or per-batch events; counts
 live in Postgres and Redis, and the progress query returns the latest counts known here.
+
+Signals ``pause`` and ``resume`` (also sent by the API and ``job pause|resume``, which write the
+database first): a paused run hands out no tasks while the aggregator keeps saving the results
+already in flight; resume hands out the rest. They are applied one at a time, in order, by the
+set_paused activity, and only the last one wanted counts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.async_api.results import ResultActivities
     from activities.async_api.task_queue import TaskQueueActivities
+    from activities.jobs import JobActivities
+    from activities.models import PauseInput
     from core import naming
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
@@ -34,11 +41,46 @@ with workflow.unsafe.imports_passed_through():
 class JobWorkflow(MlJobLifecycle):
     workflow_name = naming.JOB_WORKFLOW
 
+    @workflow.init
+    def __init__(self, inp: JobWorkflowInput) -> None:
+        super().__init__(inp)
+        self._pause_wanted = False
+        self._pause_lock = asyncio.Lock()
+
     @workflow.run
     async def run(self, inp: JobWorkflowInput) -> JobWorkflowResult:
         return await self._run_job()
 
+    @workflow.signal(name="pause")
+    async def pause(self, reason: str | None = None) -> None:
+        """No tasks are handed out until ``resume``; results in flight are still saved."""
+        await self._apply_pause(True, reason or "pause signal")
+
+    @workflow.signal(name="resume")
+    async def resume(self, reason: str | None = None) -> None:
+        await self._apply_pause(False, reason or "resume signal")
+
+    async def _apply_pause(self, paused: bool, reason: str) -> None:
+        self._pause_wanted = paused
+        if self._start is None:
+            return  # the run does not own the job yet: _work applies what is wanted then
+        async with self._pause_lock:
+            if (
+                self._finished
+                or workflow.cancellation_reason() is not None
+                or self._pause_wanted != paused
+                or self._state.paused == paused
+            ):
+                return
+            self._state.paused = await self._run_step(
+                JobActivities.set_paused,
+                PauseInput(job_id=self._job.job_id, paused=paused, reason=reason),
+                check=False,
+            )
+
     async def _work(self) -> JobWorkflowResult:
+        if self._pause_wanted:
+            await self._apply_pause(True, "pause signal (sent before the job started)")
         await self._run_step(TaskQueueActivities.reset_job_queue, self._job)
         total = await self._collect()
         if total == 0:

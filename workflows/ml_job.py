@@ -8,7 +8,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities
     from activities.jobs import JobActivities
-    from activities.models import CollectResult, FinalizeInput, FinalizeResult
+    from activities.models import CollectInput, CollectResult, FinalizeInput, FinalizeResult
     from core.counters import AggregateCounters
     from core.workflow_io import JobWorkflowResult
     from workflows.job_lifecycle import JobLifecycle
@@ -16,9 +16,13 @@ with workflow.unsafe.imports_passed_through():
 
 class MlJobLifecycle(JobLifecycle):
     async def _collect(self) -> int:
-        """The images this run processes (a retry: only those not yet done); their count."""
+        """The images this run processes (a retry: only those not yet done; a failed-only retry:
+        those the previous run failed); their count."""
         self._set_phase("collecting")
-        collected: CollectResult = await self._run_phase(ImageActivities.collect_images, self._job)
+        collected: CollectResult = await self._run_phase(
+            ImageActivities.collect_images,
+            CollectInput(job_id=self._job.job_id, failed_only=self._failed_only),
+        )
         self._state.total = collected.total
         await self._check_job()
         return collected.total

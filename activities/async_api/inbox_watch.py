@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _STATES = """
 SELECT j.id, j.status, r.run_id, coalesce(r.processed, 0) + coalesce(r.failed, 0) AS done,
+       r.paused_at IS NOT NULL AS paused,
        EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting,
        extract(epoch FROM now() - pp.polled_at)::float8 AS poll_age
 FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id
@@ -55,6 +56,8 @@ class Seen:
     # Images the run has counted done in Postgres (any attempt's saves).
     done: int
     waiting: bool
+    # The run is paused (no tasks handed out): not a stall.
+    paused: bool = False
     # Seconds since a processing worker last polled for tasks of the job's pipeline (None:
     # never). Not part of "the job changed": it moves on every read.
     poll_age: float | None = field(default=None, compare=False)
@@ -187,6 +190,7 @@ class InboxWatch:
                 run_id=row["run_id"],
                 done=int(row["done"]),
                 waiting=bool(row["waiting"]),
+                paused=bool(row["paused"]),
                 poll_age=row["poll_age"],
             )
             for watch in self._watches.get(int(row["id"]), ()):

@@ -3,7 +3,8 @@
 Long-running and heartbeating on the long task queue. The aggregator is the single writer of the
 job's progress while it runs (activities/ml_run.py), keeps the Redis pending/failed sets in step,
 reconciles images whose task exhausted max_deliver, and after ``stall_period`` without movement
-(with every task delivered) counts the rest failed. A job row saying CANCELING/REVOKED stops it.
+(with every task delivered; time paused does not count) counts the rest failed. While the run
+is paused the process stage shows a "Paused" param. A job row saying CANCELING/REVOKED stops it.
 While it waits it costs no query of its own (activities/async_api/inbox_watch.py) and has the
 row's ``updated_at`` bumped every ``touch_interval``, so Antenna's reaper (if it still runs) never
 takes the job for dead.
@@ -167,6 +168,8 @@ class _Aggregation:
                     continue  # more are waiting
             if run.counters.done >= run.counters.total:
                 break
+            if self._paused():
+                run.last_change = time.monotonic()  # a paused job is waiting, not stalled
             if time.monotonic() - run.last_change >= self.jobs.stall_period.total_seconds():
                 await self._reconcile_stall()
                 look = True
@@ -174,6 +177,17 @@ class _Aggregation:
             look = await self.watch.wait(self._wait_for())
             await self._after_wait()
             await run.maybe_write_progress()
+
+    def _paused(self) -> bool:
+        seen = self.watch.seen
+        return seen is not None and seen.paused
+
+    def _show_paused(self) -> None:
+        """The progress says whether the run is paused, as the last read found it."""
+        paused = self._paused()
+        if self.ml.progress.paused != paused:
+            self.ml.progress.show_paused(paused)
+            self.ml.dirty = True
 
     def _wait_for(self) -> float:
         """Until the next heartbeat-interval read, or sooner when a progress write is due."""
@@ -224,6 +238,9 @@ class _Aggregation:
             if seen.done > self.ml.counters.done:
                 await self.ml.reload_counters()
             await self._note_workers(seen.poll_age)
+            self._show_paused()
+            if seen.paused:
+                self.ml.last_change = time.monotonic()
         now = time.monotonic()
         if now - self.last_cache_check >= CACHE_CHECK_EVERY:
             self.last_cache_check = now

@@ -1,4 +1,4 @@
-"""``antenna-jobs job ...``: create, run, cancel, retry, status and watch jobs.
+"""``antenna-jobs job ...``: create, run, cancel, retry, pause, resume, status and watch jobs.
 
 Actions go through job_control.actions.JobActions (Postgres + Temporal) directly, not over HTTP.
 Reads (status, watch) need only Postgres, so they work while Temporal is down.
@@ -134,12 +134,45 @@ def cancel(
 
 
 @job_app.command("retry")
-def retry(job_id: JobId) -> None:
+def retry(
+    job_id: JobId,
+    failed_only: Annotated[
+        bool, typer.Option("--failed-only", help="Queue only the images the last run failed")
+    ] = False,
+) -> None:
     """Run a FAILURE or REVOKED job again, under the same workflow id."""
 
     async def go() -> JobRecord:
         async with job_actions(load_settings()) as actions:
-            return await actions.retry(job_id)
+            return await actions.retry(job_id, failed_only=failed_only)
+
+    _print_job(run(go()))
+
+
+@job_app.command("pause")
+def pause(
+    job_id: JobId,
+    reason: Annotated[str, typer.Option(help="Recorded in the job log")] = "paused from CLI",
+) -> None:
+    """No more tasks for a running async job until resumed; results in flight are still saved."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.pause(job_id, reason=reason)
+
+    _print_job(run(go()))
+
+
+@job_app.command("resume")
+def resume(
+    job_id: JobId,
+    reason: Annotated[str, typer.Option(help="Recorded in the job log")] = "resumed from CLI",
+) -> None:
+    """Hand out a paused job's tasks again, where it stopped."""
+
+    async def go() -> JobRecord:
+        async with job_actions(load_settings()) as actions:
+            return await actions.resume(job_id, reason=reason)
 
     _print_job(run(go()))
 

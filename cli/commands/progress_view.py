@@ -56,6 +56,7 @@ def status_panel(job: JobRecord, logs: list[dict[str, Any]]) -> RenderableType:
     head = Text.assemble(
         (f"job {job.id} ", "bold"),
         (job.status.value, f"bold {style}"),
+        (" PAUSED" if job.progress.paused else "", "bold yellow"),
         f"  {job.progress.summary.progress:.0%}  {job.name}  ({job.dispatch_mode.value})",
     )
     stages = Table(box=None, pad_edge=False)
@@ -79,6 +80,7 @@ def status_json(job: JobRecord, logs: list[dict[str, Any]]) -> dict[str, Any]:
         "id": job.id,
         "name": job.name,
         "status": job.status.value,
+        "paused": job.progress.paused,
         "job_type": job.job_type.value,
         "dispatch_mode": job.dispatch_mode.value,
         "progress": job.progress.as_json(),

@@ -25,8 +25,9 @@ from nats.js.errors import NotFoundError
 from api.app import create_app
 from api.context import ApiResources
 from core.naming import Names
+from tests.helpers import eventually
 from tests.helpers.db import create_token
-from tests.helpers.jobs import made_consumer
+from tests.helpers.jobs import entry, made_consumer, success_result
 from tests.helpers.temporal import running_workers
 
 
@@ -160,3 +161,62 @@ async def streams_fixture(settings, nats_client) -> AsyncIterator[Streams]:
     finally:
         for job_id in created.created:
             await created.delete(job_id)
+
+
+# --- whole jobs over the API, with the job workers in-process ---
+
+
+@contextlib.asynccontextmanager
+async def api_and_workers(
+    settings: Any, pool: Any, temporal_client: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``app_with_workers`` with a new superuser's token."""
+    async with pool.connection() as conn:
+        key = await create_token(conn, "api and workers")
+    async with app_with_workers(settings, pool, temporal_client, key) as client:
+        yield client
+
+
+async def start_over_api(client: httpx.AsyncClient, seeded: Any) -> int:
+    """Create and start an ML job of ``seeded``'s pipeline and collection; its id."""
+    created = await client.post(
+        "/jobs/?start_now=1",
+        json={
+            "project_id": seeded.project_id,
+            "pipeline_slug": seeded.pipeline_slug,
+            "collection_id": seeded.collection_id,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
+async def take_tasks(client: httpx.AsyncClient, job_id: int, count: int) -> list[dict[str, Any]]:
+    """Exactly ``count`` tasks (publishing may still be under way: ask until they are out)."""
+    got: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        answer = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": count - len(got)})
+        assert answer.status_code == 200, answer.text
+        got.extend(answer.json()["tasks"])
+        return len(got) >= count
+
+    await eventually(enough, within=60)
+    assert len(got) == count
+    return got
+
+
+async def tasks_now(client: httpx.AsyncClient, job_id: int) -> list[dict[str, Any]]:
+    """What one ``/tasks/`` call hands out now."""
+    answer = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": 50})
+    assert answer.status_code == 200, answer.text
+    tasks: list[dict[str, Any]] = answer.json()["tasks"]
+    return tasks
+
+
+async def answer_tasks(client: httpx.AsyncClient, job_id: int, tasks: list[dict[str, Any]]) -> None:
+    """Post one success result for each of ``tasks``; all must be queued."""
+    body = {"results": [entry(t, success_result(t, detections=1)) for t in tasks]}
+    answer = await client.post(f"/jobs/{job_id}/result/", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results_queued"] == len(tasks)

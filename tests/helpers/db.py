@@ -140,3 +140,10 @@ async def inbox_rows(pool: Any, job_id: int) -> list[dict[str, Any]]:
         c["scores"] = a["scores"]
         c["logits"] = a["logits"]
     return rows
+
+
+async def run_counters(pool: Any, job_id: int) -> tuple[int, int]:
+    """The current run's processed and failed counts."""
+    async with pool.connection() as conn:
+        run = await job_runs.get(conn, job_id)
+    return (run.counters.processed, run.counters.failed) if run else (0, 0)

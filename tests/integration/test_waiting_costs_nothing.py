@@ -21,7 +21,7 @@ from activities.async_api.inbox_watch import InboxWatch
 from activities.async_api.models import AggregateInput
 from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
-from activities.models import JobRef
+from activities.models import CollectInput
 from core import inbox
 from core.states import JobState
 from tests.helpers import eventually
@@ -71,7 +71,7 @@ async def test_waiting_aggregators_share_one_read_per_interval_and_wake_on_resul
     jobs = [await make_job(pool, images=2, status=JobState.STARTED) for _ in range(WAITING_JOBS)]
     collect = ImageActivities(resources.pool, local).collect_images
     for job in jobs:
-        await ActivityEnvironment().run(collect, JobRef(job_id=job.id))
+        await ActivityEnvironment().run(collect, CollectInput(job_id=job.id))
     running = [await _aggregator(results, job.id, 2) for job in jobs]
     try:
         await eventually(watch.listening.wait, within=30)

@@ -13,7 +13,7 @@ from activities.async_api.job_state_cache import JobStateCache
 from activities.async_api.models import PublishInput
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
-from activities.models import JobRef
+from activities.models import CollectInput, JobRef
 from antenna_db import job_store
 from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.seed import ensure_algorithms
@@ -34,7 +34,7 @@ async def resources(settings):
 
 async def collect(pool, settings, job_id: int):
     return await ActivityEnvironment().run(
-        ImageActivities(pool, settings).collect_images, JobRef(job_id=job_id)
+        ImageActivities(pool, settings).collect_images, CollectInput(job_id=job_id)
     )
 
 

@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.async_api.models import AggregateInput
 from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
-from activities.models import JobRef
+from activities.models import CollectInput
 from core import inbox
 from core.db import connect_kwargs
 from core.states import JobState
@@ -98,7 +98,8 @@ async def test_an_aggregator_saves_nothing_once_the_job_is_canceling(pool, setti
     resources = await Resources.open(settings, run_migrations=False)
     try:
         await ActivityEnvironment().run(
-            ImageActivities(resources.pool, settings).collect_images, JobRef(job_id=job.id)
+            ImageActivities(resources.pool, settings).collect_images,
+            CollectInput(job_id=job.id),
         )
         async with pool.connection() as conn:
             await inbox.store(conn, job.id, inbox_entries(job))

@@ -32,6 +32,7 @@ from activities.async_api.models import (
 )
 from activities.models import (
     CancelCheck,
+    CollectInput,
     CollectResult,
     FailInput,
     FinalizeInput,
@@ -131,7 +132,7 @@ class MockedJob:
             await handle.cancel(reason=inp.reason)
 
         @activity.defn(name="collect_images")
-        async def collect_images(ref: JobRef) -> CollectResult:
+        async def collect_images(ref: CollectInput) -> CollectResult:
             self._called("collect_images", ref)
             return CollectResult(total=self.total, candidates=self.total)
 

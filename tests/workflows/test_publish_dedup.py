@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.async_api.models import PublishCheckpoint, PublishInput
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
-from activities.models import JobRef
+from activities.models import CollectInput, JobRef
 from core.states import JobState
 from tests.helpers.db import NAMES
 from tests.helpers.jobs import make_job
@@ -31,7 +31,8 @@ async def test_a_repeated_publish_adds_no_message(resume_from, pool, settings, r
     try:
         ref = JobRef(job_id=job.id)
         await ActivityEnvironment().run(
-            ImageActivities(resources.pool, settings).collect_images, ref
+            ImageActivities(resources.pool, settings).collect_images,
+            CollectInput(job_id=job.id),
         )
         await ActivityEnvironment().run(queue.prepare_job_queue, ref)
         first = await ActivityEnvironment().run(
