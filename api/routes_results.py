@@ -123,7 +123,12 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
     raw = await read_body(request)
-    body = split_results(raw)
+    # Cutting a 150 MB envelope into entries is ~0.2 s of C: off the loop, like the entries.
+    body = (
+        await asyncio.to_thread(split_results, raw)
+        if len(raw) >= BIG_ENTRY_BYTES
+        else (split_results(raw))
+    )
     if job.status in REFUSED_STATES or job.consumer is None:
         return await _discard(ctx, job_id, job.status, body.entries, None)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
