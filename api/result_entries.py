@@ -40,6 +40,8 @@ _NOT_AN_OBJECT = "Expected an object."
 
 # An entry this big takes milliseconds to validate or serialise: the API does it off the loop.
 BIG_ENTRY_BYTES = 256 * 1024
+# A result this big has its score and logit arrays cut out (core/result_arrays.py).
+SPLIT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,9 @@ def validate_entry(prefix: str, index: int, raw: RawEntry) -> ValidEntry | list[
         if entry.result is msgspec.UNSET:
             result = None
         else:
-            cut = result_arrays.split(entry.result)
+            # Small results keep their arrays in the JSON (one insert, read from the payload
+            # by the saver); big ones have them cut out and copied as float8[].
+            cut = result_arrays.split(entry.result) if len(entry.result) >= SPLIT_BYTES else None
             result = cut.light if cut is not None else bytes(entry.result)
     else:
         value = _lenient(entry.data) if isinstance(entry, EntrySlice) else entry

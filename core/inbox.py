@@ -43,6 +43,21 @@ _INSERT = (
 )
 
 
+# Posts whose payloads add up to less than this go in as one statement (arrays of parameters);
+# bigger ones row by row, pipelined, so no parameter is ever hundreds of MB.
+_ONE_STATEMENT = 8 * 1024 * 1024
+_INSERT_ALL = (
+    "WITH stored AS ("
+    " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
+    " SELECT %s, e.image_id, e.reply_subject, e.is_error, e.payload"
+    " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
+    "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
+    " ORDER BY e.n RETURNING id),"
+    " announced AS (SELECT pg_notify(current_schema() || '.inbox', %s))"
+    " SELECT id FROM stored, announced ORDER BY id"
+)
+
+
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
     """Insert entries (one row each, pipelined: a 150 MB post never becomes one parameter),
     copy their arrays into result_arrays, and announce them on ``channel`` (delivered when the
@@ -50,6 +65,20 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
     ids in the same order."""
     if not entries:
         return []
+    if not any(e.arrays for e in entries) and sum(len(e.payload) for e in entries) < _ONE_STATEMENT:
+        # The usual post (small results): one statement, one round trip.
+        cur = await conn.execute(
+            _INSERT_ALL,
+            (
+                job_id,
+                [e.image_id for e in entries],
+                [e.reply_subject for e in entries],
+                [e.is_error for e in entries],
+                [e.payload for e in entries],
+                str(job_id),
+            ),
+        )
+        return [int(row["id"]) for row in await cur.fetchall()]
     async with conn.cursor() as cur:
         await cur.executemany(
             _INSERT,
