@@ -181,10 +181,17 @@ open_occ AS (
         SELECT 1 FROM main_identification i WHERE i.occurrence_id = occ.id AND NOT i.withdrawn)
 ),
 cls AS (
+    -- Index lookups per occurrence (OFFSET 0 keeps them nested loops): planned as joins, the
+    -- skewed statistics of occurrence_id made it hash all of main_classification every batch.
     SELECT d.occurrence_id, c.id, c.taxon_id, c.score, c.terminal,
            max(c.score) OVER (PARTITION BY d.occurrence_id, c.algorithm_id) AS best
-    FROM open_occ JOIN main_detection d ON d.occurrence_id = open_occ.id
-    JOIN main_classification c ON c.detection_id = d.id
+    FROM open_occ
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.occurrence_id FROM main_detection d WHERE d.occurrence_id = open_occ.id
+        OFFSET 0) d
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.taxon_id, c.score, c.terminal, c.algorithm_id FROM main_classification c
+        WHERE c.detection_id = d.id OFFSET 0) c
 ),
 chosen AS (
     SELECT DISTINCT ON (occurrence_id) occurrence_id, taxon_id, score FROM cls
