@@ -135,15 +135,18 @@ class _Aggregation:
             on_advisory=self.watch.wake,
         )
         await watcher.start()
-        try:
-            async with heartbeating(self.jobs.heartbeat_interval, lambda: run.counters):
+        # The final writes heartbeat too: the sessions' and stations' counts of a 100k-image job
+        # on big tables take longer than the heartbeat timeout, and an attempt timed out there
+        # was retried straight into the same refresh, for ever.
+        async with heartbeating(self.jobs.heartbeat_interval, lambda: run.counters):
+            try:
                 await self._loop(watcher)
-        finally:
-            await watcher.stop()
-        if self.waiting_for_workers:
-            # Answers since the last read: the job is not left saying it waits.
-            await self._note_workers(self.poll_age)
-        await run.finish()
+            finally:
+                await watcher.stop()
+            if self.waiting_for_workers:
+                # Answers since the last read: the job is not left saying it waits.
+                await self._note_workers(self.poll_age)
+            await run.finish()
         self.result.counters = run.counters
         return self.result
 

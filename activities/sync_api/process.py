@@ -140,7 +140,8 @@ class _SyncRun:
                 )
                 await self.ml.apply(outcome)
                 await self.ml.maybe_write_progress()
-        await self.ml.finish()
+            # Heartbeating still: on big tables the final counts outlast the heartbeat timeout.
+            await self.ml.finish()
         await self.ml.log(
             f"Sent {state.batches} batches of up to {size} images to {self.inp.service.name}"
             f" ({state.failed_batches} failed)"
