@@ -175,20 +175,19 @@ async def retry_job(request: Request, job_id: int) -> JSONResponse:
 
 async def pause_job(request: Request, job_id: int) -> JSONResponse:
     """No more tasks for the job until it is resumed; results in flight are still saved."""
-    body = parse(ReasonBody, await json_object(request))
-    await runnable_job(request, job_id)
-    job = await get_context(request).actions.pause(
-        job_id, reason=body.reason or "paused through the API"
-    )
-    return JSONResponse(await _summary(request, job))
+    return await _set_paused(request, job_id, paused=True)
 
 
 async def resume_job(request: Request, job_id: int) -> JSONResponse:
+    return await _set_paused(request, job_id, paused=False)
+
+
+async def _set_paused(request: Request, job_id: int, *, paused: bool) -> JSONResponse:
     body = parse(ReasonBody, await json_object(request))
     await runnable_job(request, job_id)
-    job = await get_context(request).actions.resume(
-        job_id, reason=body.reason or "resumed through the API"
-    )
+    actions = get_context(request).actions
+    change, word = (actions.pause, "paused") if paused else (actions.resume, "resumed")
+    job = await change(job_id, reason=body.reason or f"{word} through the API")
     return JSONResponse(await _summary(request, job))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from enum import StrEnum
@@ -42,6 +41,7 @@ from cli.commands.demo_run import (
     cleanup_temporal,
     follow,
     outcome_of,
+    start_children,
     stop_children,
 )
 from cli.commands.demo_sync import run_sync
@@ -164,15 +164,11 @@ async def _run(
         )
         port = processes.free_port()
         api_url = f"http://127.0.0.1:{port}"
-        logs = stack.state_dir.resolve() / "logs"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ANTENNA_JOBS_API_URL": api_url}
         api = ["api", "--port", str(port), "--workers", str(api_workers)]
-        for name, args in (("worker", ["worker"]), ("api", api)):
-            log = logs / f"demo-{stamp}-{name}.log"
-            proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
-            children.append(Child(name, proc, log))
-            console.print(f"started {name} (pid {proc.pid}, log {log})")
+        start_children(
+            children, stack.state_dir.resolve() / "logs", env, {"worker": ["worker"], "api": api}
+        )
         await _wait_for_api(api_url, token, children, within=60)
 
         fakes = [

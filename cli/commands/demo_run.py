@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +77,19 @@ async def follow(
         with contextlib.suppress(Exception):
             await actions.cancel(job.id, reason="demo timed out")
         raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
+
+
+def start_children(
+    children: list[Child], logs: Path, env: dict[str, str], commands: dict[str, list[str]]
+) -> None:
+    """Start ``antenna-jobs <args>`` for each name -> args, logging to ``logs``; add each to
+    ``children`` (stopped by stop_children) as soon as it runs."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name, args in commands.items():
+        log = logs / f"demo-{stamp}-{name}.log"
+        proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
+        children.append(Child(name, proc, log))
+        console.print(f"started {name} (pid {proc.pid}, log {log})")
 
 
 def check_children(children: list[Child]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 
 import httpx
@@ -20,7 +19,15 @@ from antenna_db.pipelines import BATCH_SIZE_KEY
 from antenna_db.processing_services import add_push_service
 from antenna_db.seed import seed
 from cli.commands.context import console, database, job_actions
-from cli.commands.demo_run import Child, DemoError, Outcome, check_children, follow, outcome_of
+from cli.commands.demo_run import (
+    Child,
+    DemoError,
+    Outcome,
+    check_children,
+    follow,
+    outcome_of,
+    start_children,
+)
 from cli.stack import local_stack, processes
 from core.db import migrate
 from core.job_requests import NewMlJob
@@ -52,15 +59,10 @@ async def run_sync(
         port = processes.free_port()
         url = f"http://127.0.0.1:{port}"
         logs = stack.state_dir.resolve() / "logs"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         service = ["fake-service", "--port", str(port), "--pipeline", seeded.pipeline_slug]
         service += ["--latency", str(latency), "--error-rate", str(error_rate)]
-        for name, args in (("worker", ["worker"]), ("fake-service", service)):
-            log = logs / f"demo-{stamp}-{name}.log"
-            proc = processes.spawn([sys.executable, "-m", "cli", *args], log, env=env, detach=False)
-            children.append(Child(name, proc, log))
-            console.print(f"started {name} (pid {proc.pid}, log {log})")
+        start_children(children, logs, env, {"worker": ["worker"], "fake-service": service})
         await _wait_ready(url, children, within=60)
         async with pool.connection() as conn:
             await add_push_service(
