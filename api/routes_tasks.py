@@ -71,6 +71,7 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
             await msg.term()
         else:
             tasks.append(task)
+            ctx.task_images.remember(task["reply_subject"], task["image_id"])
     ctx.fair_share.took(job_id, len(tasks))
     return JSONResponse({"tasks": tasks})
 

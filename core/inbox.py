@@ -163,21 +163,37 @@ class ClaimedRow(BaseModel):
     light: dict[str, Any]
 
 
-# A success result's detections without the arrays (classifications keep only their length).
-_LIGHT = """
-CASE WHEN is_error OR jsonb_typeof(payload->'detections') <> 'array' THEN payload
-ELSE (payload - 'detections') || jsonb_build_object('detections', coalesce((
-    SELECT jsonb_agg((d - 'classifications') || jsonb_build_object('classifications', coalesce((
-        SELECT jsonb_agg((c - 'scores' - 'logits' - 'labels') || jsonb_build_object(
-                   'n_scores', CASE WHEN jsonb_typeof(c->'scores') = 'array'
-                                    THEN jsonb_array_length(c->'scores')
-                                    ELSE coalesce((c->>'n_scores')::int, 0) END)
-               ORDER BY co)
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d->'classifications') = 'array'
-                                       THEN d->'classifications' ELSE '[]'::jsonb END)
-             WITH ORDINALITY AS cs(c, co)), '[]'::jsonb)) ORDER BY dor)
-    FROM jsonb_array_elements(payload->'detections') WITH ORDINALITY AS ds(d, dor)), '[]'::jsonb))
-END"""
+def _count(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def light(payload: Any, is_error: bool) -> Any:
+    """A success result's payload without its score, logit and label arrays (its
+    classifications keep only ``n_scores``, their length); anything else as it is. Done here,
+    not in the claim's SQL: taking the jsonb apart in PostgreSQL cost 19 ms per batch of 250
+    rows, the database being the busiest process of a big job; an inline payload is < 64 kB.
+    Any shape is accepted (a row is only as valid as its writer)."""
+    if is_error or not isinstance(payload, dict) or not isinstance(payload.get("detections"), list):
+        return payload
+    for detection in payload["detections"]:
+        if not isinstance(detection, dict):
+            continue
+        found = detection.get("classifications")
+        if not isinstance(found, list):
+            detection["classifications"] = []
+            continue
+        for c in found:
+            if isinstance(c, dict):
+                scores = c.pop("scores", None)
+                c.pop("logits", None)
+                c.pop("labels", None)
+                c["n_scores"] = (
+                    len(scores) if isinstance(scores, list) else _count(c.get("n_scores"))
+                )
+    return payload
 
 
 async def claim(
@@ -186,13 +202,16 @@ async def claim(
     """Lock up to ``limit`` of the job's oldest rows (others' locked rows skipped), light."""
     only = " AND id = ANY(%(ids)s::bigint[])" if ids is not None else ""
     cur = await conn.execute(
-        f"SELECT id, image_id, reply_subject, is_error, attempts, {_LIGHT} AS light"
+        "SELECT id, image_id, reply_subject, is_error, attempts, payload AS light"
         f" FROM result_inbox WHERE job_id = %(job)s{only}"
         " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
         {"job": job_id, "limit": limit, "ids": ids},
     )
+    rows = await cur.fetchall()
+    for row in rows:
+        row["light"] = light(row["light"], row["is_error"])
     # Our own rows, of the types the columns have: built without validating them again.
-    return [ClaimedRow.model_construct(**row) for row in await cur.fetchall()]
+    return [ClaimedRow.model_construct(**row) for row in rows]
 
 
 async def waiting(conn: AsyncConnection[Any], job_id: int) -> bool:

@@ -11,19 +11,10 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
-from core.schemas import (
-    AlgorithmReference,
-    BoundingBox,
-    ClassificationResponse,
-    DetectionResponse,
-    PipelineProcessingTask,
-    PipelineResultsError,
-    PipelineResultsResponse,
-    PipelineTaskResult,
-    SourceImageResponse,
-)
+from core.schemas import AlgorithmReference, PipelineProcessingTask, PipelineTaskResult
 
 DETECTOR = AlgorithmReference(name="Fake Detector", key=DETECTOR_KEY)
 CLASSIFIER = AlgorithmReference(name="Fake Classifier", key=CLASSIFIER_KEY)
@@ -48,40 +39,76 @@ def _rng(seed: int, image_id: str) -> random.Random:
     return random.Random(f"{seed}:{image_id}")
 
 
-def _classification(rng: random.Random, now: datetime, model: FakeModel) -> ClassificationResponse:
+def _algorithm(ref: AlgorithmReference) -> dict[str, Any]:
+    return {"name": ref.name, "key": ref.key}
+
+
+def _classification(rng: random.Random, now: str, model: FakeModel) -> dict[str, Any]:
     logits = [round(rng.gauss(0.0, 2.0), 4) for _ in model.labels]
     top = max(logits)
     exps = [math.exp(v - top) for v in logits]
-    scores = [round(e / sum(exps), 6) for e in exps]
-    best = logits.index(top)
-    return ClassificationResponse(
-        classification=model.labels[best],
-        labels=list(model.labels),
-        scores=scores,
-        logits=logits,
-        inference_time=round(rng.uniform(0.005, 0.02), 4),
-        algorithm=model.classifier,
-        terminal=True,
-        timestamp=now,
-    )
+    total = sum(exps)
+    return {
+        "classification": model.labels[logits.index(top)],
+        "labels": list(model.labels),
+        "scores": [round(e / total, 6) for e in exps],
+        "logits": logits,
+        "inference_time": round(rng.uniform(0.005, 0.02), 4),
+        "algorithm": _algorithm(model.classifier),
+        "terminal": True,
+        "timestamp": now,
+    }
 
 
-def _detection(
-    task: PipelineProcessingTask, rng: random.Random, now: datetime, model: FakeModel
-) -> DetectionResponse:
+def _detection(image_id: str, rng: random.Random, now: str, model: FakeModel) -> dict[str, Any]:
     width, height = rng.uniform(40, 300), rng.uniform(40, 300)
     x1, y1 = rng.uniform(0, IMAGE_WIDTH - width), rng.uniform(0, IMAGE_HEIGHT - height)
-    return DetectionResponse(
-        source_image_id=task.image_id,
-        bbox=BoundingBox(
-            x1=round(x1, 1), y1=round(y1, 1), x2=round(x1 + width, 1), y2=round(y1 + height, 1)
-        ),
-        inference_time=round(rng.uniform(0.01, 0.05), 4),
-        algorithm=model.detector,
-        timestamp=now,
-        crop_image_url=None,
-        classifications=[_classification(rng, now, model)],
-    )
+    bbox = {"x1": round(x1, 1), "y1": round(y1, 1)}
+    bbox |= {"x2": round(x1 + width, 1), "y2": round(y1 + height, 1)}
+    return {
+        "source_image_id": image_id,
+        "bbox": bbox,
+        "inference_time": round(rng.uniform(0.01, 0.05), 4),
+        "algorithm": _algorithm(model.detector),
+        "timestamp": now,
+        "crop_image_url": None,
+        "classifications": [_classification(rng, now, model)],
+    }
+
+
+def result_document(
+    task: PipelineProcessingTask,
+    pipeline: str,
+    *,
+    error_rate: float = 0.0,
+    seed: int = 0,
+    total_time: float = 0.0,
+    now: datetime | None = None,
+    model: FakeModel = DEMO_MODEL,
+    empty_rate: float = 0.0,
+) -> dict[str, Any]:
+    """One image's result as the JSON the ADC posts (``{reply_subject, result}``): an error
+    with probability ``error_rate``, else nothing found with probability ``empty_rate``, else
+    1-3 detections, each with one classification. Plain dicts, not models: building and
+    dumping models costs 3x as much, and the fake workers share the demo machine's two cores
+    with everything they exercise."""
+    rng = _rng(seed, task.image_id)
+    reply_subject = task.reply_subject or ""
+    if rng.random() < error_rate:
+        error = f"fake worker: simulated failure of image {task.image_id}"
+        return {
+            "reply_subject": reply_subject,
+            "result": {"error": error, "image_id": task.image_id},
+        }
+    stamp = (now or datetime.now(UTC)).isoformat()
+    count = 0 if empty_rate and rng.random() < empty_rate else rng.randint(1, MAX_DETECTIONS)
+    result = {
+        "pipeline": pipeline,
+        "total_time": total_time,
+        "source_images": [{"id": task.image_id, "url": task.image_url}],
+        "detections": [_detection(task.image_id, rng, stamp, model) for _ in range(count)],
+    }
+    return {"reply_subject": reply_subject, "result": result}
 
 
 def build_result(
@@ -95,26 +122,19 @@ def build_result(
     model: FakeModel = DEMO_MODEL,
     empty_rate: float = 0.0,
 ) -> PipelineTaskResult:
-    """One image's result: an error with probability ``error_rate``, else nothing found with
-    probability ``empty_rate``, else 1-3 detections, each with one classification."""
-    rng = _rng(seed, task.image_id)
-    reply_subject = task.reply_subject or ""
-    if rng.random() < error_rate:
-        error = PipelineResultsError(
-            error=f"fake worker: simulated failure of image {task.image_id}",
-            image_id=task.image_id,
+    """``result_document`` as the wire model."""
+    return PipelineTaskResult.model_validate(
+        result_document(
+            task,
+            pipeline,
+            error_rate=error_rate,
+            seed=seed,
+            total_time=total_time,
+            now=now,
+            model=model,
+            empty_rate=empty_rate,
         )
-        return PipelineTaskResult(reply_subject=reply_subject, result=error)
-    now = now or datetime.now(UTC)
-    count = 0 if empty_rate and rng.random() < empty_rate else rng.randint(1, MAX_DETECTIONS)
-    detections = [_detection(task, rng, now, model) for _ in range(count)]
-    response = PipelineResultsResponse(
-        pipeline=pipeline,
-        total_time=total_time,
-        source_images=[SourceImageResponse(id=task.image_id, url=task.image_url)],
-        detections=detections,
     )
-    return PipelineTaskResult(reply_subject=reply_subject, result=response)
 
 
 @dataclass
@@ -131,22 +151,24 @@ class JobCounts:
     rejected: int = 0
     seen: set[str] = field(default_factory=set, repr=False)
 
-    def add(self, result: PipelineTaskResult) -> None:
+    def add(self, document: dict[str, Any]) -> None:
+        """Count one posted ``result_document``."""
         self.results_posted += 1
-        body = result.result
-        image_id = body.image_id if isinstance(body, PipelineResultsError) else None
-        if isinstance(body, PipelineResultsResponse):
-            image_id = body.source_images[0].id if body.source_images else None
+        body = document["result"]
+        if "error" in body:
+            image_id = body.get("image_id")
+        else:
+            image_id = body["source_images"][0]["id"] if body["source_images"] else None
         if image_id is None or image_id in self.seen:
             self.repeats += 1
             return
         self.seen.add(image_id)
         self.images += 1
-        if isinstance(body, PipelineResultsError):
+        if "error" in body:
             self.errors += 1
             return
-        self.detections += len(body.detections)
-        self.classifications += sum(len(d.classifications) for d in body.detections)
+        self.detections += len(body["detections"])
+        self.classifications += sum(len(d["classifications"]) for d in body["detections"])
 
     def summary(self) -> dict[str, int]:
         return {

@@ -19,13 +19,13 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, Field
 
-from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, build_result
+from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, result_document
 from core.schemas import (
     AlgorithmReference,
     PipelineProcessingTask,
-    PipelineTaskResult,
     ResultsResponse,
     TasksResponse,
 )
@@ -154,7 +154,7 @@ class FakeWorker:
                 await asyncio.sleep(self.config.delay)  # the simulated inference
             per_image = (time.monotonic() - started) / len(tasks)
             results = [
-                build_result(
+                result_document(
                     task,
                     slug,
                     error_rate=self.config.error_rate,
@@ -185,11 +185,9 @@ class FakeWorker:
             return []
 
     async def _post(
-        self, http: httpx.AsyncClient, job_id: int, results: list[PipelineTaskResult]
+        self, http: httpx.AsyncClient, job_id: int, results: list[dict[str, Any]]
     ) -> bool:
-        # Serialised by pydantic's own encoder (a demo's fake workers share one process with
-        # its progress view: dict dumps then stdlib json cost twice as much).
-        body = b'{"results":[' + b",".join(r.model_dump_json().encode() for r in results) + b"]}"
+        body = orjson.dumps({"results": results})
         for attempt in range(self.config.post_retries + 1):
             try:
                 response = await http.post(

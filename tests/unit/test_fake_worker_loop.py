@@ -9,7 +9,7 @@ from collections import deque
 
 import httpx
 
-from cli.fakes.results import JobCounts, build_result
+from cli.fakes.results import JobCounts, result_document
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.schemas import PipelineProcessingTask, PipelineTaskResult
 
@@ -100,7 +100,7 @@ async def test_drains_the_job_and_posts_each_image_once():
     # The totals are what the same images give when built directly (results are deterministic).
     expected = JobCounts()
     for i in range(1, 101):
-        expected.add(build_result(api_task(i), SLUG, error_rate=0.2))
+        expected.add(result_document(api_task(i), SLUG, error_rate=0.2))
     assert totals["images"] == 100
     for key in ("errors", "detections", "classifications"):
         assert totals[key] == expected.summary()[key]

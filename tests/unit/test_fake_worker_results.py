@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
-from cli.fakes.results import CLASSIFIER, DETECTOR, JobCounts, build_result
+from cli.fakes.results import CLASSIFIER, DETECTOR, JobCounts, build_result, result_document
 from cli.fakes.worker import api_base
 from core.schemas import (
     PipelineProcessingTask,
@@ -79,12 +79,11 @@ def test_error_rate_is_roughly_honoured():
 
 def test_counts_add_unique_images_once():
     counts = JobCounts()
-    ok = build_result(task(1), "p")
-    bad = build_result(task(2), "p", error_rate=1.0)
+    ok = result_document(task(1), "p")
+    bad = result_document(task(2), "p", error_rate=1.0)
     for result in (ok, bad, ok):
         counts.add(result)
-    assert isinstance(ok.result, PipelineResultsResponse)
-    detections = len(ok.result.detections)
+    detections = len(build_result(task(1), "p").result.detections)
     assert counts.summary() == {
         "images": 2,
         "errors": 1,
