@@ -70,11 +70,15 @@ async def _ids(conn: AsyncConnection[Any], table: str, n: int) -> list[int]:
     """``n`` ids from the table's identity sequence (so Django's next INSERT never collides)."""
     if n == 0:
         return []
+    # One row holding them all: a row per id cost more to build than the ids themselves.
     cur = await conn.execute(
-        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id FROM generate_series(1, %s)",
+        "SELECT array_agg(nextval(pg_get_serial_sequence(%s, 'id'))) AS ids"
+        " FROM generate_series(1, %s)",
         (table, n),
     )
-    return [int(r["id"]) for r in await cur.fetchall()]
+    row = await cur.fetchone()
+    assert row is not None
+    return [int(i) for i in row["ids"]]
 
 
 _EXISTING_BOXES = """

@@ -37,7 +37,7 @@ from api.result_entries import (
 )
 from api.routing import route
 from core import inbox
-from core.errors import TaskQueueUnavailable
+from core.errors import JobNotFound, TaskQueueUnavailable
 from core.inbox import InboxEntry
 from core.metrics import RESULTS_RECEIVED
 from core.states import ACTIVE_STATES, JobState
@@ -49,6 +49,7 @@ ACK_FLUSH_SECONDS = 5
 # Results are stored only while the job is served tasks; for any other status (not started yet,
 # CANCELING, final) they are acked and dropped: nothing would ever drain them.
 REFUSED_STATES = frozenset(JobState) - ACTIVE_STATES
+_ACCEPTING = frozenset(str(state) for state in ACTIVE_STATES)
 
 
 async def ack(nc: NatsClient, subjects: list[str]) -> None:
@@ -104,15 +105,21 @@ async def _validate_all(
 async def _store(
     ctx: ApiContext, job_id: int, consumer: str, valid: list[InboxEntry]
 ) -> tuple[list[int] | None, JobState]:
-    """Store the entries in one transaction while the job still accepts them for this run: the
-    job row is read FOR SHARE first, so a status change (a cancel) or a new run waits for these
-    rows to commit (its clean-up then removes them) or is seen here and nothing is stored. The
-    rows go in one pipelined statement each and their arrays in one COPY (core/inbox.py)."""
-    async with ctx.connection() as conn, conn.transaction():
-        state = await job_store.run_state(conn, job_id, share=True)
-        if state.status in REFUSED_STATES or state.consumer != consumer:
-            return None, state.status
-        return await inbox.store(conn, job_id, valid), state.status
+    """Store the entries while the job still accepts them for this run: the job row is read
+    FOR SHARE first, so a status change (a cancel) or a new run waits for these rows to commit
+    (its clean-up then removes them) or is seen here and nothing is stored. A usual post is one
+    statement; a big one a transaction of pipelined inserts and one COPY (core/inbox.py)."""
+    async with ctx.connection() as conn:
+        if valid and inbox.one_statement(valid):
+            found, ids = await inbox.store_for_run(conn, job_id, consumer, _ACCEPTING, valid)
+            if found is None:
+                raise JobNotFound(job_id)
+            return ids, JobState(found)
+        async with conn.transaction():
+            state = await job_store.run_state(conn, job_id, share=True)
+            if state.status in REFUSED_STATES or state.consumer != consumer:
+                return None, state.status
+            return await inbox.store(conn, job_id, valid), state.status
 
 
 async def post_results(request: Request, job_id: int) -> JSONResponse:

@@ -58,6 +58,68 @@ _INSERT_ALL = (
 )
 
 
+# _INSERT_ALL guarded by the job's state, all in one statement: the job row is read FOR SHARE
+# (a status change or a new run waits for the rows to commit, or is seen and nothing is stored).
+# One round trip where BEGIN, the guard, the insert and COMMIT took four.
+_INSERT_FOR_RUN = (
+    "WITH run AS ("
+    " SELECT j.status, r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
+    " WHERE j.id = %(job)s FOR SHARE OF j),"
+    " stored AS ("
+    " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
+    " SELECT %(job)s, e.image_id, e.reply_subject, e.is_error, e.payload"
+    " FROM unnest(%(images)s::bigint[], %(subjects)s::text[], %(errors)s::boolean[],"
+    "             %(payloads)s::jsonb[])"
+    "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
+    " WHERE EXISTS (SELECT 1 FROM run WHERE run.status = ANY(%(accepting)s::text[])"
+    "               AND run.consumer = %(consumer)s)"
+    " ORDER BY e.n RETURNING id),"
+    " announced AS (SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
+    "               WHERE EXISTS (SELECT 1 FROM stored))"
+    " SELECT (SELECT status FROM run) AS status,"
+    " (SELECT count(*) FROM announced) AS announced,"
+    " ARRAY(SELECT id FROM stored ORDER BY id) AS ids"
+)
+
+
+def one_statement(entries: list[InboxEntry]) -> bool:
+    """Whether the entries go in as one statement (small results, arrays inline)."""
+    return (
+        not any(e.arrays for e in entries) and sum(len(e.payload) for e in entries) < _ONE_STATEMENT
+    )
+
+
+async def store_for_run(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    consumer: str,
+    accepting: frozenset[str],
+    entries: list[InboxEntry],
+) -> tuple[str | None, list[int] | None]:
+    """``store`` for entries that fit ``one_statement``, only while the job's status is one
+    of ``accepting`` and its run's consumer is ``consumer``: (the status, the row ids or None
+    when nothing was stored). Status None: no such job."""
+    cur = await conn.execute(
+        _INSERT_FOR_RUN,
+        {
+            "job": job_id,
+            "images": [e.image_id for e in entries],
+            "subjects": [e.reply_subject for e in entries],
+            "errors": [e.is_error for e in entries],
+            "payloads": [e.payload for e in entries],
+            "accepting": sorted(accepting),
+            "consumer": consumer,
+            "job_text": str(job_id),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    ids = [int(i) for i in row["ids"]]
+    if row["status"] is None or (not ids and entries):
+        return row["status"], None
+    return row["status"], ids
+
+
 async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntry]) -> list[int]:
     """Insert entries (one row each, pipelined: a 150 MB post never becomes one parameter),
     copy their arrays into result_arrays, and announce them on ``channel`` (delivered when the
@@ -65,7 +127,7 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
     ids in the same order."""
     if not entries:
         return []
-    if not any(e.arrays for e in entries) and sum(len(e.payload) for e in entries) < _ONE_STATEMENT:
+    if one_statement(entries):
         # The usual post (small results): one statement, one round trip.
         cur = await conn.execute(
             _INSERT_ALL,
