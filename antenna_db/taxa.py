@@ -66,6 +66,14 @@ async def create(conn: AsyncConnection[Any], taxa: list[NewTaxon]) -> dict[str, 
     return {r["label"]: int(r["id"]) for r in await cur.fetchall()}
 
 
+async def _list_id(conn: AsyncConnection[Any], name: str) -> int | None:
+    cur = await conn.execute(
+        "SELECT id FROM main_taxalist WHERE name = %s ORDER BY id LIMIT 1", (name,)
+    )
+    row = await cur.fetchone()
+    return int(row["id"]) if row else None
+
+
 async def add_to_lists(conn: AsyncConnection[Any], pairs: set[tuple[str, int]]) -> None:
     """Add (algorithm name, taxon id) pairs to each algorithm's "Taxa returned by" list."""
     if not pairs:
@@ -73,13 +81,14 @@ async def add_to_lists(conn: AsyncConnection[Any], pairs: set[tuple[str, int]]) 
     names = sorted({_LIST_NAME.format(name) for name, _ in pairs})
     lists: dict[str, int] = {}
     for name in names:
-        # The list's name is not unique in Antenna's schema: one creator at a time.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
-        cur = await conn.execute(
-            "SELECT id FROM main_taxalist WHERE name = %s ORDER BY id LIMIT 1", (name,)
-        )
-        row = await cur.fetchone()
-        if row is None:
+        found = await _list_id(conn, name)
+        if found is None:
+            # The list's name is not unique in Antenna's schema: one creator at a time. Only to
+            # create it: the lock lasts until commit, and every batch of every job of the
+            # pipeline taking it made their saves wait for each other.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+            found = await _list_id(conn, name)
+        if found is None:
             cur = await conn.execute(
                 "INSERT INTO main_taxalist (created_at, updated_at, name, description)"
                 " VALUES (now(), now(), %s, '') RETURNING id",
@@ -87,11 +96,17 @@ async def add_to_lists(conn: AsyncConnection[Any], pairs: set[tuple[str, int]]) 
             )
             row = await cur.fetchone()
             assert row is not None
-        lists[name] = int(row["id"])
+            found = int(row["id"])
+        lists[name] = found
     ordered = sorted(pairs)
+    # Pairs already there are left out before the insert: a conflict on one another
+    # transaction has just inserted would wait for that transaction to end.
     await conn.execute(
         "INSERT INTO main_taxalist_taxa (taxalist_id, taxon_id)"
-        " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+        " SELECT n.l, n.t FROM unnest(%s::bigint[], %s::bigint[]) AS n(l, t)"
+        " WHERE NOT EXISTS (SELECT 1 FROM main_taxalist_taxa e"
+        "                   WHERE e.taxalist_id = n.l AND e.taxon_id = n.t)"
+        " ON CONFLICT DO NOTHING",
         (
             [lists[_LIST_NAME.format(name)] for name, _ in ordered],
             [taxon for _, taxon in ordered],

@@ -86,6 +86,9 @@ class JobSettings(BaseSettings):
     short_activity_timeout: Duration = timedelta(minutes=1)
     progress_interval: Duration = timedelta(seconds=1)
     aggregate_batch_size: int = 500
+    # Batches of one job saved at once while its inbox has a backlog (each claims rows the
+    # others skip): one batch's Python runs while PostgreSQL executes another's statements.
+    aggregate_lanes: int = Field(default=2, ge=1)
     # Nothing moved for this long with every task delivered: the rest is counted failed.
     stall_period: Duration = timedelta(minutes=15)
     # No processing worker asked for tasks of the job's pipeline for this long: the job says it

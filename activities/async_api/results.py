@@ -12,6 +12,7 @@ takes the job for dead.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis.asyncio as aioredis
@@ -168,7 +169,8 @@ class _Aggregation:
                     )
                 await run.maybe_write_progress()
                 if outcome.claimed >= batch:
-                    continue  # more are waiting
+                    await self._drain(batch)  # more are waiting
+                    continue
             if run.counters.done >= run.counters.total:
                 break
             if self._paused():
@@ -180,6 +182,31 @@ class _Aggregation:
             look = await self.watch.wait(self._wait_for())
             await self._after_wait()
             await run.maybe_write_progress()
+
+    async def _drain(self, batch: int) -> None:
+        """Save full batches with ``aggregate_lanes`` of them in flight until the inbox has
+        less than a batch left; the first failure (a cancel, an outage) stops every lane."""
+        progress = asyncio.Lock()
+
+        async def lane() -> None:
+            while self.ml.counters.done < self.ml.counters.total:
+                outcome = await self._save(batch, {})
+                await self._apply(outcome)
+                async with progress:
+                    await self.ml.maybe_write_progress()
+                if outcome.claimed < batch:
+                    return
+
+        lanes = [asyncio.create_task(lane()) for _ in range(self.jobs.aggregate_lanes)]
+        try:
+            await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        for task in lanes:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     def _paused(self) -> bool:
         seen = self.watch.seen
