@@ -179,7 +179,7 @@ class FakeWorker:
                 f"/jobs/{job_id}/tasks/", json={"batch_size": self.config.batch_size}
             )
             response.raise_for_status()
-            return TasksResponse.model_validate(response.json()).tasks
+            return TasksResponse.model_validate_json(response.content).tasks
         except (httpx.HTTPError, ValueError) as err:
             log.warning("job %s: fetching tasks failed: %r", job_id, err)
             return []
@@ -209,5 +209,5 @@ class FakeWorker:
                 "job %s: results rejected %s: %s", job_id, response.status_code, response.text[:500]
             )
             return False
-        ResultsResponse.model_validate(response.json())
+        ResultsResponse.model_validate_json(response.content)
         return True
