@@ -89,7 +89,10 @@ occs AS (
     LEFT JOIN main_taxon dt ON dt.id = o.determination_id
     JOIN main_project p ON p.id = %(project)s
     WHERE o.event_id IN (SELECT id FROM ev) AND {_PASSES_FILTERS}
-      AND EXISTS (SELECT 1 FROM main_detection d WHERE d.occurrence_id = o.id AND {_REAL_BOX})
+      -- OFFSET 0: a probe of the occurrence's detections by index; as a semi-join it hashed
+      -- all of main_detection (6.1 s of a 100k-capture session at 1M detections, 1.2 s now).
+      AND EXISTS (SELECT 1 FROM main_detection d WHERE d.occurrence_id = o.id AND {_REAL_BOX}
+                  OFFSET 0)
     GROUP BY o.event_id
 )
 UPDATE main_event e
