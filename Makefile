@@ -39,8 +39,8 @@ BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_li
 bench: install
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; \
 		$(BIN)/python benchmarks/$$b.py; done; \
-		echo "== antenna-jobs demo --images 100000 (goal < 60 s)"; \
-		$(BIN)/antenna-jobs demo --images 100000
+		echo "== antenna-jobs demo --images 100000 --fresh (goal < 60 s)"; \
+		$(BIN)/antenna-jobs demo --images 100000 --fresh
 
 # The full form of the chaos tests (CI runs them bounded as part of `make test`).
 # Ends with the table of recovery times (median per fault or cancel path) the tests measured.

@@ -20,7 +20,9 @@ from enum import StrEnum
 from typing import Annotated
 
 import httpx
+import psycopg
 import typer
+from psycopg import sql
 
 from antenna_db import users
 from antenna_db.seed import seed
@@ -73,6 +75,14 @@ def demo(
         typer.Option(help="async: fake ADC workers pull tasks; sync: a fake push-mode service"),
     ] = DemoMode.ASYNC,
     batch_size: Annotated[int, typer.Option(min=1, help="sync: images per /process request")] = 8,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="On empty schemas and names of its own, dropped at the end (comparable"
+            " figures: each run otherwise adds its captures to the configured database)",
+        ),
+    ] = False,
 ) -> None:
     """Run one ML job end to end on the local stack and report its throughput.
 
@@ -85,6 +95,9 @@ def demo(
         # whatever the demo's worker leaves on it in Temporal is removed at the end.
         queue = f"antenna-jobs-demo-{uuid.uuid4().hex[:8]}"
         os.environ["ANTENNA_JOBS_TASK_QUEUE"] = queue
+        settings = load_settings()
+    fresh_schema = _use_fresh_schema() if fresh else None
+    if fresh_schema:
         settings = load_settings()
     stack = local_stack.StackSettings()
     console.rule("antenna-jobs demo")
@@ -124,6 +137,8 @@ def demo(
         err_console.print(f"demo failed: {err}", style="red")
     finally:
         stop_children(children)
+        if fresh_schema:
+            asyncio.run(_drop_schemas(settings))
         if own_queue and ("temporal" not in started or keep_stack):
             # A Temporal server that keeps running (the demo did not start it, or keeps it):
             # leave nothing of the demo in it.
@@ -137,6 +152,26 @@ def demo(
     typer.echo(outcome.line)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _use_fresh_schema() -> str:
+    """Point this process and its children at new schemas and names (created by the migration,
+    empty): the figures of one run compare with another's, whatever the database holds."""
+    name = f"demo_{uuid.uuid4().hex[:8]}"
+    os.environ["ANTENNA_JOBS_DATABASE_SCHEMA"] = name
+    os.environ["ANTENNA_JOBS_DATABASE_JOBS_SCHEMA"] = f"{name}_jobs"
+    os.environ["ANTENNA_JOBS_NAME_PREFIX"] = f"{name}_"
+    return name
+
+
+async def _drop_schemas(settings: Settings) -> None:
+    db = settings.database
+    async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
+        for schema in (db.jobs_schema, db.schema_name):
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+    console.print(f"dropped schemas {db.schema_name}, {db.jobs_schema}", highlight=False)
 
 
 async def _run(

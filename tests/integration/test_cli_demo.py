@@ -63,3 +63,28 @@ async def test_demo_runs_a_job_to_success_and_exits_0(
         return not [w async for w in running]
 
     await eventually(none_running, within=30)
+
+
+@pytest.mark.slow
+async def test_a_fresh_demo_runs_on_schemas_of_its_own_and_drops_them(
+    settings: Settings, pool, tmp_path
+):
+    async def jobs_here() -> int:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM jobs_job")
+            return int((await cur.fetchone())["n"])
+
+    before = await jobs_here()
+    text = await run_demo(settings, tmp_path / "state", "--images", "40", "--fresh")
+
+    assert DEMO_FINAL_LINE.match(text.strip().splitlines()[-1]), text
+    dropped = re.search(
+        r"^dropped schemas (demo_[0-9a-f]{8}), (demo_[0-9a-f]{8}_jobs)$", text, re.M
+    )
+    assert dropped, text
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(dropped.groups()),)
+        )
+        assert await cur.fetchall() == []
+    assert await jobs_here() == before  # the configured schema saw nothing of it
