@@ -111,30 +111,9 @@ def result_document(
     return {"reply_subject": reply_subject, "result": result}
 
 
-def build_result(
-    task: PipelineProcessingTask,
-    pipeline: str,
-    *,
-    error_rate: float = 0.0,
-    seed: int = 0,
-    total_time: float = 0.0,
-    now: datetime | None = None,
-    model: FakeModel = DEMO_MODEL,
-    empty_rate: float = 0.0,
-) -> PipelineTaskResult:
-    """``result_document`` as the wire model."""
-    return PipelineTaskResult.model_validate(
-        result_document(
-            task,
-            pipeline,
-            error_rate=error_rate,
-            seed=seed,
-            total_time=total_time,
-            now=now,
-            model=model,
-            empty_rate=empty_rate,
-        )
-    )
+def build_result(task: PipelineProcessingTask, pipeline: str, **options: Any) -> PipelineTaskResult:
+    """``result_document`` (same options) as the wire model."""
+    return PipelineTaskResult.model_validate(result_document(task, pipeline, **options))
 
 
 @dataclass
