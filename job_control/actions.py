@@ -7,6 +7,8 @@ then Temporal is asked to start, cancel or signal the job's workflow.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from pydantic import BaseModel
@@ -116,7 +118,14 @@ class JobActions:
                 else "Retry requested",
                 context={"failed_only": failed_only},
             )
-        await self._start_workflow(job, failed_only=failed_only)
+            last_run = (await job_store.run_state(conn, job_id)).run_id
+        handle = await self._start_workflow(job, failed_only=failed_only)
+        if last_run is not None and handle.result_run_id == last_run:
+            # The last run wrote its final status and is still cleaning up (its stream, its
+            # Redis keys): the start joined it instead of starting anew, and the job would sit
+            # PENDING. Let it end, then start the new run.
+            await self._wait_closed(handle)
+            await self._start_workflow(job, failed_only=failed_only)
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
@@ -211,6 +220,13 @@ class JobActions:
                 conn, job_id, log_lines or self._settings.api.log_lines
             )
         return JobView(job=job, logs=logs)
+
+    async def _wait_closed(self, handle: WorkflowHandle[Any, Any]) -> None:
+        """Until the run ``handle`` names has closed, however it ends (or the short activity
+        timeout passes: a run stuck that long is the reconciler's to find)."""
+        timeout = self._settings.jobs.short_activity_timeout.total_seconds()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.result(), timeout)
 
     async def _start_workflow(
         self, job: JobRecord, *, failed_only: bool = False
