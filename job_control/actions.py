@@ -194,7 +194,15 @@ class JobActions:
         running = await self._running_run_id(job_id)
         handle = await self._start_workflow(job)
         if running is not None and handle.result_run_id == running:
-            return BridgeOutcome.ALREADY_RUNNING
+            async with self._pool.connection() as conn:
+                state = await job_store.run_state(conn, job_id)
+            if not (state.status == JobState.PENDING and state.run_id == running):
+                return BridgeOutcome.ALREADY_RUNNING
+            # The running run took the job before and Antenna has since set it PENDING again
+            # (its Retry): that run wrote its final status and is only cleaning up. Let it end,
+            # then start the new run.
+            await self._wait_closed(handle)
+            handle = await self._start_workflow(job)
         async with self._pool.connection() as conn:
             await job_store.append_log(
                 conn,
