@@ -354,6 +354,10 @@ async def _detections(
     return found
 
 
+def _rank(row: dict[str, Any]) -> tuple[bool, float, int]:
+    return (not row["terminal"], -row["score"], row["id"])
+
+
 def determinations(inserted: list[dict[str, Any]]) -> dict[int, tuple[int, float]]:
     """Per detection, Antenna's determination among its classifications ``inserted``: of those
     whose score is their algorithm's best, the first by terminal, then score, then id (what
@@ -367,9 +371,8 @@ def determinations(inserted: list[dict[str, Any]]) -> dict[int, tuple[int, float
     for row in inserted:
         if row["score"] is None or row["score"] != best[(row["detection_id"], row["algorithm_id"])]:
             continue
-        rank = (not row["terminal"], -row["score"], row["id"])
         current = chosen.get(row["detection_id"])
-        if current is None or rank < (not current["terminal"], -current["score"], current["id"]):
+        if current is None or _rank(row) < _rank(current):
             chosen[row["detection_id"]] = row
     return {d: (int(r["taxon_id"]), float(r["score"])) for d, r in chosen.items()}
 

@@ -46,40 +46,47 @@ _INSERT = (
 # Posts whose payloads add up to less than this go in as one statement (arrays of parameters);
 # bigger ones row by row, pipelined, so no parameter is ever hundreds of MB.
 _ONE_STATEMENT = 8 * 1024 * 1024
-_INSERT_ALL = (
-    "WITH stored AS ("
-    " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
-    " SELECT %s, e.image_id, e.reply_subject, e.is_error, e.payload"
-    " FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::jsonb[])"
-    "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
-    " ORDER BY e.n RETURNING id),"
-    " announced AS (SELECT pg_notify(current_schema() || '.inbox', %s))"
-    " SELECT id FROM stored, announced ORDER BY id"
-)
-
-
-# _INSERT_ALL guarded by the job's state, all in one statement: the job row is read FOR SHARE
-# (a status change or a new run waits for the rows to commit, or is seen and nothing is stored).
-# One round trip where BEGIN, the guard, the insert and COMMIT took four.
-_INSERT_FOR_RUN = (
-    "WITH run AS ("
-    " SELECT j.status, r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
-    " WHERE j.id = %(job)s FOR SHARE OF j),"
-    " stored AS ("
+# The entries' rows, from arrays of their columns (``_rows``), in the entries' order.
+_ROWS = (
     " INSERT INTO result_inbox (job_id, image_id, reply_subject, is_error, payload)"
     " SELECT %(job)s, e.image_id, e.reply_subject, e.is_error, e.payload"
     " FROM unnest(%(images)s::bigint[], %(subjects)s::text[], %(errors)s::boolean[],"
     "             %(payloads)s::jsonb[])"
     "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
+)
+_NOTIFY = "SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
+_INSERT_ALL = (
+    f"WITH stored AS ({_ROWS} ORDER BY e.n RETURNING id), announced AS ({_NOTIFY})"
+    " SELECT id FROM stored, announced ORDER BY id"
+)
+# _INSERT_ALL guarded by the job's state, all in one statement: the job row is read FOR SHARE
+# (a status change or a new run waits for the rows to commit, or is seen and nothing is stored).
+# One round trip where BEGIN, the guard, the insert and COMMIT took four. ``announced`` is
+# selected so that it runs (a CTE nobody reads is skipped).
+_INSERT_FOR_RUN = (
+    "WITH run AS ("
+    " SELECT j.status, r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
+    " WHERE j.id = %(job)s FOR SHARE OF j),"
+    f" stored AS ({_ROWS}"
     " WHERE EXISTS (SELECT 1 FROM run WHERE run.status = ANY(%(accepting)s::text[])"
     "               AND run.consumer = %(consumer)s)"
     " ORDER BY e.n RETURNING id),"
-    " announced AS (SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
-    "               WHERE EXISTS (SELECT 1 FROM stored))"
+    f" announced AS ({_NOTIFY} WHERE EXISTS (SELECT 1 FROM stored))"
     " SELECT (SELECT status FROM run) AS status,"
     " (SELECT count(*) FROM announced) AS announced,"
     " ARRAY(SELECT id FROM stored ORDER BY id) AS ids"
 )
+
+
+def _rows(job_id: int, entries: list[InboxEntry]) -> dict[str, Any]:
+    return {
+        "job": job_id,
+        "images": [e.image_id for e in entries],
+        "subjects": [e.reply_subject for e in entries],
+        "errors": [e.is_error for e in entries],
+        "payloads": [e.payload for e in entries],
+        "job_text": str(job_id),
+    }
 
 
 def one_statement(entries: list[InboxEntry]) -> bool:
@@ -101,16 +108,7 @@ async def store_for_run(
     when nothing was stored). Status None: no such job."""
     cur = await conn.execute(
         _INSERT_FOR_RUN,
-        {
-            "job": job_id,
-            "images": [e.image_id for e in entries],
-            "subjects": [e.reply_subject for e in entries],
-            "errors": [e.is_error for e in entries],
-            "payloads": [e.payload for e in entries],
-            "accepting": sorted(accepting),
-            "consumer": consumer,
-            "job_text": str(job_id),
-        },
+        _rows(job_id, entries) | {"accepting": sorted(accepting), "consumer": consumer},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -129,17 +127,7 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
         return []
     if one_statement(entries):
         # The usual post (small results): one statement, one round trip.
-        cur = await conn.execute(
-            _INSERT_ALL,
-            (
-                job_id,
-                [e.image_id for e in entries],
-                [e.reply_subject for e in entries],
-                [e.is_error for e in entries],
-                [e.payload for e in entries],
-                str(job_id),
-            ),
-        )
+        cur = await conn.execute(_INSERT_ALL, _rows(job_id, entries))
         return [int(row["id"]) for row in await cur.fetchall()]
     async with conn.cursor() as cur:
         await cur.executemany(
