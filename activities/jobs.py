@@ -145,7 +145,9 @@ class JobActivities:
         then this finds nothing to do."""
         async with self._pool.connection() as conn:
             if not inp.paused or await job_store.get_status(conn, inp.job_id) in ACTIVE_STATES:
-                await job_store.pause_run(conn, inp.job_id, inp.paused, inp.reason, run_id=run_id())
+                await job_store.pause_run(
+                    conn, inp.job_id, inp.paused, inp.reason, run_id=run_id(), request=inp.request
+                )
             run = await job_runs.get(conn, inp.job_id)
             if run is None or run.run_id != run_id():
                 return False

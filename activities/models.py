@@ -60,6 +60,8 @@ class CollectInput(JobRef):
 class PauseInput(JobRef):
     paused: bool
     reason: str
+    # The number of the API's request behind the signal (None: a signal sent directly).
+    request: int | None = None
 
 
 class CollectResult(BaseModel):

@@ -431,12 +431,18 @@ async def remove_inbox_of_final_jobs(conn: AsyncConnection[Any]) -> int:
 
 
 async def pause_run(
-    conn: AsyncConnection[Any], job_id: int, paused: bool, reason: str, run_id: str | None = None
+    conn: AsyncConnection[Any],
+    job_id: int,
+    paused: bool,
+    reason: str,
+    run_id: str | None = None,
+    request: int | None = None,
 ) -> bool:
-    """Pause (or resume) the job's current run (``run_id``: only if it is that run) with a line in
-    the job log; True if it changed. A repeated pause or resume writes nothing."""
+    """Pause (or resume) the job's current run (``run_id``: only if it is that run; ``request``:
+    only if no newer request was made) with a line in the job log; True if it changed. A repeated
+    pause or resume writes nothing."""
     async with conn.transaction():
-        changed = await job_runs.set_paused(conn, job_id, paused, run_id)
+        changed = await job_runs.set_paused(conn, job_id, paused, run_id, request)
         if changed:
             message = (
                 f"Paused: {reason}. No tasks are handed out until the job is resumed;"
@@ -446,3 +452,14 @@ async def pause_run(
             )
             await append_log(conn, job_id, message, context={"paused": paused})
     return changed
+
+
+async def request_pause(
+    conn: AsyncConnection[Any], job_id: int, paused: bool, reason: str
+) -> int | None:
+    """A pause or resume asked through our API or CLI: applied now, and numbered so that the
+    workflow, told afterwards, never applies an older request over it. The request's number."""
+    async with conn.transaction():
+        request = await job_runs.count_pause_request(conn, job_id)
+        await pause_run(conn, job_id, paused, reason, request=request)
+    return request

@@ -98,17 +98,34 @@ async def collected(conn: AsyncConnection[Any], job_id: int, run_id: str) -> int
 
 
 async def set_paused(
-    conn: AsyncConnection[Any], job_id: int, paused: bool, run_id: str | None = None
+    conn: AsyncConnection[Any],
+    job_id: int,
+    paused: bool,
+    run_id: str | None = None,
+    request: int | None = None,
 ) -> bool:
-    """Pause or resume the job's current run (``run_id``: only if it is that run); True if that
-    changed anything (so a repeated pause or resume writes nothing and logs nothing)."""
+    """Pause or resume the job's current run (``run_id``: only if it is that run; ``request``:
+    only if no pause or resume request newer than that one was made); True if that changed
+    anything (so a repeated pause or resume writes nothing and logs nothing)."""
     cur = await conn.execute(
         "UPDATE job_runs SET paused_at = CASE WHEN %(paused)s THEN now() END"
         " WHERE job_id = %(job)s AND (%(run)s::text IS NULL OR run_id = %(run)s::text)"
+        " AND (%(request)s::bigint IS NULL OR pause_requests <= %(request)s::bigint)"
         " AND (paused_at IS NOT NULL) <> %(paused)s",
-        {"paused": paused, "job": job_id, "run": run_id},
+        {"paused": paused, "job": job_id, "run": run_id, "request": request},
     )
     return cur.rowcount == 1
+
+
+async def count_pause_request(conn: AsyncConnection[Any], job_id: int) -> int | None:
+    """A pause or resume request for the job's current run: its number (None: no run yet)."""
+    cur = await conn.execute(
+        "UPDATE job_runs SET pause_requests = pause_requests + 1 WHERE job_id = %s"
+        " RETURNING pause_requests",
+        (job_id,),
+    )
+    row = await cur.fetchone()
+    return int(row["pause_requests"]) if row else None
 
 
 async def paused_since(conn: AsyncConnection[Any], job_id: int) -> datetime | None:

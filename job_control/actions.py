@@ -166,9 +166,9 @@ class JobActions:
                 raise InvalidJobState(job_id, f"a {job.job_type}/{job.dispatch_mode} job", action)
             if job.status not in ACTIVE_STATES:
                 raise InvalidJobState(job_id, job.status, action)
-            await job_store.pause_run(conn, job_id, paused, reason)
+            request = await job_store.request_pause(conn, job_id, paused, reason)
         try:
-            await self._handle(job_id).signal(action, reason)
+            await self._handle(job_id).signal(action, args=[reason, request])
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -51,12 +51,12 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
-def _torn_down(err: BaseException) -> bool:
-    """The run is being torn down, not ended: never handle that like a cancel, or the teardown
-    would try to schedule cleanup activities. The SDK evicts a run by raising a (private)
-    BaseException inside it; a run object dropped without eviction is closed by the garbage
-    collector (GeneratorExit) outside the workflow's event loop."""
-    return type(err).__name__ == "_WorkflowBeingEvictedError" or not workflow.in_workflow()
+# What the run's own handlers take: its errors and a cancel. Never BaseException: the SDK tears a
+# run down with exceptions of its own (eviction), and the garbage collector closes a run it drops
+# with GeneratorExit, possibly on a thread that is running another workflow's activation; code
+# that caught those would go on to issue commands into that other workflow (a non-determinism
+# error there: issue 21). Those pass through untouched, and the SDK finishes the teardown.
+_RUN_ENDED = (Exception, asyncio.CancelledError)
 
 
 def _error_type(err: BaseException) -> str | None:
@@ -109,15 +109,11 @@ class JobLifecycle:
         try:
             try:
                 result = await self._begin()
-            except BaseException as err:
-                if _torn_down(err):
-                    raise
+            except _RUN_ENDED as err:
                 await self._wind_down_after(err)
                 raise
             await self._wind_down()
-        except BaseException as err:
-            if _torn_down(err):
-                raise
+        except _RUN_ENDED as err:
             await workflow.wait_condition(workflow.all_handlers_finished)
             if workflow.cancellation_reason() is not None and not self._finished:
                 await self._revoke()
@@ -133,13 +129,12 @@ class JobLifecycle:
 
     async def _wind_down_after(self, err: BaseException) -> None:
         """The work ended early: a cancelled job row becomes a real cancel, then wind down (also
-        when that raises, unless the run is being torn down meanwhile)."""
+        when that raises)."""
         try:
             if _error_type(err) == Failure.JOB_CANCELLED and workflow.cancellation_reason() is None:
                 await self._cancel_self("the job row says it is cancelled")
-        except BaseException as inner:
-            if not _torn_down(inner):
-                await self._wind_down()
+        except _RUN_ENDED:
+            await self._wind_down()
             raise
         await self._wind_down()
 
@@ -189,7 +184,7 @@ class JobLifecycle:
         # Also the ones that ended meanwhile (e.g. failed on seeing CANCELING): awaiting them
         # marks their outcome seen. Cancelled on purpose: only their end matters, not how.
         for handle in self._handles:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(*_RUN_ENDED):
                 await handle
         if self._owns_job:
             await self._cleanup()

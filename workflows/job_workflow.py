@@ -45,6 +45,7 @@ class JobWorkflow(MlJobLifecycle):
     def __init__(self, inp: JobWorkflowInput) -> None:
         super().__init__(inp)
         self._pause_wanted = False
+        self._pause_request: int | None = None
         self._pause_lock = asyncio.Lock()
 
     @workflow.run
@@ -52,16 +53,19 @@ class JobWorkflow(MlJobLifecycle):
         return await self._run_job()
 
     @workflow.signal(name="pause")
-    async def pause(self, reason: str | None = None) -> None:
-        """No tasks are handed out until ``resume``; results in flight are still saved."""
-        await self._apply_pause(True, reason or "pause signal")
+    async def pause(self, reason: str | None = None, request: int | None = None) -> None:
+        """No tasks are handed out until ``resume``; results in flight are still saved.
+        ``request``: the number our API gave the request (it applied it already); a signal
+        handled after a newer request changes nothing."""
+        await self._apply_pause(True, reason or "pause signal", request)
 
     @workflow.signal(name="resume")
-    async def resume(self, reason: str | None = None) -> None:
-        await self._apply_pause(False, reason or "resume signal")
+    async def resume(self, reason: str | None = None, request: int | None = None) -> None:
+        await self._apply_pause(False, reason or "resume signal", request)
 
-    async def _apply_pause(self, paused: bool, reason: str) -> None:
+    async def _apply_pause(self, paused: bool, reason: str, request: int | None = None) -> None:
         self._pause_wanted = paused
+        self._pause_request = request
         if self._start is None:
             return  # the run does not own the job yet: _work applies what is wanted then
         async with self._pause_lock:
@@ -74,13 +78,15 @@ class JobWorkflow(MlJobLifecycle):
                 return
             self._state.paused = await self._run_step(
                 JobActivities.set_paused,
-                PauseInput(job_id=self._job.job_id, paused=paused, reason=reason),
+                PauseInput(job_id=self._job.job_id, paused=paused, reason=reason, request=request),
                 check=False,
             )
 
     async def _work(self) -> JobWorkflowResult:
         if self._pause_wanted:
-            await self._apply_pause(True, "pause signal (sent before the job started)")
+            await self._apply_pause(
+                True, "pause signal (sent before the job started)", self._pause_request
+            )
         await self._run_step(TaskQueueActivities.reset_job_queue, self._job)
         total = await self._collect()
         if total == 0:

@@ -386,6 +386,9 @@ async def _waiting_on_job_row(pool) -> bool:
     rows = await fetch(
         pool,
         "SELECT 1 FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock'"
+        # A row lock's wait (the held write itself waits on an advisory lock, and under load
+        # the test once took that for the status write and released the hold too early).
+        " AND a.wait_event IN ('transactionid', 'tuple')"
         " AND a.query LIKE 'UPDATE jobs_job SET progress = jsonb_set(progress,%%'"
         " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
         "             AND l.relation = 'jobs_job'::regclass)",
@@ -399,10 +402,12 @@ async def test_export_cancelled_mid_way_removes_the_partial_file(
 ):
     settings = with_export(settings, tmp_path, batch_size=10)
     job, _ = await export_job(pool, temporal_client, settings, 50, params={"format": "csv"})
-    # Page 1's progress write waits; then (CANCELING written meanwhile) page 2's waits, until the
-    # cancel reaches the activity and cancels that statement.
+    # Page 1's progress write waits; then (CANCELING written meanwhile) the next page's waits,
+    # until the cancel reaches the activity and cancels that statement. Only a write after
+    # CANCELING is held: one that took the row first would hold up CANCELING itself, which waits
+    # for the row before the workflow cancels the activity (a deadlock of the test's making).
     first = _hold_progress(settings, job.id, "= '10'")
-    second = _hold_progress(settings, job.id, "NOT IN ('', '0', '10')")
+    second = _hold_progress(settings, job.id, "NOT IN ('', '0', '10') AND OLD.status = 'CANCELING'")
     async with running_workers(temporal_client, settings), first, second:
         await JobActions(pool, temporal_client, settings).run(job.id)
         await first.wait_blocked()

@@ -148,8 +148,13 @@ async def test_cancel_a_paused_job_and_pause_refusals(settings, pool, temporal_c
             return (await get_job(pool, job_id)).status == JobState.REVOKED
 
         await eventually(revoked, within=60)
-        desc = await job_handle(temporal_client, job_id).describe()
-        assert desc.status == WorkflowExecutionStatus.CANCELED
+
+        # The row is final first; the run closes once its last workflow task is done.
+        async def run_cancelled() -> bool:
+            desc = await job_handle(temporal_client, job_id).describe()
+            return desc.status == WorkflowExecutionStatus.CANCELED
+
+        await eventually(run_cancelled, within=30)
         refused = await client.post(f"/jobs/{job_id}/resume/")
         assert refused.status_code == 409, refused.text
         assert (await client.post(f"/jobs/{job_id}/pause/")).status_code == 409
