@@ -9,7 +9,7 @@ IMAGES ?= 500
 # CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench chaos fuzz up down
+.PHONY: install demo test test-replay record-histories lint bench chaos fuzz up down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,27 @@ demo: install
 
 test: install
 	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-replay
+
+# The workflow tests again with the workers' workflow cache off: every workflow task replays its
+# run from the start, as after a worker restart (a run that does not replay its own history fails).
+REPLAY_TESTS := tests/workflows tests/integration/test_e2e_async_job.py \
+	tests/integration/test_bridge_jobs.py tests/chaos/test_cancel_paths.py
+test-replay: install
+	ANTENNA_JOBS_WORKER_MAX_CACHED_WORKFLOWS=0 \
+	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS) $(REPLAY_TESTS)
+
+# This release's workflow histories, recorded from real runs of every path of every workflow (the
+# tests below), into tests/histories/<version>/; commit them (test_recorded_histories.py replays
+# every committed set in each test run). Prune a set once no run its release started can be open.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+HISTORY_TESTS := tests/workflows tests/chaos/test_chaos_worker_kill.py tests/chaos/test_cancel_paths.py \
+	tests/integration/test_e2e_async_job.py tests/integration/test_bridge_jobs.py
+record-histories: install
+	rm -rf tests/histories/$(VERSION)
+	ANTENNA_JOBS_TEST_PROFILE=ci $(BIN)/pytest -q $(HISTORY_TESTS) \
+		--deselect tests/workflows/test_recorded_histories.py \
+		--record-histories tests/histories/$(VERSION)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.durations import Duration
@@ -61,11 +61,27 @@ class NatsSettings(BaseSettings):
 
 
 class TemporalSettings(BaseSettings):
+    """Where Temporal is and how to reach it. Temporal's own client configuration is read too
+    (``temporalio.envconfig``: the ``TEMPORAL_*`` variables and a profile of its TOML file); a
+    value set here explicitly wins over it (core/temporal_client.py)."""
+
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_TEMPORAL_")
 
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     ui_url: str = "http://127.0.0.1:8233"
+    # A profile of Temporal's client configuration file (TEMPORAL_CONFIG_FILE, by default
+    # ~/.config/temporalio/temporal.toml); unset: TEMPORAL_PROFILE, else "default".
+    profile: str | None = None
+    # Temporal Cloud's API key (implies TLS).
+    api_key: SecretStr | None = None
+    # TLS: on by itself, or by any of the files below; mutual TLS with a client certificate and
+    # key; the server's CA when it is not a public one; the name its certificate carries.
+    tls: bool | None = None
+    tls_ca_path: Path | None = None
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    tls_server_name: str | None = None
 
 
 class JobSettings(BaseSettings):
@@ -163,6 +179,9 @@ class WorkerSettings(BaseSettings):
     # How long a workflow task waits for the worker that has the workflow cached before any
     # worker takes it (replaying the short history): after a crash, the job waits this long.
     sticky_timeout: Duration = timedelta(seconds=5)
+    # Runs kept in memory between workflow tasks (the SDK's default). 0 makes every workflow task
+    # replay its run from the start, as after a restart: the tests' replay profile sets it.
+    max_cached_workflows: int = 1000
     # e.g. "0.0.0.0:9464" serves Temporal's worker metrics at /metrics; unset = off.
     metrics_bind: str | None = None
     # e.g. 9100: the worker's own /metrics (prometheus-client): antenna-jobs' figures, and the
@@ -269,6 +288,8 @@ class Settings(BaseSettings):
 
 
 def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     if isinstance(value, timedelta):
         return f"{value.total_seconds()}s"
     if isinstance(value, bool):

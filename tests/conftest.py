@@ -30,7 +30,14 @@ from tests.helpers.db import create_views
 from tests.helpers.temporal import TEMPORAL_CLI, running_workers
 
 # Fixture modules: their fixtures are available to every test module without imports.
-pytest_plugins = ["tests.helpers.antenna", "tests.helpers.api", "tests.helpers.broker"]
+pytest_plugins = [
+    "tests.helpers.antenna",
+    "tests.helpers.api",
+    "tests.helpers.broker",
+    "tests.helpers.mocked_job",
+    "tests.helpers.workflow_faults",
+    "tests.helpers.histories",
+]
 
 
 @pytest.fixture(scope="session")

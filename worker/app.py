@@ -18,10 +18,7 @@ from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources
-from workflows.internal_job_workflow import InternalJobWorkflow
-from workflows.job_workflow import JobWorkflow
-from workflows.reconcile_workflow import ReconcileWorkflow
-from workflows.sync_job_workflow import SyncJobWorkflow
+from workflows.registry import WORKFLOWS
 
 
 def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
@@ -51,7 +48,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
-        workflows=[JobWorkflow, ReconcileWorkflow, SyncJobWorkflow, InternalJobWorkflow],
+        workflows=WORKFLOWS,
         activities=[
             jobs.start_job,
             jobs.check_cancel,
@@ -75,6 +72,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
         # A killed worker's sticky queue holds a workflow's next task this long before any
         # worker gets it: part of every crash's recovery time.
         sticky_queue_schedule_to_start_timeout=settings.worker.sticky_timeout,
+        max_cached_workflows=settings.worker.max_cached_workflows,
     )
     long = Worker(
         client,
