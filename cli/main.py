@@ -20,6 +20,7 @@ from cli.commands.demo import demo
 from cli.commands.fake_service import fake_service
 from cli.commands.fake_worker import fake_worker
 from cli.commands.jobs import job_app
+from cli.commands.replay import replay
 from cli.commands.services import service_app
 from cli.commands.status import status
 from cli.commands.tokens import token_app
@@ -42,6 +43,7 @@ app.command("fake-worker")(fake_worker)
 app.command("fake-service")(fake_service)
 app.command("demo")(demo)
 app.command("status")(status)
+app.command("replay")(replay)
 
 
 @db_app.command("migrate")

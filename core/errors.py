@@ -44,10 +44,12 @@ class Failure(StrEnum):
     POPULATE_FAILED = "PopulateFailed"
     EXPORT_FAILED = "ExportFailed"
     JOB_FAILED = "JobFailed"
+    # The worker is shutting down (a deploy): the activity is retried on another worker.
+    WORKER_SHUTDOWN = "WorkerShutdown"
 
 
-# Failure types a retry can fix (none so far: those are outages, raised as plain exceptions).
-RETRYABLE: frozenset[Failure] = frozenset()
+# Failure types a retry can fix (outages are raised as plain exceptions).
+RETRYABLE: frozenset[Failure] = frozenset({Failure.WORKER_SHUTDOWN})
 
 
 def failure(kind: Failure, message: str, *details: Any) -> ApplicationError:

@@ -136,6 +136,9 @@ class _Aggregation:
             on_advisory=self.watch.wake,
         )
         await watcher.start()
+        # A deploy stops this worker: a waiting aggregator hands over at once (the next attempt
+        # starts on another worker) instead of idling through the graceful shutdown.
+        shutdown = asyncio.create_task(self._wake_on_shutdown())
         # The final writes heartbeat too: the sessions' and stations' counts of a 100k-image job
         # on big tables take longer than the heartbeat timeout, and an attempt timed out there
         # was retried straight into the same refresh, for ever.
@@ -143,6 +146,7 @@ class _Aggregation:
             try:
                 await self._loop(watcher)
             finally:
+                shutdown.cancel()
                 await watcher.stop()
             if self.waiting_for_workers:
                 # Answers since the last read: the job is not left saying it waits.
@@ -180,8 +184,14 @@ class _Aggregation:
                 look = True
                 continue
             look = await self.watch.wait(self._wait_for())
+            if activity.is_worker_shutdown():
+                raise failure(Failure.WORKER_SHUTDOWN, "the worker is shutting down: handed over")
             await self._after_wait()
             await run.maybe_write_progress()
+
+    async def _wake_on_shutdown(self) -> None:
+        await activity.wait_for_worker_shutdown()
+        self.watch.wake()
 
     async def _drain(self, batch: int) -> None:
         """Save full batches with ``aggregate_lanes`` of them in flight until the inbox has
