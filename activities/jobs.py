@@ -105,7 +105,7 @@ class JobActivities:
                     f" not run it ({runs_it} does)",
                 )
             info = activity.info()
-            consumer = self._settings.jobs.names.consumer(job.id, run_id())
+            consumer = self._settings.jobs.names.consumer(job.id)
             async with conn.transaction():
                 await job_runs.take(conn, job.id, run_id(), consumer)
                 moved = await job_store.transition(

@@ -334,6 +334,13 @@ class WorkerView(BaseModel):
     pipeline_id: int | None
     project_id: int
     source_image_single_id: int | None
+    # The current run (None before any workflow took the job).
+    run_id: str | None = None
+    # The current run's consumer, once the run has collected its images (None before): every
+    # run's consumer has the same name (core/naming.py), and only after collect is the job's
+    # stream sure to be this run's (the run's reset, which deletes an earlier run's stream,
+    # comes before collect), so a task or an ack subject checked against the stream then is
+    # one of this run's.
     consumer: str | None
     # The current run is paused: /tasks/ hands out nothing until it is resumed.
     paused: bool = False
@@ -342,7 +349,8 @@ class WorkerView(BaseModel):
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
     cur = await conn.execute(
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
-        " r.consumer, r.paused_at IS NOT NULL AS paused"
+        " r.run_id, CASE WHEN r.collected_at IS NOT NULL THEN r.consumer END AS consumer,"
+        " r.paused_at IS NOT NULL AS paused"
         " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
         (job_id,),
     )
