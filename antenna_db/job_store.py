@@ -391,6 +391,36 @@ async def append_log(
     cachalot.wrote("jobs_joblog")
 
 
+async def append_logs(
+    conn: AsyncConnection[Any], job_id: int, messages: list[str], *, level: str = "INFO"
+) -> None:
+    """Several jobs_joblog lines of one level in one statement (in order: ids ascending)."""
+    if not messages:
+        return
+    await conn.execute(
+        "INSERT INTO jobs_joblog (created_at, updated_at, level, message, context, job_id)"
+        " SELECT now(), now(), %s, m, '{}'::jsonb, %s FROM unnest(%s::text[])"
+        " WITH ORDINALITY AS t(m, n) ORDER BY n",
+        (level, job_id, [storable(m) for m in messages]),
+    )
+    cachalot.wrote("jobs_joblog")
+
+
+async def count_logs_since_run(
+    conn: AsyncConnection[Any], job_id: int, level: str, prefix: str, limit: int
+) -> int:
+    """How many of the job's lines at ``level`` starting with ``prefix`` the current run
+    (job_runs.started_at) wrote, counted up to ``limit``."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM jobs_joblog l JOIN job_runs r"
+        " ON r.job_id = l.job_id WHERE l.job_id = %s AND l.level = %s"
+        " AND l.created_at >= r.started_at AND starts_with(l.message, %s) LIMIT %s) found",
+        (job_id, level, prefix, limit),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def latest_logs(conn: AsyncConnection[Any], job_id: int, limit: int) -> list[dict[str, Any]]:
     """Newest first, as Antenna's detail view reads them."""
     cur = await conn.execute(

@@ -14,6 +14,11 @@ from core.states import JobState
 ParamValue = int | float | str | None
 PAUSED_STAGE = "process"
 PAUSED_KEY = "paused"
+# The process stage's param while no processing worker polls the job's pipeline.
+WORKERS_KEY = "workers"
+# Params that say how a running job is doing now (paused, waiting for workers): a job that
+# ended, in whatever state, carries none of them.
+RUN_PARAMS = (PAUSED_KEY, WORKERS_KEY)
 
 
 class _AntennaModel(BaseModel):
