@@ -304,6 +304,19 @@ async def save_progress(
     return cur.rowcount == 1
 
 
+async def clear_run_params(conn: AsyncConnection[Any], job_id: int) -> bool:
+    """The job ended: its process stage no longer says it is paused or waiting for workers
+    (written only if it did). True if the progress was written."""
+    cur = await conn.execute("SELECT progress FROM jobs_job WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return False
+    progress = JobProgress.model_validate(row["progress"])
+    if not progress.clear_run_params():
+        return False
+    return await save_progress(conn, job_id, progress)
+
+
 class RunState(BaseModel):
     status: JobState
     # The run that owns the job now (job_runs), None before any workflow took it.

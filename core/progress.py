@@ -108,6 +108,18 @@ class JobProgress(_AntennaModel):
         else:
             stage.params = [p for p in stage.params if p.key != PAUSED_KEY]
 
+    def clear_run_params(self) -> bool:
+        """Remove RUN_PARAMS from the process stage; True if there were any."""
+        try:
+            stage = self.stage(PAUSED_STAGE)
+        except KeyError:
+            return False
+        kept = [p for p in stage.params if p.key not in RUN_PARAMS]
+        if len(kept) == len(stage.params):
+            return False
+        stage.params = kept
+        return True
+
     @property
     def paused(self) -> bool:
         try:
