@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
+from psycopg import AsyncConnection
 from temporalio import activity
 
 from activities.heartbeat import run_id
@@ -105,7 +107,7 @@ class JobActivities:
                     f" not run it ({runs_it} does)",
                 )
             info = activity.info()
-            consumer = self._settings.jobs.names.consumer(job.id, run_id())
+            consumer = self._settings.jobs.names.consumer(job.id)
             async with conn.transaction():
                 await job_runs.take(conn, job.id, run_id(), consumer)
                 moved = await job_store.transition(
@@ -172,11 +174,12 @@ class JobActivities:
                 # A retried attempt whose first try already committed.
                 return FinalizeResult(status=status, moved=True)
             progress = apply_counters(job.progress, counters, status)
+            progress.clear_run_params()
             moved = await job_store.transition(
                 conn, job.id, status, FINALIZABLE_STATES, finished=True, progress=progress
             )
             if not moved:
-                return FinalizeResult(status=await job_store.get_status(conn, job.id), moved=False)
+                return FinalizeResult(status=await _ended(conn, job.id), moved=False)
             summary = counters.model_dump() | {"status": status.value}
             await job_store.save_result(conn, job.id, summary)
             reason = inp.reason or counters.outcome_line(threshold)
@@ -202,7 +205,7 @@ class JobActivities:
                 await job_store.append_log(
                     conn, inp.job_id, f"Job failed: {inp.reason}", level="ERROR"
                 )
-            status = await job_store.get_status(conn, inp.job_id)
+            status = await _ended(conn, inp.job_id)
         return FinalizeResult(status=status, moved=moved)
 
     @activity.defn(name="revoke_job")
@@ -216,5 +219,14 @@ class JobActivities:
                 await job_store.append_log(
                     conn, inp.job_id, f"Job revoked: {inp.reason}", level="WARNING"
                 )
-            status = await job_store.get_status(conn, inp.job_id)
+            status = await _ended(conn, inp.job_id)
         return FinalizeResult(status=status, moved=moved)
+
+
+async def _ended(conn: AsyncConnection[Any], job_id: int) -> JobState:
+    """The job's status; once it is final (by our write or another's, e.g. Antenna's cancel
+    writing REVOKED itself), its progress stops saying it is paused or waiting for workers."""
+    status = await job_store.get_status(conn, job_id)
+    if status in FINAL_STATES:
+        await job_store.clear_run_params(conn, job_id)
+    return status

@@ -24,14 +24,30 @@ from core.db import Pool
 from core.errors import Failure, failure
 from core.metrics import RESULTS_SAVED
 from core.ml_progress import apply_counters, throughput_line
-from core.progress import JobProgress
+from core.progress import WORKERS_KEY, JobProgress
 from core.settings import JobSettings
 
 # Throughput lines go to the job log at most this often (progress is written more often).
 THROUGHPUT_EVERY = 10.0
 # The process stage's param while no processing worker polls the job's pipeline, and its value.
-WORKERS_PARAM = "workers"
+WORKERS_PARAM = WORKERS_KEY
 WAITING_FOR_WORKERS = "waiting for workers"
+# Per run, the failed images listed one by one in the job's errors as Antenna lists them (one
+# ERROR line per image with the worker's error); past that, one summary line at the end of the
+# run gives the count, so a job whose every image fails does not write a line per image.
+ERROR_LINES_PER_RUN = 100
+# A worker's error is cut to this many characters in its line.
+ERROR_TEXT_MAX = 1000
+
+
+def pipeline_error_prefix(job_id: int) -> str:
+    return f"Pipeline returned error for job {job_id}, image "
+
+
+def pipeline_error_line(job_id: int, image_id: int, error: str) -> str:
+    """Antenna's wording (ami/jobs/tasks.py process_nats_pipeline_result), at ERROR."""
+    text = error if len(error) <= ERROR_TEXT_MAX else error[:ERROR_TEXT_MAX] + "..."
+    return f"{pipeline_error_prefix(job_id)}{image_id}: {text}"
 
 
 class MlRun:
@@ -58,6 +74,10 @@ class MlRun:
         # neither (nothing changed).
         self.unlogged = False
         self.uncounted = False
+        # Failed images of this run listed in the job's errors so far (read back on a retried
+        # attempt), and whether any went unlisted past ERROR_LINES_PER_RUN.
+        self.errors_listed = 0
+        self.errors_unlisted = False
 
     async def load(self) -> None:
         """The run's state as Postgres has it (the truth on every attempt: a retried one never
@@ -66,8 +86,16 @@ class MlRun:
             self.pipeline = await pipelines.load(conn, self.job_id)
             run = await job_runs.get(conn, self.job_id)
             job = await job_store.get_job(conn, self.job_id)
-        if run is None or run.run_id != self.run_id:
-            raise self.stale()
+            if run is None or run.run_id != self.run_id:
+                raise self.stale()
+            self.errors_listed = await job_store.count_logs_since_run(
+                conn,
+                self.job_id,
+                "ERROR",
+                pipeline_error_prefix(self.job_id),
+                ERROR_LINES_PER_RUN,
+            )
+        self.errors_unlisted = self.errors_listed >= ERROR_LINES_PER_RUN
         self.counters, self.consumer = run.counters, run.consumer
         self.progress, self.project_id = job.progress, job.project_id
 
@@ -86,6 +114,7 @@ class MlRun:
         for image, reason in outcome.refused.items():
             where = f"image {image}" if image >= 0 else f"result row {-image}"
             await self.log(f"Result for {where} refused: {reason}", level="ERROR")
+        await self._list_errors(outcome.errors)
         cachalot.wrote(*outcome.tables)
         self.crops.new_detections(outcome.need_crops)
         if not outcome.moved:
@@ -103,6 +132,30 @@ class MlRun:
         self.last_change = time.monotonic()
         self.dirty = self.unlogged = self.uncounted = True
         return True
+
+    async def _list_errors(self, errors: dict[int, str]) -> None:
+        """One ERROR line per image the worker failed, up to ERROR_LINES_PER_RUN in the run."""
+        room = max(ERROR_LINES_PER_RUN - self.errors_listed, 0)
+        images = sorted(errors)
+        lines = [pipeline_error_line(self.job_id, i, errors[i]) for i in images[:room]]
+        self.errors_unlisted = self.errors_unlisted or len(images) > room
+        if lines:
+            async with self.pool.connection() as conn:
+                await job_store.append_logs(conn, self.job_id, lines, level="ERROR")
+            self.errors_listed += len(lines)
+
+    async def _summarise_errors(self) -> None:
+        """The one line that counts what the per-image lines left out."""
+        failed, total = self.counters.failed, self.counters.total
+        if not self.errors_unlisted or failed <= self.errors_listed:
+            return
+        await self.log(
+            f"{failed} of {total} images failed; only the first {self.errors_listed} errors the"
+            f" pipeline returned are listed ({failed - self.errors_listed} failed images not"
+            " listed one by one)",
+            level="ERROR",
+            context={"failed": failed, "listed": self.errors_listed},
+        )
 
     def set_waiting_for_workers(self, waiting: bool) -> None:
         """The process stage's ``workers`` param (Antenna's stage panel shows it) says "waiting
@@ -152,9 +205,11 @@ class MlRun:
             await counts.refresh_job_counts(conn, self.job_id, self.project_id)
 
     async def finish(self) -> None:
-        """The last counts written; the sessions' and stations' counts refreshed."""
+        """The last counts written; the sessions' and stations' counts refreshed; the count of
+        failed images not listed one by one, if any were left out."""
         await self.write_progress()
         await self.refresh_counts()
+        await self._summarise_errors()
 
     async def log(
         self, message: str, *, level: str = "INFO", context: dict[str, Any] | None = None

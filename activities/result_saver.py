@@ -32,6 +32,9 @@ MAX_ATTEMPTS = 3
 class ParsedResults:
     processed: dict[int, list[DetectionSpec]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    # The failures a processing worker reported (its error results), with its error: Antenna
+    # logs each as an ERROR of the job.
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +46,8 @@ class BatchOutcome:
     classifications: int = 0
     # Rows that could not be saved and were failed, with the reason (for the job log).
     refused: dict[int, str] = field(default_factory=dict)
+    # Images this batch failed because the worker returned an error for them, with the error.
+    errors: dict[int, str] = field(default_factory=dict)
     need_crops: list[int] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)
 
@@ -56,6 +61,7 @@ class BatchOutcome:
         self.detections += other.detections
         self.classifications += other.classifications
         self.refused |= other.refused
+        self.errors |= other.errors
         self.need_crops += other.need_crops
         self.tables |= other.tables
 
@@ -155,6 +161,8 @@ def parse_results(
             image = image or row.image_id or resolved.get(row.id)
             if image is not None:
                 parsed.failed.setdefault(image, message)
+                if row.reply_subject:  # posted by a worker (not our own no-URL entry)
+                    parsed.errors.setdefault(image, message)
             continue
         try:
             result = LightResult.model_validate(row.light)
@@ -165,6 +173,7 @@ def parse_results(
         add_response(parsed, row.id, result, pipeline)
     for image in parsed.processed:
         parsed.failed.pop(image, None)
+        parsed.errors.pop(image, None)
     return parsed
 
 
@@ -202,6 +211,8 @@ async def record_parsed(
     outcome = BatchOutcome()
     outcome.processed = await job_images.mark_processed(conn, job_id, parsed.processed)
     outcome.failed = await job_images.mark_failed(conn, job_id, parsed.failed)
+    # Only images this transaction moved: a redelivered error result is not reported twice.
+    outcome.errors = {i: parsed.errors[i] for i in outcome.failed if i in parsed.errors}
     if outcome.processed:
         saved = await results.save(
             conn, project_id, pipeline, {i: parsed.processed[i] for i in outcome.processed}

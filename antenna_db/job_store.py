@@ -304,6 +304,19 @@ async def save_progress(
     return cur.rowcount == 1
 
 
+async def clear_run_params(conn: AsyncConnection[Any], job_id: int) -> bool:
+    """The job ended: its process stage no longer says it is paused or waiting for workers
+    (written only if it did). True if the progress was written."""
+    cur = await conn.execute("SELECT progress FROM jobs_job WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return False
+    progress = JobProgress.model_validate(row["progress"])
+    if not progress.clear_run_params():
+        return False
+    return await save_progress(conn, job_id, progress)
+
+
 class RunState(BaseModel):
     status: JobState
     # The run that owns the job now (job_runs), None before any workflow took it.
@@ -334,6 +347,13 @@ class WorkerView(BaseModel):
     pipeline_id: int | None
     project_id: int
     source_image_single_id: int | None
+    # The current run (None before any workflow took the job).
+    run_id: str | None = None
+    # The current run's consumer, once the run has collected its images (None before): every
+    # run's consumer has the same name (core/naming.py), and only after collect is the job's
+    # stream sure to be this run's (the run's reset, which deletes an earlier run's stream,
+    # comes before collect), so a task or an ack subject checked against the stream then is
+    # one of this run's.
     consumer: str | None
     # The current run is paused: /tasks/ hands out nothing until it is resumed.
     paused: bool = False
@@ -342,7 +362,8 @@ class WorkerView(BaseModel):
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
     cur = await conn.execute(
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
-        " r.consumer, r.paused_at IS NOT NULL AS paused"
+        " r.run_id, CASE WHEN r.collected_at IS NOT NULL THEN r.consumer END AS consumer,"
+        " r.paused_at IS NOT NULL AS paused"
         " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
         (job_id,),
     )
@@ -381,6 +402,36 @@ async def append_log(
         (level, storable(message), storable_json(context or {}), job_id),
     )
     cachalot.wrote("jobs_joblog")
+
+
+async def append_logs(
+    conn: AsyncConnection[Any], job_id: int, messages: list[str], *, level: str = "INFO"
+) -> None:
+    """Several jobs_joblog lines of one level in one statement (in order: ids ascending)."""
+    if not messages:
+        return
+    await conn.execute(
+        "INSERT INTO jobs_joblog (created_at, updated_at, level, message, context, job_id)"
+        " SELECT now(), now(), %s, m, '{}'::jsonb, %s FROM unnest(%s::text[])"
+        " WITH ORDINALITY AS t(m, n) ORDER BY n",
+        (level, job_id, [storable(m) for m in messages]),
+    )
+    cachalot.wrote("jobs_joblog")
+
+
+async def count_logs_since_run(
+    conn: AsyncConnection[Any], job_id: int, level: str, prefix: str, limit: int
+) -> int:
+    """How many of the job's lines at ``level`` starting with ``prefix`` the current run
+    (job_runs.started_at) wrote, counted up to ``limit``."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM jobs_joblog l JOIN job_runs r"
+        " ON r.job_id = l.job_id WHERE l.job_id = %s AND l.level = %s"
+        " AND l.created_at >= r.started_at AND starts_with(l.message, %s) LIMIT %s) found",
+        (job_id, level, prefix, limit),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def latest_logs(conn: AsyncConnection[Any], job_id: int, limit: int) -> list[dict[str, Any]]:

@@ -75,7 +75,8 @@ class ValidEntry:
             return EntryError(
                 index,
                 f"results[{index}].reply_subject",
-                "No such task in this job's queue (already finished, or never handed out).",
+                "No such task in this job's queue (of an earlier run, already finished, or never"
+                " handed out).",
             )
         others = sorted(self.images() - {task_image})
         if not others:

@@ -70,7 +70,7 @@ def _unavailable(job_id: int) -> JSONResponse:
 
 
 async def _validate_all(
-    ctx: ApiContext, job_id: int, prefix: str, entries: list[RawEntry]
+    ctx: ApiContext, job_id: int, run_id: str, prefix: str, entries: list[RawEntry]
 ) -> tuple[list[InboxEntry], list[EntryError]]:
     """Each entry on its own: validated, matched with its task's image, then serialised. A big
     entry (a 29,176-class result is 2.7 MB, 50 ms of work) is handled in a thread, so the event
@@ -87,7 +87,7 @@ async def _validate_all(
             checked.append((index, found))
         else:
             errors.extend(found)
-    tasks = await ctx.task_images.images(job_id, [e.reply_subject for _, e in checked])
+    tasks = await ctx.task_images.images(job_id, run_id, [e.reply_subject for _, e in checked])
     valid: list[InboxEntry] = []
     for (index, good), task_image in zip(checked, tasks, strict=True):
         mismatch = good.task_mismatch(index, task_image)
@@ -103,7 +103,7 @@ async def _validate_all(
 
 
 async def _store(
-    ctx: ApiContext, job_id: int, consumer: str, valid: list[InboxEntry]
+    ctx: ApiContext, job_id: int, run_id: str, valid: list[InboxEntry]
 ) -> tuple[list[int] | None, JobState]:
     """Store the entries while the job still accepts them for this run: the job row is read
     FOR SHARE first, so a status change (a cancel) or a new run waits for these rows to commit
@@ -111,13 +111,13 @@ async def _store(
     statement; a big one a transaction of pipelined inserts and one COPY (core/inbox.py)."""
     async with ctx.connection() as conn:
         if valid and inbox.one_statement(valid):
-            found, ids = await inbox.store_for_run(conn, job_id, consumer, _ACCEPTING, valid)
+            found, ids = await inbox.store_for_run(conn, job_id, run_id, _ACCEPTING, valid)
             if found is None:
                 raise JobNotFound(job_id)
             return ids, JobState(found)
         async with conn.transaction():
             state = await job_store.run_state(conn, job_id, share=True)
-            if state.status in REFUSED_STATES or state.consumer != consumer:
+            if state.status in REFUSED_STATES or state.run_id != run_id:
                 return None, state.status
             return await inbox.store(conn, job_id, valid), state.status
 
@@ -136,12 +136,12 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
         if len(raw) >= BIG_ENTRY_BYTES
         else (split_results(raw))
     )
-    if job.status in REFUSED_STATES or job.consumer is None:
+    if job.status in REFUSED_STATES or job.consumer is None or job.run_id is None:
         return await _discard(ctx, job_id, job.status, body.entries, None)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
     try:
-        valid, errors = await _validate_all(ctx, job_id, prefix, body.entries)
+        valid, errors = await _validate_all(ctx, job_id, job.run_id, prefix, body.entries)
     except TaskQueueUnavailable:
         return _unavailable(job_id)
     errors += [EntryError(None, field, message) for field, message in body.problems]
@@ -149,11 +149,13 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     # Only the validated payloads are needed from here on: let the body buffer go.
     del raw, body
     try:
-        row_ids, status = await _store(ctx, job_id, job.consumer, valid)
+        row_ids, status = await _store(ctx, job_id, job.run_id, valid)
     except (psycopg.OperationalError, PoolTimeout):
         return _unavailable(job_id)
     if row_ids is None:
-        subjects = [entry.reply_subject for entry in valid]
+        # Still active: a new run took the job meanwhile. Its consumer has the name these
+        # subjects carry, so acking them could ack the new run's messages: none is acked.
+        subjects = [entry.reply_subject for entry in valid] if status in REFUSED_STATES else []
         return await _discarded(ctx, job_id, status, subjects, count)
     RESULTS_RECEIVED.inc(len(row_ids))
     await ack(ctx.resources.nats, [entry.reply_subject for entry in valid])
@@ -188,8 +190,8 @@ async def _discard(
     ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry], prefix: str | None
 ) -> JSONResponse:
     """Results for a job that is not active: ack them so they stop coming back, keep none.
-    Only subjects of the job's stream are acked (of any run: a run's consumer that is gone
-    takes no acks anyway)."""
+    Only subjects of the job's stream are acked: while the job is not active, the only
+    consumer that can take them is that of the run that is ending (or none)."""
     prefix = prefix or f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
     subjects = []
     for index, entry in enumerate(entries):

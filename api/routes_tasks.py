@@ -51,7 +51,7 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
         raise BadRequest.field("pipeline", "This job has no pipeline")
     # Whatever it is answered: a worker for this pipeline exists (metrics, "waiting for workers").
     await ctx.liveness.polled(job.pipeline_id)
-    if job.status not in ACTIVE_STATES or job.consumer is None:
+    if job.status not in ACTIVE_STATES or job.consumer is None or job.run_id is None:
         await _not_active(ctx, job_id, job.status)
         return JSONResponse({"tasks": []})
     await ctx.liveness.pipeline_seen(job.pipeline_id, job.project_id)
@@ -63,7 +63,7 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
         await _withheld(ctx, job_id, "fair-share", f"fair share: {reason}")
         return JSONResponse({"tasks": []})
     tasks = []
-    for msg in await ctx.tasks.fetch(job_id, job.consumer, batch_size):
+    for msg in await ctx.tasks.fetch(job_id, job.consumer, batch_size, run_id=job.run_id):
         task = _task(msg)
         if task is None:
             # Unreadable forever: terminate it rather than let it bounce until max_deliver.
@@ -71,7 +71,7 @@ async def fetch_tasks(request: Request, job_id: int) -> JSONResponse:
             await msg.term()
         else:
             tasks.append(task)
-            ctx.task_images.remember(task["reply_subject"], task["image_id"])
+            ctx.task_images.remember(job.run_id, task["reply_subject"], task["image_id"])
     ctx.fair_share.took(job_id, len(tasks))
     return JSONResponse({"tasks": tasks})
 

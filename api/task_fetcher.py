@@ -34,8 +34,10 @@ PullSubscription = JetStreamContext.PullSubscription
 
 @dataclass
 class _JobSubscriptions:
-    # The run's consumer these subscriptions are bound to (a new run has another).
+    # The run's consumer these subscriptions are bound to, and the run: every run's consumer
+    # has the same name, and what an earlier run's subscriptions hold is of no use to the next.
     consumer: str
+    run_id: str | None = None
     idle: list[PullSubscription] = field(default_factory=list)
     # Messages delivered beyond what a request asked for; handed out first, next time.
     spare: deque[Msg] = field(default_factory=deque)
@@ -58,16 +60,19 @@ class TaskFetcher:
         self._max_jobs = max_jobs
         self._max_idle = max_idle
 
-    async def fetch(self, job_id: int, consumer: str, batch: int) -> list[Msg]:
+    async def fetch(
+        self, job_id: int, consumer: str, batch: int, *, run_id: str | None = None
+    ) -> list[Msg]:
         """Up to ``batch`` reserved messages of the run's ``consumer``; [] if the job has no
-        stream or consumer (yet).
+        stream or consumer (yet). ``run_id``: the run, so that a new run never gets messages an
+        earlier run's subscriptions kept.
 
         Raises TaskQueueUnavailable when NATS is disconnected or answers with an error.
         """
         if not self._nc.is_connected:
             raise TaskQueueUnavailable(job_id)
         try:
-            subs = await self._job(job_id, consumer)
+            subs = await self._job(job_id, consumer, run_id)
             if subs is None:
                 return []
             taken = await self._take_spare(subs, batch)
@@ -96,9 +101,11 @@ class TaskFetcher:
             _, subs = self._jobs.popitem()
             await self._unsubscribe_all(subs)
 
-    async def _job(self, job_id: int, consumer: str) -> _JobSubscriptions | None:
+    async def _job(
+        self, job_id: int, consumer: str, run_id: str | None
+    ) -> _JobSubscriptions | None:
         subs = self._jobs.get(job_id)
-        if subs is not None and subs.consumer == consumer:
+        if subs is not None and (subs.consumer, subs.run_id) == (consumer, run_id):
             self._jobs.move_to_end(job_id)
             return subs
         if subs is not None:
@@ -107,7 +114,7 @@ class TaskFetcher:
         # First request for this run in this process: check the consumer exists, so an absent
         # one answers [] at once instead of after a fetch timeout.
         await self._js.consumer_info(self._names.stream(job_id), consumer)
-        subs = self._jobs.setdefault(job_id, _JobSubscriptions(consumer))
+        subs = self._jobs.setdefault(job_id, _JobSubscriptions(consumer, run_id))
         while len(self._jobs) > self._max_jobs:
             _, old = self._jobs.popitem(last=False)
             await self._unsubscribe_all(old)

@@ -65,11 +65,11 @@ _INSERT_ALL = (
 # selected so that it runs (a CTE nobody reads is skipped).
 _INSERT_FOR_RUN = (
     "WITH run AS ("
-    " SELECT j.status, r.consumer FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
+    " SELECT j.status, r.run_id FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
     " WHERE j.id = %(job)s FOR SHARE OF j),"
     f" stored AS ({_ROWS}"
     " WHERE EXISTS (SELECT 1 FROM run WHERE run.status = ANY(%(accepting)s::text[])"
-    "               AND run.consumer = %(consumer)s)"
+    "               AND run.run_id = %(run)s)"
     " ORDER BY e.n RETURNING id),"
     f" announced AS ({_NOTIFY} WHERE EXISTS (SELECT 1 FROM stored))"
     " SELECT (SELECT status FROM run) AS status,"
@@ -99,16 +99,16 @@ def one_statement(entries: list[InboxEntry]) -> bool:
 async def store_for_run(
     conn: AsyncConnection[Any],
     job_id: int,
-    consumer: str,
+    run_id: str,
     accepting: frozenset[str],
     entries: list[InboxEntry],
 ) -> tuple[str | None, list[int] | None]:
     """``store`` for entries that fit ``one_statement``, only while the job's status is one
-    of ``accepting`` and its run's consumer is ``consumer``: (the status, the row ids or None
+    of ``accepting`` and its current run is ``run_id``: (the status, the row ids or None
     when nothing was stored). Status None: no such job."""
     cur = await conn.execute(
         _INSERT_FOR_RUN,
-        _rows(job_id, entries) | {"accepting": sorted(accepting), "consumer": consumer},
+        _rows(job_id, entries) | {"accepting": sorted(accepting), "run": run_id},
     )
     row = await cur.fetchone()
     assert row is not None

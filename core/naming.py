@@ -48,18 +48,24 @@ class AckSubject:
     stream: str
     consumer: str
     stream_seq: int
+    # The message's stored timestamp (ns since the epoch, the stream's clock): with the stream
+    # sequence it names one message of one incarnation of the stream. A stream deleted and made
+    # again (a new run of the job) numbers its messages from 1 again, but never with the same
+    # timestamps.
+    timestamp: int
 
 
 def parse_ack_subject(reply_subject: str) -> AckSubject | None:
-    """Stream, consumer and stream sequence of a JetStream ack subject (None: not one)."""
+    """Stream, consumer, stream sequence and message timestamp of a JetStream ack subject
+    (None: not one)."""
     tokens = reply_subject.split(".")
     if tokens[:2] != ["$JS", "ACK"]:
         return None
     try:
         if len(tokens) == _V1_TOKENS:
-            return AckSubject(tokens[2], tokens[3], int(tokens[5]))
+            return AckSubject(tokens[2], tokens[3], int(tokens[5]), int(tokens[7]))
         if len(tokens) >= _V2_MIN_TOKENS:
-            return AckSubject(tokens[4], tokens[5], int(tokens[7]))
+            return AckSubject(tokens[4], tokens[5], int(tokens[7]), int(tokens[9]))
     except ValueError:
         return None
     return None
@@ -74,19 +80,21 @@ def stream_seq_from_reply(reply_subject: str) -> tuple[str, int] | None:
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-def run_token(run_id: str) -> str:
-    """A short, subject-safe token of a workflow run id (a UUID)."""
-    return run_id.replace("-", "")[:12]
-
-
 class Names:
     """Streams, subjects, consumers and Redis keys of one deployment.
 
     ``prefix`` keeps deployments that share a NATS or Redis apart; the default "" gives
-    Antenna's own names (``job_{id}``, ``job.{id}.tasks``, ``job:{id}:...``), so Antenna's NATS
-    clean-up of a cancelled job reaches our stream. Consumers are per run
-    (``job-{id}-consumer-{run}``): an ack subject names its consumer, so a late result of an
-    earlier run can never ack a message of this one.
+    Antenna's own names (``job_{id}``, ``job.{id}.tasks``, ``job-{id}-consumer``,
+    ``job:{id}:...``), so Antenna's NATS clean-up of a cancelled job (Job.cancel deletes the
+    consumer ``job-{id}-consumer``, then the stream, and writes an ERROR to the job for each
+    one missing) finds exactly what it looks for.
+
+    Every run of a job has a consumer of that one name (each run makes the stream anew), so
+    the name does not tell runs apart: a late result of an earlier run is refused by its ack
+    subject's message timestamp instead (``AckSubject.timestamp``: the API checks it against the
+    message the current stream holds at that sequence, api/task_images.py), and a result is
+    stored and acked only for the run the API read, once that run has collected its images
+    (so the stream is that run's: antenna_db/job_store.py ``worker_view``).
     """
 
     def __init__(self, prefix: str = "") -> None:
@@ -106,8 +114,9 @@ class Names:
     def subject(self, job_id: int) -> str:
         return f"{self.prefix}job.{job_id}.tasks"
 
-    def consumer(self, job_id: int, run_id: str) -> str:
-        return f"{self.prefix}job-{job_id}-consumer-{run_token(run_id)}"
+    def consumer(self, job_id: int) -> str:
+        """Antenna's consumer name (ami/ml/orchestration/nats_queue.py), the same for every run."""
+        return f"{self.prefix}job-{job_id}-consumer"
 
     def ack_prefix(self, job_id: int, consumer: str) -> str:
         """Reply subjects of the messages delivered by ``consumer`` all start with this."""

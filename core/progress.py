@@ -14,6 +14,11 @@ from core.states import JobState
 ParamValue = int | float | str | None
 PAUSED_STAGE = "process"
 PAUSED_KEY = "paused"
+# The process stage's param while no processing worker polls the job's pipeline.
+WORKERS_KEY = "workers"
+# Params that say how a running job is doing now (paused, waiting for workers): a job that
+# ended, in whatever state, carries none of them.
+RUN_PARAMS = (PAUSED_KEY, WORKERS_KEY)
 
 
 class _AntennaModel(BaseModel):
@@ -102,6 +107,18 @@ class JobProgress(_AntennaModel):
             stage.set_param(PAUSED_KEY, "yes")
         else:
             stage.params = [p for p in stage.params if p.key != PAUSED_KEY]
+
+    def clear_run_params(self) -> bool:
+        """Remove RUN_PARAMS from the process stage; True if there were any."""
+        try:
+            stage = self.stage(PAUSED_STAGE)
+        except KeyError:
+            return False
+        kept = [p for p in stage.params if p.key not in RUN_PARAMS]
+        if len(kept) == len(stage.params):
+            return False
+        stage.params = kept
+        return True
 
     @property
     def paused(self) -> bool:

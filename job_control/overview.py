@@ -83,7 +83,8 @@ class RunningJob(BaseModel):
     # Result rows posted for it, not yet saved.
     inbox: int
     queue: QueueFigures | None = None
-    # No processing worker polled the pipeline within the window (async jobs only).
+    # No processing worker polled the pipeline within the window, and the run is older than
+    # the window (async jobs only).
     waiting_for_workers: bool = False
 
     @property
@@ -132,7 +133,10 @@ async def gather(
     for job in running:
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
             age = ages.get(job.pipeline_id)
-            job.waiting_for_workers = age is None or age > workers_window
+            # As the job's own progress says it: only once the run is older than the window.
+            job.waiting_for_workers = (age is None or age > workers_window) and (
+                job.elapsed or 0.0
+            ) > workers_window
     if js is not None:
         await _queue_figures(js, names, running)
     return Overview(

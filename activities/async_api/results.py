@@ -27,7 +27,7 @@ from activities.async_api.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.async_api.models import AggregateInput, AggregateResult
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
-from activities.ml_run import MlRun
+from activities.ml_run import WORKERS_PARAM, MlRun
 from activities.result_saver import BatchOutcome
 from antenna_db import captures, job_store
 from antenna_db.job_store import RunState
@@ -83,6 +83,13 @@ class ResultActivities:
             return await aggregation.run()
 
 
+def _says_waiting(run: MlRun) -> bool:
+    try:
+        return run.progress.stage("process").param(WORKERS_PARAM) is not None
+    except KeyError:
+        return False
+
+
 class _Aggregation:
     """One attempt of aggregate_results for one job; its state lives as long as the attempt.
 
@@ -119,8 +126,12 @@ class _Aggregation:
         # only for keys that went missing later (a flush).
         self.last_cache_check = time.monotonic()
         self.last_touch = self.last_cache_check
-        # None until the first process-wide read tells whether a worker polls the pipeline.
-        self.waiting_for_workers: bool | None = None
+        # Whether the job says it is waiting for workers: True once it said so (also by an
+        # earlier attempt of this run: the param is in the progress), False once a worker was
+        # seen, None before either.
+        self.waiting_for_workers: bool | None = True if _says_waiting(run) else None
+        # The window for "waiting for workers" counts from here: the tasks are being published.
+        self.queued_at = time.monotonic()
         # The stall rule found undelivered tasks while waiting for workers (logged once).
         self.stall_deferred = False
         # The last poll age the watch reported, and when a worker's result was last saved
@@ -294,17 +305,25 @@ class _Aggregation:
             self.watch.request_touch()
 
     async def _note_workers(self, poll_age: float | None) -> None:
-        """Say in the progress and the log when no processing worker polls the job's pipeline
-        (and when one polls again); nothing is written while the answer stays the same."""
+        """Say in the progress and the log when no processing worker has polled the job's
+        pipeline (or answered a task) for the window since its tasks were queued, and, only
+        after that was said, when one does again; nothing is written while the answer stays the
+        same, nor before the window has passed."""
         window = self.jobs.workers_seen_window.total_seconds()
         self.poll_age = poll_age
         seen = [a for a in (poll_age, self._answer_age()) if a is not None]
-        waiting = not seen or min(seen) > window
+        queued_for = time.monotonic() - self.queued_at
+        if seen and min(seen) <= window:
+            waiting = False
+        elif queued_for >= window:
+            waiting = True
+        else:
+            return  # no worker yet, but the window since the tasks were queued is not over
         if waiting == self.waiting_for_workers:
             return
-        first = self.waiting_for_workers is None
+        said_waiting = self.waiting_for_workers is True
         self.waiting_for_workers = waiting
-        if first and not waiting:
+        if not waiting and not said_waiting:
             return  # workers from the start: nothing to say
         self.ml.set_waiting_for_workers(waiting)
         # At once (a rare change): the progress says it as soon as the log does.
@@ -312,13 +331,14 @@ class _Aggregation:
         slug = self.ml.pipeline.slug
         if waiting:
             when = (
-                "yet"
-                if poll_age is None
-                else f"for {poll_age / 60:.1f} min (window {window:.0f} s)"
+                f"in the {queued_for / 60:.1f} min since its tasks were queued"
+                if poll_age is None or poll_age > queued_for
+                else f"for {poll_age / 60:.1f} min"
             )
             await self.ml.log(
                 f"Waiting for workers: no processing worker has asked for tasks of pipeline"
-                f" {slug} {when}; its tasks stay queued and are not counted as stalled",
+                f" {slug} {when} (window {window:.0f} s); its tasks stay queued and are not"
+                " counted as stalled",
                 level="WARNING",
                 context={"pipeline": slug, "poll_age_seconds": poll_age},
             )

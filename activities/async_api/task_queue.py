@@ -1,4 +1,5 @@
-"""The job's task queue in NATS JetStream (stream job_{id}, a durable pull consumer per run) and
+"""The job's task queue in NATS JetStream (stream job_{id} and durable pull consumer
+job-{id}-consumer, Antenna's names, made anew by each run) and
 the Redis pending state that goes with it: reset, prepare, publish, cleanup.
 
 Publishing resumes from its heartbeat checkpoint; a page is checkpointed only after every publish
@@ -29,7 +30,7 @@ from activities.heartbeat import heartbeating, resume_details, run_id
 from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
-from core import inbox
+from core import inbox, job_runs
 from core.db import Pool
 from core.inbox import InboxEntry
 from core.settings import Settings
@@ -83,9 +84,19 @@ class TaskQueueActivities:
     @activity.defn(name="prepare_job_queue")
     async def prepare_job_queue(self, ref: JobRef) -> None:
         """Create the job's stream and this run's durable pull consumer (same config again is a
-        no-op)."""
+        no-op). The consumer has Antenna's name, so Antenna's Job.cancel finds and deletes it
+        without an error in the job (core/naming.py says how runs are told apart)."""
         nats = self._settings.nats
         stream = self._names.stream(ref.job_id)
+        async with self._pool.connection() as conn:
+            run = await job_runs.get(conn, ref.job_id)
+        # The name start_job recorded for this run (a run started by an older release keeps the
+        # one it was given); Antenna's name otherwise.
+        consumer = (
+            run.consumer
+            if run is not None and run.run_id == run_id()
+            else self._names.consumer(ref.job_id)
+        )
         await self._js.add_stream(
             StreamConfig(
                 name=stream,
@@ -99,7 +110,7 @@ class TaskQueueActivities:
         await self._js.add_consumer(
             stream,
             ConsumerConfig(
-                durable_name=self._names.consumer(ref.job_id, run_id()),
+                durable_name=consumer,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=nats.ack_wait.total_seconds(),
                 max_deliver=nats.max_deliver,

@@ -136,6 +136,7 @@ class ReconcileActivities:
                 level="ERROR" if to == JobState.FAILURE else "WARNING",
                 context={"from_status": status.value, "to_status": to.value},
             )
+            await job_store.clear_run_params(conn, job_id)
         # After the final status, so a run that is still starting can never lose its new stream
         # to this (a retry must first move the job out of its final status).
         await self._queue.remove(job_id)

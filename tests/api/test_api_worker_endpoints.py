@@ -6,11 +6,19 @@ import asyncio
 
 import pytest
 
+from core import job_runs
+from core.naming import parse_ack_subject
 from core.states import DispatchMode, JobState
 from tests.helpers import eventually
 from tests.helpers.api import Api
 from tests.helpers.db import NAMES, inbox_rows, job_status
 from tests.helpers.jobs import entry, error_result, made_consumer, make_job, success_result
+
+
+def parse(subject: str):
+    found = parse_ack_subject(subject)
+    assert found is not None
+    return found
 
 
 async def fetch(api: Api, job_id: int, batch_size, path_suffix: str = "/") -> list[dict]:
@@ -298,6 +306,48 @@ async def test_late_results_are_discarded_and_acked(api: Api, pool, streams, sta
     assert len(body["tasks"]) == 3
     assert await inbox_rows(pool, job.id) == []
     assert await job_status(pool, job.id) == status
+
+    async def acked() -> bool:
+        return (await streams.consumer(job.id)).num_ack_pending == 0
+
+    await eventually(acked)
+
+
+async def test_a_late_result_of_an_earlier_run_is_refused_and_acks_nothing(api: Api, pool, streams):
+    """Every run's consumer carries Antenna's name (so Antenna's cancel finds it): a result of
+    an earlier run, whose ack subject names the same stream and consumer and a sequence the new
+    stream also has, is refused by its message timestamp, stored nowhere, and acks nothing of
+    the new run (also when this API process handed that task out itself)."""
+    job = await make_job(pool, images=3, status=JobState.STARTED)
+    await streams.publish(job.id, job.images)
+    old = await fetch(api, job.id, 3)
+
+    # A new run of the job: the stream made anew (sequences from 1), same consumer name.
+    await streams.delete(job.id)
+    async with pool.connection() as conn:
+        await job_runs.take(conn, job.id, "second-run", made_consumer(job.id))
+        await conn.execute("UPDATE job_runs SET collected_at = now() WHERE job_id = %s", (job.id,))
+    await streams.create(job.id)
+    await streams.publish(job.id, job.images)
+    new = await fetch(api, job.id, 3)
+    assert sorted(parse(t["reply_subject"]).stream_seq for t in new) == sorted(
+        parse(t["reply_subject"]).stream_seq for t in old
+    )
+
+    late = [entry(t, success_result(t)) for t in old]
+    response = await api.client.post(f"/jobs/{job.id}/result/", json={"results": late})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["results_queued"] == 0
+    assert all("earlier run" in e["message"] for e in body["errors"])
+    assert await inbox_rows(pool, job.id) == []
+    assert (await streams.consumer(job.id)).num_ack_pending == 3  # the new run's, none acked
+
+    # The new run's own results are taken and acked.
+    response = await api.client.post(
+        f"/jobs/{job.id}/result/", json={"results": [entry(t, success_result(t)) for t in new]}
+    )
+    assert response.status_code == 200, response.text
 
     async def acked() -> bool:
         return (await streams.consumer(job.id)).num_ack_pending == 0

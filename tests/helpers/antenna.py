@@ -6,6 +6,7 @@ a user with a token and a CREATED async_api job exactly as Antenna's rows look.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest_asyncio
+from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import migrate, open_pool
@@ -189,3 +191,140 @@ async def cancel_as_antenna(pool: AsyncConnectionPool[Any], job_id: int) -> None
             " WHERE id = %s AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY', 'CANCELING')",
             (job_id,),
         )
+
+
+# --- Antenna's UI's view of a job, and Antenna's own NATS clean-up on cancel -------------------
+
+
+@dataclass(frozen=True)
+class AntennaJobView:
+    """A job as Antenna's job detail serializer gives it to its UI (reference/antenna-db.md
+    section 4): the row's status and progress, ``logs.stdout`` (jobs_joblog newest first, 1000
+    lines, ``[YYYY-mm-dd HH:MM:SS] LEVEL message``) and ``logs.stderr`` (those at ERROR or
+    CRITICAL: the UI's red Errors box, with ``progress.errors``)."""
+
+    status: str
+    progress: dict[str, Any]
+    stdout: list[str]
+    stderr: list[str]
+
+    @property
+    def errors(self) -> list[str]:
+        return self.stderr + list(self.progress.get("errors") or [])
+
+    def params(self, stage: str) -> dict[str, Any]:
+        """``progress.stages[key=stage].params`` as the stage panel shows them, by key."""
+        for found in self.progress["stages"]:
+            if found["key"] == stage:
+                return {p["key"]: p["value"] for p in found["params"]}
+        raise KeyError(stage)
+
+    def lines(self, level: str) -> list[str]:
+        """The messages of ``level``, oldest first, without their time and level."""
+        marker = f"] {level} "
+        return [line.split(marker, 1)[1] for line in reversed(self.stdout) if marker in line]
+
+
+async def antenna_ui_view(pool: AsyncConnectionPool[Any], job_id: int) -> AntennaJobView:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT status, progress, logs FROM jobs_job WHERE id = %s", (job_id,)
+        )
+        job = await cur.fetchone()
+        assert job is not None
+        cur = await conn.execute(
+            "SELECT created_at, level, message FROM jobs_joblog WHERE job_id = %s"
+            " ORDER BY created_at DESC, id DESC LIMIT 1000",
+            (job_id,),
+        )
+        rows = await cur.fetchall()
+    if not rows:  # Antenna's fallback: the deprecated logs column
+        return AntennaJobView(job["status"], job["progress"], **job["logs"])
+    stdout = [f"[{r['created_at']:%Y-%m-%d %H:%M:%S}] {r['level']} {r['message']}" for r in rows]
+    stderr = [
+        line for line, r in zip(stdout, rows, strict=True) if r["level"] in {"ERROR", "CRITICAL"}
+    ]
+    return AntennaJobView(job["status"], job["progress"], stdout, stderr)
+
+
+async def antenna_job_log(
+    pool: AsyncConnectionPool[Any], job_id: int, level: str, msg: str
+) -> None:
+    """A line as Antenna's job.logger writes it (JobLogHandler.emit: one row, the level's name)."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO jobs_joblog (created_at, updated_at, level, message, context, job_id)"
+            " VALUES (now(), now(), %s, %s, '{}'::jsonb, %s)",
+            (level, msg, job_id),
+        )
+
+
+async def cancel_with_antennas_cleanup(
+    pool: AsyncConnectionPool[Any], js: Any, redis_client: Any, job_id: int
+) -> None:
+    """Antenna's Cancel button on an async job, as its request runs it (reference/antenna-jobs.md
+    section 7.1; our own re-implementation of Antenna's code path): in the request's one
+    transaction (ATOMIC_REQUESTS) the guarded CANCELING and REVOKED, then
+    ``cleanup_async_job_resources``: the Redis keys, then ``TaskQueueManager
+    .cleanup_job_resources`` with the job's logger: the consumer's final stats, delete consumer
+    ``job-{id}-consumer``, delete stream ``job_{id}``, delete the DLQ consumer (not found is
+    fine), each failure an ERROR line of the job, and a WARNING if any failed. The row commits at
+    the end of the request, after the clean-up."""
+    stream, consumer = f"job_{job_id}", f"job-{job_id}-consumer"
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE jobs_job SET status = 'CANCELING', updated_at = now() WHERE id = %s"
+            " AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY')",
+            (job_id,),
+        )
+        await conn.execute(
+            "UPDATE jobs_job SET status = 'REVOKED', finished_at = now(), updated_at = now()"
+            " WHERE id = %s AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY', 'CANCELING')",
+            (job_id,),
+        )
+        # AsyncJobStateManager.cleanup(): DEL of its four keys.
+        await redis_client.delete(
+            f"job:{job_id}:pending_images:process",
+            f"job:{job_id}:pending_images:results",
+            f"job:{job_id}:failed_images",
+            f"job:{job_id}:pending_images_total",
+        )
+        await antenna_job_log(pool, job_id, "INFO", f"Cleaned up Redis state for job {job_id}")
+        try:
+            info = await js.consumer_info(stream, consumer)
+            await antenna_job_log(
+                pool,
+                job_id,
+                "INFO",
+                f"Finalizing NATS consumer {consumer} before deletion (delivered="
+                f"{info.delivered.consumer_seq} ack_floor={info.ack_floor.consumer_seq}"
+                f" num_pending={info.num_pending} num_ack_pending={info.num_ack_pending}"
+                f" num_redelivered={info.num_redelivered})",
+            )
+        except Exception:  # Antenna skips the stats line whatever the error
+            pass
+        ok = True
+        for kind, name, delete in (
+            ("consumer", consumer, lambda: js.delete_consumer(stream, consumer)),
+            ("stream", stream, lambda: js.delete_stream(stream)),
+        ):
+            try:
+                await delete()
+                await antenna_job_log(
+                    pool, job_id, "INFO", f"Deleted NATS {kind} {name} for job '{job_id}'"
+                )
+            except Exception as err:  # as Antenna's delete_consumer / delete_stream
+                ok = False
+                await antenna_job_log(
+                    pool, job_id, "ERROR", f"Failed to delete NATS {kind} for job '{job_id}': {err}"
+                )
+        with contextlib.suppress(NotFoundError):  # "not found" counts as deleted
+            await js.delete_consumer("advisories", f"job-{job_id}-dlq")
+        if ok:
+            await antenna_job_log(
+                pool, job_id, "INFO", f"Cleaned up NATS resources for job {job_id}"
+            )
+        else:
+            await antenna_job_log(
+                pool, job_id, "WARNING", f"Failed to clean up NATS resources for job {job_id}"
+            )

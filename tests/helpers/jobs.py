@@ -54,7 +54,7 @@ def made_run_id(job_id: int) -> str:
 
 def made_consumer(job_id: int) -> str:
     """The consumer of the run make_job gives a job."""
-    return NAMES.consumer(job_id, made_run_id(job_id))
+    return NAMES.consumer(job_id)
 
 
 async def make_job(
@@ -81,6 +81,10 @@ async def make_job(
         if status != JobState.CREATED:
             await conn.execute("UPDATE jobs_job SET status = %s WHERE id = %s", (status, job.id))
             await job_runs.take(conn, job.id, made_run_id(job.id), made_consumer(job.id))
+            # As if the run had collected its images: the API serves its queue from then on.
+            await conn.execute(
+                "UPDATE job_runs SET collected_at = now() WHERE job_id = %s", (job.id,)
+            )
             job = await job_store.get_job(conn, job.id)
         cur = await conn.execute(
             "SELECT s.id, rtrim(s.public_base_url, '/') || '/' || s.path AS url"

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import nats
@@ -28,6 +29,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict
 from temporalio.client import WorkflowExecutionStatus
 
+from activities import ml_run
 from antenna_db import job_store, users
 from antenna_db.cachalot import table_key
 from antenna_db.users import Role
@@ -41,7 +43,9 @@ from tests.helpers import eventually
 from tests.helpers.antenna import (
     Recipe,
     add_captures,
+    antenna_ui_view,
     cancel_as_antenna,
+    cancel_with_antennas_cleanup,
     enqueue_as_antenna,
     new_antenna_job,
     retry_as_antenna,
@@ -121,6 +125,20 @@ async def stack(
     settings: Settings, antenna_database: Any, antenna_pool: Any, temporal_client: Any, queue: str
 ) -> AsyncIterator[Stack]:
     """Worker, API and bridge pointed at the Antenna database, Antenna's broker and cache."""
+    async with antenna_stack(settings, antenna_database, antenna_pool, temporal_client, queue) as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def antenna_stack(
+    settings: Settings,
+    antenna_database: Any,
+    antenna_pool: Any,
+    temporal_client: Any,
+    queue: str,
+    **jobs: Any,
+) -> AsyncIterator[Stack]:
+    """``stack``, with some JobSettings of the test's own (``jobs``)."""
     results_queue = f"{queue}-results"
     real = with_settings(
         settings,
@@ -131,6 +149,7 @@ async def stack(
             results_queue=results_queue,
             cache_url=settings.redis.url,
         ),
+        jobs=jobs,
     )
     nc = await nats.connect(real.nats.url)
     ready = asyncio.Event()
@@ -478,3 +497,182 @@ async def test_who_may_work_on_a_projects_jobs(stack: Stack, recipe: Recipe) -> 
         )
         == 2
     )
+
+
+# --- What Antenna's UI shows of our jobs (issue 22): read as its job serializer reads them ----
+
+
+def _fake_error(image_id: int) -> str:
+    return f"fake worker: simulated failure of image {image_id}"
+
+
+async def _failed_images(pool: Any, job_id: int) -> set[int]:
+    found = await rows(
+        pool,
+        "SELECT source_image_id FROM job_images WHERE job_id = %s AND status = 'failed'",
+        job_id,
+    )
+    return {r["source_image_id"] for r in found}
+
+
+async def test_antennas_ui_lists_each_failed_image_in_the_job_errors(
+    stack: Stack, queue: str, recipe: Recipe
+) -> None:
+    pool = stack.pool
+    collection = await add_captures(pool, recipe, 40)
+    job_id = await new_antenna_job(pool, recipe, collection)
+    fake = await process(stack, queue, job_id, recipe.token, error_rate=0.25, seed=7)
+    failed = fake.jobs[job_id].errors
+    assert 0 < failed < 20
+
+    view = await antenna_ui_view(pool, job_id)
+    assert view.status == "SUCCESS"
+    images = await _failed_images(pool, job_id)
+    assert len(images) == failed
+    # Antenna's line per failed image, at ERROR: the Errors box lists them and nothing else.
+    expected = [
+        f"Pipeline returned error for job {job_id}, image {i}: {_fake_error(i)}"
+        for i in sorted(images)
+    ]
+    assert sorted(view.lines("ERROR")) == expected
+    assert len(view.errors) == failed
+    process_params = view.params("process")
+    assert process_params["failed"] == failed and "workers" not in process_params
+    # Workers polled from the start: nothing said about waiting for them.
+    assert not any(
+        "Waiting for workers" in line or "Workers are back" in line for line in view.stdout
+    )
+
+
+async def test_per_image_error_lines_are_bounded_with_one_count_line(
+    stack: Stack, queue: str, recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ml_run, "ERROR_LINES_PER_RUN", 5)
+    pool = stack.pool
+    collection = await add_captures(pool, recipe, 20)
+    job_id = await new_antenna_job(pool, recipe, collection)
+    await process(stack, queue, job_id, recipe.token, error_rate=1.0)
+
+    view = await antenna_ui_view(pool, job_id)
+    assert view.status == "FAILURE"
+    errors = view.lines("ERROR")
+    listed = [e for e in errors if e.startswith(f"Pipeline returned error for job {job_id}, ")]
+    assert len(listed) == 5
+    assert (
+        "20 of 20 images failed; only the first 5 errors the pipeline returned are listed"
+        " (15 failed images not listed one by one)"
+    ) in errors
+    assert any(e.startswith("Job finished: FAILURE") for e in errors)
+    assert len(errors) == len(view.errors) == 7
+
+
+async def _said_waiting(pool: Any, job_id: int, window: float) -> str:
+    """The job says it waits for workers (param and log line), and said so only once the
+    window had passed since it started; the warning."""
+
+    async def waiting() -> bool:
+        view = await antenna_ui_view(pool, job_id)
+        return view.params("process").get("workers") == "waiting for workers"
+
+    await eventually(waiting, within=60)
+    view = await antenna_ui_view(pool, job_id)
+    (warning,) = [w for w in view.lines("WARNING") if w.startswith("Waiting for workers")]
+    times = await rows(
+        pool,
+        "SELECT min(created_at) FILTER (WHERE message LIKE 'Job started%%') AS started,"
+        " min(created_at) FILTER (WHERE message LIKE 'Waiting for workers%%') AS warned"
+        " FROM jobs_joblog WHERE job_id = %s",
+        job_id,
+    )
+    # Not at once (the bug: 2 s after publishing, with no poll ever seen): the window first.
+    assert times[0]["warned"] - times[0]["started"] >= timedelta(seconds=window)
+    return warning
+
+
+async def test_a_job_that_waited_for_workers_reads_as_antennas_own(
+    settings: Settings,
+    antenna_database: Any,
+    antenna_pool: Any,
+    temporal_client: Any,
+    queue: str,
+    recipe: Recipe,
+) -> None:
+    window = 4.0
+    async with antenna_stack(
+        settings,
+        antenna_database,
+        antenna_pool,
+        temporal_client,
+        queue,
+        workers_seen_window=timedelta(seconds=window),
+    ) as stack:
+        pool = stack.pool
+        collection = await add_captures(pool, recipe, 20)
+        job_id = await new_antenna_job(pool, recipe, collection)
+        await run_as_antenna(stack, queue, job_id)
+        warning = await _said_waiting(pool, job_id, window)
+        assert "recipe-pipeline" in warning
+        fake = fake_worker(stack, recipe.token)
+        running = asyncio.create_task(fake.run())
+        try:
+            assert await final_status(pool, job_id) == JobState.SUCCESS
+        finally:
+            fake.stop()
+            await running
+
+    view = await antenna_ui_view(pool, job_id)
+    assert view.status == "SUCCESS" and view.errors == []
+    chronological = list(reversed(view.stdout))
+    waits = [i for i, line in enumerate(chronological) if "WARNING Waiting for workers" in line]
+    backs = [i for i, line in enumerate(chronological) if "INFO Workers are back" in line]
+    assert len(waits) == 1 and len(backs) == 1 and waits[0] < backs[0]
+    assert view.params("process") == {"processed": 20, "remaining": 0, "failed": 0}
+
+
+async def test_a_cancel_through_antennas_clean_up_shows_no_error(
+    settings: Settings,
+    antenna_database: Any,
+    antenna_pool: Any,
+    temporal_client: Any,
+    queue: str,
+    recipe: Recipe,
+    redis_client: Any,
+) -> None:
+    """Antenna's Job.cancel deletes ``job-{id}-consumer`` and ``job_{id}`` and writes an ERROR
+    to the job for each one it does not find: it finds both. The job had been waiting for
+    workers; REVOKED, it no longer says so."""
+    window = 4.0
+    async with antenna_stack(
+        settings,
+        antenna_database,
+        antenna_pool,
+        temporal_client,
+        queue,
+        workers_seen_window=timedelta(seconds=window),
+    ) as stack:
+        pool = stack.pool
+        collection = await add_captures(pool, recipe, 30)
+        job_id = await new_antenna_job(pool, recipe, collection)
+        await run_as_antenna(stack, queue, job_id)
+        await _said_waiting(pool, job_id, window)
+        nc = await nats.connect(stack.settings.nats.url)
+        try:
+            await cancel_with_antennas_cleanup(pool, nc.jetstream(), redis_client, job_id)
+            closed = await eventually(
+                lambda: _closed(temporal_client, job_id), within=60, interval=0.2
+            )
+            assert closed in {WorkflowExecutionStatus.CANCELED, WorkflowExecutionStatus.COMPLETED}
+        finally:
+            await nc.drain()
+
+    view = await antenna_ui_view(pool, job_id)
+    assert view.status == "REVOKED"
+    assert view.errors == [], view.errors
+    assert not any("Failed to" in line for line in view.stdout)
+    info = view.lines("INFO")
+    consumer = f"job-{job_id}-consumer"
+    assert any(m.startswith(f"Finalizing NATS consumer {consumer} before deletion") for m in info)
+    assert f"Deleted NATS consumer {consumer} for job '{job_id}'" in info
+    assert f"Deleted NATS stream job_{job_id} for job '{job_id}'" in info
+    assert f"Cleaned up NATS resources for job {job_id}" in info
+    assert "workers" not in view.params("process")

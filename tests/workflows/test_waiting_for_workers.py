@@ -46,8 +46,16 @@ def antenna_shaped(progress: dict) -> None:
 
 
 async def test_a_job_without_workers_waits_past_the_stall_period(pool, temporal_client, settings):
+    # The job says it waits only once the window has passed since its tasks were queued.
     settings = settings.model_copy(
-        update={"jobs": settings.jobs.model_copy(update={"stall_period": timedelta(seconds=1)})}
+        update={
+            "jobs": settings.jobs.model_copy(
+                update={
+                    "stall_period": timedelta(seconds=1),
+                    "workers_seen_window": timedelta(seconds=1),
+                }
+            )
+        }
     )
     job, seeded, _ = await make_job(pool, images=IMAGES)
     async with pool.connection() as conn:

@@ -45,7 +45,8 @@ async def run_job(pool, client, settings, nats_client, images: int):
     )
     events = [e.event_type for e in history.events]
     async with pool.connection() as conn:
-        logs = [r["message"] for r in await job_store.latest_logs(conn, job.id, 50)]
+        # Past the per-image error lines of its failed images.
+        logs = [r["message"] for r in await job_store.latest_logs(conn, job.id, 500)]
     return result, events, elapsed, logs
 
 
