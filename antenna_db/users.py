@@ -282,20 +282,35 @@ async def list_tokens(conn: AsyncConnection[Any]) -> list[TokenRow]:
     return [TokenRow.model_validate(r) for r in await cur.fetchall()]
 
 
+class AmbiguousToken(InvalidJobInput):
+    """A key prefix that more than one token starts with: nothing was revoked."""
+
+    def __init__(self, prefix: str, count: int) -> None:
+        super().__init__("token", f"{count} tokens start with {prefix!r}: give more of the key")
+        self.prefix = prefix
+        self.count = count
+
+
 async def revoke_token(conn: AsyncConnection[Any], fingerprint_or_key: str) -> int:
-    """Delete the token(s) whose key is, or starts with, this (at least 8 characters)."""
+    """Delete the one token whose key is, or starts with, this (at least 8 characters).
+
+    The prefix is compared as text (never a LIKE pattern: ``_`` and ``%`` match only
+    themselves), and a prefix that several keys share revokes nothing (AmbiguousToken), so one
+    command removes one token at most.
+    """
     if len(fingerprint_or_key) < 8:
         raise InvalidJobInput("token", "give the key or at least its first 8 characters")
     async with conn.transaction():
         cur = await conn.execute(
-            "DELETE FROM authtoken_token WHERE key LIKE %s || '%%' RETURNING key",
-            (fingerprint_or_key,),
+            "SELECT key FROM authtoken_token WHERE left(key, %(n)s) = %(prefix)s FOR UPDATE",
+            {"n": len(fingerprint_or_key), "prefix": fingerprint_or_key},
         )
         keys = [r["key"] for r in await cur.fetchall()]
+        if len(keys) > 1:
+            raise AmbiguousToken(fingerprint_or_key, len(keys))
         if keys:
-            await conn.execute(
-                "DELETE FROM token_meta WHERE key_hash = ANY(%s)", ([key_hash(k) for k in keys],)
-            )
+            await conn.execute("DELETE FROM authtoken_token WHERE key = %s", (keys[0],))
+            await conn.execute("DELETE FROM token_meta WHERE key_hash = %s", (key_hash(keys[0]),))
     cachalot.wrote("authtoken_token")
     return len(keys)
 
