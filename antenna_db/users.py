@@ -135,6 +135,49 @@ async def has_perm(
     return bool(row and row["allowed"])
 
 
+def _holds(user: str, project_pk: str, codename: str) -> str:
+    """SQL: user ``user`` holds ``codename`` on the project whose id (as text) is
+    ``project_pk``, through a guardian user or group object permission (superusers: check
+    is_superuser first, this does not)."""
+    return (
+        f"(EXISTS (SELECT 1 FROM guardian_userobjectpermission o"
+        f" JOIN auth_permission p ON p.id = o.permission_id"
+        f" WHERE o.user_id = {user} AND o.object_pk = {project_pk}"
+        f" AND o.content_type_id = {_PROJECT_TYPE} AND p.content_type_id = {_PROJECT_TYPE}"
+        f" AND p.codename = {codename})"
+        f" OR EXISTS (SELECT 1 FROM guardian_groupobjectpermission o"
+        f" JOIN users_user_groups ug ON ug.group_id = o.group_id"
+        f" JOIN auth_permission p ON p.id = o.permission_id"
+        f" WHERE ug.user_id = {user} AND o.object_pk = {project_pk}"
+        f" AND o.content_type_id = {_PROJECT_TYPE} AND p.content_type_id = {_PROJECT_TYPE}"
+        f" AND p.codename = {codename}))"
+    )
+
+
+def runnable_jobs(job: str = "j") -> str:
+    """SQL: user %(runner)s may fetch tasks of and post results for job ``job`` (the check of
+    api/access.py ``worker_job``: ``run_ml_job`` on its project, ``run_single_image_ml_job`` for
+    a single-image job); %(runner)s NULL: everyone may (a superuser)."""
+    codename = (
+        f"(CASE WHEN {job}.source_image_single_id IS NULL THEN 'run_ml_job'"
+        f" ELSE 'run_single_image_ml_job' END)"
+    )
+    return (
+        f"(%(runner)s::bigint IS NULL OR "
+        f"{_holds('%(runner)s', f'{job}.project_id::text', codename)})"
+    )
+
+
+async def projects_with_perm(conn: AsyncConnection[Any], user_id: int, codename: str) -> list[int]:
+    """The projects on which the (non-superuser) user holds ``codename``."""
+    holds = _holds("%(user)s", "pr.id::text", "%(codename)s")
+    cur = await conn.execute(
+        f"SELECT pr.id FROM main_project pr WHERE {holds}",
+        {"user": user_id, "codename": codename},
+    )
+    return [int(r["id"]) for r in await cur.fetchall()]
+
+
 def visible_projects(alias: str = "p") -> str:
     """SQL: the project ``alias`` is visible to user %(viewer)s (superusers: pass NULL)."""
     return (
