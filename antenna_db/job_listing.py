@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from antenna_db.job_store import COLUMNS, JobRecord
-from antenna_db.users import visible_projects
+from antenna_db.users import runnable_jobs, visible_projects
 from core.states import ACTIVE_STATES, FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
@@ -46,10 +46,15 @@ class JobFilters:
     with_pipeline: bool = False
     # Only jobs of projects this user may see (None: every job, for superusers).
     viewer: int | None = None
+    # Only jobs this user may fetch tasks of (the claim listing; None: no such limit).
+    runner: int | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clause = " WHERE " + visible_projects("pr")
         params: dict[str, Any] = {"final": _FINAL, "viewer": self.viewer}
+        if self.runner is not None:
+            clause += " AND " + runnable_jobs("j")
+            params["runner"] = self.runner
         if self.project_id is not None:
             clause += " AND j.project_id = %(project_id)s"
             params["project_id"] = self.project_id

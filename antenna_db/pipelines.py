@@ -112,6 +112,12 @@ async def job_config(conn: AsyncConnection[Any], job_id: int) -> dict[str, Any]:
     return dict(config) if isinstance(config, dict) else {}
 
 
+async def existing_slugs(conn: AsyncConnection[Any], slugs: list[str]) -> list[str]:
+    """Those of ``slugs`` that name a pipeline."""
+    cur = await conn.execute("SELECT slug FROM ml_pipeline WHERE slug = ANY(%s)", (slugs,))
+    return [r["slug"] for r in await cur.fetchall()]
+
+
 async def slug_of(conn: AsyncConnection[Any], pipeline_id: int | None) -> str | None:
     if pipeline_id is None:
         return None

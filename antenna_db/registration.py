@@ -1,12 +1,23 @@
 """Registering a pull-mode processing service's pipelines with a project, as Antenna's
 ``ProjectPipelineViewSet.create`` does (reference/antenna-db.md section 6), in one transaction.
 
-Idempotent (a worker re-registers at every start). Unlike Antenna, a request can never change
-what another project uses: a pipeline already enabled in a project the caller may not manage
-keeps its algorithms, and an algorithm such a pipeline uses keeps its task type, URI and
-category map; the response says what was left alone. Values Antenna's schema cannot hold
-(a key used by another version, a name taken by another key) are refused with the field named,
-never a 500.
+Idempotent (a worker re-registers at every start). Unlike Antenna, a request never changes what
+another project uses, and links only the caller's project:
+
+- a pipeline used by a project the caller may not manage (enabled there, or run by its jobs) is
+  linked to the caller's project as it is; a registration that would add an algorithm to it is
+  refused (400 naming the algorithm's ``key``): its slug is unique, so the caller registers its
+  own pipeline under another slug;
+- an algorithm of such a pipeline keeps its task type, URI and category map; a registration
+  naming its key with others is refused (400 naming ``task_type``, ``uri`` or
+  ``category_map``): keys are unique, so there is no second version of it to make;
+- a processing service is found by name among the pull services linked to no project the caller
+  may not manage; if every one of that name serves such a project, the caller gets a service of
+  its own under the same name (names are not unique in Antenna). Only that service is linked
+  and marked live.
+
+Values Antenna's schema cannot hold or that make no sense (registration_checks.py), a key used
+by another version, a name taken by another key are refused with the field named, never a 500.
 """
 
 from __future__ import annotations
@@ -50,21 +61,32 @@ REGISTRATION_TABLES = (
 MayManage = Callable[[list[int]], Awaitable[bool]]
 
 
-async def _service(conn: AsyncConnection[Any], name: str) -> int:
-    """Antenna's get_or_create by name only (names are not unique: the first one)."""
+async def _service(
+    conn: AsyncConnection[Any], name: str, project_id: int, may_manage: MayManage
+) -> int:
+    """The pull service of this name the caller may link and mark live (Antenna's get_or_create
+    by name, among the services that serve no project the caller may not manage), else a new
+    one of that name."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"service:{name}",))
     cur = await conn.execute(
-        "SELECT id FROM ml_processingservice WHERE name = %s ORDER BY id LIMIT 1", (name,)
+        "SELECT s.id, coalesce(array_agg(sp.project_id) FILTER (WHERE sp.project_id <> %(project)s"
+        " AND sp.project_id IS NOT NULL), '{}') AS others"
+        " FROM ml_processingservice s"
+        " LEFT JOIN ml_processingservice_projects sp ON sp.processingservice_id = s.id"
+        " WHERE s.name = %(name)s AND s.endpoint_url IS NULL GROUP BY s.id ORDER BY s.id",
+        {"name": name, "project": project_id},
+    )
+    for row in await cur.fetchall():
+        others = [int(p) for p in row["others"]]
+        if not others or await may_manage(others):
+            return int(row["id"])
+    cur = await conn.execute(
+        "INSERT INTO ml_processingservice (created_at, updated_at, name, description,"
+        " endpoint_url, last_seen, last_seen_live, last_seen_latency)"
+        " VALUES (now(), now(), %s, '', NULL, NULL, NULL, NULL) RETURNING id",
+        (name,),
     )
     row = await cur.fetchone()
-    if row is None:
-        cur = await conn.execute(
-            "INSERT INTO ml_processingservice (created_at, updated_at, name, description,"
-            " endpoint_url, last_seen, last_seen_live, last_seen_latency)"
-            " VALUES (now(), now(), %s, '', NULL, NULL, NULL, NULL) RETURNING id",
-            (name,),
-        )
-        row = await cur.fetchone()
     assert row is not None
     return int(row["id"])
 
@@ -111,12 +133,32 @@ async def _enable(conn: AsyncConnection[Any], pipeline_id: int, project_id: int)
 async def _other_projects(
     conn: AsyncConnection[Any], pipeline_ids: list[int], project_id: int
 ) -> list[int]:
+    """Projects other than ``project_id`` that use these pipelines: enabled there, or run by
+    their jobs."""
     cur = await conn.execute(
-        "SELECT DISTINCT project_id FROM ml_projectpipelineconfig"
-        " WHERE pipeline_id = ANY(%s::bigint[]) AND project_id <> %s",
-        (pipeline_ids, project_id),
+        "SELECT project_id FROM ml_projectpipelineconfig"
+        " WHERE pipeline_id = ANY(%(pipelines)s::bigint[]) AND project_id <> %(project)s"
+        " UNION SELECT project_id FROM jobs_job"
+        " WHERE pipeline_id = ANY(%(pipelines)s::bigint[]) AND project_id <> %(project)s",
+        {"pipelines": pipeline_ids, "project": project_id},
     )
-    return [int(r["project_id"]) for r in await cur.fetchall()]
+    return sorted(int(r["project_id"]) for r in await cur.fetchall())
+
+
+async def _algorithm_users(
+    conn: AsyncConnection[Any], algorithm_id: int, project_id: int
+) -> list[int]:
+    """Projects other than ``project_id`` that use a pipeline of this algorithm."""
+    cur = await conn.execute(
+        "SELECT pipeline_id FROM ml_pipeline_algorithms WHERE algorithm_id = %s", (algorithm_id,)
+    )
+    pipelines = [int(r["pipeline_id"]) for r in await cur.fetchall()]
+    return await _other_projects(conn, pipelines, project_id) if pipelines else []
+
+
+def _used_elsewhere(field: str, what: str, projects: list[int], fix: str) -> InvalidJobInput:
+    shown = ", ".join(str(p) for p in projects[:5]) + (", ..." if len(projects) > 5 else "")
+    return InvalidJobInput(field, f"{what} is used by projects you cannot manage ({shown}): {fix}")
 
 
 async def _category_map(conn: AsyncConnection[Any], algorithm: AlgorithmConfigResponse) -> int:
@@ -137,20 +179,22 @@ async def _algorithm(
     conn: AsyncConnection[Any],
     algorithm: AlgorithmConfigResponse,
     field: str,
-    may_change: bool,
+    project_id: int,
+    may_manage: MayManage,
 ) -> tuple[int, bool]:
     """(id, created): get_or_create by (key, version); fills a missing category map and
-    updates task type and URI, unless another project's pipeline uses it."""
+    updates task type and URI, unless another project the caller may not manage uses it (then
+    a difference is refused, naming the field)."""
     classifier = (algorithm.task_type or "") in CLASSIFIER_TASK_TYPES
     has_map = algorithm.category_map is not None and bool(
         algorithm.category_map.data or algorithm.category_map.labels
     )
     cur = await conn.execute(
-        "SELECT a.id, a.key, a.version, a.name, a.category_map_id,"
+        "SELECT a.id, a.key, a.version, a.name, a.category_map_id, a.task_type, a.uri,"
         " coalesce(jsonb_array_length(cm.data) > 0 OR cardinality(cm.labels) > 0, false)"
         " AS valid_map"
         " FROM ml_algorithm a LEFT JOIN ml_algorithmcategorymap cm ON cm.id = a.category_map_id"
-        " WHERE a.key = %s OR (a.name = %s AND a.version = %s) ORDER BY a.id",
+        " WHERE a.key = %s OR (a.name = %s AND a.version = %s) ORDER BY a.id FOR UPDATE OF a",
         (algorithm.key, algorithm.name, algorithm.version),
     )
     rows = list(await cur.fetchall())
@@ -194,18 +238,37 @@ async def _algorithm(
         assert row is not None
         return int(row["id"]), True
     algorithm_id = int(same["id"])
-    if not may_change:
+    fills_map = not same["valid_map"] and has_map
+    if not same["valid_map"] and not has_map and classifier:
+        raise InvalidJobInput(
+            f"{field}.category_map", f"a {algorithm.task_type} algorithm needs a category map"
+        )
+    changes = [
+        name
+        for name, differs in (
+            ("task_type", same["task_type"] != algorithm.task_type),
+            ("uri", same["uri"] != algorithm.uri),
+            ("category_map", fills_map),
+        )
+        if differs
+    ]
+    if not changes:
         return algorithm_id, False
-    if not same["valid_map"]:
-        if has_map:
-            await conn.execute(
-                "UPDATE ml_algorithm SET category_map_id = %s, updated_at = now() WHERE id = %s",
-                (await _category_map(conn, algorithm), algorithm_id),
-            )
-        elif classifier:
-            raise InvalidJobInput(
-                f"{field}.category_map", f"a {algorithm.task_type} algorithm needs a category map"
-            )
+    others = await _algorithm_users(conn, algorithm_id, project_id)
+    if others and not await may_manage(others):
+        name = changes[0]
+        now = {"task_type": same["task_type"], "uri": same["uri"], "category_map": None}[name]
+        raise _used_elsewhere(
+            f"{field}.{name}",
+            f"algorithm {algorithm.key!r} (its {name} is {now!r})",
+            others,
+            "register it with the same values, or under a key of your own",
+        )
+    if fills_map:
+        await conn.execute(
+            "UPDATE ml_algorithm SET category_map_id = %s, updated_at = now() WHERE id = %s",
+            (await _category_map(conn, algorithm), algorithm_id),
+        )
     await conn.execute(
         "UPDATE ml_algorithm SET task_type = %s, uri = %s, updated_at = now()"
         " WHERE id = %s AND (task_type IS DISTINCT FROM %s OR uri IS DISTINCT FROM %s)",
@@ -221,14 +284,13 @@ async def register(
     may_manage: MayManage,
 ) -> PipelineRegistrationResponse:
     """``may_manage(project_ids)``: may the caller change what those projects use."""
-    left_alone: list[str] = []
     created: list[str] = []
     algorithms_created: list[str] = []
     async with conn.transaction():
         cur = await conn.execute("SELECT 1 FROM main_project WHERE id = %s", (project_id,))
         if await cur.fetchone() is None:
             raise InvalidJobInput("project", f"project {project_id} does not exist")
-        service_id = await _service(conn, request.processing_service_name)
+        service_id = await _service(conn, request.processing_service_name, project_id, may_manage)
         pipeline_ids: list[int] = []
         for i, config in enumerate(request.pipelines):
             pipeline_id, new = await _pipeline(conn, config)
@@ -236,38 +298,45 @@ async def register(
             if new:
                 created.append(config.slug)
             await _enable(conn, pipeline_id, project_id)
-            others = await _other_projects(conn, [pipeline_id], project_id)
-            may_change = new or not others or await may_manage(others)
-            if not may_change:
-                left_alone.append(config.slug)
+            cur = await conn.execute(
+                "SELECT algorithm_id FROM ml_pipeline_algorithms WHERE pipeline_id = %s",
+                (pipeline_id,),
+            )
+            linked = {int(r["algorithm_id"]) for r in await cur.fetchall()}
             for j, algorithm in enumerate(config.algorithms):
+                field = f"pipelines[{i}].algorithms[{j}]"
                 algorithm_id, new_algorithm = await _algorithm(
-                    conn, algorithm, f"pipelines[{i}].algorithms[{j}]", may_change
+                    conn, algorithm, field, project_id, may_manage
                 )
                 if new_algorithm:
                     algorithms_created.append(algorithm.key)
-                if may_change:
-                    await conn.execute(
-                        "INSERT INTO ml_pipeline_algorithms (pipeline_id, algorithm_id)"
-                        " VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                        (pipeline_id, algorithm_id),
+                if algorithm_id in linked:
+                    continue
+                others = [] if new else await _other_projects(conn, [pipeline_id], project_id)
+                if others and not await may_manage(others):
+                    raise _used_elsewhere(
+                        f"{field}.key",
+                        f"pipeline {config.slug!r}, which has no algorithm {algorithm.key!r},",
+                        others,
+                        "register its algorithms as they are, or your pipeline under a slug"
+                        " of your own",
                     )
+                await conn.execute(
+                    "INSERT INTO ml_pipeline_algorithms (pipeline_id, algorithm_id)"
+                    " VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (pipeline_id, algorithm_id),
+                )
+                linked.add(algorithm_id)
         await link(conn, service_id, project_id, pipeline_ids)
     await conn.execute(
         "UPDATE ml_processingservice SET last_seen = now(), last_seen_live = true WHERE id = %s",
         (service_id,),
     )
     cachalot.wrote(*REGISTRATION_TABLES)
-    error = None
-    if left_alone:
-        error = (
-            f"pipelines {', '.join(left_alone)} are used by projects you cannot manage: linked"
-            " to this project, their algorithms left as they are"
-        )
     return PipelineRegistrationResponse(
         timestamp=datetime.now(UTC),
         success=True,
-        error=error,
+        error=None,
         pipelines=[p.slug for p in request.pipelines],
         pipelines_created=created,
         algorithms_created=sorted(set(algorithms_created), key=algorithms_created.index),

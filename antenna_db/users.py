@@ -135,6 +135,49 @@ async def has_perm(
     return bool(row and row["allowed"])
 
 
+def _holds(user: str, project_pk: str, codename: str) -> str:
+    """SQL: user ``user`` holds ``codename`` on the project whose id (as text) is
+    ``project_pk``, through a guardian user or group object permission (superusers: check
+    is_superuser first, this does not)."""
+    return (
+        f"(EXISTS (SELECT 1 FROM guardian_userobjectpermission o"
+        f" JOIN auth_permission p ON p.id = o.permission_id"
+        f" WHERE o.user_id = {user} AND o.object_pk = {project_pk}"
+        f" AND o.content_type_id = {_PROJECT_TYPE} AND p.content_type_id = {_PROJECT_TYPE}"
+        f" AND p.codename = {codename})"
+        f" OR EXISTS (SELECT 1 FROM guardian_groupobjectpermission o"
+        f" JOIN users_user_groups ug ON ug.group_id = o.group_id"
+        f" JOIN auth_permission p ON p.id = o.permission_id"
+        f" WHERE ug.user_id = {user} AND o.object_pk = {project_pk}"
+        f" AND o.content_type_id = {_PROJECT_TYPE} AND p.content_type_id = {_PROJECT_TYPE}"
+        f" AND p.codename = {codename}))"
+    )
+
+
+def runnable_jobs(job: str = "j") -> str:
+    """SQL: user %(runner)s may fetch tasks of and post results for job ``job`` (the check of
+    api/access.py ``worker_job``: ``run_ml_job`` on its project, ``run_single_image_ml_job`` for
+    a single-image job); %(runner)s NULL: everyone may (a superuser)."""
+    codename = (
+        f"(CASE WHEN {job}.source_image_single_id IS NULL THEN 'run_ml_job'"
+        f" ELSE 'run_single_image_ml_job' END)"
+    )
+    return (
+        f"(%(runner)s::bigint IS NULL OR "
+        f"{_holds('%(runner)s', f'{job}.project_id::text', codename)})"
+    )
+
+
+async def projects_with_perm(conn: AsyncConnection[Any], user_id: int, codename: str) -> list[int]:
+    """The projects on which the (non-superuser) user holds ``codename``."""
+    holds = _holds("%(user)s", "pr.id::text", "%(codename)s")
+    cur = await conn.execute(
+        f"SELECT pr.id FROM main_project pr WHERE {holds}",
+        {"user": user_id, "codename": codename},
+    )
+    return [int(r["id"]) for r in await cur.fetchall()]
+
+
 def visible_projects(alias: str = "p") -> str:
     """SQL: the project ``alias`` is visible to user %(viewer)s (superusers: pass NULL)."""
     return (
@@ -282,20 +325,35 @@ async def list_tokens(conn: AsyncConnection[Any]) -> list[TokenRow]:
     return [TokenRow.model_validate(r) for r in await cur.fetchall()]
 
 
+class AmbiguousToken(InvalidJobInput):
+    """A key prefix that more than one token starts with: nothing was revoked."""
+
+    def __init__(self, prefix: str, count: int) -> None:
+        super().__init__("token", f"{count} tokens start with {prefix!r}: give more of the key")
+        self.prefix = prefix
+        self.count = count
+
+
 async def revoke_token(conn: AsyncConnection[Any], fingerprint_or_key: str) -> int:
-    """Delete the token(s) whose key is, or starts with, this (at least 8 characters)."""
+    """Delete the one token whose key is, or starts with, this (at least 8 characters).
+
+    The prefix is compared as text (never a LIKE pattern: ``_`` and ``%`` match only
+    themselves), and a prefix that several keys share revokes nothing (AmbiguousToken), so one
+    command removes one token at most.
+    """
     if len(fingerprint_or_key) < 8:
         raise InvalidJobInput("token", "give the key or at least its first 8 characters")
     async with conn.transaction():
         cur = await conn.execute(
-            "DELETE FROM authtoken_token WHERE key LIKE %s || '%%' RETURNING key",
-            (fingerprint_or_key,),
+            "SELECT key FROM authtoken_token WHERE left(key, %(n)s) = %(prefix)s FOR UPDATE",
+            {"n": len(fingerprint_or_key), "prefix": fingerprint_or_key},
         )
         keys = [r["key"] for r in await cur.fetchall()]
+        if len(keys) > 1:
+            raise AmbiguousToken(fingerprint_or_key, len(keys))
         if keys:
-            await conn.execute(
-                "DELETE FROM token_meta WHERE key_hash = ANY(%s)", ([key_hash(k) for k in keys],)
-            )
+            await conn.execute("DELETE FROM authtoken_token WHERE key = %s", (keys[0],))
+            await conn.execute("DELETE FROM token_meta WHERE key_hash = %s", (key_hash(keys[0]),))
     cachalot.wrote("authtoken_token")
     return len(keys)
 

@@ -8,6 +8,7 @@ caller (a test) already opened and leaves closing them to that caller.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from antenna_db import cachalot
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
-from api.auth import require_caller
+from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
 from core.db import migrate, open_pool
 from core.settings import Settings
@@ -71,17 +72,21 @@ def create_app(
             app.state.context = context
             yield
 
+    docs = settings.api.docs
     app = FastAPI(
         title="antenna-jobs",
         lifespan=lifespan,
         redirect_slashes=False,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     http_errors.install(app)
     for module in (routes_jobs, routes_tasks, routes_results, routes_projects):
         app.include_router(module.router(), dependencies=[Depends(require_caller)])
     # Outside /api/ and without a token, for load balancers and compose health checks.
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
-    # Prometheus, likewise outside /api/ and without a token.
+    # Prometheus, outside /api/: with the scrape secret or a superuser's token (_may_scrape).
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     return app
 
@@ -90,9 +95,27 @@ async def _health() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def _may_scrape(request: Request) -> None:
+    """``Authorization: Token <ANTENNA_JOBS_API_METRICS_TOKEN>`` (Prometheus' scrape secret), or
+    a superuser's Antenna token; else 401 (no or a bad token) or 403 (a token of anyone else)."""
+    secret = get_context(request).settings.api.metrics_token
+    parts = request.headers.get("authorization", "").split()
+    if (
+        secret
+        and len(parts) == 2
+        and parts[0].lower() == "token"
+        and hmac.compare_digest(parts[1].encode(), secret.encode())
+    ):
+        return
+    who = await require_caller(request)
+    if not who.is_superuser:
+        raise forbidden("Metrics need the scrape token or a superuser's token.")
+
+
 async def _metrics(request: Request) -> Response:
     """This process's counters and the system overview; without the overview if the database
     or NATS does not answer (the counters still do)."""
+    await _may_scrape(request)
     overview: Overview | None = None
     try:
         overview = await asyncio.wait_for(

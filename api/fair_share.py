@@ -4,8 +4,11 @@ Cheap by construction: once per ``refresh_interval`` per process (whatever the r
 SQL query lists the running, unpaused async jobs and their consumers, and their NATS consumer
 infos are read side by side (``num_ack_pending`` = tasks in flight, ``num_pending`` = tasks
 waiting): the in-flight counts NATS already keeps. Between reads, tasks this process hands out are
-added to the snapshot. Which pipelines workers poll for is remembered per process from the
-listing, so a job no worker lists never holds the others back.
+added to the snapshot. Which pipelines workers poll for, and which projects' jobs those workers
+may run, is remembered per process from the listing, so a job no worker here may serve never
+holds the others back. Both memories are bounded (core/expiring.py): whatever slugs or tokens
+the listing is polled with, they hold at most MAX_POLLED and MAX_POLLERS entries, none older
+than the poll window.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from psycopg_pool import PoolTimeout
 
 from antenna_db import job_listing
 from core.db import Pool
+from core.expiring import ExpiringMap
 from core.fair_share import JobLoad, least_served_first, withheld
 from core.settings import Settings
 
@@ -32,6 +36,13 @@ log = logging.getLogger(__name__)
 ANY_PIPELINE = "*"
 # A slow NATS must not hold every /tasks/ request of the process: such a job counts as unknown.
 CONSUMER_INFO_TIMEOUT = 1.0
+# (pipeline slug, poller) pairs remembered at most; past it the least recently polled go first
+# (a real deployment polls a few dozen pipelines; a caller naming thousands only evicts its own).
+MAX_POLLED = 10_000
+# Non-superuser pollers (users) whose runnable projects are remembered at most.
+MAX_POLLERS = 1_000
+# The poller of a superuser's token: it may serve every project.
+EVERY_PROJECT = 0
 
 
 class FairShare:
@@ -44,26 +55,37 @@ class FairShare:
         self._loads: dict[int, JobLoad] = {}
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
-        self._polled: dict[str, float] = {}
+        window = self.settings.poll_window.total_seconds()
+        # (slug or ANY_PIPELINE, user id or EVERY_PROJECT): a worker of that scope listed jobs
+        # of that pipeline within the poll window.
+        self.polled: ExpiringMap[tuple[str, int], None] = ExpiringMap(window, MAX_POLLED)
+        # user id -> the projects whose jobs that user's workers may run.
+        self.pollers: ExpiringMap[int, frozenset[int]] = ExpiringMap(window, MAX_POLLERS)
 
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
 
-    def listed(self, slugs: list[str] | None) -> None:
-        """A worker polled the listing for these pipelines (None or []: for any)."""
-        now = time.monotonic()
+    def listed(self, slugs: list[str] | None, user_id: int, may_run: frozenset[int] | None) -> None:
+        """A worker polled the listing for these pipelines (None or []: for any), with the token
+        of ``user_id``, who may run the jobs of ``may_run`` projects (None: of every project)."""
+        scope = EVERY_PROJECT
+        if may_run is not None:
+            scope = user_id
+            self.pollers.put(user_id, may_run)
         for slug in slugs or [ANY_PIPELINE]:
-            self._polled[slug] = now
+            self.polled.put((slug, scope), None)
 
     def _servable(self, load: JobLoad) -> bool:
+        """Some worker that may run the job polled for its pipeline within the window."""
         if load.in_flight > 0:
             return True
-        window = self.settings.poll_window.total_seconds()
-        now = time.monotonic()
+        slugs = (ANY_PIPELINE, load.pipeline_slug or "")
+        if any((slug, EVERY_PROJECT) in self.polled for slug in slugs):
+            return True
         return any(
-            now - self._polled.get(key, float("-inf")) <= window
-            for key in (ANY_PIPELINE, load.pipeline_slug or "")
+            load.project_id in projects and any((slug, user) in self.polled for slug in slugs)
+            for user, projects in self.pollers.items()
         )
 
     async def withheld(self, job_id: int, batch_size: int) -> str | None:

@@ -7,8 +7,8 @@ once per ``interval`` per process (antenna#1258); a failed write never fails the
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -18,6 +18,7 @@ from psycopg_pool import PoolTimeout
 from antenna_db import processing_services
 from core import pipeline_polls
 from core.db import Pool
+from core.expiring import ExpiringMap
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +28,27 @@ POLL_THROTTLE_SECONDS = 2.0
 
 
 class Throttle:
-    """``ready(key)`` is True at most once per interval per key."""
+    """``ready(key)`` is True at most once per interval per key. Holds at most ``max_keys``
+    keys (the least recently ready go first: such a key is merely ready again early)."""
 
     def __init__(self, interval: float, max_keys: int = 10_000) -> None:
-        self.interval = interval
-        self._last: dict[Hashable, float] = {}
-        self._max_keys = max_keys
+        self._last: ExpiringMap[Hashable, None] = ExpiringMap(interval, max_keys)
+
+    @property
+    def interval(self) -> float:
+        return self._last.ttl
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        self._last.ttl = value
+
+    def __len__(self) -> int:
+        return len(self._last)
 
     def ready(self, key: Hashable) -> bool:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
+        if key in self._last:
             return False
-        if len(self._last) >= self._max_keys:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
-        self._last[key] = now
+        self._last.put(key, None)
         return True
 
 
@@ -71,7 +78,9 @@ class Liveness:
 
     async def pipelines_seen(self, slugs: list[str], project_id: int | None) -> None:
         """From list polls filtered by pipeline slugs (and maybe a project)."""
-        key = ("slugs", tuple(sorted(slugs)), project_id)
+        # A digest, not the slugs: a poll may name thousands of them.
+        digest = hashlib.blake2b("\n".join(sorted(slugs)).encode(), digest_size=16).digest()
+        key = ("slugs", digest, project_id)
         if slugs and self.throttle.ready(key):
             await self._write(slugs=slugs, project_id=project_id)
 

@@ -12,6 +12,7 @@ from antenna_db import job_listing, pipelines
 from antenna_db.job_listing import JobFilters
 from antenna_db.job_store import JobRecord
 from api.access import may_create, runnable_job, viewer, visible_job
+from api.auth import caller_of
 from api.bodies import json_object
 from api.context import get_context
 from api.http_errors import BadRequest
@@ -33,6 +34,7 @@ DEFAULT_PAGE_SIZE = 10
 MAX_SORTED = 1000
 DEFAULT_LOGS_LIMIT = 1000
 MAX_LOGS_LIMIT = 5000
+RUN_ML_JOB = "run_ml_job"
 
 
 def _filters(request: Request, ids_only: bool) -> JobFilters:
@@ -67,6 +69,9 @@ def _filters(request: Request, ids_only: bool) -> JobFilters:
         incomplete_only=truthy(query.get("incomplete_only")),
         with_pipeline=ids_only,
         viewer=viewer(request),
+        # The claim poll offers only jobs the caller may fetch tasks of: the ADC takes the
+        # first job listed, and one it may not run would answer 403 for ever.
+        runner=viewer(request) if ids_only else None,
     )
 
 
@@ -78,16 +83,21 @@ async def list_jobs(request: Request) -> JSONResponse:
     filters = _filters(request, ids_only)
     page = page_of(request, 1 if ids_only else DEFAULT_PAGE_SIZE)
     fair = ids_only and ctx.fair_share.enabled
+    polled = filters.pipeline_slugs
     async with ctx.connection() as conn:
         count = await job_listing.count_jobs(conn, filters)
         if fair:
             candidates = await job_listing.list_job_candidates(conn, filters, MAX_SORTED)
+            if polled:
+                # Only pipelines that exist are remembered as polled for.
+                polled = await pipelines.existing_slugs(conn, polled)
         elif ids_only:
             results = await job_listing.list_job_ids(conn, filters, page)
         else:
             results = await job_listing.list_jobs(conn, filters, page)
-    if ids_only:
-        ctx.fair_share.listed(filters.pipeline_slugs)
+    if fair and (polled or not filters.pipeline_slugs):
+        may_run = await ctx.permissions.projects_with(caller_of(request), RUN_ML_JOB)
+        ctx.fair_share.listed(polled, caller_of(request).user_id, may_run)
     if fair:
         slugs = {row["id"]: row["pipeline_slug"] for row in candidates}
         ordered = await ctx.fair_share.order([(row["id"], row["project_id"]) for row in candidates])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from antenna_db import projects, registration
+from antenna_db import projects, registration, registration_checks
 from api.auth import caller_of, require_perm
 from api.bodies import json_object
 from api.context import get_context
@@ -42,7 +42,8 @@ async def list_projects(request: Request) -> JSONResponse:
 
 async def register_pipelines(request: Request, project_id: int) -> JSONResponse:
     """Antenna's checks: the project exists (404), then ``create_projectpipelineconfig`` (403),
-    then the body (400)."""
+    then the body (400: also every value its column cannot hold or of no sane shape, and a
+    change to what a project the caller may not manage uses)."""
     ctx = get_context(request)
     who = caller_of(request)
     async with ctx.connection() as conn:
@@ -53,6 +54,9 @@ async def register_pipelines(request: Request, project_id: int) -> JSONResponse:
         body = AsyncPipelineRegistrationRequest.model_validate(await json_object(request))
     except ValidationError as err:
         raise BadRequest(validation_errors(err)) from None
+    refused = registration_checks.problems(body)
+    if refused:
+        raise BadRequest(refused)
 
     async def may_manage(project_ids: list[int]) -> bool:
         for other in project_ids:

@@ -247,6 +247,13 @@ class ApiSettings(BaseSettings):
     # e.g. "127.0.0.1:9465": the Temporal SDK's metrics of the API's client, served there and
     # passed on by the API's /metrics; unset = off. Only with workers = 1 (one port, one process).
     temporal_metrics_bind: str | None = None
+    # /metrics answers "Authorization: Token <this>" (a scrape secret for Prometheus, which may
+    # do nothing else) or a superuser's Antenna token; anything else is 401/403. It names every
+    # running job with its project and pipeline, draft projects' included.
+    metrics_token: str | None = None
+    # /docs, /redoc and /openapi.json: off unless asked for (they map every endpoint for anyone
+    # who can reach the port, and the ADC needs none of them).
+    docs: bool = False
 
 
 class AntennaSettings(BaseSettings):

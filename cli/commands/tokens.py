@@ -83,9 +83,12 @@ def list_tokens(
 
 @token_app.command("revoke")
 def revoke(
-    key: Annotated[str, typer.Argument(help="The key, or its first 8 (or more) characters")],
+    key: Annotated[
+        str, typer.Argument(help="The key, or its first 8 (or more) characters, taken literally")
+    ],
 ) -> None:
-    """Delete the token: Antenna's API and ours refuse it from then on."""
+    """Delete the one token whose key is (or starts with) KEY: Antenna's API and ours refuse it
+    from then on. A prefix that several keys share revokes nothing."""
 
     async def go() -> int:
         async with database(load_settings()) as pool, pool.connection() as conn:

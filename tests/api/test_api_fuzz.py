@@ -44,7 +44,7 @@ async def running_api_fixture(settings, pool, tmp_path: Path) -> AsyncIterator[R
     proc = processes.spawn(
         [sys.executable, "-m", "cli", "api", "--port", str(port)],
         log,
-        env=child_env(settings),
+        env=child_env(settings, ANTENNA_JOBS_API_DOCS="true"),  # the OpenAPI document
         detach=True,
     )
     try:

@@ -486,9 +486,15 @@ async def test_who_may_work_on_a_projects_jobs(stack: Stack, recipe: Recipe) -> 
     }
     async with http_client(stack.app, outsider) as client:
         refused = await client.post(f"/projects/{recipe['project']}/pipelines/", json=body)
+        changing = await client.post(f"/projects/{other_project}/pipelines/", json=body)
+        body["pipelines"][0]["algorithms"] = []
         linked = await client.post(f"/projects/{other_project}/pipelines/", json=body)
     assert refused.status_code == 403
-    assert linked.status_code == 201 and "recipe-pipeline" in linked.json()["error"]
+    # Adding an algorithm to a pipeline the recipe's project uses is refused, naming it (issue
+    # 17); the pipeline as it is may be linked to the outsider's own project.
+    assert changing.status_code == 400
+    assert changing.json()["field"] == "pipelines[0].algorithms[0].key"
+    assert linked.status_code == 201 and linked.json()["error"] is None
     assert (
         await one(
             pool,

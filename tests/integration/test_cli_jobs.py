@@ -7,6 +7,7 @@ task queue are passed as env vars. Commands run in a thread: each calls ``asynci
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from antenna_db import job_store
@@ -142,3 +143,51 @@ async def test_token_create_list_revoke(cli_env, pool):
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT 1 FROM authtoken_token WHERE key = %s", (key,))
         assert await cur.fetchone() is None
+
+
+async def _token_keys(pool) -> set[str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT key FROM authtoken_token")
+        return {r["key"] for r in await cur.fetchall()}
+
+
+async def test_token_revoke_matches_the_key_exactly(cli_env, pool):
+    """Issue 17 row 4: LIKE wildcards in the argument match only themselves, and a prefix that
+    several keys share revokes nothing; each command removes one token at most."""
+    async with pool.connection() as conn:
+        user = await conn.execute(
+            "INSERT INTO users_user (password, is_superuser, email, is_staff, is_active,"
+            " date_joined, name) VALUES ('!', false, %s, false, true, now(), 'twins')"
+            " RETURNING id",
+            (f"twins-{uuid.uuid4().hex[:8]}@example.org",),
+        )
+        twin_user = (await user.fetchone())["id"]
+        other = await conn.execute(
+            "INSERT INTO users_user (password, is_superuser, email, is_staff, is_active,"
+            " date_joined, name) VALUES ('!', false, %s, false, true, now(), 'twin 2')"
+            " RETURNING id",
+            (f"twin2-{uuid.uuid4().hex[:8]}@example.org",),
+        )
+        twin_user_2 = (await other.fetchone())["id"]
+        prefix = uuid.uuid4().hex[:10]
+        twins = [prefix + "a" * 30, prefix + "b" * 30]
+        for key, owner in zip(twins, (twin_user, twin_user_2), strict=True):
+            await conn.execute(
+                "INSERT INTO authtoken_token (key, created, user_id) VALUES (%s, now(), %s)",
+                (key, owner),
+            )
+    before = await _token_keys(pool)
+    assert len(before) >= 2
+
+    for pattern in ("________", "%%%%%%%%", "_" * 40, prefix[:2] + "%" * 6):
+        refused = await invoke(cli_env, "token", "revoke", pattern)
+        assert refused.exit_code == 1, refused.output
+        assert await _token_keys(pool) == before
+
+    ambiguous = await invoke(cli_env, "token", "revoke", prefix)
+    assert ambiguous.exit_code == 1 and "2 tokens start with" in ambiguous.stderr
+    assert await _token_keys(pool) == before
+
+    revoked = await invoke(cli_env, "token", "revoke", twins[0][:12])
+    assert revoked.exit_code == 0, revoked.output
+    assert await _token_keys(pool) == before - {twins[0]}

@@ -4,6 +4,9 @@ the database's and NATS's (and the Temporal SDK's metrics come along on the work
 from __future__ import annotations
 
 import asyncio
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +15,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from antenna_db import users
+from antenna_db.users import Role
 from api.context import ApiResources
 from cli.stack import processes
 from core.metrics import RESULTS_RECEIVED, RESULTS_SAVED
@@ -21,6 +26,7 @@ from job_control.metrics import scrape_text
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.jobs import entry, make_job, success_result
+from tests.helpers.processes import Proc, child_env, wait_port
 from tests.helpers.temporal import (
     SimulatedAdcWorker,
     job_handle,
@@ -207,13 +213,68 @@ async def test_api_metrics_carry_the_temporal_sdks(pool, settings, temporal_env,
         data_converter=pydantic_data_converter,
         runtime=runtime,
     )
+    secret = f"scrape-{uuid.uuid4().hex}"
     api_settings = settings.model_copy(
-        update={"api": settings.api.model_copy(update={"temporal_metrics_bind": bind})}
+        update={
+            "api": settings.api.model_copy(
+                update={"temporal_metrics_bind": bind, "metrics_token": secret}
+            )
+        }
     )
     await client.count_workflows()  # one request, so the SDK has something to report
     resources = ApiResources(pool=pool, nats=nats_client, temporal=client)
-    async with running_app(api_settings, resources) as app, http_client(app, None) as http:
+    async with running_app(api_settings, resources) as app, http_client(app, secret) as http:
         scraped = await http.get("http://testserver/metrics")
+    assert scraped.status_code == 200, scraped.text
     m = scrape_text(lambda: scraped.content)
     assert any(name.startswith("temporal_request") for name in m)
     assert "antenna_jobs_result_inbox_rows" in m
+
+
+async def test_metrics_and_docs_are_not_public(settings, pool, tmp_path: Path):
+    """Issue 17 row 5, on a real ``antenna-jobs api`` process: ``/metrics`` (every running job
+    with its project and pipeline) answers the scrape secret and superusers' tokens only;
+    ``/docs``, ``/redoc`` and ``/openapi.json`` are off unless ANTENNA_JOBS_API_DOCS is set."""
+    secret = f"scrape-{uuid.uuid4().hex}"
+    made = await make_job(pool, images=1, status=JobState.STARTED)
+    async with pool.connection() as conn:
+        superuser = await users.create_token_user(conn, "admin", superuser=True)
+        member = await users.create_token_user(
+            conn, "member", project_id=made.seeded.project_id, role=Role.ML_DATA_MANAGER
+        )
+    for docs in (False, True):
+        port = processes.free_port()
+        env = child_env(
+            settings, ANTENNA_JOBS_API_METRICS_TOKEN=secret, ANTENNA_JOBS_API_DOCS=str(docs)
+        )
+        if not docs:
+            env.pop("ANTENNA_JOBS_API_DOCS")  # the default
+        api = Proc(
+            f"api-{docs}",
+            [sys.executable, "-m", "cli", "api", "--port", str(port)],
+            tmp_path / f"api-{docs}.log",
+            env,
+        ).start()
+        try:
+            await wait_port(port, proc=api)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+                async def scrape(key: str | None) -> int:
+                    headers = {"Authorization": f"Token {key}"} if key else {}
+                    return (await http.get("/metrics", headers=headers)).status_code
+
+                assert await scrape(None) == 401
+                assert await scrape("not-a-token") == 401
+                assert await scrape(member) == 403
+                assert await scrape(superuser) == 200
+                assert await scrape(secret) == 200
+                # The scrape secret opens nothing else.
+                listed = await http.get(
+                    "/api/v2/jobs", headers={"Authorization": f"Token {secret}"}
+                )
+                assert listed.status_code == 401
+                for path in ("/docs", "/redoc", "/openapi.json"):
+                    assert (await http.get(path)).status_code == (200 if docs else 404), path
+        finally:
+            api.stop()
+        assert "Traceback" not in api.log.read_text(), api.tail(60)
