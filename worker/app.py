@@ -24,7 +24,11 @@ from workflows.reconcile_workflow import ReconcileWorkflow
 from workflows.sync_job_workflow import SyncJobWorkflow
 
 
-def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
+def build_workers(
+    client: Client, settings: Settings, resources: Resources, *, identity: str | None = None
+) -> list[Worker]:
+    """``identity``: what the workers poll as (worker.settings_guard's fingerprint; None: the
+    SDK's pid@host)."""
     jobs = JobActivities(resources.pool, settings)
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(
@@ -51,6 +55,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
+        identity=identity,
         workflows=[JobWorkflow, ReconcileWorkflow, SyncJobWorkflow, InternalJobWorkflow],
         activities=[
             jobs.start_job,
@@ -79,6 +84,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     long = Worker(
         client,
         task_queue=settings.jobs.long_task_queue,
+        identity=identity,
         activities=[
             images.collect_images,
             queue.publish_tasks,
