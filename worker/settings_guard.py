@@ -146,7 +146,12 @@ async def database_identity(db: DatabaseSettings) -> str:
             cur = await conn.execute("SELECT system_identifier::text FROM pg_control_system()")
             row = await cur.fetchone()
             cluster = str(row[0]) if row else ""
-        except psycopg.errors.InsufficientPrivilege:
+        except (
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.UndefinedFunction,
+            psycopg.errors.FeatureNotSupported,
+        ):
+            # Some managed PostgreSQL services keep it from ordinary roles.
             parts = conninfo_to_dict(db.url)
             cluster = f"{parts.get('host', '')}:{parts.get('port', '5432')}"
     return f"{cluster}/{name}"
