@@ -82,8 +82,12 @@ def down() -> None:
 def worker() -> None:
     """Run the Temporal workers (workflows and activities) until SIGINT/SIGTERM."""
     from worker.main import run_worker
+    from worker.settings_guard import SettingsConflict
 
-    run(run_worker(load_settings()))
+    try:
+        run(run_worker(load_settings()))
+    except SettingsConflict as err:
+        fail(str(err))
 
 
 @app.command()

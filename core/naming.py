@@ -1,4 +1,5 @@
-"""The one place where names of workflows, streams, subjects, consumers and Redis keys are made."""
+"""The one place where names of workflows, schedules, streams, subjects, consumers and Redis keys
+are made (and parsed back)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
 
-_WORKFLOW_ID = re.compile(r"^job-(\d+)$")
-
 
 def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
     """The workflow that runs a job: ML jobs by dispatch mode (an ML row left at ``internal`` is
@@ -21,19 +20,6 @@ def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
     if job_type != JobType.ML:
         return INTERNAL_JOB_WORKFLOW
     return JOB_WORKFLOW if dispatch_mode == DispatchMode.ASYNC_API else SYNC_JOB_WORKFLOW
-
-
-def workflow_id(job_id: int) -> str:
-    return f"job-{job_id}"
-
-
-def reconcile_schedule_id(task_queue: str) -> str:
-    """One reconcile Schedule per task queue (so deployments sharing a namespace stay apart)."""
-    return f"reconcile-{task_queue}"
-
-
-def reconcile_workflow_id(task_queue: str) -> str:
-    return f"reconcile-jobs-{task_queue}"
 
 
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
@@ -81,13 +67,16 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 class Names:
-    """Streams, subjects, consumers and Redis keys of one deployment.
+    """Temporal ids, streams, subjects, consumers and Redis keys of one deployment.
 
-    ``prefix`` keeps deployments that share a NATS or Redis apart; the default "" gives
-    Antenna's own names (``job_{id}``, ``job.{id}.tasks``, ``job-{id}-consumer``,
-    ``job:{id}:...``), so Antenna's NATS clean-up of a cancelled job (Job.cancel deletes the
-    consumer ``job-{id}-consumer``, then the stream, and writes an ERROR to the job for each
-    one missing) finds exactly what it looks for.
+    ``prefix`` keeps deployments that share a Temporal namespace, a NATS or a Redis apart: two
+    databases both have a job 46, and only the prefix tells ``job-46`` of one from the other's.
+    The default "" gives the names antenna-jobs always used: workflow ``job-{id}`` (a single
+    deployment still finds the runs it started before prefixes existed), and Antenna's own names
+    (``job_{id}``, ``job.{id}.tasks``, ``job-{id}-consumer``, ``job:{id}:...``), so Antenna's
+    NATS clean-up of a cancelled job (Job.cancel deletes the consumer ``job-{id}-consumer``, then
+    the stream, and writes an ERROR to the job for each one missing) finds exactly what it looks
+    for.
 
     Every run of a job has a consumer of that one name (each run makes the stream anew), so
     the name does not tell runs apart: a late result of an earlier run is refused by its ack
@@ -103,6 +92,27 @@ class Names:
         self.prefix = prefix
         self._stream = re.compile(rf"^{re.escape(prefix)}job_(\d+)$")
         self._redis_key = re.compile(rf"^{re.escape(prefix)}job:(\d+):")
+        self._workflow_id = re.compile(rf"^{re.escape(prefix)}job-(\d+)$")
+
+    # --- Temporal ---
+
+    def workflow_id(self, job_id: int) -> str:
+        """The job's workflow: one id per job, every run of it (retries) under the same id."""
+        return f"{self.prefix}job-{job_id}"
+
+    def job_id_from_workflow_id(self, workflow_id: str) -> int | None:
+        """The job of one of this deployment's job workflows (None: not one of ours)."""
+        match = self._workflow_id.match(workflow_id)
+        return int(match.group(1)) if match else None
+
+    def reconcile_schedule_id(self, task_queue: str) -> str:
+        """One reconcile Schedule per deployment and task queue."""
+        return f"{self.prefix}reconcile-{task_queue}"
+
+    def reconcile_workflow_id(self, task_queue: str) -> str:
+        return f"{self.prefix}reconcile-jobs-{task_queue}"
+
+    # --- NATS and Redis ---
 
     def stream(self, job_id: int) -> str:
         return f"{self.prefix}job_{job_id}"

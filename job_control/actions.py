@@ -55,9 +55,10 @@ class JobActions:
         self._pool = pool
         self._client = client
         self._settings = settings
+        self._names = settings.jobs.names
 
     def _handle(self, job_id: int) -> WorkflowHandle[Any, Any]:
-        return self._client.get_workflow_handle(naming.workflow_id(job_id))
+        return self._client.get_workflow_handle(self._names.workflow_id(job_id))
 
     async def create(self, new: NewMlJob, *, start: bool = False) -> JobRecord:
         async with self._pool.connection() as conn:
@@ -246,7 +247,7 @@ class JobActions:
         return await self._client.start_workflow(
             naming.workflow_type(job.job_type, job.dispatch_mode),
             JobWorkflowInput(job_id=job.id, failed_only=failed_only),
-            id=naming.workflow_id(job.id),
+            id=self._names.workflow_id(job.id),
             task_queue=self._settings.jobs.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

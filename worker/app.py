@@ -21,7 +21,11 @@ from worker.resources import Resources
 from workflows.registry import WORKFLOWS
 
 
-def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
+def build_workers(
+    client: Client, settings: Settings, resources: Resources, *, identity: str | None = None
+) -> list[Worker]:
+    """``identity``: what the workers poll as (worker.settings_guard's fingerprint; None: the
+    SDK's pid@host)."""
     jobs = JobActivities(resources.pool, settings)
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(
@@ -48,6 +52,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
+        identity=identity,
         workflows=WORKFLOWS,
         activities=[
             jobs.start_job,
@@ -77,6 +82,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     long = Worker(
         client,
         task_queue=settings.jobs.long_task_queue,
+        identity=identity,
         activities=[
             images.collect_images,
             queue.publish_tasks,

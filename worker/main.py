@@ -20,12 +20,21 @@ from job_control.overview import OverviewSource
 from worker.app import build_workers
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
+from worker.settings_guard import check_task_queues, fingerprint_of, recheck_after_start
 
 log = logging.getLogger("antenna_jobs.worker")
 
 
 async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or until the calling task is cancelled), then stop cleanly."""
+    # Before anything is migrated or polled: a worker of other settings on this task queue
+    # (another deployment's) makes this one refuse to start (worker/settings_guard.py).
+    fingerprint = await fingerprint_of(settings)
+    identity = fingerprint.identity()
+    client = await connect_temporal(
+        settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
+    )
+    await check_task_queues(client, settings, fingerprint)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -37,19 +46,21 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
     metrics: MetricsServer | None = None
     try:
         metrics = start_metrics(settings, resources)
-        client = await connect_temporal(
-            settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
-        )
-        workers = build_workers(client, settings, resources)
+        workers = build_workers(client, settings, resources, identity=identity)
         await ensure_reconcile_schedule(client, settings)
         runs = [asyncio.create_task(w.run()) for w in workers]
-        log.info(
-            "workers polling %s and %s", settings.jobs.task_queue, settings.jobs.long_task_queue
-        )
-        if ready is not None:
-            ready.set()
         stopped = asyncio.create_task(stop.wait())
         try:
+            # Two workers of other settings that started together both passed the first check.
+            await recheck_after_start(client, settings, fingerprint, identity)
+            log.info(
+                "workers polling %s and %s as %r",
+                settings.jobs.task_queue,
+                settings.jobs.long_task_queue,
+                identity,
+            )
+            if ready is not None:
+                ready.set()
             # A worker that dies (e.g. the server is unreachable for good) ends the process too.
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -1,8 +1,8 @@
 """The Temporal Schedule that runs the reconcile workflow, created by the worker if missing.
 
-One Schedule per task queue (``reconcile-<task queue>``). A worker that finds it already there
-leaves it alone unless its interval differs from the configured one, which it then updates:
-several workers starting at once all end with the same single Schedule.
+One Schedule per deployment and task queue (``<name prefix>reconcile-<task queue>``). A worker
+that finds it already there leaves it alone unless its interval differs from the configured one,
+which it then updates: several workers starting at once all end with the same single Schedule.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def reconcile_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             naming.RECONCILE_WORKFLOW,
             ReconcileInput(),
-            id=naming.reconcile_workflow_id(queue),
+            id=settings.jobs.names.reconcile_workflow_id(queue),
             task_queue=queue,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconcile.interval)]),
@@ -48,7 +48,7 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> str |
     """Create the Schedule if it is missing; returns its id (None: disabled by interval 0)."""
     if settings.reconcile.interval.total_seconds() <= 0:
         return None
-    schedule_id = naming.reconcile_schedule_id(settings.jobs.task_queue)
+    schedule_id = settings.jobs.names.reconcile_schedule_id(settings.jobs.task_queue)
     wanted = reconcile_schedule(settings)
     try:
         await client.create_schedule(schedule_id, wanted)

@@ -5,10 +5,11 @@ writes a final status and cleans up in its own ``finally``; ``temporal workflow 
 run that timed out, or a start request that never reached Temporal) skips that. Here:
 
 - a job whose row is not final (CREATED excluded: nothing was started, antenna#1354) and whose
-  workflow ``job-{id}`` is closed, or does not exist, becomes REVOKED if it was CANCELING, else
-  FAILURE, with the reason in its log; then its stream, consumer, Redis keys and inbox rows go.
-  Guards against repairing a job that is only between two runs: the row must be untouched since
-  the workflow closed (or for ``grace``), and the status write checks ``updated_at`` did not move.
+  workflow (``<name prefix>job-{id}``) is closed, or does not exist, becomes REVOKED if it was
+  CANCELING, else FAILURE, with the reason in its log; then its stream, consumer, Redis keys and
+  inbox rows go. Guards against repairing a job that is only between two runs: the row must be
+  untouched since the workflow closed (or for ``grace``), and the status write checks
+  ``updated_at`` did not move.
 - leftovers of final jobs (a stream created before the job finished, Redis keys, inbox rows) are
   removed, and ``job_N`` streams whose job does not exist here once older than ``zombie_age``.
 
@@ -39,7 +40,6 @@ from activities.reconcile.models import (
     RepairedJob,
 )
 from antenna_db import job_store, users
-from core import naming
 from core.db import Pool
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
@@ -100,7 +100,7 @@ class ReconcileActivities:
 
     async def _verdict(self, row: dict[str, Any], limit: asyncio.Semaphore) -> str:
         """ "running", "recent", "unknown", or the reason the job needs repair."""
-        wid = naming.workflow_id(row["id"])
+        wid = self._names.workflow_id(row["id"])
         try:
             async with limit:
                 description = await self._client.get_workflow_handle(wid).describe()

@@ -20,7 +20,6 @@ from cli.commands import progress_view
 from cli.commands.context import console
 from cli.fakes.worker import FakeWorker
 from cli.stack import processes
-from core import naming
 from core.db import Pool
 from core.settings import Settings
 from core.states import JobState
@@ -61,7 +60,7 @@ async def follow(
     ns = settings.temporal.namespace
     console.print(
         f"job {job.id} started; Temporal Web UI: {settings.temporal.ui_url}"
-        f"/namespaces/{ns}/workflows/{naming.workflow_id(job.id)}"
+        f"/namespaces/{ns}/workflows/{settings.jobs.names.workflow_id(job.id)}"
     )
     try:
         return await asyncio.wait_for(
@@ -150,7 +149,7 @@ async def remove_from_temporal(settings: Settings) -> list[str]:
     client = await connect_temporal(settings.temporal)
     queue = settings.jobs.task_queue
     removed: list[str] = []
-    schedule_id = naming.reconcile_schedule_id(queue)
+    schedule_id = settings.jobs.names.reconcile_schedule_id(queue)
     try:
         await client.get_schedule_handle(schedule_id).delete()
         removed.append(f"schedule {schedule_id}")

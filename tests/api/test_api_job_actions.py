@@ -13,10 +13,9 @@ from temporalio.service import RPCError
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from core import naming
 from core.states import JobState
 from tests.helpers.api import Api
-from tests.helpers.db import job_status
+from tests.helpers.db import NAMES, job_status
 from tests.helpers.jobs import make_job
 
 
@@ -27,7 +26,7 @@ async def _seeded(pool, images: int = 3):
 
 async def _terminate(temporal_client, job_id: int) -> None:
     with contextlib.suppress(RPCError):
-        await temporal_client.get_workflow_handle(naming.workflow_id(job_id)).terminate("test end")
+        await temporal_client.get_workflow_handle(NAMES.workflow_id(job_id)).terminate("test end")
 
 
 async def test_create_returns_the_job(api: Api, pool):
@@ -106,7 +105,7 @@ async def test_create_with_start_now_starts_the_workflow(api: Api, pool, tempora
     assert response.status_code == 201
     job_id = response.json()["id"]
     assert response.json()["status"] == JobState.PENDING
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job_id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job_id))
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     await _terminate(temporal_client, job_id)
 
@@ -122,7 +121,7 @@ async def test_run_then_cancel_a_started_workflow(api: Api, pool, temporal_clien
     response = await api.client.post(f"/jobs/{job.id}/cancel/")
     assert response.status_code == 200
     assert response.json()["status"] == JobState.CANCELING
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
     history = [e async for e in handle.fetch_history_events()]
     assert any(e.HasField("workflow_execution_cancel_requested_event_attributes") for e in history)
 

@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 from antenna_db import job_store
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from cli.main import app as cli_app
-from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
 from tests.helpers import eventually
@@ -57,7 +56,7 @@ def settings(settings):
 
 
 async def cancel_by(path: str, job_id: int, settings, actions: JobActions, api: Api) -> None:
-    wid = naming.workflow_id(job_id)
+    wid = NAMES.workflow_id(job_id)
     address = ["--address", settings.temporal.address]
     if path == "api":
         response = await api.client.post(f"/jobs/{job_id}/cancel/")
@@ -144,7 +143,7 @@ async def test_cancel(
 ):
     job, seeded, _ = await make_job(pool, images=IMAGES, shuffle=False)
     actions = JobActions(pool, temporal_client, settings)
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
     running_activity = {
         "collect": "collect_images",
         "publish": "publish_tasks",

@@ -16,7 +16,6 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from core import naming
 from core.states import JobState
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
@@ -83,7 +82,7 @@ async def test_temporal_restart_mid_job(run, pool, settings, nats_client, tmp_pa
                 )
                 # The row is final before the run closes (cleanup comes after finalize): wait
                 # for the close while the workers still run.
-                handle = client.get_workflow_handle(naming.workflow_id(job.id))
+                handle = client.get_workflow_handle(NAMES.workflow_id(job.id))
 
                 async def closed() -> str | None:
                     status = (await handle.describe()).status

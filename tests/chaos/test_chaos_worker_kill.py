@@ -17,7 +17,6 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from antenna_db import job_store
-from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
 from tests.helpers import eventually
@@ -101,7 +100,7 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
             "UPDATE main_sourceimage SET public_base_url = NULL WHERE id = %s", (no_url,)
         )
     adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug)
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
     js = nats_client.jetstream()
     with worker_processes(settings, tmp_path) as workers:
         async with simulated_worker(adc), hold_no_url_failure(settings, job.id, no_url) as hold:

@@ -39,12 +39,12 @@ from activities.models import (
     StartOutcome,
     StartResult,
 )
-from core import naming
 from core.counters import AggregateCounters
 from core.errors import Failure, failure
 from core.settings import WorkerSettings
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput, JobWorkflowResult
+from tests.helpers.db import NAMES
 from workflows.job_workflow import JobWorkflow
 
 THRESHOLD = 0.5
@@ -198,7 +198,7 @@ async def start(job: MockedJob) -> WorkflowHandle[Any, JobWorkflowResult]:
     return await job.client.start_workflow(
         JobWorkflow.run,
         JobWorkflowInput(job_id=job_id),
-        id=naming.workflow_id(job_id),
+        id=NAMES.workflow_id(job_id),
         task_queue=job.queue,
         result_type=JobWorkflowResult,
         execution_timeout=timedelta(seconds=60),

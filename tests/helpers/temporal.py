@@ -22,8 +22,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 from temporalio.client import Client, WorkflowHandle
 
-from core import inbox, naming
+from core import inbox
 from core.inbox import InboxEntry
+from core.naming import Names
 from core.schemas import (
     PipelineProcessingTask,
     PipelineResultsError,
@@ -145,9 +146,12 @@ async def simulated_worker(worker: SimulatedAdcWorker) -> AsyncIterator[Simulate
         await task
 
 
-def job_handle(client: Client, job_id: int) -> WorkflowHandle[Any, JobWorkflowResult]:
-    """The handle of the job's workflow (any of its job types: all return a JobWorkflowResult)."""
-    return client.get_workflow_handle(naming.workflow_id(job_id), result_type=JobWorkflowResult)
+def job_handle(
+    client: Client, job_id: int, names: Names = NAMES
+) -> WorkflowHandle[Any, JobWorkflowResult]:
+    """The handle of the job's workflow (any of its job types: all return a JobWorkflowResult);
+    ``names``: the deployment's (settings.jobs.names) when it has a name prefix."""
+    return client.get_workflow_handle(names.workflow_id(job_id), result_type=JobWorkflowResult)
 
 
 async def heartbeat_details(client: Client, job_id: int, activity: str) -> dict[str, Any] | None:

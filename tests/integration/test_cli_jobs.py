@@ -13,6 +13,7 @@ from typing import Any
 from antenna_db import job_store
 from core import naming
 from core.states import JobState
+from tests.helpers.db import NAMES
 from tests.helpers.processes import invoke
 
 
@@ -71,7 +72,7 @@ async def test_run_and_retry_start_the_job_workflow(cli_env, pool, temporal_clie
     created = await seeded_job(cli_env)
     job_id = created["id"]
     assert (await ok_json(cli_env, "job", "run", str(job_id)))["status"] == "PENDING"
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job_id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job_id))
     description = await handle.describe()
     assert description.workflow_type == naming.JOB_WORKFLOW
     assert description.task_queue == cli_env["ANTENNA_JOBS_TASK_QUEUE"]
@@ -87,13 +88,13 @@ async def test_run_and_retry_start_the_job_workflow(cli_env, pool, temporal_clie
     assert (await ok_json(cli_env, "job", "retry", str(job_id)))["status"] == "PENDING"
     retried = await handle.describe()
     assert retried.run_id != description.run_id
-    await temporal_client.get_workflow_handle(naming.workflow_id(job_id)).terminate("test done")
+    await temporal_client.get_workflow_handle(NAMES.workflow_id(job_id)).terminate("test done")
 
 
 async def test_create_with_start_and_bad_input(cli_env, temporal_client):
     started = await seeded_job(cli_env, "--start")
     assert started["status"] == "PENDING"
-    await temporal_client.get_workflow_handle(naming.workflow_id(started["id"])).terminate("done")
+    await temporal_client.get_workflow_handle(NAMES.workflow_id(started["id"])).terminate("done")
     missing = await invoke(cli_env, "job", "status", "1")
     assert missing.exit_code == 1 and "job 1 does not exist" in missing.stderr
     bad = await invoke(

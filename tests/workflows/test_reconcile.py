@@ -88,7 +88,7 @@ async def started_then_terminated(pool, client, settings, actions, resources):
     """A job in aggregation whose workflow was terminated: row STARTED, queue left behind."""
     job, _, _ = await make_job(pool, images=30)
     await actions.run(job.id)
-    handle = client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = client.get_workflow_handle(NAMES.workflow_id(job.id))
     await wait_activity(handle, "aggregate_results")
 
     async def published():
@@ -112,7 +112,7 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
         running, _, _ = await make_job(pool, images=10)
         await actions.run(running.id)
         await wait_activity(
-            temporal_client.get_workflow_handle(naming.workflow_id(running.id)),
+            temporal_client.get_workflow_handle(NAMES.workflow_id(running.id)),
             "aggregate_results",
         )
         never_started, _, _ = await make_job(
@@ -164,7 +164,7 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
                     assert row.finished_at is not None
                     logs = [r["message"] for r in await job_store.latest_logs(conn, job.id, 5)]
                     assert any(m.startswith("Reconciled: its workflow") for m in logs), logs
-        await temporal_client.get_workflow_handle(naming.workflow_id(running.id)).terminate("end")
+        await temporal_client.get_workflow_handle(NAMES.workflow_id(running.id)).terminate("end")
 
 
 async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client, nats_client):
@@ -274,7 +274,7 @@ async def test_a_prefixed_deployment_reconciles_only_its_own_names(
 async def test_the_worker_creates_the_schedule_that_runs_reconcile(
     pool, temporal_client, settings, tmp_path
 ):
-    schedule_id = naming.reconcile_schedule_id(settings.jobs.task_queue)
+    schedule_id = settings.jobs.names.reconcile_schedule_id(settings.jobs.task_queue)
     handle: ScheduleHandle = temporal_client.get_schedule_handle(schedule_id)
     try:
         # `antenna-jobs worker` creates it at start when it is missing...

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from antenna_db import job_store
 from cli.main import app as cli_app
-from core import inbox, naming
+from core import inbox
 from core.inbox import InboxEntry
 from core.states import JobState
 from tests.helpers import eventually
@@ -48,7 +48,7 @@ async def test_starting_a_running_job_keeps_its_one_run(
         )
         assert [r.status_code for r in answers[:5]] == [200] * 5
         assert answers[5].exit_code == 0, answers[5].output
-        handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+        handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
         await wait_activity(handle, "aggregate_results")
         await eventually(lambda: _equals(stream_messages(js, job.id), 50))
         assert (await api.client.post(f"/jobs/{job.id}/run/")).status_code == 200
@@ -76,7 +76,7 @@ async def test_starting_a_final_job_is_refused_with_its_status(
     refused = await cli(settings, "job", "run", str(job.id))
     assert refused.exit_code == 1
     assert f"job {job.id} is {status}: cannot run" in refused.stderr
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
     with pytest.raises(Exception, match="not found"):
         await handle.describe()
 
@@ -88,7 +88,7 @@ async def test_retry_queues_only_unprocessed_images_once(
     total, first = 100, 40
     job, seeded, _ = await make_job(pool, images=total)
     js = nats_client.jetstream()
-    handle = temporal_client.get_workflow_handle(naming.workflow_id(job.id))
+    handle = temporal_client.get_workflow_handle(NAMES.workflow_id(job.id))
     async with running_workers(temporal_client, settings):
         adc1 = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, budget=first)
         async with simulated_worker(adc1):

@@ -12,6 +12,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from core.states import JobState
 from job_control.actions import JobActions
 from tests.helpers import eventually
+from tests.helpers.db import NAMES
 from tests.helpers.jobs import make_job
 from tests.helpers.temporal import TEMPORAL_CLI, job_handle, running_workers
 
@@ -66,9 +67,9 @@ async def test_running_ml_jobs_of_a_project_are_found_by_search_attributes(
 
         # Visibility is eventually consistent: the job appears, and only it (no worker polls,
         # so it keeps running).
-        assert await eventually(listed, within=30) == [f"job-{job.id}"]
+        assert await eventually(listed, within=30) == [NAMES.workflow_id(job.id)]
         address = settings.temporal.address
-        assert await cli_list(address, query) == [f"job-{job.id}"]
+        assert await cli_list(address, query) == [NAMES.workflow_id(job.id)]
 
         desc = await handle.describe()
         summary = await desc.static_summary()

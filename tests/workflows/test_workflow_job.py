@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer
 
 from antenna_db import job_store
-from core import naming
 from core.states import JobState
 from core.workflow_io import WorkflowProgress
 from job_control.actions import JobActions
@@ -185,7 +184,7 @@ async def test_cancel_while_aggregating(
         elif how == "cli_signal":  # `temporal workflow signal --name cancel`, no input
             proc = await asyncio.create_subprocess_exec(
                 str(TEMPORAL_CLI), "workflow", "signal", "--address", settings.temporal.address,
-                "-w", naming.workflow_id(job.id), "--name", "cancel",
+                "-w", NAMES.workflow_id(job.id), "--name", "cancel",
                 stdout=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             assert await proc.wait() == 0

@@ -10,6 +10,7 @@ from core import naming, search_attributes
 from core.states import JobState
 from core.workflow_io import JobWorkflowInput
 from job_control.actions import JobActions
+from tests.helpers.db import NAMES
 from tests.helpers.jobs import assert_queue_gone, make_job
 from tests.helpers.temporal import SimulatedAdcWorker, job_handle, running_workers, simulated_worker
 
@@ -18,7 +19,7 @@ async def start(client, settings, job_id: int):
     return await client.start_workflow(
         naming.JOB_WORKFLOW,
         JobWorkflowInput(job_id=job_id),
-        id=naming.workflow_id(job_id),
+        id=NAMES.workflow_id(job_id),
         task_queue=settings.jobs.task_queue,
     )
 

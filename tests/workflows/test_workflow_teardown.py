@@ -34,17 +34,18 @@ async def bystander_step() -> str:
 
 @workflow.defn(name="Bystander", sandboxed=False)
 class Bystander:
-    """Closes every suspended JobWorkflow run coroutine, as the garbage collector would, then
-    runs one activity of its own."""
+    """Closes the suspended run coroutine of one job's JobWorkflow, as the garbage collector
+    would, then runs one activity of its own."""
 
     @workflow.run
-    async def run(self) -> list[str]:
+    async def run(self, job_id: int) -> list[str]:
         outcomes = []
         for obj in gc.get_objects():
             if (
                 asyncio.iscoroutine(obj)
                 and getattr(obj, "__qualname__", "") == "JobWorkflow.run"
                 and obj.cr_frame is not None
+                and obj.cr_frame.f_locals["inp"].job_id == job_id
             ):
                 try:
                     obj.close()
@@ -76,6 +77,7 @@ async def test_a_run_closed_inside_another_workflow_issues_nothing_there(
         ):
             outcomes = await client.execute_workflow(
                 Bystander.run,
+                mocked_job_id(handle.id),
                 id=queue,
                 task_queue=queue,
                 execution_timeout=timedelta(seconds=30),
@@ -91,6 +93,10 @@ async def test_a_run_closed_inside_another_workflow_issues_nothing_there(
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert scheduled == ["bystander_step"]
+
+
+def mocked_job_id(workflow_id: str) -> int:
+    return int(workflow_id.rsplit("-", 1)[1])
 
 
 _starts: list[int] = []

@@ -1,0 +1,36 @@
+"""Temporal ids of a deployment: with no name prefix the names antenna-jobs always used (so the
+runs a single deployment started before prefixes existed are still found), with one, names no
+other deployment's job of the same id can take."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.naming import Names
+
+
+def test_no_prefix_keeps_the_names_of_before() -> None:
+    names = Names()
+    assert names.workflow_id(46) == "job-46"
+    assert names.reconcile_schedule_id("antenna-jobs") == "reconcile-antenna-jobs"
+    assert names.reconcile_workflow_id("antenna-jobs") == "reconcile-jobs-antenna-jobs"
+    assert names.stream(46) == "job_46"
+
+
+def test_a_prefix_is_on_every_temporal_id_and_parsed_back() -> None:
+    a, b = Names(), Names("b_")
+    assert b.workflow_id(46) == "b_job-46"
+    assert b.reconcile_schedule_id("q") == "b_reconcile-q"
+    assert b.reconcile_workflow_id("q") == "b_reconcile-jobs-q"
+    assert b.job_id_from_workflow_id("b_job-46") == 46
+    # Each deployment knows only its own workflows.
+    assert a.job_id_from_workflow_id(b.workflow_id(46)) is None
+    assert b.job_id_from_workflow_id(a.workflow_id(46)) is None
+    assert a.job_id_from_workflow_id("job-46") == 46
+    assert a.job_id_from_workflow_id("reconcile-jobs-q") is None
+
+
+@pytest.mark.parametrize("prefix", ["a b", "a.", "a*", "ü"])
+def test_a_prefix_is_refused_unless_name_safe(prefix: str) -> None:
+    with pytest.raises(ValueError, match="name prefix"):
+        Names(prefix)
