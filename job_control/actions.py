@@ -176,11 +176,15 @@ class JobActions:
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
-    async def start_for_antenna(self, job_id: int, task_id: str | None = None) -> BridgeOutcome:
+    async def start_for_antenna(
+        self, job_id: int, task_id: str | None = None, *, started_by: str = "bridge"
+    ) -> BridgeOutcome:
         """Antenna's run_job message: start (or join) the job's workflow.
 
         Antenna already wrote PENDING (and a fresh task id), so the status is left as it is; the
         workflow's start activity moves it on. A final job is a stale message: nothing starts.
+        ``started_by="reconcile"``: the message never reached the bridge in time, reconcile
+        starts the run (and the message, when it comes, joins it).
         """
         async with self._pool.connection() as conn:
             try:
@@ -203,12 +207,22 @@ class JobActions:
             # then start the new run.
             await self._wait_closed(handle)
             handle = await self._start_workflow(job)
+        line = (
+            f"Run started from Antenna's run_job message (task {task_id})"
+            if started_by == "bridge"
+            else "Run started by reconcile: the job was PENDING with no run (its run_job"
+            f" message had not reached the bridge; task {job.task_id})"
+        )
         async with self._pool.connection() as conn:
             await job_store.append_log(
                 conn,
                 job_id,
-                f"Run started from Antenna's run_job message (task {task_id})",
-                context={"celery_task_id": task_id, "workflow_run_id": handle.result_run_id},
+                line,
+                context={
+                    "celery_task_id": task_id or job.task_id,
+                    "workflow_run_id": handle.result_run_id,
+                    "started_by": started_by,
+                },
             )
         return BridgeOutcome.STARTED
 
