@@ -81,6 +81,15 @@ class _InFlight:
     future: concurrent.futures.Future[BridgeOutcome]
 
 
+@dataclass
+class _Rejected:
+    """A message that can never be run, to dead-letter at the next settle."""
+
+    message: Message
+    reason: str
+    task_id: str | None
+
+
 class RunJobConsumer:
     """Runs ``start`` once per run_job message of ``queue``; see the module docstring."""
 
@@ -115,6 +124,7 @@ class RunJobConsumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self._in_flight: list[_InFlight] = []
+        self._rejected: list[_Rejected] = []
         self._producer: Producer | None = None
         # Consecutive failed connections (or declarations): reset once consuming.
         self._broker_failures = 0
@@ -206,6 +216,7 @@ class RunJobConsumer:
                 # Messages of a lost channel are redelivered by the broker; starts still
                 # running finish on their own, and their results are ignored.
                 self._in_flight.clear()
+                self._rejected.clear()
                 self._producer = None
                 conn.release()
 
@@ -291,7 +302,7 @@ class RunJobConsumer:
                 message.delivery_tag,
                 _short(message.headers),
             )
-            self._dead_letter(message, f"{what}: {err.reason}", 1, None, err.task_id)
+            self._rejected.append(_Rejected(message, f"{what}: {err.reason}", err.task_id))
             return
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self._call_start(request), self._loop)
@@ -299,15 +310,22 @@ class RunJobConsumer:
 
     def _on_undecodable(self, message: Message, exc: Exception) -> None:
         log.error("dead-lettering an undecodable message from %s: %s", self.where, exc)
-        self._dead_letter(message, f"malformed: undecodable body ({exc})", 1, None, None)
+        self._rejected.append(_Rejected(message, f"malformed: undecodable body ({exc})", None))
 
     async def _call_start(self, request: RunJobRequest) -> BridgeOutcome:
         return await self._start(request.job_id, request.task_id)
 
     def _settle(self) -> None:
-        """Ack what started; send what failed to wait (or to the dead letters)."""
-        # Publishing waits for the broker's confirm, during which py-amqp may deliver new
-        # messages (on_message appends to _in_flight): take the list first.
+        """Ack what started; send what failed to wait (or to the dead letters).
+
+        Only here (never from on_message) does the consumer publish: a publish waits for the
+        broker's confirm, during which py-amqp delivers new messages to on_message, and a
+        second confirm wait nested in the first would take its ack and leave the first waiting
+        for ever. on_message only appends, so the lists are taken first.
+        """
+        rejected, self._rejected = self._rejected, []
+        for r in rejected:
+            self._dead_letter(r.message, r.reason, 1, None, r.task_id)
         items, self._in_flight = self._in_flight, []
         for item in items:
             if not item.future.done():
@@ -401,6 +419,7 @@ class RunJobConsumer:
 
     def _finish(self) -> None:
         """On stop: let starts in flight finish briefly, then give everything else back."""
+        self._settle()
         deadline = time.monotonic() + _STOP_GRACE
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -408,6 +427,7 @@ class RunJobConsumer:
         for item in self._in_flight:
             item.future.cancel()
         self._in_flight.clear()
+        self._rejected.clear()  # unacked: back to the queue, dead-lettered next time
 
 
 def _attempts(message: Message) -> int:
