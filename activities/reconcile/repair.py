@@ -45,6 +45,7 @@ from activities.reconcile.models import (
     RepairedJob,
 )
 from antenna_db import job_store, users
+from bridge.failures import describe, is_transient
 from core import naming
 from core.db import Pool
 from core.settings import Settings
@@ -102,10 +103,7 @@ class ReconcileActivities:
                     elif verdict == "unknown":
                         report.unknown += 1
                     elif verdict == START:
-                        if await self._start(row["id"]):
-                            report.started.append(row["id"])
-                        else:
-                            report.unknown += 1
+                        await self._start(row, report)
                     else:
                         repaired = await self._repair(row, verdict)
                         if repaired is not None:
@@ -141,16 +139,27 @@ class ReconcileActivities:
         when = f" at {closed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if closed else ""
         return f"its workflow {wid} is {status.name}{when} but the job was still {row['status']}"
 
-    async def _start(self, job_id: int) -> bool:
-        """Start (or join) the job's workflow; False if that failed (tried again next time)."""
+    async def _start(self, row: dict[str, Any], report: JobsReport) -> None:
+        """Start (or join) the job's workflow. Temporal or Postgres unreachable: tried again
+        next time; a start that can never succeed (a row that cannot be read): FAILURE with the
+        reason, not a retry every pass for ever."""
+        job_id = row["id"]
         actions = JobActions(self._pool, self._client, self._settings)
         try:
             outcome = await actions.start_for_antenna(job_id, started_by="reconcile")
-        except Exception as err:  # a row we cannot read, Temporal unreachable: next time
-            activity.logger.warning("cannot start job %s's workflow: %s", job_id, err)
-            return False
+        except Exception as err:
+            if is_transient(err):
+                activity.logger.warning("cannot start job %s's workflow now: %s", job_id, err)
+                report.unknown += 1
+                return
+            repaired = await self._repair(
+                row, f"its workflow could not be started ({describe(err)})"
+            )
+            if repaired is not None:
+                report.repaired.append(repaired)
+            return
         activity.logger.info("job %s was PENDING with no run: %s by reconcile", job_id, outcome)
-        return True
+        report.started.append(job_id)
 
     async def _repair(self, row: dict[str, Any], reason: str) -> RepairedJob | None:
         job_id, status = row["id"], JobState(row["status"])

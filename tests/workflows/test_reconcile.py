@@ -173,6 +173,35 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
             await temporal_client.get_workflow_handle(naming.workflow_id(job.id)).terminate("end")
 
 
+async def test_a_pending_job_that_can_never_start_is_failed_with_the_reason(
+    pool, temporal_client, settings
+):
+    """Started by reconcile, not failed, is for a job that can run; a row that cannot be read
+    (here a dispatch mode this code does not know) would fail every pass: FAILURE, once."""
+    job, _, _ = await make_job(pool, images=1)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs_job SET status = 'PENDING', dispatch_mode = 'carrier_pigeon',"
+            " updated_at = now() - interval '1 hour' WHERE id = %s",
+            (job.id,),
+        )
+    try:
+        async with running_workers(temporal_client, settings):
+            report = await run_reconcile(temporal_client, settings)
+    finally:
+        async with pool.connection() as conn:  # readable again for other tests' listings
+            await conn.execute(
+                "UPDATE jobs_job SET dispatch_mode = 'async_api' WHERE id = %s", (job.id,)
+            )
+    repaired = {r.job_id: r for r in report.jobs.repaired}
+    assert job.id not in report.jobs.started
+    assert repaired[job.id].to_status == JobState.FAILURE
+    assert "could not be started" in repaired[job.id].reason
+    assert "carrier_pigeon" in repaired[job.id].reason
+    async with pool.connection() as conn:
+        assert (await job_store.get_job(conn, job.id)).status == JobState.FAILURE
+
+
 async def test_leftovers_of_final_jobs_are_removed(pool, settings, redis_client, nats_client):
     """Streams, keys and inbox rows of final jobs go; running jobs' and strangers' stay."""
     js = nats_client.jetstream()
