@@ -69,7 +69,7 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
             log.info("bridge stopped")
             with contextlib.suppress(Exception):
                 await asyncio.shield(
-                    hooks.report(
+                    hooks.last_report(
                         BridgeReport(
                             queue=settings.antenna.jobs_queue, connected=False, error="stopped"
                         )
@@ -86,6 +86,10 @@ class _Hooks:
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+        # Reports are written one at a time, in the order they were made, and none after the
+        # last one (a report the thread made before stopping must not overwrite "stopped").
+        self._reporting = asyncio.Lock()
+        self._closed = False
 
     async def dead_lettered(self, letter: DeadLetter) -> None:
         if letter.job_id is None:
@@ -113,5 +117,13 @@ class _Hooks:
             pass  # no such job: the bridge's own log line is all there is
 
     async def report(self, report: BridgeReport) -> None:
-        async with self._pool.connection() as conn:
+        async with self._reporting:
+            if self._closed:
+                return
+            async with self._pool.connection() as conn:
+                await reports.save(conn, report)
+
+    async def last_report(self, report: BridgeReport) -> None:
+        self._closed = True
+        async with self._reporting, self._pool.connection() as conn:
             await reports.save(conn, report)

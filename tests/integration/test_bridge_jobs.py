@@ -31,7 +31,13 @@ from core.settings import AntennaSettings
 from core.states import JobState, JobType
 from job_control.actions import JobActions
 from tests.helpers import eventually
-from tests.helpers.broker import BROKER_URL, queue_depth, running_consumer, send_run_job
+from tests.helpers.broker import (
+    BROKER_URL,
+    dead_letter_depth,
+    queue_depth,
+    running_consumer,
+    send_run_job,
+)
 from tests.helpers.db import get_job, job_logs
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import VENV_BIN, child_env
@@ -302,9 +308,9 @@ async def test_a_run_clicked_while_the_bridge_is_down_ends_success(
 async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
     pool, temporal_client, settings, job_workers, queue, cli_env
 ):
-    """A job row the bridge cannot read (here a status it does not know) is Run: its message is
-    retried a bounded number of times, then dead-lettered with a line in the job's log, while a
-    valid Run behind it starts; the bridge's report shows the dead letter."""
+    """Ten job rows the bridge cannot read (here a status it does not know) are Run: each
+    message is retried a bounded number of times, then dead-lettered with a line in the job's
+    log, while a valid Run behind them starts; the bridge's report shows the dead letters."""
     bridge_settings = with_settings(
         settings,
         antenna=AntennaSettings(
@@ -315,33 +321,47 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
             report_interval=timedelta(seconds=0.2),
         ),
     )
-    odd = await pending_job(pool, images=2)
+    odd = [await pending_job(pool, images=1) for _ in range(10)]
+    odd_ids = [job.id for job in odd]
     valid = await pending_job(pool, images=2)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs_job SET status = 'MYSTERY' WHERE id = %s", (odd.id,))
+        await conn.execute("UPDATE jobs_job SET status = 'MYSTERY' WHERE id = ANY(%s)", (odd_ids,))
     ready = asyncio.Event()
     bridge = asyncio.create_task(run_bridge(bridge_settings, ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), 30)
-        await send_run_job(queue, odd.id)
+        for job_id in odd_ids:
+            await send_run_job(queue, job_id)
         await send_run_job(queue, valid.id)
 
-        async def valid_started():
-            return await status_of(pool, valid.id) == JobState.STARTED
+        seen: dict[str, object] = {}
 
-        await eventually(valid_started, within=30)
+        async def valid_started():
+            seen["valid"] = await status_of(pool, valid.id)
+            return seen["valid"] == JobState.STARTED
 
         async def reported():
             async with pool.connection() as conn:
                 saved = {r.queue: r for r in await bridge_report.latest(conn)}
-            mine = saved.get(queue)
-            return mine if mine and mine.connected and mine.dead_lettered == 1 else None
+            mine = seen["report"] = saved.get(queue)
+            return mine if mine and mine.connected and mine.dead_lettered == 10 else None
 
-        mine = await eventually(reported, within=30)
+        try:
+            await eventually(valid_started, within=30)
+            mine = await eventually(reported, within=30)
+        except AssertionError as err:
+            depth = await asyncio.to_thread(dead_letter_depth, queue)
+            raise AssertionError(f"{err}; seen {seen}, dead letters {depth}") from err
         assert mine.foreign_consumers == 0 and mine.consumers == 1
-        logs = [r for r in await job_logs(pool, odd.id) if "dead-lettered" in r["message"]]
-        assert len(logs) == 1 and logs[0]["level"] == "ERROR"
-        assert "2 attempt(s)" in logs[0]["message"] and "MYSTERY" in logs[0]["message"]
+        for job_id in odd_ids:
+            # The job's log line is written right after the dead letter is (not before).
+            async def logged(job_id=job_id):
+                lines = await job_logs(pool, job_id)
+                return [r for r in lines if "dead-lettered" in r["message"]]
+
+            logs = await eventually(logged)
+            assert len(logs) == 1 and logs[0]["level"] == "ERROR"
+            assert "2 attempt(s)" in logs[0]["message"] and "MYSTERY" in logs[0]["message"]
 
         status = await asyncio.create_subprocess_exec(
             str(VENV_BIN / "antenna-jobs"),
@@ -353,16 +373,18 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
         assert status.returncode == 0
         text = out.decode()
         assert f"bridge on queue '{queue}': connected" in text
-        assert "dead-lettered 1" in text
+        assert "dead-lettered 10" in text
     finally:
         bridge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(bridge, 15)
         async with pool.connection() as conn:  # a status other tests' overviews can read
-            await conn.execute("UPDATE jobs_job SET status = 'FAILURE' WHERE id = %s", (odd.id,))
+            await conn.execute(
+                "UPDATE jobs_job SET status = 'FAILURE' WHERE id = ANY(%s)", (odd_ids,)
+            )
     async with pool.connection() as conn:
         saved = {r.queue: r for r in await bridge_report.latest(conn)}
     assert not saved[queue].connected and saved[queue].error == "stopped"
     await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, valid.id)
     letters = await asyncio.to_thread(list_dead_letters, BROKER_URL, queue)
-    assert [(d.job_id, d.attempts) for d in letters] == [(odd.id, 2)]
+    assert sorted((d.job_id, d.attempts) for d in letters) == [(i, 2) for i in sorted(odd_ids)]
