@@ -142,7 +142,7 @@ async def test_terminated_jobs_are_repaired_and_cleaned(
         assert "TERMINATED" in repaired[failed.id].reason
         assert repaired[canceling.id].to_status == JobState.REVOKED
         # PENDING with no workflow: its run_job message may still be waiting; started, not failed.
-        assert report.jobs.started == [never_started.id]
+        assert never_started.id in report.jobs.started  # (and other tests' PENDING rows)
         assert not {touched.id, running.id, created.id, never_started.id} & set(repaired)
         assert report.jobs.running >= 1 and report.jobs.recent >= 1
         for job in (failed, canceling):
