@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import uuid
 from datetime import timedelta
@@ -388,3 +389,26 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
     await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, valid.id)
     letters = await asyncio.to_thread(list_dead_letters, BROKER_URL, queue)
     assert sorted((d.job_id, d.attempts) for d in letters) == [(i, 2) for i in sorted(odd_ids)]
+
+    # The operator's commands: list them, replay one (back to the jobs queue, attempts reset).
+    broker_env = {
+        **cli_env,
+        "ANTENNA_JOBS_ANTENNA_BROKER_URL": BROKER_URL,
+        "ANTENNA_JOBS_ANTENNA_JOBS_QUEUE": queue,
+    }
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(VENV_BIN / "antenna-jobs"), *args, env=broker_env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, args
+        return out.decode()
+
+    listed = json.loads(await cli("dead-letters", "list", "--json"))
+    assert sorted(d["job_id"] for d in listed) == sorted(odd_ids)
+    assert all("MYSTERY" in d["reason"] for d in listed)
+    replayed = await cli("dead-letters", "replay", "--job", str(odd_ids[0]))
+    assert "1 message(s) sent back" in replayed
+    assert await asyncio.to_thread(queue_depth, queue) == 1
+    assert await asyncio.to_thread(dead_letter_depth, queue) == 9
