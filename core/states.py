@@ -64,6 +64,11 @@ class JobType(StrEnum):
             found._value_ = value
             return found
 
+    @property
+    def known(self) -> bool:
+        """One of the members (not a type only found in a row)."""
+        return self._value_ in type(self)._value2member_map_
+
 
 RUN_JOB_TYPES = frozenset({JobType.ML, JobType.POPULATE_CAPTURES_COLLECTION, JobType.DATA_EXPORT})
 

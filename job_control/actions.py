@@ -76,6 +76,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status in FINAL_STATES or job.status == JobState.CANCELING:
                 raise InvalidJobState(job_id, job.status, "run")
+            _check_type(job)
             # Antenna's Job.enqueue: PENDING with a new task id, scheduled now.
             await job_store.transition(
                 conn, job_id, JobState.PENDING, [JobState.CREATED], enqueued=True
@@ -92,6 +93,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status not in RETRYABLE_STATES:
                 raise InvalidJobState(job_id, job.status, "retry")
+            _check_type(job)
             if failed_only:
                 if job.job_type != JobType.ML:
                     raise InvalidJobInput("failed_only", "only ML jobs have failed images")
@@ -255,6 +257,7 @@ class JobActions:
     ) -> WorkflowHandle[Any, Any]:
         """Start (or join) the job's workflow, with the search attributes operators filter on
         and the summary and details the Web UI shows."""
+        _check_type(job)
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
         return await self._client.start_workflow(
@@ -275,4 +278,14 @@ class JobActions:
             ),
             static_summary=shown.summary(job),
             static_details=shown.details(job),
+        )
+
+
+def _check_type(job: JobRecord) -> None:
+    """A type Antenna added after this code: no workflow here can run it (its start would fail
+    every workflow task). The API answers 400, the bridge dead-letters the Run, reconcile fails
+    the job, each with this message."""
+    if not job.job_type.known:
+        raise InvalidJobInput(
+            "job_type", f"job {job.id}'s type {job.job_type.value!r} is not one antenna-jobs runs"
         )

@@ -68,3 +68,12 @@ async def test_a_progress_stage_without_a_name_is_shown_as_it_is(api: Api, pool)
     cancelled = await api.client.post(f"/jobs/{job_id}/cancel/")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == JobState.REVOKED
+
+
+async def test_running_a_job_type_this_code_does_not_run_is_refused(api: Api, pool):
+    job_id = await odd_job(pool, job_type="tracking_sync")
+    response = await api.client.post(f"/jobs/{job_id}/run/")
+    assert response.status_code == 400
+    assert "'tracking_sync' is not one antenna-jobs runs" in response.text
+    detail = await api.client.get(f"/jobs/{job_id}/")
+    assert detail.json()["status"] == JobState.CREATED  # left as it was

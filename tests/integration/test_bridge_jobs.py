@@ -34,6 +34,7 @@ from job_control.actions import JobActions
 from tests.helpers import eventually
 from tests.helpers.broker import (
     BROKER_URL,
+    Hooks,
     dead_letter_depth,
     queue_depth,
     running_consumer,
@@ -412,3 +413,33 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
     assert "1 message(s) sent back" in replayed
     assert await asyncio.to_thread(queue_depth, queue) == 1
     assert await asyncio.to_thread(dead_letter_depth, queue) == 9
+
+
+async def test_a_job_type_this_code_does_not_run_is_dead_lettered_not_started(
+    pool, temporal_client, settings, job_workers, queue
+):
+    """A type Antenna added after this code: the row is readable (shown as it is), but no
+    workflow here runs it, so the Run is dead-lettered with a line in the job's log, and no
+    workflow is started (its start would fail every workflow task)."""
+    job = await pending_job(pool, images=1)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs_job SET job_type_key = 'tracking_sync' WHERE id = %s", (job.id,)
+        )
+    actions = JobActions(pool, temporal_client, settings)
+    hooks = Hooks()
+    try:
+        async with running_consumer(queue, actions.start_for_antenna, hooks=hooks, max_attempts=2):
+            await send_run_job(queue, job.id)
+            await eventually(lambda: hooks.dead)
+        [letter] = hooks.dead
+        assert letter.job_id == job.id and letter.attempts == 2
+        assert "'tracking_sync' is not one antenna-jobs runs" in letter.reason
+        assert await run_id(temporal_client, job.id) is None
+        assert await status_of(pool, job.id) == JobState.PENDING
+    finally:
+        async with pool.connection() as conn:  # a type other tests' code paths know
+            await conn.execute(
+                "UPDATE jobs_job SET job_type_key = 'ml', status = 'FAILURE' WHERE id = %s",
+                (job.id,),
+            )
