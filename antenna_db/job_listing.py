@@ -81,6 +81,9 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     """A job as the API shows it: every column of the job, its pipeline's slug, its progress, and
     whether its run is paused (``paused``, ``paused_at``: antenna-jobs' own fields)."""
     body = JobRecord.model_validate(row).model_dump(mode="json")
+    if isinstance(row.get("progress"), dict):
+        # The progress JSON as stored (Antenna's own or ours), not with our defaults filled in.
+        body["progress"] = row["progress"]
     body["pipeline_slug"] = row.get("pipeline_slug")
     paused_at = row.get("paused_at")
     running = body.get("status") in _RUNNING

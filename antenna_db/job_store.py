@@ -13,10 +13,10 @@ import json
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from antenna_db import cachalot, exports, users
 from core import job_runs
@@ -38,6 +38,10 @@ COLUMNS = (
 )
 
 
+def _job_type_as_found(value: Any) -> Any:
+    return JobType.as_found(value) if isinstance(value, str) else value
+
+
 class JobRecord(BaseModel):
     id: int
     name: str
@@ -47,7 +51,8 @@ class JobRecord(BaseModel):
     deployment_id: int | None = None
     source_image_single_id: int | None = None
     data_export_id: int | None = None
-    job_type: JobType
+    # Read as the row holds it: a job type Antenna adds later must not make the row unreadable.
+    job_type: Annotated[JobType, BeforeValidator(_job_type_as_found)]
     dispatch_mode: DispatchMode
     status: JobState
     progress: JobProgress

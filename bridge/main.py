@@ -3,7 +3,10 @@
 Antenna's web process writes the job row (PENDING, a fresh task id) and sends ``run_job`` to its
 broker's ``jobs`` queue; this process consumes those messages and starts (or joins) the job's
 workflow through JobActions.start_for_antenna. Nothing in Antenna changes, but no Antenna Celery
-worker may consume the same queue.
+worker may consume the same queue (the bridge warns when one does, and reports it).
+
+A message the bridge gives up on gets one ERROR line in its job's log; the bridge's view of the
+broker goes to table ``bridge_reports`` (bridge/report.py) for ``status`` and ``/metrics``.
 
 The pool is closed explicitly before returning; the SDK's Client has nothing to close, and the
 console script leaves through os._exit once the Temporal runtime is loaded (sdk-python #300).
@@ -16,9 +19,13 @@ import contextlib
 import logging
 import signal
 
-from antenna_db import cachalot
+import psycopg
+
+from antenna_db import cachalot, job_store
+from bridge import report as reports
 from bridge.consumer import RunJobConsumer
-from core.db import open_pool
+from bridge.report import BridgeReport, DeadLetter
+from core.db import Pool, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
@@ -44,7 +51,13 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
                 f"cannot reach Temporal at {settings.temporal.address} ({err})"
             ) from err
         actions = JobActions(pool, client, settings)
-        consumer = RunJobConsumer.from_settings(settings.antenna, actions.start_for_antenna)
+        hooks = _Hooks(pool)
+        consumer = RunJobConsumer.from_settings(
+            settings.antenna,
+            actions.start_for_antenna,
+            on_dead_letter=hooks.dead_lettered,
+            on_report=hooks.report,
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, consumer.stop)
@@ -54,7 +67,63 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
                 await consumer.run(ready=ready)
         finally:
             log.info("bridge stopped")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    hooks.last_report(
+                        BridgeReport(
+                            queue=settings.antenna.jobs_queue, connected=False, error="stopped"
+                        )
+                    )
+                )
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await asyncio.shield(pool.close())
+
+
+class _Hooks:
+    """What the consumer thread hands back to the loop: dead letters and reports."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        # Reports are written one at a time, in the order they were made, and none after the
+        # last one (a report the thread made before stopping must not overwrite "stopped").
+        self._reporting = asyncio.Lock()
+        self._closed = False
+
+    async def dead_lettered(self, letter: DeadLetter) -> None:
+        if letter.job_id is None:
+            return
+        message = (
+            f"Antenna's run_job message (task {letter.task_id}) could not be handled after"
+            f" {letter.attempts} attempt(s) and was dead-lettered: {letter.reason}."
+            " Replay it with `antenna-jobs dead-letters replay --job"
+            f" {letter.job_id}` once the cause is fixed"
+        )
+        try:
+            async with self._pool.connection() as conn:
+                await job_store.append_log(
+                    conn,
+                    letter.job_id,
+                    message,
+                    level="ERROR",
+                    context={
+                        "celery_task_id": letter.task_id,
+                        "attempts": letter.attempts,
+                        "dead_lettered": True,
+                    },
+                )
+        except psycopg.errors.ForeignKeyViolation:
+            pass  # no such job: the bridge's own log line is all there is
+
+    async def report(self, report: BridgeReport) -> None:
+        async with self._reporting:
+            if self._closed:
+                return
+            async with self._pool.connection() as conn:
+                await reports.save(conn, report)
+
+    async def last_report(self, report: BridgeReport) -> None:
+        self._closed = True
+        async with self._reporting, self._pool.connection() as conn:
+            await reports.save(conn, report)

@@ -16,6 +16,7 @@ import typer
 
 from antenna_db.seed import seed as seed_data
 from cli.commands.context import console, database, err_console, fail, load_settings, run
+from cli.commands.dead_letters import dead_letter_app
 from cli.commands.demo import demo
 from cli.commands.fake_service import fake_service
 from cli.commands.fake_worker import fake_worker
@@ -39,6 +40,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(job_app, name="job")
 app.add_typer(service_app, name="service")
+app.add_typer(dead_letter_app, name="dead-letters")
 app.command("fake-worker")(fake_worker)
 app.command("fake-service")(fake_service)
 app.command("demo")(demo)

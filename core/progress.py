@@ -28,15 +28,18 @@ class _AntennaModel(BaseModel):
 
 
 class StageParam(_AntennaModel):
-    name: str
-    key: str
+    # Antenna's own writers always set both; a row written otherwise must still be readable.
+    name: str = ""
+    key: str = ""
     category: str = "default"
     value: Any = ""
 
 
 class Stage(_AntennaModel):
     key: str
-    name: str
+    # Shown as the key when a row's stage has none (a stage without a name must not make the
+    # row unreadable: issue 16).
+    name: str = ""
     status: JobState = JobState.CREATED
     progress: float = 0.0
     params: list[StageParam] = Field(default_factory=list)

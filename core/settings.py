@@ -270,11 +270,17 @@ class AntennaSettings(BaseSettings):
     cache_url: str | None = None
     # run_job messages handed out by the broker at once (the bridge's in-flight starts, at most).
     prefetch: int = Field(default=10, ge=1)
-    # A start that failed (Temporal or Postgres unreachable) is requeued after this, doubled
-    # while failures go on, up to the max; also the wait between broker reconnects.
+    # A run_job message whose start failed waits this long in a retry queue, doubled with each
+    # attempt, up to the max; also the wait between broker reconnects.
     retry_backoff: Duration = timedelta(seconds=1)
     retry_backoff_max: Duration = timedelta(seconds=30)
+    # Attempts in all for a message whose start fails for a reason that will not pass by itself
+    # (a row the bridge cannot read, a validation error): then it goes to the dead-letter queue.
+    # Temporal or Postgres unreachable is retried for as long as it lasts.
+    max_attempts: int = Field(default=5, ge=1)
     connect_timeout: Duration = timedelta(seconds=5)
+    # How often the bridge reads the queues' figures and writes its report (bridge_reports).
+    report_interval: Duration = timedelta(seconds=5)
 
 
 class Settings(BaseSettings):

@@ -51,6 +51,24 @@ class JobType(StrEnum):
     POST_PROCESSING = "post_processing"
     UNKNOWN = "unknown"
 
+    @classmethod
+    def as_found(cls, value: str) -> JobType:
+        """The job type a row holds, also one Antenna added after this code was written: then a
+        JobType of that value that is none of the members (so it is shown as it is, and is in
+        no set of types run here). ``JobType(value)`` stays strict, for what users send."""
+        try:
+            return cls(value)
+        except ValueError:
+            found = str.__new__(cls, value)
+            found._name_ = value.upper()
+            found._value_ = value
+            return found
+
+    @property
+    def known(self) -> bool:
+        """One of the members (not a type only found in a row)."""
+        return self._value_ in type(self)._value2member_map_
+
 
 RUN_JOB_TYPES = frozenset({JobType.ML, JobType.POPULATE_CAPTURES_COLLECTION, JobType.DATA_EXPORT})
 

@@ -77,6 +77,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status in FINAL_STATES or job.status == JobState.CANCELING:
                 raise InvalidJobState(job_id, job.status, "run")
+            _check_type(job)
             # Antenna's Job.enqueue: PENDING with a new task id, scheduled now.
             await job_store.transition(
                 conn, job_id, JobState.PENDING, [JobState.CREATED], enqueued=True
@@ -93,6 +94,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status not in RETRYABLE_STATES:
                 raise InvalidJobState(job_id, job.status, "retry")
+            _check_type(job)
             if failed_only:
                 if job.job_type != JobType.ML:
                     raise InvalidJobInput("failed_only", "only ML jobs have failed images")
@@ -177,11 +179,15 @@ class JobActions:
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
-    async def start_for_antenna(self, job_id: int, task_id: str | None = None) -> BridgeOutcome:
+    async def start_for_antenna(
+        self, job_id: int, task_id: str | None = None, *, started_by: str = "bridge"
+    ) -> BridgeOutcome:
         """Antenna's run_job message: start (or join) the job's workflow.
 
         Antenna already wrote PENDING (and a fresh task id), so the status is left as it is; the
         workflow's start activity moves it on. A final job is a stale message: nothing starts.
+        ``started_by="reconcile"``: the message never reached the bridge in time, reconcile
+        starts the run (and the message, when it comes, joins it).
         """
         async with self._pool.connection() as conn:
             try:
@@ -204,12 +210,22 @@ class JobActions:
             # then start the new run.
             await self._wait_closed(handle)
             handle = await self._start_workflow(job)
+        line = (
+            f"Run started from Antenna's run_job message (task {task_id})"
+            if started_by == "bridge"
+            else "Run started by reconcile: the job was PENDING with no run (its run_job"
+            f" message had not reached the bridge; task {job.task_id})"
+        )
         async with self._pool.connection() as conn:
             await job_store.append_log(
                 conn,
                 job_id,
-                f"Run started from Antenna's run_job message (task {task_id})",
-                context={"celery_task_id": task_id, "workflow_run_id": handle.result_run_id},
+                line,
+                context={
+                    "celery_task_id": task_id or job.task_id,
+                    "workflow_run_id": handle.result_run_id,
+                    "started_by": started_by,
+                },
             )
         return BridgeOutcome.STARTED
 
@@ -242,6 +258,7 @@ class JobActions:
     ) -> WorkflowHandle[Any, Any]:
         """Start (or join) the job's workflow, with the search attributes operators filter on
         and the summary and details the Web UI shows."""
+        _check_type(job)
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
         return await self._client.start_workflow(
@@ -262,4 +279,14 @@ class JobActions:
             ),
             static_summary=shown.summary(job),
             static_details=shown.details(job),
+        )
+
+
+def _check_type(job: JobRecord) -> None:
+    """A type Antenna added after this code: no workflow here can run it (its start would fail
+    every workflow task). The API answers 400, the bridge dead-letters the Run, reconcile fails
+    the job, each with this message."""
+    if not job.job_type.known:
+        raise InvalidJobInput(
+            "job_type", f"job {job.id}'s type {job.job_type.value!r} is not one antenna-jobs runs"
         )

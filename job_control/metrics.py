@@ -91,6 +91,7 @@ def overview_metrics(overview: Overview) -> list[Metric]:
     for poll in overview.polls:
         polls.add_metric([poll.slug or f"id:{poll.pipeline_id}"], poll.polled_at.timestamp())
     return [
+        *_bridge_metrics(overview),
         jobs,
         queued,
         in_flight,
@@ -114,6 +115,49 @@ def overview_metrics(overview: Overview) -> list[Metric]:
         ),
         polls,
     ]
+
+
+def _bridge_metrics(overview: Overview) -> list[Metric]:
+    """Per jobs queue a bridge consumes: its last report (bridge_reports)."""
+    families = {
+        "connected": GaugeMetricFamily(
+            "antenna_jobs_bridge_connected",
+            "1 if the bridge's last report (not stale) says it consumes the jobs queue",
+            labels=["queue"],
+        ),
+        "age": GaugeMetricFamily(
+            "antenna_jobs_bridge_report_age_seconds",
+            "Seconds since the bridge last reported (it reports every few seconds)",
+            labels=["queue"],
+        ),
+        "depth": GaugeMetricFamily(
+            "antenna_jobs_bridge_queue_depth",
+            "run_job messages waiting in Antenna's jobs queue",
+            labels=["queue"],
+        ),
+        "foreign": GaugeMetricFamily(
+            "antenna_jobs_bridge_foreign_consumers",
+            "Consumers of the jobs queue other than the bridge (they take Runs: stop them)",
+            labels=["queue"],
+        ),
+        "dead": GaugeMetricFamily(
+            "antenna_jobs_bridge_dead_lettered",
+            "run_job messages the bridge gave up on, kept in its dead-letter queue",
+            labels=["queue"],
+        ),
+    }
+    for b in overview.bridges:
+        labels = [b.queue]
+        families["connected"].add_metric(labels, 1 if b.connected and not b.stale else 0)
+        families["age"].add_metric(labels, b.age)
+        for key, value in (
+            ("depth", b.queue_depth),
+            ("foreign", b.foreign_consumers),
+            ("dead", b.dead_lettered),
+        ):
+            if value is not None:
+                families[key].add_metric(labels, value)
+    return list(families.values())
 
 
 class _Fixed(Collector):

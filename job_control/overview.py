@@ -1,5 +1,6 @@
 """The system at a glance: jobs by status, every running job with its counts and its NATS queue,
-the result inbox, and when processing workers last polled each pipeline.
+the result inbox, when processing workers last polled each pipeline, and the bridge's last report
+of Antenna's broker (bridge/report.py).
 
 Gathered on demand (a ``/metrics`` scrape, ``antenna-jobs status``): three queries, plus one NATS
 consumer-info request per running async job, issued side by side with a bound. ``OverviewSource``
@@ -21,6 +22,8 @@ from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
+from bridge import report as bridge_report
+from bridge.report import SavedReport
 from core import pipeline_polls
 from core.db import Pool
 from core.naming import Names
@@ -114,6 +117,8 @@ class Overview(BaseModel):
     # Seconds since the oldest unsaved result row was posted (None: the inbox is empty).
     inbox_oldest_age: float | None
     polls: list[PipelinePoll]
+    # One per jobs queue a bridge consumes (none: no bridge ever ran against this database).
+    bridges: list[SavedReport] = []
 
 
 async def gather(
@@ -129,6 +134,7 @@ async def gather(
         cur = await conn.execute(_INBOX)
         inbox = await cur.fetchone()
         polls = await pipeline_polls.latest(conn)
+        bridges = await bridge_report.latest(conn)
     ages = {p.pipeline_id: p.age for p in polls}
     for job in running:
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
@@ -146,6 +152,7 @@ async def gather(
         inbox_depth=int(inbox["depth"]) if inbox else 0,
         inbox_oldest_age=inbox["oldest"] if inbox else None,
         polls=polls,
+        bridges=bridges,
     )
 
 

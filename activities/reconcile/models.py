@@ -30,6 +30,8 @@ class JobsReport(BaseModel):
     # Temporal could not tell (unavailable); tried again on the next run.
     unknown: NonNegativeInt = 0
     repaired: list[RepairedJob] = Field(default_factory=list)
+    # PENDING jobs with no run (their run_job message never reached the bridge): started here.
+    started: list[int] = Field(default_factory=list)
 
 
 class LeftoversReport(BaseModel):

@@ -10,6 +10,12 @@ run that timed out, or a start request that never reached Temporal) skips that. 
   inbox rows go. Guards against repairing a job that is only between two runs: the row must be
   untouched since the workflow closed (or for ``grace``), and the status write checks
   ``updated_at`` did not move.
+- a PENDING job with no workflow (or one closed before the job was set PENDING again) is never
+  failed: its run_job message may still be waiting (the bridge down for a deploy, a broker
+  backlog, a message taken by another consumer). Once the row is quiet for ``grace`` its workflow
+  is started here, as the bridge would (JobActions.start_for_antenna); the bridge, when the
+  message comes, joins that run or finds the job final. A PENDING job whose workflow closed
+  after the row's last write (terminated before it took the job) is still failed.
 - leftovers of final jobs (a stream created before the job finished, Redis keys, inbox rows) are
   removed, and ``job_N`` streams whose job does not exist here once older than ``zombie_age``.
 
@@ -40,14 +46,19 @@ from activities.reconcile.models import (
     RepairedJob,
 )
 from antenna_db import job_store, users
+from bridge.failures import describe, is_transient
+from core import naming
 from core.db import Pool
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
+from job_control.actions import JobActions
 
 # Not final, and not CREATED: a CREATED job has no workflow by design.
 CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}
 # Temporal calls in flight at once while checking a page of jobs.
 _DESCRIBE_CONCURRENCY = 20
+# The verdict for a PENDING job whose run_job may still be waiting: start its workflow here.
+START = "start"
 
 
 class ReconcileActivities:
@@ -92,6 +103,8 @@ class ReconcileActivities:
                         report.recent += 1
                     elif verdict == "unknown":
                         report.unknown += 1
+                    elif verdict == START:
+                        await self._start(row, report)
                     else:
                         repaired = await self._repair(row, verdict)
                         if repaired is not None:
@@ -108,7 +121,11 @@ class ReconcileActivities:
             if err.status != RPCStatusCode.NOT_FOUND:
                 activity.logger.warning("cannot describe %s: %s", wid, err)
                 return "unknown"
-            return f"its workflow {wid} does not exist" if row["quiet"] else "recent"
+            if not row["quiet"]:
+                return "recent"
+            if row["status"] == JobState.PENDING:
+                return START
+            return f"its workflow {wid} does not exist"
         status = description.status
         if status is None or status == WorkflowExecutionStatus.RUNNING:
             return "running"
@@ -117,8 +134,33 @@ class ReconcileActivities:
         untouched = closed is not None and row["updated_at"] <= closed
         if not (untouched or row["quiet"]):
             return "recent"
+        if not untouched and row["status"] == JobState.PENDING:
+            # Set PENDING again after its last run closed (Antenna's Retry): a new Run waits.
+            return START
         when = f" at {closed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if closed else ""
         return f"its workflow {wid} is {status.name}{when} but the job was still {row['status']}"
+
+    async def _start(self, row: dict[str, Any], report: JobsReport) -> None:
+        """Start (or join) the job's workflow. Temporal or Postgres unreachable: tried again
+        next time; a start that can never succeed (a row that cannot be read): FAILURE with the
+        reason, not a retry every pass for ever."""
+        job_id = row["id"]
+        actions = JobActions(self._pool, self._client, self._settings)
+        try:
+            outcome = await actions.start_for_antenna(job_id, started_by="reconcile")
+        except Exception as err:
+            if is_transient(err):
+                activity.logger.warning("cannot start job %s's workflow now: %s", job_id, err)
+                report.unknown += 1
+                return
+            repaired = await self._repair(
+                row, f"its workflow could not be started ({describe(err)})"
+            )
+            if repaired is not None:
+                report.repaired.append(repaired)
+            return
+        activity.logger.info("job %s was PENDING with no run: %s by reconcile", job_id, outcome)
+        report.started.append(job_id)
 
     async def _repair(self, row: dict[str, Any], reason: str) -> RepairedJob | None:
         job_id, status = row["id"], JobState(row["status"])

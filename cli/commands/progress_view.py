@@ -64,7 +64,7 @@ def status_panel(job: JobRecord, logs: list[dict[str, Any]]) -> RenderableType:
         stages.add_column(column)
     for stage in job.progress.stages:
         params = "  ".join(f"{p.key}={p.value}" for p in stage.params if p.value != "")
-        stages.add_row(stage.name, stage.status.value, f"{stage.progress:.0%}", params)
+        stages.add_row(stage.name or stage.key, stage.status.value, f"{stage.progress:.0%}", params)
     lines = [
         Text(f"{row['created_at']:%H:%M:%S} {row['level']:<7} {row['message']}")
         for row in reversed(logs)

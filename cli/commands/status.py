@@ -2,7 +2,8 @@
 
 Running jobs with their progress, throughput and ETA, the NATS queue of each (queued, in flight,
 redelivered) and its unsaved results; the workers seen (the last task poll of each pipeline);
-the result inbox and the jobs by status. The figures are job_control/overview.py's, the same as
+the result inbox, the jobs by status, and the bridge (Antenna's broker: connected, the jobs queue's
+depth and consumers, messages dead-lettered). The figures are job_control/overview.py's, the same as
 ``/metrics``. ``--watch`` redraws it every ``--interval`` seconds until Ctrl-C.
 """
 
@@ -105,8 +106,42 @@ def _workers_table(overview: Overview) -> Table:
     return table
 
 
+def _bridge_lines(overview: Overview) -> list[Text | str]:
+    lines: list[Text | str] = []
+    for b in overview.bridges:
+        if b.stale:
+            state = Text(f"no report for {_ago(b.age)} (not running?)", style="red")
+        elif b.connected:
+            state = Text("connected", style="green")
+        else:
+            state = Text(f"disconnected ({b.error or 'unknown'})", style="red")
+        figures = (
+            f", queue depth {b.queue_depth}, consumers {b.consumers}"
+            if b.queue_depth is not None
+            else ""
+        )
+        foreign = (
+            Text(f", {b.foreign_consumers} other consumer(s) take Runs!", style="bold red")
+            if b.foreign_consumers
+            else Text("")
+        )
+        dead = b.dead_lettered or 0
+        dead_text = Text(
+            f", dead-lettered {dead}" + (" (antenna-jobs dead-letters list)" if dead else ""),
+            style="yellow" if dead else "",
+        )
+        lines.append(
+            Text.assemble(f"\nbridge on queue {b.queue!r}: ", state, figures, foreign, dead_text)
+        )
+    return lines
+
+
 def render(overview: Overview) -> RenderableType:
-    counts = sorted(overview.jobs_by_status.items(), key=lambda kv: _ORDER.index(kv[0]))
+    counts = sorted(
+        overview.jobs_by_status.items(),
+        # A status Antenna adds later is shown as it is, after ours.
+        key=lambda kv: (_ORDER.index(kv[0]) if kv[0] in _ORDER else len(_ORDER), kv[0]),
+    )
     by_status = "  ".join(f"{status} {n}" for status, n in counts) or "none"
     oldest = overview.inbox_oldest_age
     inbox = f"result inbox: {overview.inbox_depth} rows" + (
@@ -119,6 +154,7 @@ def render(overview: Overview) -> RenderableType:
         f"jobs by status: {by_status}\n",
         f"{inbox}\n",
         f"running: {len(overview.running)} jobs, {rate:.1f} images/s together",
+        *_bridge_lines(overview),
     )
     return Group(head, _jobs_table(overview), _workers_table(overview))
 

@@ -22,9 +22,11 @@ from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from bridge import queues
 from bridge.celery_messages import RUN_JOB_TASK
-from bridge.consumer import RunJobConsumer, StartJob, celery_queue
+from bridge.consumer import OnDeadLetter, OnReport, RunJobConsumer, StartJob, backoff, celery_queue
 from bridge.outcome import BridgeOutcome
+from bridge.report import BridgeReport, DeadLetter
 
 BROKER_PORT = 5672
 
@@ -37,8 +39,20 @@ def broker_url(port: int = BROKER_PORT) -> str:
 BROKER_URL = broker_url()
 
 
-def delete_queue(name: str, url: str = BROKER_URL) -> None:
+# running_consumer's backoffs (retry queues are named by their delay).
+TEST_BACKOFF = (timedelta(seconds=0.05), timedelta(seconds=0.3))
+
+
+def delete_queue(name: str, url: str = BROKER_URL, delays_ms: tuple[int, ...] = ()) -> None:
+    """The queue, its Celery exchange, and the bridge's dead-letter and retry queues for it
+    (retry queues of other delays remove themselves a minute after their last use)."""
+    ours = [queues.dead_letter_queue(name)]
+    test_delays = {int(backoff(n, *TEST_BACKOFF) * 1000) for n in range(1, 8)}
+    ours += [queues.retry_queue(name, ms) for ms in sorted(test_delays | set(delays_ms))]
     with Connection(url) as conn:
+        for queue in ours:
+            with contextlib.suppress(Exception):
+                conn.channel().queue_delete(queue)
         channel = conn.channel()
         with contextlib.suppress(Exception):
             celery_queue(name)(channel).delete()
@@ -104,10 +118,30 @@ def publish_raw(
 def queue_depth(queue: str) -> int:
     """Ready messages in the queue (unacked ones are not counted: stop the consumer first)."""
     with Connection(BROKER_URL) as conn:
-        _name, messages, _consumers = celery_queue(queue)(conn.channel()).queue_declare(
-            passive=True
-        )
-        return int(messages)
+        return queues.figures(conn.channel(), queue).messages
+
+
+def dead_letter_depth(queue: str) -> int:
+    """Messages in the bridge's dead-letter queue for ``queue`` (0 if it does not exist)."""
+    with Connection(BROKER_URL) as conn:
+        try:
+            return queues.figures(conn.channel(), queues.dead_letter_queue(queue)).messages
+        except Exception:
+            return 0
+
+
+@dataclass
+class Hooks:
+    """on_dead_letter and on_report callbacks that record what they were given."""
+
+    dead: list[DeadLetter] = field(default_factory=list)
+    reports: list[BridgeReport] = field(default_factory=list)
+
+    async def on_dead_letter(self, letter: DeadLetter) -> None:
+        self.dead.append(letter)
+
+    async def on_report(self, report: BridgeReport) -> None:
+        self.reports.append(report)
 
 
 @dataclass
@@ -134,17 +168,27 @@ class RunningConsumer:
 
 @contextlib.asynccontextmanager
 async def running_consumer(
-    queue: str, start: StartJob, url: str = BROKER_URL, *, wait_ready: bool = True
+    queue: str,
+    start: StartJob,
+    url: str = BROKER_URL,
+    *,
+    wait_ready: bool = True,
+    hooks: Hooks | None = None,
+    **options: Any,
 ) -> AsyncIterator[RunningConsumer]:
-    """A consumer with short backoffs for tests, stopped (and awaited) when the block ends."""
-    consumer = RunJobConsumer(
-        url,
-        queue,
-        start,
-        retry_backoff=timedelta(seconds=0.05),
-        retry_backoff_max=timedelta(seconds=0.3),
-        connect_timeout=timedelta(seconds=2),
-    )
+    """A consumer with short backoffs for tests (``options`` override RunJobConsumer's), stopped
+    (and awaited) when the block ends."""
+    on_dead_letter: OnDeadLetter | None = hooks.on_dead_letter if hooks else None
+    on_report: OnReport | None = hooks.on_report if hooks else None
+    settings: dict[str, Any] = {
+        "retry_backoff": TEST_BACKOFF[0],
+        "retry_backoff_max": TEST_BACKOFF[1],
+        "connect_timeout": timedelta(seconds=2),
+        "report_interval": timedelta(seconds=0.2),
+        "on_dead_letter": on_dead_letter,
+        "on_report": on_report,
+    }
+    consumer = RunJobConsumer(url, queue, start, **(settings | options))
     ready = asyncio.Event()
     task = asyncio.create_task(consumer.run(ready=ready))
     try:

@@ -10,19 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import threading
 import time
+from datetime import timedelta
 
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from bridge.celery_messages import RUN_JOB_TASK
+from bridge.consumer import celery_queue
+from bridge.dead_letters import list_dead_letters, replay_dead_letters
 from bridge.outcome import BridgeOutcome
 from tests.helpers import eventually
 from tests.helpers.broker import (
     BROKER_PORT,
     BROKER_URL,
+    Hooks,
     Recorder,
+    antenna_app,
     broker_url,
+    dead_letter_depth,
+    delete_queue,
     publish_raw,
     queue_depth,
     running_consumer,
@@ -62,7 +71,7 @@ async def test_a_failing_start_is_requeued_until_it_succeeds(queue, caplog):
     assert "Temporal unreachable" in retried[0].getMessage()
 
 
-async def test_malformed_and_foreign_messages_are_dropped_and_do_not_block(queue, caplog):
+async def test_malformed_and_foreign_messages_are_dead_lettered_and_do_not_block(queue, caplog):
     start = Recorder()
     async with running_consumer(queue, start):
         await asyncio.to_thread(send_task, queue, "ami.ml.tasks.save_results", results=[])
@@ -82,6 +91,8 @@ async def test_malformed_and_foreign_messages_are_dropped_and_do_not_block(queue
     assert "job_id '12' is not a positive integer" in errors[1]
     assert "undecodable body" in errors[2]
     assert "content type 'application/x-python-serialize'" in errors[3]
+    assert all(e.startswith("dead-lettering") for e in errors)
+    assert await asyncio.to_thread(dead_letter_depth, queue) == 4
 
 
 async def test_outcomes_other_than_started_are_acked_too(queue):
@@ -130,16 +141,157 @@ async def test_a_broker_outage_is_retried_until_the_broker_is_back(queue, caplog
     assert await depth(queue) == 0
 
 
-async def test_a_clashing_queue_declaration_is_reported_and_retried(queue, caplog):
-    """RabbitMQ refuses to redeclare a queue with other arguments (PRECONDITION_FAILED)."""
+async def test_a_queue_declared_with_other_arguments_is_consumed_as_it_is(queue, caplog):
+    """Antenna's jobs queue may carry arguments Celery's default declaration lacks (here
+    x-max-priority, from its task_queues setting): the bridge consumes it without redeclaring."""
+    caplog.set_level(logging.INFO, logger="antenna_jobs.bridge")
+    declared = Queue(
+        queue,
+        Exchange(queue, type="direct", durable=True),
+        routing_key=queue,
+        durable=True,
+        queue_arguments={"x-max-priority": 10},
+    )
+    app = antenna_app(task_queues=[declared])
 
-    def declare_transient() -> None:
+    def send(job_id: int) -> str:
+        return str(app.send_task(RUN_JOB_TASK, kwargs={"job_id": job_id}, queue=queue).id)
+
+    try:
+        first = await asyncio.to_thread(send, 1)  # Antenna declares the queue, with its argument
+        start = Recorder()
+        async with running_consumer(queue, start):
+            second = await asyncio.to_thread(send, 2)
+            await eventually(lambda: len(start.calls) == 2)
+    finally:
+        await asyncio.to_thread(app.close)
+    assert sorted(start.calls) == [(1, first), (2, second)]
+    assert await depth(queue) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("the queue as it was declared" in r.getMessage() for r in caplog.records)
+
+
+class Poison:
+    """start_for_antenna for rows it cannot read: the jobs in ``bad`` raise a validation-like
+    error (it will never pass by itself), the others start."""
+
+    def __init__(self, bad: set[int]) -> None:
+        self.bad = bad
+        self.calls: list[int] = []
+
+    async def __call__(self, job_id: int, task_id: str) -> BridgeOutcome:
+        self.calls.append(job_id)
+        if job_id in self.bad:
+            raise ValueError(f"job {job_id}: 'mystery' is not a valid JobType")
+        return BridgeOutcome.STARTED
+
+
+async def test_poison_messages_are_dead_lettered_and_never_hold_back_a_valid_run(queue, caplog):
+    poison = list(range(1, 11))
+    start = Poison(set(poison))
+    hooks = Hooks()
+    # A long backoff: a failed message held in the prefetch window would keep the valid Run
+    # waiting for it; in a retry queue it holds nothing.
+    wait = timedelta(seconds=10)
+    try:
+        async with running_consumer(
+            queue,
+            start,
+            hooks=hooks,
+            prefetch=10,
+            max_attempts=2,
+            retry_backoff=wait,
+            retry_backoff_max=wait,
+        ):
+            for job_id in poison:
+                await send_run_job(queue, job_id)
+            valid = 99
+            await send_run_job(queue, valid)
+            await eventually(lambda: valid in start.calls)
+            # Started before any poison message was tried a second time.
+            assert sorted(start.calls) == [*poison, valid]
+            await eventually(lambda: len(hooks.dead) == 10, within=60)
+            assert await asyncio.to_thread(dead_letter_depth, queue) == 10
+    finally:
+        await asyncio.to_thread(delete_queue, queue, BROKER_URL, (10_000,))
+    assert sorted(start.calls) == sorted([*poison, *poison, valid])
+    assert sorted(d.job_id for d in hooks.dead) == poison
+    assert all(d.attempts == 2 and "not a valid JobType" in d.reason for d in hooks.dead)
+    gave_up = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(gave_up) == 10 and all("failed 2 times" in m for m in gave_up)
+
+
+async def test_dead_letters_are_listed_with_their_reason_and_replayed(queue):
+    start = Poison({5, 6})
+    hooks = Hooks()
+    async with running_consumer(queue, start, hooks=hooks, max_attempts=3):
+        five = await send_run_job(queue, 5)
+        await send_run_job(queue, 6)
+        await asyncio.to_thread(send_task, queue, "ami.ml.tasks.save_results", results=[])
+        await eventually(lambda: len(hooks.dead) == 3)
+        await eventually(lambda: hooks.reports and hooks.reports[-1].dead_lettered == 3)
+
+    letters = await asyncio.to_thread(list_dead_letters, BROKER_URL, queue)
+    assert len(letters) == 3  # listing removes nothing
+    assert await asyncio.to_thread(list_dead_letters, BROKER_URL, queue) == letters
+    by_job = {letter.job_id: letter for letter in letters}
+    assert by_job[5].task_id == five and by_job[5].attempts == 3
+    assert "not a valid JobType" in (by_job[5].reason or "")
+    assert by_job[None].task == "ami.ml.tasks.save_results"
+    assert "not a run_job message" in (by_job[None].reason or "")
+
+    start.bad.discard(5)  # the cause is fixed
+    replayed = await asyncio.to_thread(replay_dead_letters, BROKER_URL, queue, job_id=5)
+    assert [r.job_id for r in replayed] == [5]
+    async with running_consumer(queue, start, hooks=hooks, max_attempts=3):
+        await eventually(lambda: start.calls.count(5) == 4)
+    assert await depth(queue) == 0
+    assert await asyncio.to_thread(dead_letter_depth, queue) == 2
+
+    # Failures that may pass (Temporal unreachable) are retried past max_attempts.
+    flaky = Recorder(fails=4)
+    async with running_consumer(queue, flaky, max_attempts=2):
+        await send_run_job(queue, 7)
+        await eventually(lambda: len(flaky.calls) == 5)
+    assert await asyncio.to_thread(dead_letter_depth, queue) == 2
+
+
+async def test_another_consumer_of_the_jobs_queue_is_warned_about_and_reported(queue, caplog):
+    """A leftover Antenna Celery worker on ``jobs`` takes some of the Runs."""
+    stop = threading.Event()
+    listening = threading.Event()
+
+    def foreign_consumer() -> None:
         with Connection(BROKER_URL) as conn:
-            Queue(queue, Exchange(queue, type="direct"), routing_key=queue, durable=False)(
-                conn.channel()
-            ).declare()
+            channel = conn.channel()
+            bound = celery_queue(queue)(channel)
+            bound.declare()
+            bound.consume(callback=lambda message: None)
+            listening.set()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    conn.drain_events(timeout=0.1)
 
-    await asyncio.to_thread(declare_transient)
-    async with running_consumer(queue, Recorder(), wait_ready=False) as running:
-        await eventually(lambda: sum("inequivalent" in r.getMessage() for r in caplog.records) >= 2)
-        assert not running.task.done() and not running.ready.is_set()
+    thread = threading.Thread(target=foreign_consumer, daemon=True)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(listening.wait, 15)
+        hooks = Hooks()
+        async with running_consumer(queue, Recorder(), hooks=hooks):
+
+            def foreign(n: int) -> bool:
+                return any(r.connected and r.foreign_consumers == n for r in hooks.reports)
+
+            await eventually(lambda: foreign(1))
+            warned = [r for r in caplog.records if "other consumer(s)" in r.getMessage()]
+            assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+            assert "1 other consumer(s) on queue" in warned[0].getMessage()
+            stop.set()
+            await asyncio.to_thread(thread.join, 15)
+            hooks.reports.clear()
+            await eventually(lambda: foreign(0))
+            assert hooks.reports[-1].consumers == 1
+    finally:
+        stop.set()
+    # Warned once, not at every look.
+    assert len([r for r in caplog.records if "other consumer(s)" in r.getMessage()]) == 1
