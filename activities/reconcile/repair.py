@@ -47,7 +47,6 @@ from activities.reconcile.models import (
 )
 from antenna_db import job_store, users
 from bridge.failures import describe, is_transient
-from core import naming
 from core.db import Pool
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
