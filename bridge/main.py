@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 
-from antenna_db import cachalot
+from antenna_db import cachalot, schema_check
 from bridge.consumer import RunJobConsumer
 from core.db import open_pool
 from core.settings import Settings
@@ -33,6 +33,8 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
     """
     if settings.antenna.broker_url is None:
         raise ValueError("set ANTENNA_JOBS_ANTENNA_BROKER_URL (Antenna's Celery broker)")
+    # Antenna's tables as the manifest has them, or no start (each difference named).
+    await schema_check.require_compatible(settings.database.url, settings.database.schema_name)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     pool = await open_pool(settings.database)
