@@ -3,6 +3,8 @@ long queue (collect, publish, aggregate), so long activities never hold the shor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -18,13 +20,21 @@ from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources
+from worker.schema_errors import SchemaErrorInterceptor
 from workflows.internal_job_workflow import InternalJobWorkflow
 from workflows.job_workflow import JobWorkflow
 from workflows.reconcile_workflow import ReconcileWorkflow
 from workflows.sync_job_workflow import SyncJobWorkflow
 
 
-def build_workers(client: Client, settings: Settings, resources: Resources) -> list[Worker]:
+def build_workers(
+    client: Client,
+    settings: Settings,
+    resources: Resources,
+    request_schema_check: Callable[[], None] | None = None,
+) -> list[Worker]:
+    # Activities refused by a changed Antenna schema say so once in the job log, then retry.
+    schema_errors = SchemaErrorInterceptor(resources.pool, request_schema_check)
     jobs = JobActivities(resources.pool, settings)
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(
@@ -38,6 +48,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
         settings,
         resources.crops,
         resources.inbox_watch,
+        request_schema_check,
     )
     temporal = TemporalActivities(client)
     sync = SyncActivities(resources.pool, resources.http, settings, resources.crops)
@@ -71,6 +82,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             reconcile.remove_leftovers,
         ],
         max_concurrent_activities=settings.worker.short_queue_slots,
+        interceptors=[schema_errors],
         graceful_shutdown_timeout=grace,
         # A killed worker's sticky queue holds a workflow's next task this long before any
         # worker gets it: part of every crash's recovery time.
@@ -88,6 +100,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             export.export_data,
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
+        interceptors=[schema_errors],
         graceful_shutdown_timeout=grace,
     )
     return [main, long]

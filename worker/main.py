@@ -20,6 +20,7 @@ from job_control.overview import OverviewSource
 from worker.app import build_workers
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
+from worker.schema_watch import SchemaWatch
 
 log = logging.getLogger("antenna_jobs.worker")
 
@@ -40,9 +41,12 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
         client = await connect_temporal(
             settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
         )
-        workers = build_workers(client, settings, resources)
+        schema = SchemaWatch(settings.database, settings.jobs.schema_check_interval.total_seconds())
+        workers = build_workers(client, settings, resources, schema.request)
         await ensure_reconcile_schedule(client, settings)
         runs = [asyncio.create_task(w.run()) for w in workers]
+        # Antenna's schema again on a schedule (the start check is Resources.open's).
+        checks = asyncio.create_task(schema.run())
         log.info(
             "workers polling %s and %s", settings.jobs.task_queue, settings.jobs.long_task_queue
         )
@@ -54,6 +58,7 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
+            checks.cancel()
             log.info("shutting down workers")
             await asyncio.shield(_shutdown(workers, runs))
         for task in runs:

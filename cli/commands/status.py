@@ -71,6 +71,9 @@ def _jobs_table(overview: Overview) -> Table:
     for job in overview.running:
         share = f" ({job.done / job.total:.0%})" if job.total else ""
         note = Text("waiting for workers", style="yellow") if job.waiting_for_workers else Text("")
+        if job.schema_error:
+            age = _ago(job.schema_error_age) if job.schema_error_age is not None else "-"
+            note = Text(f"saves wait for Antenna's schema ({age}): {job.schema_error}", style="red")
         table.add_row(
             str(job.id),
             job.name,
