@@ -38,6 +38,8 @@ class SchemaReport:
     schema: str
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Tables of the schema antenna-jobs does not use (Antenna has many: not worth a warning).
+    other_tables: int = 0
 
     @property
     def ok(self) -> bool:
@@ -79,7 +81,7 @@ def compare(
 ) -> SchemaReport:
     """The differences between the manifest and ``live`` (table -> columns, as
     schema_manifest.read_columns gives them)."""
-    report = SchemaReport(schema=schema)
+    report = SchemaReport(schema=schema, other_tables=other_tables)
     for table, spec in manifest["tables"].items():
         have = {c["name"]: c for c in live.get(table, [])}
         if not have:
@@ -131,8 +133,6 @@ def compare(
                 if not got["nullable"] and got["default"] is None:
                     kind = "NOT NULL, a table we never insert into"
                 report.notes.append(f"new column {where} {got['type']} ({kind})")
-    if other_tables:
-        report.notes.append(f"{other_tables} other tables antenna-jobs does not use")
     return report
 
 
@@ -158,8 +158,15 @@ async def check(conn: AsyncConnection[Any], schema: str) -> SchemaReport:
     """Antenna's tables in ``schema`` against the committed manifest; notes logged."""
     live, others = await read_live(conn, schema)
     report = compare(schema_manifest.load(), live, schema, others)
-    for note in report.notes:
-        log.info("Antenna schema %s: accepted: %s", schema, note)
+    if report.notes:
+        # One line, at WARNING so a worker without logging set up shows it too: Antenna changed,
+        # in ways that cannot matter to antenna-jobs.
+        log.warning(
+            "Antenna schema %s differs from the manifest in ways that cannot matter (accepted): %s",
+            schema,
+            "; ".join(report.notes),
+        )
+    log.info("Antenna schema %s: %d other tables, not used by antenna-jobs", schema, others)
     for problem in report.problems:
         log.error("Antenna schema %s: %s", schema, problem)
     return report

@@ -86,7 +86,12 @@ def db_check() -> None:
     report = run(go())
     console.print_json(
         json.dumps(
-            {"schema": db.schema_name, "problems": report.problems, "accepted": report.notes}
+            {
+                "schema": db.schema_name,
+                "problems": report.problems,
+                "accepted": report.notes,
+                "other_tables": report.other_tables,
+            }
         )
     )
     if not report.ok:
