@@ -11,6 +11,7 @@ its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -28,11 +29,14 @@ from antenna_db.schema_check import SchemaIncompatible
 from api.app import open_resources
 from bridge.main import run_bridge
 from core.db import migrate
+from core.metrics import SCHEMA_PROBLEMS
 from core.settings import AntennaSettings, DatabaseSettings, Settings
+from tests.helpers import eventually
 from tests.helpers.antenna import FIXTURES, load_antenna_schema
 from tests.helpers.broker import BROKER_URL
 from tests.helpers.settings import with_settings
 from worker.resources import Resources
+from worker.schema_watch import SchemaWatch
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -196,3 +200,27 @@ async def test_additions_that_cannot_matter_are_accepted_and_logged(
     ]
     assert found.other_tables == len(antennas_tables()) - len(schema_manifest.USED_TABLES) + 1
     assert "cannot matter (accepted): new column main_classification.features_2048" in caplog.text
+
+
+async def test_the_worker_checks_again_when_asked_and_shows_the_count(
+    antenna_db: DatabaseSettings,
+) -> None:
+    """The worker's check after start (its schedule, or at once after a schema error): the
+    differences in its log and in antenna_jobs_schema_problems, back to 0 once fixed."""
+    watch = SchemaWatch(antenna_db, interval=3600)
+    running = asyncio.create_task(watch.run())
+    try:
+        await alter(antenna_db, "ALTER TABLE main_detection RENAME COLUMN path TO crop_path")
+        watch.request()
+        await eventually(lambda: watch.last is not None and not watch.last.ok, within=30)
+        assert watch.last is not None
+        assert watch.last.problems == ["column main_detection.path is missing (dropped or renamed)"]
+        assert SCHEMA_PROBLEMS._value.get() == 1
+        await alter(antenna_db, "ALTER TABLE main_detection RENAME COLUMN crop_path TO path")
+        watch.request()
+        await eventually(lambda: watch.last is not None and watch.last.ok, within=30)
+        assert SCHEMA_PROBLEMS._value.get() == 0
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
