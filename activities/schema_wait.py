@@ -10,15 +10,22 @@ then the log says so and the job carries on by itself.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import Any
+
+import psycopg
 
 from activities.ml_run import MlRun
 from activities.result_saver import SchemaBlocked
+from antenna_db.schema_check import schema_reason
 from core import job_runs
 from core.metrics import SCHEMA_REFUSALS
 
 FIRST_PAUSE = 1.0
+
+log = logging.getLogger("antenna_jobs.schema")
 
 
 class SchemaWait:
@@ -52,7 +59,7 @@ class SchemaWait:
                 self.pause = FIRST_PAUSE
             async with self.run.pool.connection() as conn:
                 await job_runs.set_schema_error(conn, self.run.job_id, described)
-            await self.run.log(
+            await self._log(
                 f"Results cannot be saved: Antenna's schema changed ({described})."
                 " They stay in the inbox, no image is failed; saving is tried again with"
                 f" backoff (up to every {self.retry_max:.0f} s) until the schema is compatible"
@@ -81,8 +88,18 @@ class SchemaWait:
         self.pause = FIRST_PAUSE
         async with self.run.pool.connection() as conn:
             await job_runs.set_schema_error(conn, self.run.job_id, None)
-        await self.run.log(
+        await self._log(
             f"Results are saved again: Antenna's schema is compatible (waited {waited:.0f} s,"
             f" {self.refusals} refused tries)"
         )
         self.refusals = 0
+
+    async def _log(self, message: str, **kwargs: Any) -> None:
+        """The job log, unless the schema change is the job log's own (jobs_joblog): then the
+        worker's log has it, and the wait goes on."""
+        try:
+            await self.run.log(message, **kwargs)
+        except psycopg.Error as err:
+            if schema_reason(err) is None:
+                raise
+            log.error("job %s: %s (the job log refused it: %s)", self.run.job_id, message, err)
