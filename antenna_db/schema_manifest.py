@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 MANIFEST_NAME = "schema_manifest.json"
+SOURCE = "../shared/antenna/schema.sql, committed as tests/fixtures/antenna/schema.sql"
 
 # Antenna tables antenna-jobs reads or writes: exactly the ones antenna_db/standalone creates on
 # a bare database.
@@ -186,10 +187,11 @@ def dumps(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(url: str, schema_sql: Path, source: str | None = None) -> str:
-    """The manifest file's text for the dump at ``schema_sql``."""
+def generate(url: str, schema_sql: Path) -> str:
+    """The manifest file's text for the dump at ``schema_sql`` (whichever copy of it: the
+    manifest names the dump and records its sha256)."""
     with psycopg.connect(url) as conn:
-        return dumps(build(conn, schema_sql.read_text(), source or schema_sql.as_posix()))
+        return dumps(build(conn, schema_sql.read_text(), SOURCE))
 
 
 @functools.cache

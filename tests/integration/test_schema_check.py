@@ -77,9 +77,7 @@ async def report(db: DatabaseSettings) -> schema_check.SchemaReport:
 
 def test_the_committed_manifest_is_what_the_generator_makes_of_antennas_schema() -> None:
     url = DatabaseSettings().url
-    made = schema_manifest.generate(
-        url, FIXTURES / "schema.sql", source="tests/fixtures/antenna/schema.sql"
-    )
+    made = schema_manifest.generate(url, FIXTURES / "schema.sql")
     committed = (ROOT / "antenna_db" / "schema_manifest.json").read_text()
     assert made == committed, "antenna_db/schema_manifest.json is stale: run make schema-manifest"
 
