@@ -123,6 +123,14 @@ def render(overview: Overview) -> RenderableType:
         f"{inbox}\n",
         f"running: {len(overview.running)} jobs, {rate:.1f} images/s together",
     )
+    blocked = [j for j in overview.running if j.schema_error is not None]
+    if blocked:
+        head.append(
+            f"\nsaves waiting for Antenna's schema: {len(blocked)} jobs"
+            f" ({', '.join(str(j.id) for j in blocked[:10])}): results kept in the inbox,"
+            " retried with backoff; `antenna-jobs db check` names the differences",
+            style="red",
+        )
     return Group(head, _jobs_table(overview), _workers_table(overview))
 
 

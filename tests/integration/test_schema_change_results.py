@@ -161,7 +161,9 @@ async def test_results_posted_while_the_schema_is_incompatible_wait_and_are_save
             assert shown.schema_error is not None and named in shown.schema_error
             screen = Console(width=400, record=True)
             screen.print(render(overview))
-            assert "saves wait for Antenna's schema" in screen.export_text()
+            text = screen.export_text()
+            assert "saves wait for Antenna's schema" in text
+            assert f"saves waiting for Antenna's schema: 1 jobs ({job_id})" in text
             metrics = {m.name: m for m in overview_metrics(overview)}
             assert metrics["antenna_jobs_jobs_schema_blocked"].samples[0].value >= 1
 

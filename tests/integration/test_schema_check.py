@@ -222,3 +222,41 @@ async def test_the_worker_checks_again_when_asked_and_shows_the_count(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_rows_own_data_is_no_schema_reason_and_a_new_columns_null_is(
+    antenna_db: DatabaseSettings,
+) -> None:
+    """What the saver tells apart: a label longer than its column or a NULL in a column the
+    manifest has NOT NULL is the row's fault (that image fails); a NULL in a column we do not
+    know, or a missing column, is the schema's (the results wait)."""
+    await alter(
+        antenna_db,
+        "ALTER TABLE main_taxon ADD COLUMN reviewed text NOT NULL DEFAULT ''",
+        "ALTER TABLE main_taxon ALTER COLUMN reviewed DROP DEFAULT",
+    )
+
+    async def error(statement: str) -> psycopg.Error:
+        async with await psycopg.AsyncConnection.connect(antenna_db.url, autocommit=True) as c:
+            await c.execute(f"SET search_path TO {antenna_db.schema_name}")
+            with pytest.raises(psycopg.Error) as err:
+                await c.execute(statement)
+            return err.value
+
+    insert = (
+        "INSERT INTO main_taxon (created_at, updated_at, name, rank, active, author, notes,"
+        " parents_json, reviewed) VALUES (now(), now(), {name}, 'SPECIES', true, '', '',"
+        " '[]', {reviewed})"
+    )
+    too_long = await error(insert.format(name=f"'{'x' * 300}'", reviewed="''"))
+    assert schema_check.schema_reason(too_long) is None
+    null_name = await error(insert.format(name="NULL", reviewed="''"))
+    assert schema_check.schema_reason(null_name) is None
+    null_new = await error(insert.format(name="'a'", reviewed="NULL"))
+    fault = schema_check.schema_reason(null_new)
+    assert fault is not None and (fault.table, fault.column) == ("main_taxon", "reviewed")
+    missing = await error("SELECT no_such_column FROM main_taxon")
+    assert schema_check.schema_reason(missing) is not None
+    wrapped = RuntimeError("while saving")
+    wrapped.__cause__ = null_new
+    assert schema_check.schema_reason(wrapped) == fault
