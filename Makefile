@@ -9,7 +9,7 @@ IMAGES ?= 500
 # CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test test-replay record-histories lint bench chaos fuzz up down
+.PHONY: install demo test test-replay record-histories lint bench chaos fuzz up down schema-manifest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,3 +79,9 @@ up: install
 
 down: install
 	$(BIN)/antenna-jobs down
+
+# The manifest of Antenna's tables as antenna-jobs uses them, from Antenna's schema dump (copy a
+# new ../shared/antenna/schema.sql to tests/fixtures/antenna/ first); needs a PostgreSQL.
+ANTENNA_SCHEMA_SQL ?= tests/fixtures/antenna/schema.sql
+schema-manifest: install
+	$(BIN)/antenna-jobs db manifest --schema-sql $(ANTENNA_SCHEMA_SQL) --out antenna_db/schema_manifest.json

@@ -5,7 +5,9 @@ for the images that this transaction moved, so a redelivered or duplicated resul
 and counts nothing. A row the database refuses (or that our code cannot handle) never blocks
 the others: the batch is retried row by row, each in a savepoint; a row that still fails is
 kept for a later batch, and after ``max_attempts`` its image is failed with the reason.
-Connection loss and other outages are raised instead (the activity retries them).
+Connection loss and other outages are raised instead (the activity retries them), and so is a
+save refused because Antenna's schema changed (``SchemaBlocked``: no row is at fault, nothing is
+counted against any row, the whole transaction rolls back and the rows stay in the inbox).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from antenna_db import results
 from antenna_db.pipelines import PipelineContext
 from antenna_db.results import ClassificationSpec, DetectionSpec
+from antenna_db.schema_check import SchemaFault, schema_reason
 from core import inbox, job_images, job_runs
 from core.inbox import ClaimedRow, LightDetection, LightResult
 from core.schemas import PipelineResultsError
@@ -236,6 +239,24 @@ def _outage(err: BaseException) -> bool:
     return isinstance(err, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+class SchemaBlocked(Exception):
+    """A save refused because Antenna's schema changed under us: the batch waits in the inbox
+    until the schema is compatible again."""
+
+    def __init__(self, fault: SchemaFault) -> None:
+        super().__init__(fault.describe())
+        self.fault = fault
+
+
+def _not_the_rows(err: Exception) -> None:
+    """Raise what is no row's fault: an outage as it is, a schema change as SchemaBlocked."""
+    if _outage(err):
+        raise err
+    fault = schema_reason(err)
+    if fault is not None:
+        raise SchemaBlocked(fault) from err
+
+
 class BatchSaver:
     """Saves batches of one job's inbox rows (the aggregator's, and SYNC_API's own rows)."""
 
@@ -275,8 +296,7 @@ class BatchSaver:
                     outcome.add(await self._record(conn, fresh, extra_failures or {}))
                 await inbox.delete(conn, [r.id for r in fresh])
             except Exception as err:
-                if _outage(err):
-                    raise
+                _not_the_rows(err)
                 if extra_failures:
                     async with conn.transaction():
                         outcome.add(await self._record(conn, [], extra_failures))
@@ -311,8 +331,7 @@ class BatchSaver:
             await inbox.delete(conn, [row.id])
             return outcome
         except Exception as err:
-            if _outage(err):
-                raise
+            _not_the_rows(err)
             reason = f"{type(err).__name__}: {err}".strip()
         attempts = await inbox.record_failure(conn, row.id, reason)
         outcome = BatchOutcome()

@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from antenna_db import cachalot
+from antenna_db import cachalot, schema_check
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
 from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
@@ -38,6 +38,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
         applied = await migrate(settings.database)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        # Antenna's tables as the manifest has them, or no start (each difference named).
+        await schema_check.require_compatible(settings.database.url, settings.database.schema_name)
         pool = await open_pool(settings.database)
         stack.push_async_callback(pool.close)
         nc = await nats.connect(

@@ -21,7 +21,7 @@ import signal
 
 import psycopg
 
-from antenna_db import cachalot, job_store
+from antenna_db import cachalot, job_store, schema_check
 from bridge import report as reports
 from bridge.consumer import RunJobConsumer
 from bridge.report import BridgeReport, DeadLetter
@@ -40,6 +40,8 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
     """
     if settings.antenna.broker_url is None:
         raise ValueError("set ANTENNA_JOBS_ANTENNA_BROKER_URL (Antenna's Celery broker)")
+    # Antenna's tables as the manifest has them, or no start (each difference named).
+    await schema_check.require_compatible(settings.database.url, settings.database.schema_name)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     pool = await open_pool(settings.database)

@@ -10,12 +10,23 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 
+from antenna_db import schema_check, schema_manifest
 from antenna_db.seed import seed as seed_data
-from cli.commands.context import console, database, err_console, fail, load_settings, run
+from cli.commands.context import (
+    console,
+    database,
+    err_console,
+    fail,
+    load_settings,
+    run,
+    user_errors,
+)
 from cli.commands.dead_letters import dead_letter_app
 from cli.commands.demo import demo
 from cli.commands.fake_service import fake_service
@@ -50,10 +61,66 @@ app.command("replay")(replay)
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply the migrations not yet applied (safe to run concurrently)."""
+    """Apply the migrations not yet applied (safe to run concurrently), then check Antenna's
+    tables against the schema manifest: exit 1 naming each difference that matters."""
     settings = load_settings()
-    applied = run(migrate(settings.database))
-    console.print_json(json.dumps({"schema": settings.database.schema_name, "applied": applied}))
+    db = settings.database
+
+    async def go() -> list[str]:
+        applied = await migrate(db)
+        await schema_check.require_compatible(db.url, db.schema_name)
+        return applied
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    applied = run(go())
+    console.print_json(json.dumps({"schema": db.schema_name, "applied": applied}))
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Check Antenna's tables against the schema manifest (what the worker, API and bridge do at
+    start); print the differences, exit 1 if any matters."""
+    settings = load_settings()
+    db = settings.database
+
+    async def go() -> schema_check.SchemaReport:
+        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
+            return await schema_check.check(conn, db.schema_name)
+
+    report = run(go())
+    console.print_json(
+        json.dumps(
+            {
+                "schema": db.schema_name,
+                "problems": report.problems,
+                "accepted": report.notes,
+                "other_tables": report.other_tables,
+            }
+        )
+    )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("manifest")
+def db_manifest(
+    schema_sql: Annotated[
+        Path, typer.Option(help="Antenna's schema dump (../shared/antenna/schema.sql's copy)")
+    ] = Path("tests/fixtures/antenna/schema.sql"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write here (antenna_db/schema_manifest.json); default stdout"),
+    ] = None,
+) -> None:
+    """Generate the schema manifest from Antenna's schema dump (needs a PostgreSQL: the dump is
+    loaded into a scratch schema, read back from the catalogs and dropped)."""
+    settings = load_settings()
+    with user_errors():
+        text = schema_manifest.generate(settings.database.url, schema_sql)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
 
 
 @app.command()

@@ -29,7 +29,7 @@ async def take(conn: AsyncConnection[Any], job_id: int, run_id: str, consumer: s
         " ON CONFLICT (job_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
         "  consumer = EXCLUDED.consumer, started_at = now(), total = 0, processed = 0,"
         "  failed = 0, detections = 0, classifications = 0, updated_at = now(),"
-        "  paused_at = NULL, collected_at = NULL"
+        "  paused_at = NULL, collected_at = NULL, schema_error = NULL, schema_error_since = NULL"
         " WHERE job_runs.run_id <> EXCLUDED.run_id",
         (job_id, run_id, consumer),
     )
@@ -132,3 +132,14 @@ async def paused_since(conn: AsyncConnection[Any], job_id: int) -> datetime | No
     cur = await conn.execute("SELECT paused_at FROM job_runs WHERE job_id = %s", (job_id,))
     row = await cur.fetchone()
     return row["paused_at"] if row else None
+
+
+async def set_schema_error(conn: AsyncConnection[Any], job_id: int, error: str | None) -> None:
+    """What keeps the run's saves waiting for Antenna's schema (None: saving again); the time
+    it began is kept while the error stays."""
+    await conn.execute(
+        "UPDATE job_runs SET schema_error = %(error)s::text, schema_error_since = CASE"
+        " WHEN %(error)s::text IS NULL THEN NULL ELSE coalesce(schema_error_since, now()) END"
+        " WHERE job_id = %(job)s",
+        {"error": error, "job": job_id},
+    )

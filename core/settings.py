@@ -117,6 +117,11 @@ class JobSettings(BaseSettings):
     counts_interval: Duration = timedelta(minutes=1)
     failure_threshold: float = 0.5
     publish_page_size: int = 1000
+    # Saves refused because Antenna's schema changed are tried again after 1 s, 2 s, 4 s, ...,
+    # at most this far apart, until the schema is compatible (the results wait in the inbox).
+    schema_retry_max: Duration = timedelta(seconds=60)
+    # The worker checks Antenna's schema against the manifest this often (and after a refusal).
+    schema_check_interval: Duration = timedelta(minutes=10)
 
     @property
     def long_task_queue(self) -> str:

@@ -69,6 +69,12 @@ def overview_metrics(overview: Overview) -> list[Metric]:
         labels=_JOB_LABELS,
     )
     waiting = 0
+    blocked = GaugeMetricFamily(
+        "antenna_jobs_job_schema_blocked_seconds",
+        "Per running job whose saves wait for Antenna's schema (a save refused for a schema"
+        " reason): how long they have waited",
+        labels=_JOB_LABELS,
+    )
     for job in overview.running:
         labels = _job_labels(job)
         if job.queue is not None:
@@ -83,6 +89,8 @@ def overview_metrics(overview: Overview) -> list[Metric]:
             images.add_metric([*labels, kind], value)
         job_inbox.add_metric(labels, job.inbox)
         waiting += job.waiting_for_workers
+        if job.schema_error is not None:
+            blocked.add_metric(labels, job.schema_error_age or 0.0)
     polls = GaugeMetricFamily(
         "antenna_jobs_pipeline_last_poll_timestamp_seconds",
         "Per pipeline: when a processing worker last asked for tasks (POST /tasks/), Unix time",
@@ -98,6 +106,12 @@ def overview_metrics(overview: Overview) -> list[Metric]:
         redelivered,
         images,
         job_inbox,
+        blocked,
+        GaugeMetricFamily(
+            "antenna_jobs_jobs_schema_blocked",
+            "Running jobs whose saves wait for Antenna's schema (results kept in the inbox)",
+            value=sum(job.schema_error is not None for job in overview.running),
+        ),
         GaugeMetricFamily(
             "antenna_jobs_jobs_waiting_for_workers",
             "Running async jobs whose pipeline no processing worker polled within the window",

@@ -43,7 +43,9 @@ SELECT j.id, j.name, j.project_id, j.status, j.job_type_key AS job_type, j.dispa
        coalesce(r.total, 0) AS total, coalesce(r.processed, 0) AS processed,
        coalesce(r.failed, 0) AS failed,
        extract(epoch FROM now() - coalesce(r.started_at, j.started_at))::float8 AS elapsed,
-       (SELECT count(*) FROM result_inbox i WHERE i.job_id = j.id)::int AS inbox
+       (SELECT count(*) FROM result_inbox i WHERE i.job_id = j.id)::int AS inbox,
+       r.schema_error,
+       extract(epoch FROM now() - r.schema_error_since)::float8 AS schema_error_age
 FROM jobs_job j
      LEFT JOIN job_runs r ON r.job_id = j.id
      LEFT JOIN ml_pipeline m ON m.id = j.pipeline_id
@@ -89,6 +91,9 @@ class RunningJob(BaseModel):
     # No processing worker polled the pipeline within the window, and the run is older than
     # the window (async jobs only).
     waiting_for_workers: bool = False
+    # Why its saves wait for Antenna's schema (None: they do not), and for how many seconds.
+    schema_error: str | None = None
+    schema_error_age: float | None = None
 
     @property
     def done(self) -> int:

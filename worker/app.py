@@ -3,6 +3,8 @@ long queue (collect, publish, aggregate), so long activities never hold the shor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -18,14 +20,22 @@ from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources
+from worker.schema_errors import SchemaErrorInterceptor
 from workflows.registry import WORKFLOWS
 
 
 def build_workers(
-    client: Client, settings: Settings, resources: Resources, *, identity: str | None = None
+    client: Client,
+    settings: Settings,
+    resources: Resources,
+    request_schema_check: Callable[[], None] | None = None,
+    *,
+    identity: str | None = None,
 ) -> list[Worker]:
     """``identity``: what the workers poll as (worker.settings_guard's fingerprint; None: the
     SDK's pid@host)."""
+    # Activities refused by a changed Antenna schema say so once in the job log, then retry.
+    schema_errors = SchemaErrorInterceptor(resources.pool, request_schema_check)
     jobs = JobActivities(resources.pool, settings)
     images = ImageActivities(resources.pool, settings)
     queue = TaskQueueActivities(
@@ -39,6 +49,7 @@ def build_workers(
         settings,
         resources.crops,
         resources.inbox_watch,
+        request_schema_check,
     )
     temporal = TemporalActivities(client)
     sync = SyncActivities(resources.pool, resources.http, settings, resources.crops)
@@ -73,6 +84,7 @@ def build_workers(
             reconcile.remove_leftovers,
         ],
         max_concurrent_activities=settings.worker.short_queue_slots,
+        interceptors=[schema_errors],
         graceful_shutdown_timeout=grace,
         # A killed worker's sticky queue holds a workflow's next task this long before any
         # worker gets it: part of every crash's recovery time.
@@ -92,6 +104,7 @@ def build_workers(
             export.export_data,
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
+        interceptors=[schema_errors],
         graceful_shutdown_timeout=grace,
     )
     return [main, long]

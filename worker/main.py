@@ -20,6 +20,7 @@ from job_control.overview import OverviewSource
 from worker.app import build_workers
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
+from worker.schema_watch import SchemaWatch
 from worker.settings_guard import check_task_queues, fingerprint_of, recheck_after_start
 
 log = logging.getLogger("antenna_jobs.worker")
@@ -46,9 +47,14 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
     metrics: MetricsServer | None = None
     try:
         metrics = start_metrics(settings, resources)
-        workers = build_workers(client, settings, resources, identity=identity)
+        schema = SchemaWatch(settings.database, settings.jobs.schema_check_interval.total_seconds())
+        workers = build_workers(
+            client, settings, resources, request_schema_check=schema.request, identity=identity
+        )
         await ensure_reconcile_schedule(client, settings)
         runs = [asyncio.create_task(w.run()) for w in workers]
+        # Antenna's schema again on a schedule (the start check is Resources.open's).
+        checks = asyncio.create_task(schema.run())
         stopped = asyncio.create_task(stop.wait())
         try:
             # Two workers of other settings that started together both passed the first check.
@@ -65,6 +71,7 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
+            checks.cancel()
             log.info("shutting down workers")
             await asyncio.shield(_shutdown(workers, runs))
         for task in runs:

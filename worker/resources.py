@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from activities.async_api.inbox_watch import InboxWatch
 from activities.crops import CropRequests
-from antenna_db import cachalot
+from antenna_db import cachalot, schema_check
 from bridge.antenna_tasks import AntennaTaskSender
 from core.db import migrate, open_pool
 from core.settings import Settings
@@ -45,6 +45,9 @@ class Resources:
     async def open(cls, settings: Settings, *, run_migrations: bool = True) -> Resources:
         if run_migrations:
             await migrate(settings.database)
+        # Antenna's tables as the manifest has them, or no start (each difference named).
+        db = settings.database
+        await schema_check.require_compatible(db.url, db.schema_name)
         pool = await open_pool(settings.database)
         redis = aioredis.Redis.from_url(settings.redis.url, decode_responses=True)
         try:

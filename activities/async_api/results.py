@@ -7,13 +7,16 @@ reconciles images whose task exhausted max_deliver, and after ``stall_period`` w
 is paused the process stage shows a "Paused" param. A job row saying CANCELING/REVOKED stops it.
 While it waits it costs no query of its own (activities/async_api/inbox_watch.py) and has the
 row's ``updated_at`` bumped every ``touch_interval``, so Antenna's reaper (if it still runs) never
-takes the job for dead.
+takes the job for dead. A save refused because Antenna's schema changed keeps its results in the
+inbox and is tried again with backoff until the schema is compatible
+(activities/schema_wait.py); meanwhile nothing counts as stalled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
@@ -28,7 +31,8 @@ from activities.async_api.models import AggregateInput, AggregateResult
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
 from activities.ml_run import WORKERS_PARAM, MlRun
-from activities.result_saver import BatchOutcome
+from activities.result_saver import BatchOutcome, SchemaBlocked
+from activities.schema_wait import SchemaWait
 from antenna_db import captures, job_store
 from antenna_db.job_store import RunState
 from core import inbox, job_images, job_runs
@@ -51,8 +55,11 @@ class ResultActivities:
         settings: Settings,
         crops: CropRequests | None = None,
         watch: InboxWatch | None = None,
+        request_schema_check: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
+        # Asks this process's schema check to run now (after a save refused for the schema).
+        self._request_schema_check = request_schema_check
         self._nc = nc
         self._js = js
         self._settings = settings
@@ -80,6 +87,7 @@ class ResultActivities:
                 watch,
                 self._settings,
             )
+            aggregation.schema.request_check = self._request_schema_check
             return await aggregation.run()
 
 
@@ -138,6 +146,10 @@ class _Aggregation:
         # (an answer shows a worker as well as a poll does).
         self.poll_age: float | None = None
         self.last_answer: float | None = None
+        # Saves refused for a schema reason wait here; failures of exhausted tasks taken from
+        # the watcher meanwhile are carried to the next try.
+        self.schema = SchemaWait(run, self.jobs.schema_retry_max.total_seconds())
+        self.carry: dict[int, str] = {}
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -174,7 +186,7 @@ class _Aggregation:
             if look or exhausted:
                 outcome = await self._save(batch, exhausted)
                 await self._apply(outcome)
-                if exhausted:
+                if exhausted and not self.schema.blocked:
                     self.result.reconciled += len(set(outcome.failed) & exhausted.keys())
                     await run.log(
                         f"{len(exhausted)} tasks exhausted max_deliver"
@@ -194,7 +206,8 @@ class _Aggregation:
                 await self._reconcile_stall()
                 look = True
                 continue
-            look = await self.watch.wait(self._wait_for())
+            # While saves wait for the schema, each wake tries again (after _save's backoff).
+            look = await self.watch.wait(self._wait_for()) or self.schema.blocked
             if activity.is_worker_shutdown():
                 raise failure(Failure.WORKER_SHUTDOWN, "the worker is shutting down: handed over")
             await self._after_wait()
@@ -263,11 +276,34 @@ class _Aggregation:
         the batch to commit or is seen by it: no result is ever saved after CANCELING (and so
         after REVOKED), even by an attempt Temporal already gave up on. Idle polls skip it.
         """
-        async with self.pool.connection() as conn, conn.transaction():
-            if not exhausted and not await inbox.waiting(conn, self.job_id):
-                return BatchOutcome()
-            self._check_row(await job_store.run_state(conn, self.job_id, share=True))
-            return await self.saver.save_batch(conn, batch, exhausted)
+        exhausted, self.carry = self.carry | exhausted, {}
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                if not exhausted and not await inbox.waiting(conn, self.job_id):
+                    return BatchOutcome()
+                self._check_row(await job_store.run_state(conn, self.job_id, share=True))
+                outcome = await self.saver.save_batch(conn, batch, exhausted)
+        except SchemaBlocked as err:
+            # Rolled back whole: the rows stay in the inbox, unclaimed and uncounted.
+            self.carry |= exhausted
+            await self._pause(await self.schema.refused(err))
+            return BatchOutcome()
+        if outcome.claimed or exhausted:
+            await self.schema.saved()
+        return outcome
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before saving again, stopping at once for a cancel (the heartbeat brings
+        Temporal's; the process-wide read, the job row's)."""
+        interval = self.jobs.heartbeat_interval.total_seconds()
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, interval))
+            if activity.is_worker_shutdown():
+                raise failure(Failure.WORKER_SHUTDOWN, "the worker is shutting down: handed over")
+            seen = self.watch.seen
+            if seen is not None:
+                self._check_row(RunState(status=seen.status, run_id=seen.run_id, consumer=None))
 
     def _check_row(self, state: RunState) -> None:
         """Stop when the job is cancelled (or final), or when another run took it since this

@@ -16,6 +16,7 @@ import typer
 from psycopg_pool import PoolTimeout
 from rich.console import Console
 
+from antenna_db.schema_check import SchemaIncompatible
 from core.db import Pool, open_pool
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
@@ -52,6 +53,8 @@ def user_errors() -> Iterator[None]:
     except InvalidJobState as err:
         fail(f"job {err.job_id} is {err.status}: cannot {err.action}")
     except (JobNotFound, InvalidJobInput) as err:
+        fail(str(err))
+    except SchemaIncompatible as err:
         fail(str(err))
     except (psycopg.OperationalError, PoolTimeout) as err:
         fail(f"cannot reach PostgreSQL ({err}); is it running? try `antenna-jobs up`")

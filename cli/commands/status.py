@@ -72,6 +72,9 @@ def _jobs_table(overview: Overview) -> Table:
     for job in overview.running:
         share = f" ({job.done / job.total:.0%})" if job.total else ""
         note = Text("waiting for workers", style="yellow") if job.waiting_for_workers else Text("")
+        if job.schema_error:
+            age = _ago(job.schema_error_age) if job.schema_error_age is not None else "-"
+            note = Text(f"saves wait for Antenna's schema ({age}): {job.schema_error}", style="red")
         table.add_row(
             str(job.id),
             job.name,
@@ -156,6 +159,14 @@ def render(overview: Overview) -> RenderableType:
         f"running: {len(overview.running)} jobs, {rate:.1f} images/s together",
         *_bridge_lines(overview),
     )
+    blocked = [j for j in overview.running if j.schema_error is not None]
+    if blocked:
+        head.append(
+            f"\nsaves waiting for Antenna's schema: {len(blocked)} jobs"
+            f" ({', '.join(str(j.id) for j in blocked[:10])}): results kept in the inbox,"
+            " retried with backoff; `antenna-jobs db check` names the differences",
+            style="red",
+        )
     return Group(head, _jobs_table(overview), _workers_table(overview))
 
 
