@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from antenna_db import cachalot, exports, users
 from core import job_runs
@@ -62,6 +62,15 @@ class JobRecord(BaseModel):
     scheduled_at: datetime | None = None
     started_at: datetime | None
     finished_at: datetime | None
+
+    @field_validator("job_type", mode="before")
+    @classmethod
+    def _any_job_type(cls, value: Any) -> Any:
+        """A job type Antenna added after us reads as UNKNOWN (the row keeps its key): in
+        Antenna mode it runs Antenna's own code all the same (AntennaTaskWorkflow)."""
+        if isinstance(value, str) and value not in JobType.__members__.values():
+            return JobType.UNKNOWN
+        return value
 
 
 async def get_job(conn: AsyncConnection[Any], job_id: int) -> JobRecord:

@@ -244,7 +244,11 @@ class JobActions:
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
         return await self._client.start_workflow(
-            naming.workflow_type(job.job_type, job.dispatch_mode),
+            naming.workflow_type(
+                job.job_type,
+                job.dispatch_mode,
+                antenna_tasks=self._settings.antenna.runs_antenna_tasks,
+            ),
             JobWorkflowInput(job_id=job.id, failed_only=failed_only),
             id=naming.workflow_id(job.id),
             task_queue=self._settings.jobs.task_queue,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.antenna_task.celery_link import AntennaCelery
+from activities.antenna_task.runner import AntennaTaskActivities
 from activities.async_api.results import ResultActivities
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
@@ -18,6 +20,7 @@ from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
 from core.settings import Settings
 from worker.resources import Resources
+from workflows.antenna_task_workflow import AntennaTaskWorkflow
 from workflows.internal_job_workflow import InternalJobWorkflow
 from workflows.job_workflow import JobWorkflow
 from workflows.reconcile_workflow import ReconcileWorkflow
@@ -44,6 +47,9 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     populate = PopulateActivities(resources.pool, settings)
     export = ExportActivities(resources.pool, settings)
     internal = InternalJobActivities(resources.pool)
+    antenna = AntennaTaskActivities(
+        resources.pool, settings, resources.antenna_celery or AntennaCelery(settings.antenna)
+    )
     reconcile = ReconcileActivities(
         resources.pool, client, queue, resources.js, resources.redis, settings
     )
@@ -51,7 +57,13 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
-        workflows=[JobWorkflow, ReconcileWorkflow, SyncJobWorkflow, InternalJobWorkflow],
+        workflows=[
+            JobWorkflow,
+            ReconcileWorkflow,
+            SyncJobWorkflow,
+            InternalJobWorkflow,
+            AntennaTaskWorkflow,
+        ],
         activities=[
             jobs.start_job,
             jobs.check_cancel,
@@ -67,6 +79,9 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             sync.choose_service,
             internal.finish_internal_job,
             export.remove_export,
+            antenna.start_antenna_job,
+            antenna.send_run_job,
+            antenna.revoke_run_job,
             reconcile.reconcile_jobs,
             reconcile.remove_leftovers,
         ],
@@ -86,6 +101,7 @@ def build_workers(client: Client, settings: Settings, resources: Resources) -> l
             sync.process_batches,
             populate.populate_collection,
             export.export_data,
+            antenna.wait_for_row,
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
         graceful_shutdown_timeout=grace,
