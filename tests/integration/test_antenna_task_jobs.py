@@ -23,6 +23,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from antenna_db.seed import seed
 from bridge.main import run_bridge
 from core import naming
 from core.settings import AntennaSettings, Settings
@@ -338,3 +339,29 @@ async def test_antennas_worker_killed_mid_task_then_restarted_runs_the_job_to_th
         assert len([m for m in messages if m.startswith("Sent Antenna's run_job")]) == 2
         assert any(m.startswith("Sent Antenna's run_job again") for m in messages)
         await replays(stack.client, job_id)
+
+
+async def test_standalone_refuses_a_type_only_antennas_code_runs_with_the_reason(
+    pool, temporal_client, settings, job_workers
+) -> None:
+    """Without Antenna's broker there is no Antenna code to run regroup_events: the job fails
+    at start saying so (it used to fail with a KeyError), and nothing is left running."""
+    async with pool.connection() as conn:
+        seeded = await seed(conn, 1)
+    recipe = Recipe(
+        ids={
+            "project": seeded.project_id,
+            "deployment": seeded.deployment_id,
+            "collection": seeded.collection_id,
+            "user": 0,
+        },
+        token="",
+    )
+    job_id = await new_job(pool, recipe, "regroup_events")
+    await JobActions(pool, temporal_client, settings).run(job_id)
+    assert await final(pool, job_id) == JobState.FAILURE
+    assert await closed(temporal_client, job_id) == WorkflowExecutionStatus.FAILED
+    desc = await job_handle(temporal_client, job_id).describe()
+    assert desc.workflow_type == naming.INTERNAL_JOB_WORKFLOW
+    messages = [r["message"] for r in await logs(pool, job_id)]
+    assert any("only Antenna's own code runs it" in m for m in messages), messages
