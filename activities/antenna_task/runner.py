@@ -57,7 +57,7 @@ from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
 
 _TASK_IDS = uuid.UUID("6f1d7c1e-2b7a-4c55-9d3e-a1b2c3d4e5f6")
-# How long a revoke waits for the workers to let go of the task, in control timeouts.
+# How long a revoke waits (at most) for the workers to let go of the task, in control timeouts.
 _REVOKE_SETTLE_ROUNDS = 10
 
 
@@ -218,12 +218,19 @@ class AntennaTaskActivities:
         """Antenna's Job.cancel for a job run by Celery: revoke with terminate, then wait
         (bounded) until no worker holds the task."""
         await self._celery.revoke(inp.task_id)
+        control = self._settings.antenna.control_timeout.total_seconds()
+        # Within the attempt's timeout: a task that outlives this is logged, not waited for.
+        settle = min(
+            _REVOKE_SETTLE_ROUNDS * control,
+            self._settings.jobs.short_activity_timeout.total_seconds() / 2,
+        )
+        deadline = time.monotonic() + settle
         held: list[str] = []
-        for _ in range(_REVOKE_SETTLE_ROUNDS):
+        while True:
             _answered, held = await self._celery.holders(inp.task_id)
-            if not held:
+            if not held or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(self._settings.antenna.control_timeout.total_seconds())
+            await asyncio.sleep(control / 2)
         terminated = not held
         async with self._pool.connection() as conn:
             await job_store.append_log(

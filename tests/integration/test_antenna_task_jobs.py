@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
+from activities.antenna_task.celery_link import AntennaCelery
+from activities.antenna_task.models import SendInput, TaskOutcome
+from activities.antenna_task.runner import AntennaTaskActivities
 from antenna_db.seed import seed
 from bridge.main import run_bridge
 from core import naming
@@ -37,8 +43,9 @@ from tests.helpers.antenna_celery import (
     pid_alive,
     revoke_as_antenna,
 )
-from tests.helpers.broker import send_run_job
-from tests.helpers.settings import SHORT_HEARTBEATS, with_settings
+from tests.helpers.broker import BROKER_URL, delete_queue, queue_depth, send_run_job
+from tests.helpers.processes import worker_processes
+from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
 from tests.helpers.temporal import job_handle, running_workers
 from workflows.antenna_task_workflow import AntennaTaskWorkflow
 
@@ -65,16 +72,20 @@ async def antenna_stack(
     *,
     duration: float,
     lost_after: float = 3.0,
+    in_process: bool = True,
 ) -> AsyncIterator[Stack]:
     """Antenna's Celery worker (the stand-in), our worker and bridge on Antenna's database and
-    broker, with short polls and a short lost-task bound."""
+    broker, with short polls and a short lost-task bound (``in_process=False``: no worker here,
+    the test runs worker processes it may kill)."""
     with antenna_celery_worker(antenna_database, tmp_path, duration) as celery:
         real = with_settings(
             settings,
             database=antenna_database,
-            jobs=SHORT_HEARTBEATS,
+            jobs=CRASH_JOBS,
+            worker=CRASH_WORKER,
+            reconcile={"interval": timedelta(0)},
             antenna=AntennaSettings(
-                broker_url="amqp://guest:guest@127.0.0.1:5672//",
+                broker_url=BROKER_URL,
                 jobs_queue=queue,
                 task_queue=celery.queue,
                 task_poll_interval=0.2,
@@ -86,7 +97,9 @@ async def antenna_stack(
         ready = asyncio.Event()
         bridge = asyncio.create_task(run_bridge(real, ready=ready))
         try:
-            async with running_workers(temporal_client, real):
+            async with contextlib.AsyncExitStack() as workers:
+                if in_process:
+                    await workers.enter_async_context(running_workers(temporal_client, real))
                 await asyncio.wait_for(ready.wait(), 30)
                 await eventually(celery.ready, within=60, interval=0.5)
                 yield Stack(real, antenna_pool, celery, queue, temporal_client)
@@ -317,6 +330,7 @@ async def test_a_cancel_terminates_the_task_and_ends_revoked(
         assert revoked and revoked[-1]["context"]["terminated"] is True
 
 
+@pytest.mark.chaos
 async def test_antennas_worker_killed_mid_task_then_restarted_runs_the_job_to_the_end_once(
     settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
 ) -> None:
@@ -365,3 +379,78 @@ async def test_standalone_refuses_a_type_only_antennas_code_runs_with_the_reason
     assert desc.workflow_type == naming.INTERNAL_JOB_WORKFLOW
     messages = [r["message"] for r in await logs(pool, job_id)]
     assert any("only Antenna's own code runs it" in m for m in messages), messages
+
+
+@pytest.mark.chaos
+async def test_our_worker_killed_while_antennas_code_runs_neither_loses_nor_repeats_the_job(
+    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
+) -> None:
+    async with antenna_stack(
+        settings,
+        antenna_database,
+        antenna_pool,
+        temporal_client,
+        queue,
+        tmp_path,
+        duration=6,
+        in_process=False,
+    ) as stack:
+        job_id = await new_job(stack.pool, antenna_recipe, "post_processing")
+        with worker_processes(stack.settings, tmp_path) as workers:
+            first = workers.start()
+            await JobActions(stack.pool, stack.client, stack.settings).run(job_id)
+            pid = await running_pid(stack.pool, job_id)
+            first.kill()  # mid-wait: the wait activity's heartbeats stop
+            workers.start()
+            assert await final(stack.pool, job_id, within=90) == JobState.SUCCESS
+            assert await closed(stack.client, job_id) == WorkflowExecutionStatus.COMPLETED
+        # Antenna's task ran on through our crash, once; the new worker only waited for it.
+        assert [r["context"]["pid"] for r in await runs(stack.pool, job_id, "Running")] == [pid]
+        assert len(await runs(stack.pool, job_id, "Finished")) == 1
+        messages = [r["message"] for r in await logs(stack.pool, job_id)]
+        assert len([m for m in messages if m.startswith("Sent Antenna's run_job")]) == 1
+        await replays(stack.client, job_id)
+
+
+async def test_a_retried_send_publishes_no_second_message_and_a_failed_one_is_undone(
+    settings, antenna_database, antenna_pool, antenna_recipe, queue
+) -> None:
+    """send_run_job's idempotence, on the real broker: the task id is written into the row
+    before the publish, so an attempt that finds it there publishes nothing; a publish that
+    raised puts the row's previous task id back, so its retry publishes."""
+    task_queue = f"{queue}-tasks"
+    real = with_settings(
+        settings,
+        database=antenna_database,
+        antenna=AntennaSettings(broker_url=BROKER_URL, task_queue=task_queue),
+    )
+    job_id = await new_job(antenna_pool, antenna_recipe, "regroup_events")
+    antennas = await enqueue_as_antenna(antenna_pool, job_id)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=f"job-{job_id}", workflow_run_id="r1")
+    celery = AntennaCelery(real.antenna)
+    try:
+        sends = AntennaTaskActivities(antenna_pool, real, celery)
+        first = await env.run(sends.send_run_job, SendInput(job_id=job_id))
+        again = await env.run(sends.send_run_job, SendInput(job_id=job_id))
+        assert first.outcome == again.outcome == TaskOutcome.SENT
+        assert first.task_id == again.task_id == (await row(antenna_pool, job_id))["task_id"]
+        assert await asyncio.to_thread(queue_depth, task_queue) == 1
+
+        # The broker unreachable: the publish raises and the row's task id is put back.
+        down = with_settings(real, antenna={"broker_url": "amqp://guest:guest@127.0.0.1:1//"})
+        broken = AntennaCelery(down.antenna)
+        try:
+            other = dataclasses.replace(env.info, workflow_run_id="r2")
+            env.info = other
+            with pytest.raises(Exception):  # noqa: B017 - whatever kombu raises for a refusal
+                await env.run(
+                    AntennaTaskActivities(antenna_pool, down, broken).send_run_job,
+                    SendInput(job_id=job_id),
+                )
+        finally:
+            broken.close()
+        assert (await row(antenna_pool, job_id))["task_id"] == first.task_id != antennas
+    finally:
+        celery.close()
+        delete_queue(task_queue)
