@@ -258,9 +258,9 @@ class AntennaSettings(BaseSettings):
     task_poll_max: Duration = timedelta(seconds=15)
     # How long a control request (revoke, "which worker has this task?") waits for replies.
     control_timeout: Duration = timedelta(seconds=1)
-    # No worker had the task, its queue held nothing waiting and the row did not change for
-    # this long: the task is lost (its worker died; run_job is acked on delivery) and is sent
-    # again, at most task_max_sends times in all.
+    # Workers answered and none had the task, its queue held nothing waiting and the row did
+    # not change for this long: the task is lost (its worker died; run_job is acked on
+    # delivery) and is sent again, at most task_max_sends times in all.
     task_lost_after: Duration = timedelta(minutes=5)
     task_max_sends: int = Field(default=3, ge=1)
 

@@ -20,10 +20,11 @@ FAILURE). We own when it runs and when it stops:
 - **lost task**: Antenna's run_job is acked on delivery, so a Celery worker that dies mid-task
   takes the message with it and the row stays STARTED for ever. While the row stands still the
   wait asks the workers (Celery's ``query_task`` broadcast) whether one holds the task; when for
-  ``task_lost_after`` none did, the task queue held no waiting message and the row did not
-  change, the task is lost: the workflow revokes it (so it can never come back alongside) and
-  sends run_job again, ``task_max_sends`` times in all, then fails the job. Any doubt (the
-  broker not answering) resets the clock: a resend needs positive evidence of loss.
+  ``task_lost_after`` workers answered and none held it, the task queue held no waiting message
+  and the row did not change, the task is lost: the workflow revokes it (so it can never come
+  back alongside) and sends run_job again, ``task_max_sends`` times in all, then fails the job.
+  Any doubt (no worker answering, the broker not answering) resets the clock: a resend needs
+  positive evidence of loss.
 - **revoke** (``revoke_run_job``): Celery's ``revoke(task_id, terminate=True)`` broadcast, as
   Antenna's Job.cancel sends it, then until no worker holds the task (bounded).
 """
@@ -202,11 +203,14 @@ class AntennaTaskActivities:
                 await asyncio.sleep(interval)
 
     async def _unseen_since(self, task_id: str, since: float | None, now: float) -> float | None:
-        """Since when no worker holds the task and nothing waits in its queue (None: a worker
-        holds it, a message waits, or the broker did not answer)."""
+        """Since when the workers that answered do not hold the task and nothing waits in its
+        queue (None: a worker holds it, no worker answered, a message waits, or the broker did
+        not answer)."""
         try:
-            _answered, held = await self._celery.holders(task_id)
-            if held or await self._celery.waiting() > 0:
+            answered, held = await self._celery.holders(task_id)
+            # No answer at all (every worker down, or remote control disabled) is no evidence:
+            # the task waits for a worker that can say it does not have it.
+            if held or answered == 0 or await self._celery.waiting() > 0:
                 return None
         except Exception as err:
             activity.logger.warning("cannot tell whether task %s is alive: %s", task_id, err)

@@ -341,7 +341,7 @@ async def test_antennas_worker_killed_mid_task_then_restarted_runs_the_job_to_th
         await run_as_antenna(stack, job_id)
         first = await running_pid(stack.pool, job_id)
         stack.celery.kill()  # the worker and its children: the acked message goes with them
-        assert not pid_alive(first)
+        await eventually(lambda: not pid_alive(first), within=30, interval=0.1)
         assert (await row(stack.pool, job_id))["status"] == "STARTED"
         stack.celery.start()
         assert await final(stack.pool, job_id, within=90) == JobState.SUCCESS

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from activities.antenna_task.runner import task_id_for
+from activities.antenna_task.runner import AntennaTaskActivities, task_id_for
 from antenna_db.job_store import JobRecord
 from antenna_db.job_tasks import TaskRow
 from core import naming
-from core.settings import AntennaSettings
+from core.settings import AntennaSettings, Settings
 from core.states import DispatchMode, JobState, JobType
 
 NOT_ML = [t for t in JobType if t != JobType.ML]
@@ -89,3 +89,45 @@ def test_a_job_type_antenna_added_after_us_reads_as_unknown():
         updated_at=datetime.now(UTC),
     )
     assert task.job_type == JobType.UNKNOWN and task.job_type_key == "train_classifier"
+
+
+class _Workers:
+    """What the workers and the queue answer (a stub of AntennaCelery's two questions)."""
+
+    def __init__(self, answered: int, held: list[str], waiting: int = 0, fails: bool = False):
+        self.answer = (answered, held)
+        self.ready = waiting
+        self.fails = fails
+
+    async def holders(self, task_id: str) -> tuple[int, list[str]]:
+        if self.fails:
+            raise ConnectionError("broker unreachable")
+        return self.answer
+
+    async def waiting(self) -> int:
+        return self.ready
+
+
+def _runner(workers: _Workers) -> AntennaTaskActivities:
+    return AntennaTaskActivities(None, Settings(), workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("workers", "lost"),
+    [
+        (_Workers(answered=2, held=[]), True),
+        # A worker holds it (received, prefetched or running): alive.
+        (_Workers(answered=2, held=["w1"]), False),
+        # Nobody answered (every worker down, or remote control off): no evidence, never resent.
+        (_Workers(answered=0, held=[]), False),
+        # A message waits in the task queue: maybe this one, behind others.
+        (_Workers(answered=1, held=[], waiting=3), False),
+        (_Workers(answered=1, held=[], fails=True), False),
+    ],
+)
+async def test_a_task_counts_unseen_only_on_positive_evidence(workers, lost):
+    since = await _runner(workers)._unseen_since("t", None, now=10.0)
+    assert (since == 10.0) if lost else since is None
+    # Unseen again later: the clock keeps its start; any doubt resets it.
+    again = await _runner(workers)._unseen_since("t", 5.0, now=20.0)
+    assert (again == 5.0) if lost else again is None
