@@ -40,8 +40,10 @@ from core.states import (
     FINAL_STATES,
     FINALIZABLE_STATES,
     REVOCABLE_STATES,
+    RUN_JOB_TYPES,
     STARTABLE_STATES,
     JobState,
+    JobType,
 )
 
 
@@ -93,13 +95,25 @@ class JobActivities:
                 status=job.status,
                 project_id=job.project_id,
                 config=self._config(),
-                job_type=job.job_type,
+                # A type Antenna added after this code travels as UNKNOWN (its real key stays in
+                # the row): the workflow decodes its StartResult whatever the row holds.
+                job_type=job.job_type if job.job_type.known else JobType.UNKNOWN,
             )
             if job.status in FINAL_STATES:
                 return result.model_copy(update={"outcome": StartOutcome.FINAL})
             if job.status == JobState.CANCELING:
                 return result.model_copy(update={"outcome": StartOutcome.CANCELING})
-            runs_it = naming.workflow_type(job.job_type, job.dispatch_mode)
+            runs_it = naming.workflow_type(
+                job.job_type,
+                job.dispatch_mode,
+                antenna_tasks=self._settings.antenna.runs_antenna_tasks,
+            )
+            if job.job_type not in RUN_JOB_TYPES and not self._settings.antenna.runs_antenna_tasks:
+                raise failure(
+                    Failure.UNSUPPORTED_JOB,
+                    f"job {job.id} is a {job.job_type} job: only Antenna's own code runs it (set"
+                    " ANTENNA_JOBS_ANTENNA_BROKER_URL: Antenna mode sends it to its Celery worker)",
+                )
             if runs_it != ref.workflow:
                 raise failure(
                     Failure.UNSUPPORTED_JOB,

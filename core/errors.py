@@ -23,6 +23,7 @@ Failure
 ├── NoLiveService            SYNC_API: no processing service of the pipeline answers /readyz
 ├── PopulateFailed           populate_captures_collection cannot run (bad sampling, set gone)
 ├── ExportFailed             data_export cannot write its file or read its params
+├── AntennaTaskLost          Antenna's Celery worker lost the job's run_job every time it was sent
 └── JobFailed                the job ended FAILURE (the run fails with it, the result attached)
 """
 
@@ -43,6 +44,7 @@ class Failure(StrEnum):
     NO_LIVE_SERVICE = "NoLiveService"
     POPULATE_FAILED = "PopulateFailed"
     EXPORT_FAILED = "ExportFailed"
+    ANTENNA_TASK_LOST = "AntennaTaskLost"
     JOB_FAILED = "JobFailed"
     # The worker is shutting down (a deploy): the activity is retried on another worker.
     WORKER_SHUTDOWN = "WorkerShutdown"

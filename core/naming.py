@@ -11,15 +11,20 @@ from core.states import DispatchMode, JobType
 JOB_WORKFLOW = "JobWorkflow"
 SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
+ANTENNA_TASK_WORKFLOW = "AntennaTaskWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
 
 
-def workflow_type(job_type: JobType, dispatch_mode: DispatchMode) -> str:
+def workflow_type(
+    job_type: JobType, dispatch_mode: DispatchMode, *, antenna_tasks: bool = False
+) -> str:
     """The workflow that runs a job: ML jobs by dispatch mode (an ML row left at ``internal`` is
-    run on the sync path, as Antenna's MLJob.run does), every other type internally."""
-    if job_type != JobType.ML:
-        return INTERNAL_JOB_WORKFLOW
-    return JOB_WORKFLOW if dispatch_mode == DispatchMode.ASYNC_API else SYNC_JOB_WORKFLOW
+    run on the sync path, as Antenna's MLJob.run does). Every other type, including the ones we
+    do not know: in Antenna mode (``antenna_tasks``) Antenna's own code on its Celery worker,
+    standalone our own implementations."""
+    if job_type == JobType.ML:
+        return JOB_WORKFLOW if dispatch_mode == DispatchMode.ASYNC_API else SYNC_JOB_WORKFLOW
+    return ANTENNA_TASK_WORKFLOW if antenna_tasks else INTERNAL_JOB_WORKFLOW
 
 
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>

@@ -262,8 +262,9 @@ class ApiSettings(BaseSettings):
 
 
 class AntennaSettings(BaseSettings):
-    """Antenna's own Celery broker: the ``bridge`` consumes its run_job messages, and crop tasks
-    (create_detection_images) are published to it for Antenna's worker."""
+    """Antenna's own Celery broker: the ``bridge`` consumes its run_job messages, crop tasks
+    (create_detection_images) are published to it for Antenna's worker, and so is the run_job of
+    every job type that is not ml (AntennaTaskWorkflow)."""
 
     model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_ANTENNA_")
 
@@ -286,6 +287,25 @@ class AntennaSettings(BaseSettings):
     connect_timeout: Duration = timedelta(seconds=5)
     # How often the bridge reads the queues' figures and writes its report (bridge_reports).
     report_interval: Duration = timedelta(seconds=5)
+    # Job types other than ml run Antenna's own code (its run_job task, sent here for the
+    # Antenna Celery worker that consumes this queue: its general one by default).
+    task_queue: str = "antenna"
+    # A running task's row is read this often at first, the wait growing to the max.
+    task_poll_interval: Duration = timedelta(seconds=1)
+    task_poll_max: Duration = timedelta(seconds=15)
+    # How long a control request (revoke, "which worker has this task?") waits for replies.
+    control_timeout: Duration = timedelta(seconds=1)
+    # Workers answered and none had the task, its queue held nothing waiting and the row did
+    # not change for this long: the task is lost (its worker died; run_job is acked on
+    # delivery) and is sent again, at most task_max_sends times in all.
+    task_lost_after: Duration = timedelta(minutes=5)
+    task_max_sends: int = Field(default=3, ge=1)
+
+    @property
+    def runs_antenna_tasks(self) -> bool:
+        """Antenna mode: job types other than ml run Antenna's own code on its Celery worker
+        (standalone, without a broker, populate and export run our own implementations)."""
+        return self.broker_url is not None
 
 
 class Settings(BaseSettings):

@@ -77,7 +77,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status in FINAL_STATES or job.status == JobState.CANCELING:
                 raise InvalidJobState(job_id, job.status, "run")
-            _check_type(job)
+            _check_type(job, self._settings.antenna.runs_antenna_tasks)
             # Antenna's Job.enqueue: PENDING with a new task id, scheduled now.
             await job_store.transition(
                 conn, job_id, JobState.PENDING, [JobState.CREATED], enqueued=True
@@ -94,7 +94,7 @@ class JobActions:
             job = await job_store.get_job(conn, job_id)
             if job.status not in RETRYABLE_STATES:
                 raise InvalidJobState(job_id, job.status, "retry")
-            _check_type(job)
+            _check_type(job, self._settings.antenna.runs_antenna_tasks)
             if failed_only:
                 if job.job_type != JobType.ML:
                     raise InvalidJobInput("failed_only", "only ML jobs have failed images")
@@ -258,11 +258,15 @@ class JobActions:
     ) -> WorkflowHandle[Any, Any]:
         """Start (or join) the job's workflow, with the search attributes operators filter on
         and the summary and details the Web UI shows."""
-        _check_type(job)
+        _check_type(job, self._settings.antenna.runs_antenna_tasks)
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
         return await self._client.start_workflow(
-            naming.workflow_type(job.job_type, job.dispatch_mode),
+            naming.workflow_type(
+                job.job_type,
+                job.dispatch_mode,
+                antenna_tasks=self._settings.antenna.runs_antenna_tasks,
+            ),
             JobWorkflowInput(job_id=job.id, failed_only=failed_only),
             id=self._names.workflow_id(job.id),
             task_queue=self._settings.jobs.task_queue,
@@ -282,11 +286,11 @@ class JobActions:
         )
 
 
-def _check_type(job: JobRecord) -> None:
-    """A type Antenna added after this code: no workflow here can run it (its start would fail
-    every workflow task). The API answers 400, the bridge dead-letters the Run, reconcile fails
-    the job, each with this message."""
-    if not job.job_type.known:
+def _check_type(job: JobRecord, antenna_tasks: bool) -> None:
+    """A type Antenna added after this code: in Antenna mode its own code runs it
+    (AntennaTaskWorkflow); standalone no workflow here can. The API answers 400, the bridge
+    dead-letters the Run, reconcile fails the job, each with this message."""
+    if not job.job_type.known and not antenna_tasks:
         raise InvalidJobInput(
             "job_type", f"job {job.id}'s type {job.job_type.value!r} is not one antenna-jobs runs"
         )

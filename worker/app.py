@@ -8,6 +8,8 @@ from collections.abc import Callable
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.antenna_task.celery_link import AntennaCelery
+from activities.antenna_task.runner import AntennaTaskActivities
 from activities.async_api.results import ResultActivities
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.images import ImageActivities
@@ -56,6 +58,9 @@ def build_workers(
     populate = PopulateActivities(resources.pool, settings)
     export = ExportActivities(resources.pool, settings)
     internal = InternalJobActivities(resources.pool)
+    antenna = AntennaTaskActivities(
+        resources.pool, settings, resources.antenna_celery or AntennaCelery(settings.antenna)
+    )
     reconcile = ReconcileActivities(
         resources.pool, client, queue, resources.js, resources.redis, settings
     )
@@ -80,6 +85,9 @@ def build_workers(
             sync.choose_service,
             internal.finish_internal_job,
             export.remove_export,
+            antenna.start_antenna_job,
+            antenna.send_run_job,
+            antenna.revoke_run_job,
             reconcile.reconcile_jobs,
             reconcile.remove_leftovers,
         ],
@@ -102,6 +110,7 @@ def build_workers(
             sync.process_batches,
             populate.populate_collection,
             export.export_data,
+            antenna.wait_for_row,
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
         interceptors=[schema_errors],

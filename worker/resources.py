@@ -14,6 +14,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
+from activities.antenna_task.celery_link import AntennaCelery
 from activities.async_api.inbox_watch import InboxWatch
 from activities.crops import CropRequests
 from antenna_db import cachalot, schema_check
@@ -38,6 +39,8 @@ class Resources:
     crops: CropRequests = field(default_factory=CropRequests)
     # Wakes this process's aggregators when results arrive; reads their jobs' state in one go.
     inbox_watch: InboxWatch | None = None
+    # Antenna's Celery for the job types its own code runs (Antenna mode; disabled otherwise).
+    antenna_celery: AntennaCelery | None = None
     # What the Antenna side opened (crop task sender, cache invalidations), closed in reverse.
     _antenna: AsyncExitStack = field(default_factory=AsyncExitStack)
 
@@ -76,6 +79,8 @@ class Resources:
         self._antenna.push_async_callback(sender.aclose)
         self.crops = CropRequests(sender.create_detection_images if sender.enabled else None)
         self._antenna.push_async_callback(self.crops.close)
+        self.antenna_celery = AntennaCelery(settings.antenna)
+        self._antenna.push_async_callback(self.antenna_celery.aclose)
         await self._antenna.enter_async_context(cachalot.installed(settings.antenna.cache_url))
 
     async def close(self) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from workflows.antenna_task_workflow import AntennaTaskWorkflow
 from workflows.internal_job_workflow import InternalJobWorkflow
 from workflows.job_workflow import JobWorkflow
 from workflows.reconcile_workflow import ReconcileWorkflow
 from workflows.sync_job_workflow import SyncJobWorkflow
 
-WORKFLOWS: list[type] = [JobWorkflow, ReconcileWorkflow, SyncJobWorkflow, InternalJobWorkflow]
+WORKFLOWS: list[type] = [
+    JobWorkflow,
+    ReconcileWorkflow,
+    SyncJobWorkflow,
+    InternalJobWorkflow,
+    AntennaTaskWorkflow,
+]

@@ -97,6 +97,12 @@ async def run_recipe(pool: AsyncConnectionPool[Any]) -> Recipe:
     return Recipe(ids=ids, token=row["key"])
 
 
+@pytest_asyncio.fixture(scope="session")
+async def antenna_recipe(antenna_pool: AsyncConnectionPool[Any]) -> Recipe:
+    """The recipe's rows, made once per session's Antenna database (its names are fixed)."""
+    return await run_recipe(antenna_pool)
+
+
 async def add_captures(
     pool: AsyncConnectionPool[Any], recipe: Recipe, n: int, *, collection: int | None = None
 ) -> int:

@@ -49,7 +49,6 @@ from tests.helpers.antenna import (
     enqueue_as_antenna,
     new_antenna_job,
     retry_as_antenna,
-    run_recipe,
 )
 from tests.helpers.api import http_client, running_app
 from tests.helpers.broker import BROKER_URL, delete_queue, send_run_job
@@ -105,9 +104,9 @@ async def one(pool: Any, sql: str, *params: Any) -> Any:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def recipe(antenna_pool: Any) -> Recipe:
+async def recipe(antenna_pool: Any, antenna_recipe: Recipe) -> Recipe:
     """The recipe's rows, its capture set grown to IMAGES captures."""
-    made = await run_recipe(antenna_pool)
+    made = antenna_recipe
     await add_captures(antenna_pool, made, IMAGES - 10, collection=made["collection"])
     return made
 
