@@ -42,7 +42,8 @@ test-replay: install
 # every committed set in each test run). Prune a set once no run its release started can be open.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 HISTORY_TESTS := tests/workflows tests/chaos/test_chaos_worker_kill.py tests/chaos/test_cancel_paths.py \
-	tests/integration/test_e2e_async_job.py tests/integration/test_bridge_jobs.py
+	tests/integration/test_e2e_async_job.py tests/integration/test_bridge_jobs.py \
+	tests/integration/test_antenna_task_jobs.py
 record-histories: install
 	rm -rf tests/histories/$(VERSION)
 	ANTENNA_JOBS_TEST_PROFILE=ci $(BIN)/pytest -q $(HISTORY_TESTS) \

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         WaitResult,
     )
     from activities.antenna_task.runner import AntennaTaskActivities
-    from activities.models import FinalizeResult, StartInput, StartOutcome
+    from activities.models import FinalizeResult, StartInput, StartResult
     from core import naming
     from core.errors import Failure, failure
     from core.states import JobState
@@ -45,25 +45,17 @@ class AntennaTaskWorkflow(JobLifecycle):
     async def run(self, inp: JobWorkflowInput) -> JobWorkflowResult:
         return await self._run_job()
 
-    async def _begin(self) -> JobWorkflowResult:
+    async def _take_job(self) -> StartResult:
         """JobLifecycle's start, except that the status stays Antenna's to write."""
         start: AntennaStartResult = await self._run_step(
             AntennaTaskActivities.start_antenna_job,
             StartInput(job_id=self._job.job_id, workflow=self.workflow_name),
         )
-        if start.outcome == StartOutcome.FINAL:
-            self._owns_job = False
-            self._finished = True
-            self._state.status = start.status
-            self._set_phase("done")
-            return JobWorkflowResult(job_id=self._job.job_id, status=start.status)
-        self._start = start
-        self._config = start.config
         self._max_sends = start.max_sends
-        if start.outcome == StartOutcome.CANCELING:
-            await self._cancel_self("the job was cancelled before it started")
-        self._set_status(start.status, project_id=start.project_id)
-        return await self._work()
+        return start
+
+    def _status_once_taken(self, start: StartResult) -> JobState:
+        return start.status
 
     async def _work(self) -> JobWorkflowResult:
         previous: str | None = None

@@ -138,11 +138,20 @@ class JobLifecycle:
             raise
         await self._wind_down()
 
-    async def _begin(self) -> JobWorkflowResult:
+    async def _take_job(self) -> StartResult:
+        """Take the job (start_job); a workflow whose start differs overrides this."""
         start: StartResult = await self._run_step(
             JobActivities.start_job,
             StartInput(job_id=self._job.job_id, workflow=self.workflow_name),
         )
+        return start
+
+    def _status_once_taken(self, start: StartResult) -> JobState:
+        """What the job's status is once this run took it (STARTED: start_job wrote it)."""
+        return JobState.STARTED
+
+    async def _begin(self) -> JobWorkflowResult:
+        start = await self._take_job()
         if start.outcome == StartOutcome.FINAL:
             self._owns_job = False
             self._finished = True
@@ -153,7 +162,7 @@ class JobLifecycle:
         self._config = start.config
         if start.outcome == StartOutcome.CANCELING:
             await self._cancel_self("the job was cancelled before it started")
-        self._set_status(JobState.STARTED, project_id=start.project_id)
+        self._set_status(self._status_once_taken(start), project_id=start.project_id)
         return await self._work()
 
     async def _close(

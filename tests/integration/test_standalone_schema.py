@@ -22,51 +22,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from antenna_db.schema_manifest import USED_TABLES
 from core.settings import DatabaseSettings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "antenna"
 
-TABLES = [
-    "auth_group",
-    "auth_group_permissions",
-    "auth_permission",
-    "authtoken_token",
-    "django_content_type",
-    "exports_dataexport",
-    "guardian_groupobjectpermission",
-    "guardian_userobjectpermission",
-    "jobs_job",
-    "jobs_joblog",
-    "main_classification",
-    "main_deployment",
-    "main_detection",
-    "main_device",
-    "main_event",
-    "main_identification",
-    "main_occurrence",
-    "main_project",
-    "main_project_default_filters_exclude_taxa",
-    "main_project_default_filters_include_taxa",
-    "main_s3storagesource",
-    "main_site",
-    "main_sourceimage",
-    "main_sourceimagecollection",
-    "main_sourceimagecollection_images",
-    "main_taxalist",
-    "main_taxalist_taxa",
-    "main_taxon",
-    "main_userprojectmembership",
-    "ml_algorithm",
-    "ml_algorithmcategorymap",
-    "ml_pipeline",
-    "ml_pipeline_algorithms",
-    "ml_processingservice",
-    "ml_processingservice_pipelines",
-    "ml_processingservice_projects",
-    "ml_projectpipelineconfig",
-    "users_user",
-    "users_user_groups",
-]
+# The tables antenna-jobs uses: the schema manifest names them.
+TABLES = list(USED_TABLES)
 
 # Created by Antenna with the first project, so absent from reference-rows.sql.
 FIRST_PROJECT_CODENAMES = {"delete_occurrences", "update_project", "import_data"}

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import uuid
 from datetime import timedelta
+from types import CoroutineType
 
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
@@ -42,8 +43,8 @@ class Bystander:
         outcomes = []
         for obj in gc.get_objects():
             if (
-                asyncio.iscoroutine(obj)
-                and getattr(obj, "__qualname__", "") == "JobWorkflow.run"
+                type(obj) is CoroutineType  # no isinstance: gc holds objects that refuse it
+                and obj.__qualname__ == "JobWorkflow.run"
                 and obj.cr_frame is not None
                 and obj.cr_frame.f_locals["inp"].job_id == job_id
             ):
