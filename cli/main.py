@@ -19,6 +19,7 @@ from cli.commands.context import console, database, err_console, fail, load_sett
 from cli.commands.demo import demo
 from cli.commands.fake_service import fake_service
 from cli.commands.fake_worker import fake_worker
+from cli.commands.health import health
 from cli.commands.jobs import job_app
 from cli.commands.replay import replay
 from cli.commands.services import service_app
@@ -44,6 +45,7 @@ app.command("fake-service")(fake_service)
 app.command("demo")(demo)
 app.command("status")(status)
 app.command("replay")(replay)
+app.command("health")(health)
 
 
 @db_app.command("migrate")
