@@ -1,5 +1,5 @@
 # The antenna-jobs image: one image, the command picks the role (api, worker, db migrate, ...).
-FROM python:3.11-slim
+FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -9,7 +9,8 @@ IMAGES ?= 500
 # CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test test-replay record-histories lint bench chaos fuzz up down schema-manifest
+.PHONY: install demo test test-replay test-rules record-histories lint bench chaos fuzz up down \
+	schema-manifest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,13 @@ demo: install
 test: install
 	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-replay
+
+# The alert rules alone (make test runs the same through tests/integration/test_monitoring_files.py,
+# with the compose files and a live Prometheus in test_prometheus_live.py). Needs Debian's
+# prometheus package (.ci/run installs it).
+test-rules:
+	promtool check rules deploy/prometheus/rules.yml
+	cd deploy/prometheus && promtool test rules rules.test.yml
 
 # The workflow tests again with the workers' workflow cache off: every workflow task replays its
 # run from the start, as after a worker restart (a run that does not replay its own history fails).

@@ -22,6 +22,7 @@ from antenna_db import cachalot, schema_check
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
 from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
+from api.request_metrics import RequestMetrics
 from core.db import migrate, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal, metrics_runtime
@@ -84,6 +85,8 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     http_errors.install(app)
+    # Latency and status of every request by route (antenna_jobs_api_request_seconds).
+    app.add_middleware(RequestMetrics)
     for module in (routes_jobs, routes_tasks, routes_results, routes_projects):
         app.include_router(module.router(), dependencies=[Depends(require_caller)])
     # Outside /api/ and without a token, for load balancers and compose health checks.

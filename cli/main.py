@@ -31,6 +31,7 @@ from cli.commands.dead_letters import dead_letter_app
 from cli.commands.demo import demo
 from cli.commands.fake_service import fake_service
 from cli.commands.fake_worker import fake_worker
+from cli.commands.health import health
 from cli.commands.jobs import job_app
 from cli.commands.replay import replay
 from cli.commands.services import service_app
@@ -57,6 +58,7 @@ app.command("fake-service")(fake_service)
 app.command("demo")(demo)
 app.command("status")(status)
 app.command("replay")(replay)
+app.command("health")(health)
 
 
 @db_app.command("migrate")

@@ -6,7 +6,7 @@ read on scrape (job_control/overview.py, job_control/metrics.py).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 # Per image: one result saved (processed) or one image counted failed, by this process's
 # aggregators and SYNC_API batch runners. rate() of it is the results saved per second.
@@ -37,3 +37,13 @@ SCHEMA_PROBLEMS = Gauge(
 # Both series exist (at 0) from the start, so rate() has a baseline before the first save.
 for _outcome in ("processed", "failed"):
     RESULTS_SAVED.labels(_outcome)
+
+# Every API request by its route template (``/api/v2/jobs/{job_id}/tasks/``, never the raw path:
+# the label set stays as small as the route table), method and HTTP status; observed by
+# api/request_metrics.py. Buckets reach 60 s: a moths-model result post (150 MB) takes seconds.
+API_REQUEST_SECONDS = Histogram(
+    "antenna_jobs_api_request_seconds",
+    "API requests by route template, method and status: from the request to the end of its answer",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -90,6 +90,30 @@ def connect_options(
     )
 
 
+# The Temporal SDK's metric names, one convention for the dashboard and the alert rules alike
+# (deploy/grafana, deploy/prometheus/rules.yml; README "Seeing into it"): the SDK's `temporal_`
+# prefix, Prometheus' base units and suffixes (counters end in `_total`, durations are seconds
+# and end in `_seconds`) and the global tag service="antenna-jobs". The `_total` suffix is also
+# what our /metrics pass-through (job_control/metrics.py) writes for every counter it re-exposes,
+# so the SDK's own endpoint and ours name every series alike; `_seconds` keeps these histograms
+# apart from the SDK's default milliseconds, so a panel built for the other unit shows no data
+# rather than figures 1000 times off.
+SDK_METRICS_SERVICE = "antenna-jobs"
+
+
+def sdk_metrics_options(bind: str) -> dict[str, Any]:
+    """TelemetryConfig arguments of a process serving the SDK's metrics on ``bind``."""
+    return {
+        "metrics": PrometheusConfig(
+            bind_address=bind,
+            counters_total_suffix=True,
+            durations_as_seconds=True,
+            unit_suffix=True,
+        ),
+        "global_tags": {"service": SDK_METRICS_SERVICE},
+    }
+
+
 def metrics_runtime(bind: str | None) -> Runtime | None:
     """One Runtime per process serving the SDK's Prometheus metrics on ``bind``; None keeps the
     default runtime (no metrics endpoint)."""
@@ -97,12 +121,7 @@ def metrics_runtime(bind: str | None) -> Runtime | None:
     if bind is None:
         return None
     if _runtime is None:
-        _runtime = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(bind_address=bind),
-                global_tags={"service": "antenna-jobs"},
-            )
-        )
+        _runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(bind)))
     return _runtime
 
 

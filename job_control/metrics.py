@@ -68,6 +68,11 @@ def overview_metrics(overview: Overview) -> list[Metric]:
         "Per running job: results posted and not yet saved",
         labels=_JOB_LABELS,
     )
+    job_waiting = GaugeMetricFamily(
+        "antenna_jobs_job_waiting_for_workers",
+        "Per running async job: 1 while no processing worker polled its pipeline within the window",
+        labels=_JOB_LABELS,
+    )
     waiting = 0
     blocked = GaugeMetricFamily(
         "antenna_jobs_job_schema_blocked_seconds",
@@ -81,6 +86,7 @@ def overview_metrics(overview: Overview) -> list[Metric]:
             queued.add_metric(labels, job.queue.queued)
             in_flight.add_metric(labels, job.queue.in_flight)
             redelivered.add_metric(labels, job.queue.redelivered)
+            job_waiting.add_metric(labels, int(job.waiting_for_workers))
         for kind, value in (
             ("total", job.total),
             ("processed", job.processed),
@@ -112,6 +118,7 @@ def overview_metrics(overview: Overview) -> list[Metric]:
             "Running jobs whose saves wait for Antenna's schema (results kept in the inbox)",
             value=sum(job.schema_error is not None for job in overview.running),
         ),
+        job_waiting,
         GaugeMetricFamily(
             "antenna_jobs_jobs_waiting_for_workers",
             "Running async jobs whose pipeline no processing worker polled within the window",

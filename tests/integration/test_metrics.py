@@ -13,7 +13,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import Runtime, TelemetryConfig
 
 from antenna_db import users
 from antenna_db.users import Role
@@ -21,6 +21,7 @@ from api.context import ApiResources
 from cli.stack import processes
 from core.metrics import RESULTS_RECEIVED, RESULTS_SAVED
 from core.states import JobState
+from core.temporal_client import sdk_metrics_options
 from job_control.actions import JobActions
 from job_control.metrics import scrape_text
 from tests.helpers import eventually
@@ -107,6 +108,14 @@ async def test_api_metrics_match_the_database_and_nats(api, pool, streams):
     assert m[job_series("antenna_jobs_job_images", job, slug, state="total")] == run
     assert RESULTS_RECEIVED._value.get() - received_before == 2
     assert m["antenna_jobs_results_received_total"] == RESULTS_RECEIVED._value.get()
+    # The request histogram: /tasks/ and /result/ by route template and status.
+    for path in ("tasks", "result"):
+        route = f"/api/v2/jobs/{{job_id}}/{path}/"
+        count = (
+            f'antenna_jobs_api_request_seconds_count{{method="POST",route="{route}",status="200"}}'
+        )
+        assert m[count] >= 1
+    assert m[job_series("antenna_jobs_job_waiting_for_workers", job, slug)] == 0
 
 
 def saved(outcome: str) -> float:
@@ -116,9 +125,7 @@ def saved(outcome: str) -> float:
 async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_client):
     """The worker's server: its counters, the overview, and the Temporal SDK's metrics."""
     temporal_bind = f"127.0.0.1:{processes.free_port()}"
-    runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=temporal_bind))
-    )
+    runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(temporal_bind)))
     client = await Client.connect(
         temporal_env.client.service_client.config.target_host,
         data_converter=pydantic_data_converter,
@@ -191,8 +198,16 @@ async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_cl
     failed = saved("failed") - saved_before[1]
     assert (processed, failed) == (row["processed"], row["failed"]) == (12, 4)
     assert m['antenna_jobs_results_saved_total{outcome="processed"}'] == saved("processed")
-    # The Temporal SDK's own metrics, through the same endpoint.
+    # The Temporal SDK's own metrics, through the same endpoint, named as core/temporal_client.py
+    # says (counters end in _total, durations in seconds end in _seconds, service tag).
     assert any(name.startswith("temporal_") for name in m)
+    assert any(
+        name.startswith("temporal_workflow_task_schedule_to_start_latency_seconds_bucket{")
+        and 'service="antenna-jobs"' in name
+        for name in m
+    )
+    assert any(name.startswith("temporal_request_total{") for name in m)
+    assert any(name.startswith("temporal_worker_task_slots_available{") for name in m)
 
 
 async def running_row(pool, job_id: int) -> dict[str, Any]:
@@ -207,7 +222,7 @@ async def running_row(pool, job_id: int) -> dict[str, Any]:
 
 async def test_api_metrics_carry_the_temporal_sdks(pool, settings, temporal_env, nats_client):
     bind = f"127.0.0.1:{processes.free_port()}"
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+    runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(bind)))
     client = await Client.connect(
         temporal_env.client.service_client.config.target_host,
         data_converter=pydantic_data_converter,
