@@ -32,14 +32,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import httpx
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 from kombu.utils.url import maybe_sanitize_url
 
-from bridge import queues
+from bridge import management, queues
 from bridge.celery_messages import (
     JSON_CONTENT_TYPE,
     MalformedTaskMessage,
@@ -105,6 +107,7 @@ class RunJobConsumer:
         max_attempts: int = 5,
         connect_timeout: timedelta = timedelta(seconds=5),
         report_interval: timedelta = timedelta(seconds=5),
+        management_url: str | None = None,
         on_dead_letter: OnDeadLetter | None = None,
         on_report: OnReport | None = None,
         poll_interval: float = 0.1,
@@ -130,6 +133,11 @@ class RunJobConsumer:
         self._broker_failures = 0
         # Other consumers of the jobs queue when last looked (None: not looked yet).
         self._foreign: int | None = None
+        # RabbitMQ's management API, to name them; their names when last named.
+        self._management_url = management_url
+        self._foreign_named: frozenset[str] = frozenset()
+        # This bridge's connection as the broker sees it (its local address).
+        self._own_peer: tuple[str, int] = ("", 0)
 
     @classmethod
     def from_settings(
@@ -152,6 +160,7 @@ class RunJobConsumer:
             max_attempts=settings.max_attempts,
             connect_timeout=settings.connect_timeout,
             report_interval=settings.report_interval,
+            management_url=settings.management_url,
             on_dead_letter=on_dead_letter,
             on_report=on_report,
         )
@@ -223,6 +232,7 @@ class RunJobConsumer:
     def _consume(self, conn: Connection) -> None:
         existed = queues.ensure_jobs_queue(conn, self._queue)
         channel = conn.channel()
+        self._own_peer = _local_address(conn)
         queues.declare_dead_letter_queue(channel, self._queue)
         self._producer = Producer(channel, auto_declare=False)
         consumer = Consumer(
@@ -272,7 +282,10 @@ class RunJobConsumer:
                 )
             elif self._foreign:
                 log.info("no other consumer on %s any more", self.where)
+                self._foreign_named = frozenset()
             self._foreign = foreign
+        if foreign and self._management_url is not None:
+            self._name_foreign()
         self._report(
             BridgeReport(
                 queue=self._queue,
@@ -283,6 +296,34 @@ class RunJobConsumer:
                 dead_lettered=dead.messages,
             )
         )
+
+    def _name_foreign(self) -> None:
+        """The other consumers' connections by name, logged once each time they change (the
+        management API lists a new consumer a few seconds after the broker counts it)."""
+        try:
+            found = management.foreign_consumers(
+                self._management_url or "",
+                self._vhost(),
+                self._queue,
+                self._own_peer,
+                timeout=self._connect_timeout,
+            )
+        except (httpx.HTTPError, ValueError) as err:
+            log.warning("cannot name the other consumers on %s: %s", self.where, err)
+            return
+        names = frozenset(c.describe() for c in found)
+        if names and names != self._foreign_named:
+            log.warning(
+                "other consumer(s) on %s: %s; stop them (a leftover Antenna Celery worker on"
+                " the jobs queue takes Runs the bridge never sees)",
+                self.where,
+                "; ".join(sorted(names)),
+            )
+        self._foreign_named = names
+
+    def _vhost(self) -> str:
+        vhost = urlsplit(self._url).path.lstrip("/")
+        return unquote(vhost) if vhost else "/"
 
     def _on_message(self, message: Message) -> None:
         try:
@@ -445,3 +486,12 @@ def _log_hook_failure(future: concurrent.futures.Future[None]) -> None:
 def _short(headers: dict[str, Any] | None, limit: int = 300) -> str:
     text = repr({k: v for k, v in (headers or {}).items() if k in ("task", "id", "argsrepr")})
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _local_address(conn: Connection) -> tuple[str, int]:
+    """The connection's own address (what the broker reports as its peer)."""
+    try:
+        host, port = conn.connection.sock.getsockname()[:2]
+    except (AttributeError, OSError):
+        return ("", 0)
+    return (str(host), int(port))

@@ -285,6 +285,9 @@ class AntennaSettings(BaseSettings):
     # Temporal or Postgres unreachable is retried for as long as it lasts.
     max_attempts: int = Field(default=5, ge=1)
     connect_timeout: Duration = timedelta(seconds=5)
+    # RabbitMQ's management API (its plugin), e.g. http://guest:guest@127.0.0.1:15672: the bridge
+    # names the connections of other consumers of the jobs queue (AMQP only counts them).
+    management_url: str | None = None
     # How often the bridge reads the queues' figures and writes its report (bridge_reports).
     report_interval: Duration = timedelta(seconds=5)
     # Job types other than ml run Antenna's own code (its run_job task, sent here for the

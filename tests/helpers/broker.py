@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ def broker_url(port: int = BROKER_PORT) -> str:
 
 
 BROKER_URL = broker_url()
+# RabbitMQ's management API (its plugin, enabled by .ci/run), for the bridge to name consumers.
+MANAGEMENT_URL = os.environ.get(
+    "ANTENNA_JOBS_TEST_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+)
 
 
 # running_consumer's backoffs (retry queues are named by their delay).

@@ -26,6 +26,7 @@ from tests.helpers import eventually
 from tests.helpers.broker import (
     BROKER_PORT,
     BROKER_URL,
+    MANAGEMENT_URL,
     Hooks,
     Recorder,
     antenna_app,
@@ -262,7 +263,9 @@ async def test_another_consumer_of_the_jobs_queue_is_warned_about_and_reported(q
     listening = threading.Event()
 
     def foreign_consumer() -> None:
-        with Connection(BROKER_URL) as conn:
+        # Named as a client may name its connection: the bridge reports that name.
+        named = {"client_properties": {"connection_name": "leftover-celery-worker"}}
+        with Connection(BROKER_URL, transport_options=named) as conn:
             channel = conn.channel()
             bound = celery_queue(queue)(channel)
             bound.declare()
@@ -277,15 +280,26 @@ async def test_another_consumer_of_the_jobs_queue_is_warned_about_and_reported(q
     try:
         assert await asyncio.to_thread(listening.wait, 15)
         hooks = Hooks()
-        async with running_consumer(queue, Recorder(), hooks=hooks):
+        async with running_consumer(queue, Recorder(), hooks=hooks, management_url=MANAGEMENT_URL):
 
             def foreign(n: int) -> bool:
                 return any(r.connected and r.foreign_consumers == n for r in hooks.reports)
 
             await eventually(lambda: foreign(1))
-            warned = [r for r in caplog.records if "other consumer(s)" in r.getMessage()]
+            warned = [r for r in caplog.records if r.getMessage().startswith("1 other consumer(s)")]
             assert len(warned) == 1 and warned[0].levelno == logging.WARNING
             assert "1 other consumer(s) on queue" in warned[0].getMessage()
+
+            # The management API lists a consumer a few seconds after the broker counts it.
+            def named() -> list[str]:
+                return [
+                    r.getMessage()
+                    for r in caplog.records
+                    if r.getMessage().startswith("other consumer(s) on")
+                ]
+
+            [line] = await eventually(named, within=30)
+            assert "'leftover-celery-worker'" in line and "user guest" in line
             stop.set()
             await asyncio.to_thread(thread.join, 15)
             hooks.reports.clear()
@@ -293,5 +307,5 @@ async def test_another_consumer_of_the_jobs_queue_is_warned_about_and_reported(q
             assert hooks.reports[-1].consumers == 1
     finally:
         stop.set()
-    # Warned once, not at every look.
-    assert len([r for r in caplog.records if "other consumer(s)" in r.getMessage()]) == 1
+    # Warned once (and named once), not at every look.
+    assert len([r for r in caplog.records if "other consumer(s)" in r.getMessage()]) == 2
