@@ -41,6 +41,7 @@ from bridge.celery_messages import (
     run_job_request,
 )
 from bridge.outcome import BridgeOutcome
+from core import tracing
 from core.settings import AntennaSettings
 
 log = logging.getLogger("antenna_jobs.bridge")
@@ -239,7 +240,10 @@ class RunJobConsumer:
         message.ack()
 
     async def _call_start(self, request: RunJobRequest) -> BridgeOutcome:
-        return await self._start(request.job_id, request.task_id)
+        # The job run's trace starts at Antenna's message (the start's span is its child).
+        attributes = {**tracing.job_attributes(request.job_id), "celery.task_id": request.task_id}
+        with tracing.span("antenna_jobs.bridge.run_job", attributes):
+            return await self._start(request.job_id, request.task_id)
 
     def _settle(self) -> None:
         """Ack what started, hold what failed, requeue what has waited long enough."""

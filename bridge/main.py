@@ -18,6 +18,7 @@ import signal
 
 from antenna_db import cachalot
 from bridge.consumer import RunJobConsumer
+from core import tracing
 from core.db import open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal
@@ -38,6 +39,7 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
     pool = await open_pool(settings.database)
     try:
         try:
+            tracing.configure(settings.tracing, "antenna-jobs-bridge")
             client = await connect_temporal(settings.temporal)
         except RuntimeError as err:  # what the SDK raises for a failed connect
             raise ConnectionError(
@@ -58,3 +60,4 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
         for sig in installed:
             loop.remove_signal_handler(sig)
         await asyncio.shield(pool.close())
+        tracing.shutdown()

@@ -21,8 +21,9 @@ from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
-from core import pipeline_polls
+from core import job_workers, pipeline_polls
 from core.db import Pool
+from core.job_workers import JobWorker
 from core.naming import Names
 from core.pipeline_polls import PipelinePoll
 from core.states import DispatchMode, JobState
@@ -86,6 +87,11 @@ class RunningJob(BaseModel):
     # No processing worker polled the pipeline within the window, and the run is older than
     # the window (async jobs only).
     waiting_for_workers: bool = False
+    # Its current run's workers (async jobs: core/job_workers.py), oldest first; those that
+    # called within the window serve it now.
+    workers: list[JobWorker] = []
+    # Images per second of the workers serving it now (None: no worker was ever recorded).
+    recent_rate: float | None = None
 
     @property
     def done(self) -> int:
@@ -99,11 +105,13 @@ class RunningJob(BaseModel):
 
     @property
     def eta(self) -> float | None:
-        """Seconds until every image is counted, at the rate so far (None: no rate yet)."""
+        """Seconds until every image is counted, at the recent rate of the workers serving it
+        (at the rate so far for a job without recorded workers); None: no rate."""
         remaining = max(self.total - self.done, 0)
         if remaining == 0:
             return 0.0 if self.total else None
-        return remaining / self.rate if self.rate > 0 else None
+        rate = self.rate if self.recent_rate is None else self.recent_rate
+        return remaining / rate if rate > 0 else None
 
 
 class Overview(BaseModel):
@@ -129,8 +137,12 @@ async def gather(
         cur = await conn.execute(_INBOX)
         inbox = await cur.fetchone()
         polls = await pipeline_polls.latest(conn)
+        workers = await job_workers.of_jobs(conn, [job.id for job in running])
     ages = {p.pipeline_id: p.age for p in polls}
     for job in running:
+        job.workers = workers.get(job.id, [])
+        if job.workers:
+            job.recent_rate = job_workers.recent_rate(job.workers, workers_window)
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
             age = ages.get(job.pipeline_id)
             # As the job's own progress says it: only once the run is older than the window.

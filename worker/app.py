@@ -16,8 +16,10 @@ from activities.jobs import JobActivities
 from activities.reconcile.repair import ReconcileActivities
 from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
+from core import tracing
 from core.settings import Settings
 from worker.resources import Resources
+from worker.trace_tags import JobSpanTags
 from workflows.registry import WORKFLOWS
 
 
@@ -49,6 +51,8 @@ def build_workers(
         resources.pool, client, queue, resources.js, resources.redis, settings
     )
     grace = settings.worker.graceful_shutdown
+    # Traced (the client carries the SDK's TracingInterceptor): activity spans name their job.
+    tags = [JobSpanTags()] if tracing.enabled() else []
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
@@ -78,6 +82,7 @@ def build_workers(
         # worker gets it: part of every crash's recovery time.
         sticky_queue_schedule_to_start_timeout=settings.worker.sticky_timeout,
         max_cached_workflows=settings.worker.max_cached_workflows,
+        interceptors=tags,
     )
     long = Worker(
         client,
@@ -93,5 +98,6 @@ def build_workers(
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
         graceful_shutdown_timeout=grace,
+        interceptors=tags,
     )
     return [main, long]

@@ -25,6 +25,7 @@ from activities.async_api.inbox_watch import InboxWatch, Watch
 from activities.async_api.job_state_cache import JobStateCache
 from activities.async_api.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.async_api.models import AggregateInput, AggregateResult
+from activities.async_api.serving import ServingNote
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
 from activities.ml_run import WORKERS_PARAM, MlRun
@@ -138,6 +139,8 @@ class _Aggregation:
         # (an answer shows a worker as well as a poll does).
         self.poll_age: float | None = None
         self.last_answer: float | None = None
+        # Who serves the job (progress params, idle log lines).
+        self.serving = ServingNote(run, settings.jobs)
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -289,6 +292,7 @@ class _Aggregation:
             if seen.done > self.ml.counters.done:
                 await self.ml.reload_counters()
             await self._note_workers(seen.poll_age)
+            await self.serving.note(seen.workers)
             self._show_paused()
             if seen.paused:
                 self.ml.last_change = time.monotonic()
