@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from antenna_db import job_store
 from antenna_db.seed import seed
@@ -17,9 +17,15 @@ from cli.fakes.results import result_document
 from core import tracing
 from core.schemas import PipelineProcessingTask
 from core.states import JobState
+from job_control.actions import JobActions
 from tests.helpers import eventually
 from tests.helpers.api import app_with_workers
+from tests.helpers.broker import queue_fixture, running_consumer, send_run_job
 from tests.helpers.db import NAMES, create_token
+from tests.helpers.jobs import make_job
+from tests.helpers.temporal import running_workers
+
+__all__ = ["queue_fixture"]
 
 IMAGES = 12
 
@@ -138,6 +144,51 @@ async def test_a_job_run_is_one_trace(settings, pool, temporal_client, spans):
     }
     saved = {row for s in saves for row in s.attributes.get("antenna_jobs.inbox_row_ids", ())}
     assert len(posted) == IMAGES and posted <= saved
+
+
+def _trace_of(spans, job_id: int) -> list:
+    mine = [
+        trace
+        for trace in _tree(spans.get_finished_spans()).values()
+        if any(s.attributes.get("antenna_jobs.job_id") == job_id for s in trace)
+    ]
+    assert len(mine) == 1, [sorted(s.name for s in t) for t in mine]
+    return mine[0]
+
+
+async def test_the_bridge_message_starts_the_trace(settings, pool, temporal_client, spans, queue):
+    """Antenna's run_job message through RabbitMQ: its span is the root of the run's trace."""
+    traced = Client(**{**temporal_client.config(), "interceptors": tracing.interceptors()})
+    async with pool.connection() as conn:
+        seeded = await seed(conn, 3)
+    job = (await make_job(pool, seeded=seeded, shuffle=False)).job
+    async with pool.connection() as conn:
+        assert await job_store.transition(conn, job.id, JobState.PENDING, [JobState.CREATED])
+    actions = JobActions(pool, traced, settings)
+    async with (
+        running_workers(traced, settings),
+        running_consumer(queue, actions.start_for_antenna),
+    ):
+        await send_run_job(queue, job.id)
+
+        async def started() -> bool:
+            async with pool.connection() as conn:
+                return await job_store.get_status(conn, job.id) == JobState.STARTED
+
+        await eventually(started, within=60)
+        await actions.cancel(job.id, "test end")
+        handle = traced.get_workflow_handle(NAMES.workflow_id(job.id))
+        with pytest.raises(WorkflowFailureError):  # it closes as Canceled
+            await handle.result()
+    trace = _trace_of(spans, job.id)
+    ids = {s.context.span_id for s in trace}
+    roots = [s for s in trace if s.parent is None or s.parent.span_id not in ids]
+    print(f"\nbridge trace of job {job.id}:\n" + "\n".join(render(trace, roots[0])))
+    assert [s.name for s in roots] == ["antenna_jobs.bridge.run_job"]
+    (start,) = [s for s in trace if s.name == "antenna_jobs.job.start"]
+    assert start.parent.span_id == roots[0].context.span_id
+    assert start.attributes["antenna_jobs.pipeline"] == seeded.pipeline_slug
+    assert any(s.name == "RunActivity:start_job" for s in trace)
 
 
 async def test_tracing_is_off_unless_configured(monkeypatch):
