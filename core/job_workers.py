@@ -248,6 +248,7 @@ def eta(remaining: int, rate: float) -> float | None:
 
 
 def duration(seconds: float) -> str:
+    """``42 s``, ``10 min 05 s``, ``2 h 03 min``."""
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:

@@ -34,7 +34,7 @@ class ServingNote:
                     said = await job_workers.note_idle(conn, self.ml.job_id, worker.worker)
                 if said:
                     await self.ml.log(
-                        f"Worker {worker.label} idle for {worker.idle / 60:.0f} min"
+                        f"Worker {worker.label} idle for {job_workers.duration(worker.idle)}"
                         f" (last call {worker.last_call:%Y-%m-%d %H:%M:%S %Z}, fetched"
                         f" {worker.tasks} tasks, posted {worker.results} results)",
                         level="WARNING",

@@ -140,8 +140,10 @@ async def test_workers_of_a_job_are_listed_everywhere(settings, pool, temporal_c
 
         await eventually(rest, within=120)
         final = (await client.get(f"/jobs/{job_id}/")).json()
-    params = _params(final["progress"])
-    assert not {"workers", "serving", "eta"} & set(params), params
+    final_params = _params(final["progress"])
+    assert not {"workers", "serving", "eta"} & set(final_params), final_params
+    print(f"\njob {job_id} log:\n" + "\n".join(await _log(pool, job_id)))
+    print(f"while running, process params: {params}")
     # The app flushed its tally on shutdown: every call is counted, once.
     async with pool.connection() as conn:
         counted = {w.name: w for w in (await job_workers.of_jobs(conn, [job_id]))[job_id]}
