@@ -28,7 +28,7 @@ from activities.models import (
     StartResult,
 )
 from antenna_db import job_store
-from core import job_runs, naming
+from core import job_runs, naming, tracing
 from core.db import Pool
 from core.errors import Failure, JobNotFound, failure
 from core.ml_progress import apply_counters
@@ -123,7 +123,9 @@ class JobActivities:
             info = activity.info()
             consumer = self._settings.jobs.names.consumer(job.id)
             async with conn.transaction():
-                await job_runs.take(conn, job.id, run_id(), consumer)
+                await job_runs.take(
+                    conn, job.id, run_id(), consumer, trace_context=tracing.current_context()
+                )
                 moved = await job_store.transition(
                     conn, job.id, JobState.STARTED, STARTABLE_STATES, started=True
                 )

@@ -23,7 +23,7 @@ from antenna_db import results
 from antenna_db.pipelines import PipelineContext
 from antenna_db.results import ClassificationSpec, DetectionSpec
 from antenna_db.schema_check import SchemaFault, schema_reason
-from core import inbox, job_images, job_runs
+from core import inbox, job_images, job_runs, tracing
 from core.inbox import ClaimedRow, LightDetection, LightResult
 from core.schemas import PipelineResultsError
 
@@ -283,8 +283,30 @@ class BatchSaver:
         ids: list[int] | None = None,
     ) -> BatchOutcome:
         """Claim up to ``limit`` inbox rows of the job (or exactly ``ids``) and record them,
-        with reconciled failures, in the caller's transaction."""
+        with reconciled failures, in the caller's transaction. Traced as a child of the
+        activity's span (core/tracing.py), naming the inbox rows it saved: the /result/ span
+        that stored them names the same ids."""
+        attributes = tracing.job_attributes(self.job_id, self.project_id, self.pipeline.slug)
+        with tracing.span("antenna_jobs.results.save_batch", attributes) as span:
+            outcome = await self._save_batch(conn, limit, extra_failures, ids)
+            span.set_attributes(
+                {
+                    "antenna_jobs.claimed": outcome.claimed,
+                    "antenna_jobs.processed": len(outcome.processed),
+                    "antenna_jobs.failed": len(outcome.failed),
+                }
+            )
+            return outcome
+
+    async def _save_batch(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        limit: int,
+        extra_failures: dict[int, str] | None,
+        ids: list[int] | None,
+    ) -> BatchOutcome:
         rows = await inbox.claim(conn, self.job_id, limit, ids=ids)
+        tracing.tag({"antenna_jobs.inbox_row_ids": [r.id for r in rows]})
         outcome = BatchOutcome(claimed=len(rows))
         if not rows and not extra_failures:
             return outcome

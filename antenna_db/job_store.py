@@ -362,13 +362,17 @@ class WorkerView(BaseModel):
     consumer: str | None
     # The current run is paused: /tasks/ hands out nothing until it is resumed.
     paused: bool = False
+    # The run's traceparent when it is traced: the request's span joins the run's trace.
+    trace_context: str | None = None
+    pipeline_slug: str | None = None
 
 
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
     cur = await conn.execute(
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
         " r.run_id, CASE WHEN r.collected_at IS NOT NULL THEN r.consumer END AS consumer,"
-        " r.paused_at IS NOT NULL AS paused"
+        " r.paused_at IS NOT NULL AS paused, r.trace_context,"
+        " (SELECT slug FROM ml_pipeline m WHERE m.id = j.pipeline_id) AS pipeline_slug"
         " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
         (job_id,),
     )

@@ -23,6 +23,7 @@ from api import http_errors, routes_jobs, routes_projects, routes_results, route
 from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
 from api.request_metrics import RequestMetrics
+from core import tracing
 from core.db import migrate, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal, metrics_runtime
@@ -51,6 +52,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
             max_reconnect_attempts=-1,
         )
         stack.push_async_callback(nc.drain)
+        if tracing.configure(settings.tracing, "antenna-jobs-api") is not None:
+            stack.callback(tracing.shutdown)
         temporal = await connect_temporal(
             settings.temporal, runtime=metrics_runtime(settings.api.temporal_metrics_bind)
         )
@@ -72,6 +75,7 @@ def create_app(
                 opened = await stack.enter_async_context(open_resources(settings))
             context = ApiContext.build(settings, opened, db_timeout)
             stack.push_async_callback(context.tasks.close)
+            stack.push_async_callback(context.workers.close)
             app.state.context = context
             yield
 

@@ -16,6 +16,7 @@ from api.liveness import Liveness, Throttle
 from api.task_fetcher import TaskFetcher
 from api.task_images import TaskImages
 from api.tokens import PermissionCache, TokenVerifier
+from api.worker_tally import WorkerTally
 from core.db import Pool
 from core.settings import Settings
 from job_control.actions import JobActions
@@ -46,6 +47,8 @@ class ApiContext:
     task_images: TaskImages
     liveness: Liveness
     fair_share: FairShare
+    # Which workers called, per job run: batched into job_workers (api/worker_tally.py).
+    workers: WorkerTally
     db_timeout: float
     # Limits job log lines that idle polling would otherwise repeat every few seconds.
     log_throttle: Throttle
@@ -72,6 +75,7 @@ class ApiContext:
             ),
             liveness=Liveness(resources.pool, db_timeout),
             fair_share=FairShare(resources.pool, resources.nats, settings, db_timeout),
+            workers=WorkerTally(resources.pool, db_timeout),
             db_timeout=db_timeout,
             log_throttle=Throttle(LOG_THROTTLE_SECONDS),
             overview=OverviewSource(

@@ -61,6 +61,8 @@ class ResultsBody:
     entries: list[RawEntry]
     # (field, message) pairs about the envelope that do not sink its entries, e.g. client_info.
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # The envelope's client_info, when it is a valid object (names the worker: core/job_workers).
+    client_info: dict[str, Any] | None = None
 
 
 def split_results(body: bytes | bytearray) -> ResultsBody:
@@ -79,11 +81,15 @@ def split_results(body: bytes | bytearray) -> ResultsBody:
     if not isinstance(results, list):
         raise BadRequest.field("results", "Expected a list of items.")
     problems = []
+    client_info = None
     if decoded.client_info is not msgspec.UNSET:
         problem = client_info_problem(bytes(decoded.client_info))
         if problem:
             problems.append(("client_info", problem))
-    return ResultsBody(entries=list(results), problems=problems)
+        else:
+            info = msgspec.json.decode(bytes(decoded.client_info))
+            client_info = info if isinstance(info, dict) else None
+    return ResultsBody(entries=list(results), problems=problems, client_info=client_info)
 
 
 def client_info_problem(raw: bytes) -> str | None:

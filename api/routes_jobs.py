@@ -14,7 +14,7 @@ from antenna_db.job_store import JobRecord
 from api.access import may_create, runnable_job, viewer, visible_job
 from api.auth import caller_of
 from api.bodies import json_object
-from api.context import get_context
+from api.context import ApiContext, get_context
 from api.http_errors import BadRequest
 from api.job_bodies import (
     CreateInternalJobBody,
@@ -26,6 +26,7 @@ from api.job_bodies import (
 )
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
+from core import job_runs, job_workers
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
 
@@ -146,6 +147,7 @@ async def job_detail(request: Request, job_id: int) -> JSONResponse:
     await visible_job(request, job_id)
     view = await ctx.actions.view(job_id, limit or DEFAULT_LOGS_LIMIT)
     body = await _summary(request, view.job)
+    body.update(await _workers(ctx, job_id))
     lines = [
         f"[{entry['created_at'].isoformat()}] {entry['level']} {entry['message']}"
         for entry in view.logs
@@ -159,6 +161,23 @@ async def job_detail(request: Request, job_id: int) -> JSONResponse:
         ],
     }
     return JSONResponse(body)
+
+
+async def _workers(ctx: ApiContext, job_id: int) -> dict[str, Any]:
+    """The workers of the job's current run (serving now: called within the window), their
+    last call and throughput, and the ETA at the recent rate of those serving it."""
+    window = ctx.settings.jobs.workers_seen_window.total_seconds()
+    async with ctx.connection() as conn:
+        workers = (await job_workers.of_jobs(conn, [job_id])).get(job_id, [])
+        run = await job_runs.get(conn, job_id) if workers else None
+    rate = job_workers.recent_rate(workers, window)
+    remaining = run.counters.remaining if run is not None else 0
+    eta = job_workers.eta(remaining, rate) if run is not None and run.counters.total else None
+    return {
+        "workers": [{**w.brief(), "serving": w.idle <= window} for w in workers],
+        "images_per_second": round(rate, 3),
+        "eta_seconds": None if eta is None else round(eta, 1),
+    }
 
 
 async def run_job(request: Request, job_id: int) -> JSONResponse:

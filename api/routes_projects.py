@@ -13,6 +13,7 @@ from api.context import get_context
 from api.http_errors import BadRequest, validation_errors
 from api.pagination import page_body, page_of
 from api.routing import route
+from core import job_workers
 from core.errors import InvalidJobInput
 from core.schemas import AsyncPipelineRegistrationRequest
 
@@ -67,6 +68,9 @@ async def register_pipelines(request: Request, project_id: int) -> JSONResponse:
     try:
         async with ctx.connection() as conn:
             response = await registration.register(conn, project_id, body, may_manage)
+            # How this user's workers are named in their jobs' logs and progress.
+            address = request.client.host if request.client is not None else ""
+            await job_workers.registered(conn, who.user_id, address, body.processing_service_name)
     except InvalidJobInput as err:
         raise BadRequest.field(err.field, err.message) from None
     return JSONResponse(response.model_dump(mode="json"), status_code=201)

@@ -53,6 +53,7 @@ from bridge.failures import describe, is_transient
 from bridge.outcome import BridgeOutcome
 from bridge.queues import celery_queue
 from bridge.report import BridgeReport, DeadLetter
+from core import tracing
 from core.settings import AntennaSettings
 
 log = logging.getLogger("antenna_jobs.bridge")
@@ -354,7 +355,10 @@ class RunJobConsumer:
         self._rejected.append(_Rejected(message, f"malformed: undecodable body ({exc})", None))
 
     async def _call_start(self, request: RunJobRequest) -> BridgeOutcome:
-        return await self._start(request.job_id, request.task_id)
+        # The job run's trace starts at Antenna's message (the start's span is its child).
+        attributes = {**tracing.job_attributes(request.job_id), "celery.task_id": request.task_id}
+        with tracing.span("antenna_jobs.bridge.run_job", attributes):
+            return await self._start(request.job_id, request.task_id)
 
     def _settle(self) -> None:
         """Ack what started; send what failed to wait (or to the dead letters).

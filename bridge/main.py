@@ -25,6 +25,7 @@ from antenna_db import cachalot, job_store, schema_check
 from bridge import report as reports
 from bridge.consumer import RunJobConsumer
 from bridge.report import BridgeReport, DeadLetter
+from core import tracing
 from core.db import Pool, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal
@@ -47,6 +48,7 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
     pool = await open_pool(settings.database)
     try:
         try:
+            tracing.configure(settings.tracing, "antenna-jobs-bridge")
             client = await connect_temporal(settings.temporal)
         except RuntimeError as err:  # what the SDK raises for a failed connect
             raise ConnectionError(
@@ -81,6 +83,7 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
         for sig in installed:
             loop.remove_signal_handler(sig)
         await asyncio.shield(pool.close())
+        tracing.shutdown()
 
 
 class _Hooks:

@@ -22,16 +22,24 @@ class JobRun(BaseModel):
     counters: AggregateCounters
 
 
-async def take(conn: AsyncConnection[Any], job_id: int, run_id: str, consumer: str) -> bool:
-    """Make ``run_id`` the job's run (counters from zero); True if it was not already."""
+async def take(
+    conn: AsyncConnection[Any],
+    job_id: int,
+    run_id: str,
+    consumer: str,
+    trace_context: str | None = None,
+) -> bool:
+    """Make ``run_id`` the job's run (counters from zero); True if it was not already.
+    ``trace_context``: the run's traceparent, when traced (core/tracing.py)."""
     cur = await conn.execute(
-        "INSERT INTO job_runs (job_id, run_id, consumer) VALUES (%s, %s, %s)"
+        "INSERT INTO job_runs (job_id, run_id, consumer, trace_context) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (job_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
         "  consumer = EXCLUDED.consumer, started_at = now(), total = 0, processed = 0,"
         "  failed = 0, detections = 0, classifications = 0, updated_at = now(),"
-        "  paused_at = NULL, collected_at = NULL, schema_error = NULL, schema_error_since = NULL"
+        "  paused_at = NULL, collected_at = NULL, schema_error = NULL, schema_error_since = NULL,"
+        " trace_context = EXCLUDED.trace_context"
         " WHERE job_runs.run_id <> EXCLUDED.run_id",
-        (job_id, run_id, consumer),
+        (job_id, run_id, consumer, trace_context),
     )
     return cur.rowcount == 1
 

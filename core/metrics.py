@@ -6,7 +6,10 @@ read on scrape (job_control/overview.py, job_control/metrics.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 # Per image: one result saved (processed) or one image counted failed, by this process's
 # aggregators and SYNC_API batch runners. rate() of it is the results saved per second.
@@ -47,3 +50,49 @@ API_REQUEST_SECONDS = Histogram(
     ["route", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+
+# Per running job and worker (issue 19 item 5), read on scrape from job_workers like the other
+# per-job figures (job_control/metrics.py adds them to the overview's families). Labels: the
+# job's (job_id, project_id, pipeline) plus the worker's shown name and user.
+JOB_WORKER_LABELS = ["worker", "user"]
+
+
+def job_worker_families(
+    rows: Iterable[tuple[list[str], str, str, float, float, float]],
+) -> list[Metric]:
+    """From (job labels, worker name, user, last call as Unix time, images/s, results posted)."""
+    labels = ["job_id", "project_id", "pipeline", *JOB_WORKER_LABELS]
+    last_call = GaugeMetricFamily(
+        "antenna_jobs_job_worker_last_call_timestamp_seconds",
+        "Per running job and worker: its last /tasks/ or /result/ call, Unix time",
+        labels=labels,
+    )
+    rate = GaugeMetricFamily(
+        "antenna_jobs_job_worker_images_per_second",
+        "Per running job and worker: results posted per second within the recent window",
+        labels=labels,
+    )
+    results = GaugeMetricFamily(
+        "antenna_jobs_job_worker_results_posted",
+        "Per running job and worker: results posted in the current run",
+        labels=labels,
+    )
+    for job_labels, name, user, called, per_second, posted in rows:
+        values = [*job_labels, name, user]
+        last_call.add_metric(values, called)
+        rate.add_metric(values, per_second)
+        results.add_metric(values, posted)
+    return [last_call, rate, results]
+
+
+def job_eta_family(rows: Iterable[tuple[list[str], float]]) -> Metric:
+    """From (job labels, seconds): the ETA of each running job at its workers' recent rate."""
+    eta = GaugeMetricFamily(
+        "antenna_jobs_job_eta_seconds",
+        "Per running job: seconds until every image is counted, at the recent rate of the"
+        " workers serving it (absent without a rate)",
+        labels=["job_id", "project_id", "pipeline"],
+    )
+    for labels, seconds in rows:
+        eta.add_metric(labels, seconds)
+    return eta

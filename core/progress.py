@@ -16,9 +16,13 @@ PAUSED_STAGE = "process"
 PAUSED_KEY = "paused"
 # The process stage's param while no processing worker polls the job's pipeline.
 WORKERS_KEY = "workers"
-# Params that say how a running job is doing now (paused, waiting for workers): a job that
-# ended, in whatever state, carries none of them.
-RUN_PARAMS = (PAUSED_KEY, WORKERS_KEY)
+# The process stage's params while workers serve the job: who (with their rate and last call),
+# and when the job will end at their recent rate (core/job_workers.py).
+SERVING_KEY = "serving"
+ETA_KEY = "eta"
+# Params that say how a running job is doing now (paused, waiting for workers, who serves it,
+# its ETA): a job that ended, in whatever state, carries none of them.
+RUN_PARAMS = (PAUSED_KEY, WORKERS_KEY, SERVING_KEY, ETA_KEY)
 
 
 class _AntennaModel(BaseModel):
@@ -50,12 +54,20 @@ class Stage(_AntennaModel):
                 return p.value
         return None
 
-    def set_param(self, key: str, value: ParamValue) -> None:
+    def set_param(self, key: str, value: ParamValue, name: str | None = None) -> None:
         for p in self.params:
             if p.key == key:
                 p.value = value
                 return
-        self.params.append(StageParam(name=key.replace("_", " ").title(), key=key, value=value))
+        title = name or key.replace("_", " ").title()
+        self.params.append(StageParam(name=title, key=key, value=value))
+
+    def drop_param(self, key: str) -> bool:
+        """Remove the param; True if it was there."""
+        kept = [p for p in self.params if p.key != key]
+        dropped = len(kept) != len(self.params)
+        self.params = kept
+        return dropped
 
 
 class Summary(_AntennaModel):

@@ -8,6 +8,7 @@ Environment names: ``ANTENNA_JOBS_DATABASE_URL``, ``ANTENNA_JOBS_REDIS_URL``,
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.durations import Duration
 from core.naming import Names
+
+_OTLP_ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class DatabaseSettings(BaseSettings):
@@ -110,6 +113,9 @@ class JobSettings(BaseSettings):
     # No processing worker asked for tasks of the job's pipeline for this long: the job says it
     # is waiting for workers (progress and log). Its undelivered tasks never count as stalled.
     workers_seen_window: Duration = timedelta(minutes=2)
+    # A worker of a job that has made no call for this long is said idle in the job's log (once,
+    # until it calls again); it no longer counts as serving the job after workers_seen_window.
+    worker_idle_after: Duration = timedelta(minutes=10)
     # A waiting job's row gets a new updated_at this often: Antenna's reaper (jobs.health_check,
     # if it still runs) revokes a running job whose row is 10 minutes old.
     touch_interval: Duration = timedelta(minutes=2)
@@ -311,6 +317,23 @@ class AntennaSettings(BaseSettings):
         return self.broker_url is not None
 
 
+class TracingSettings(BaseSettings):
+    """OpenTelemetry traces (core/tracing.py): off unless an OTLP endpoint is configured."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTENNA_JOBS_TRACING_")
+
+    # None: on exactly when an OTLP endpoint is set (here or by OTEL_EXPORTER_OTLP_ENDPOINT).
+    enabled: bool | None = None
+    # OTLP over HTTP, e.g. http://collector:4318 (spans go to its /v1/traces).
+    endpoint: str | None = None
+
+    @property
+    def on(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return bool(self.endpoint) or any(os.environ.get(name) for name in _OTLP_ENDPOINT_ENV)
+
+
 class Settings(BaseSettings):
     """Everything a process needs, built once in its entry point and passed down."""
 
@@ -326,6 +349,7 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     antenna: AntennaSettings = Field(default_factory=AntennaSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
 
 def _env_value(value: Any) -> str:

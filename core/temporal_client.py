@@ -20,6 +20,7 @@ from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
+from core import tracing
 from core.settings import TemporalSettings
 
 _runtime: Runtime | None = None
@@ -135,4 +136,6 @@ async def connect_temporal(settings: TemporalSettings, runtime: Runtime | None =
         rpc_metadata=options.rpc_metadata,
         data_converter=pydantic_data_converter,
         runtime=runtime,
+        # Traces, when this process configured them (core/tracing.py): its workers inherit it.
+        interceptors=tracing.interceptors(),
     )

@@ -23,9 +23,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from antenna_db import job_store
 from antenna_db.job_store import JobRecord
-from antenna_db.job_summary import job_summary
+from antenna_db.job_summary import JobSummary, job_summary
 from bridge.outcome import BridgeOutcome
-from core import job_images, naming, search_attributes
+from core import job_images, naming, search_attributes, tracing
 from core.db import Pool
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.job_requests import NewInternalJob, NewMlJob
@@ -261,6 +261,19 @@ class JobActions:
         _check_type(job, self._settings.antenna.runs_antenna_tasks)
         async with self._pool.connection() as conn:
             shown = await job_summary(conn, job)
+        # The root of the run's trace (or a child of the bridge's message span): the SDK's
+        # interceptor carries it into the workflow (core/tracing.py).
+        attributes = {
+            **tracing.job_attributes(job.id, job.project_id, shown.pipeline_slug, job.pipeline_id),
+            "antenna_jobs.job_type": job.job_type.value,
+            "antenna_jobs.failed_only": failed_only,
+        }
+        with tracing.span("antenna_jobs.job.start", attributes):
+            return await self._start_workflow_traced(job, shown, failed_only)
+
+    async def _start_workflow_traced(
+        self, job: JobRecord, shown: JobSummary, failed_only: bool
+    ) -> WorkflowHandle[Any, Any]:
         return await self._client.start_workflow(
             naming.workflow_type(
                 job.job_type,

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from core.metrics import job_eta_family, job_worker_families
 from core.states import JobState
 from job_control.overview import Overview, OverviewSource, RunningJob
 
@@ -106,6 +107,7 @@ def overview_metrics(overview: Overview) -> list[Metric]:
         polls.add_metric([poll.slug or f"id:{poll.pipeline_id}"], poll.polled_at.timestamp())
     return [
         *_bridge_metrics(overview),
+        *_worker_metrics(overview),
         jobs,
         queued,
         in_flight,
@@ -179,6 +181,27 @@ def _bridge_metrics(overview: Overview) -> list[Metric]:
             if value is not None:
                 families[key].add_metric(labels, value)
     return list(families.values())
+
+
+def _worker_metrics(overview: Overview) -> list[Metric]:
+    """Who serves each running job, and its ETA (core/metrics.py names them)."""
+    workers = [
+        (
+            _job_labels(job),
+            worker.name,
+            worker.user_email or str(worker.user_id),
+            worker.last_call.timestamp(),
+            worker.throughput,
+            float(worker.results),
+        )
+        for job in overview.running
+        for worker in job.workers
+    ]
+    etas = [(_job_labels(job), job.eta) for job in overview.running if job.eta is not None]
+    return [
+        *job_worker_families(workers),
+        job_eta_family((labels, eta) for labels, eta in etas if eta is not None),
+    ]
 
 
 class _Fixed(Collector):

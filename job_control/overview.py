@@ -24,8 +24,9 @@ from pydantic import BaseModel
 
 from bridge import report as bridge_report
 from bridge.report import SavedReport
-from core import pipeline_polls
+from core import job_workers, pipeline_polls
 from core.db import Pool
+from core.job_workers import JobWorker
 from core.naming import Names
 from core.pipeline_polls import PipelinePoll
 from core.states import DispatchMode, JobState
@@ -94,6 +95,11 @@ class RunningJob(BaseModel):
     # Why its saves wait for Antenna's schema (None: they do not), and for how many seconds.
     schema_error: str | None = None
     schema_error_age: float | None = None
+    # Its current run's workers (async jobs: core/job_workers.py), oldest first; those that
+    # called within the window serve it now.
+    workers: list[JobWorker] = []
+    # Images per second of the workers serving it now (None: no worker was ever recorded).
+    recent_rate: float | None = None
 
     @property
     def done(self) -> int:
@@ -107,11 +113,13 @@ class RunningJob(BaseModel):
 
     @property
     def eta(self) -> float | None:
-        """Seconds until every image is counted, at the rate so far (None: no rate yet)."""
+        """Seconds until every image is counted, at the recent rate of the workers serving it
+        (at the rate so far for a job without recorded workers); None: no rate."""
         remaining = max(self.total - self.done, 0)
         if remaining == 0:
             return 0.0 if self.total else None
-        return remaining / self.rate if self.rate > 0 else None
+        rate = self.rate if self.recent_rate is None else self.recent_rate
+        return remaining / rate if rate > 0 else None
 
 
 class Overview(BaseModel):
@@ -140,8 +148,12 @@ async def gather(
         inbox = await cur.fetchone()
         polls = await pipeline_polls.latest(conn)
         bridges = await bridge_report.latest(conn)
+        workers = await job_workers.of_jobs(conn, [job.id for job in running])
     ages = {p.pipeline_id: p.age for p in polls}
     for job in running:
+        job.workers = workers.get(job.id, [])
+        if job.workers:
+            job.recent_rate = job_workers.recent_rate(job.workers, workers_window)
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
             age = ages.get(job.pipeline_id)
             # As the job's own progress says it: only once the run is older than the window.

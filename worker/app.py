@@ -20,9 +20,11 @@ from activities.jobs import JobActivities
 from activities.reconcile.repair import ReconcileActivities
 from activities.sync_api.process import SyncActivities
 from activities.temporal_ops import TemporalActivities
+from core import tracing
 from core.settings import Settings
 from worker.resources import Resources
 from worker.schema_errors import SchemaErrorInterceptor
+from worker.trace_tags import JobSpanTags
 from workflows.registry import WORKFLOWS
 
 
@@ -65,6 +67,8 @@ def build_workers(
         resources.pool, client, queue, resources.js, resources.redis, settings
     )
     grace = settings.worker.graceful_shutdown
+    # Traced (the client carries the SDK's TracingInterceptor): activity spans name their job.
+    tags = [JobSpanTags()] if tracing.enabled() else []
     main = Worker(
         client,
         task_queue=settings.jobs.task_queue,
@@ -92,7 +96,7 @@ def build_workers(
             reconcile.remove_leftovers,
         ],
         max_concurrent_activities=settings.worker.short_queue_slots,
-        interceptors=[schema_errors],
+        interceptors=[schema_errors, *tags],
         graceful_shutdown_timeout=grace,
         # A killed worker's sticky queue holds a workflow's next task this long before any
         # worker gets it: part of every crash's recovery time.
@@ -113,7 +117,7 @@ def build_workers(
             antenna.wait_for_row,
         ],
         max_concurrent_activities=settings.worker.long_queue_slots,
-        interceptors=[schema_errors],
+        interceptors=[schema_errors, *tags],
         graceful_shutdown_timeout=grace,
     )
     return [main, long]

@@ -13,6 +13,7 @@ import signal
 
 from temporalio.worker import Worker
 
+from core import tracing
 from core.settings import Settings
 from core.temporal_client import connect_temporal, metrics_runtime
 from job_control.metrics import MetricsServer
@@ -32,6 +33,7 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
     # (another deployment's) makes this one refuse to start (worker/settings_guard.py).
     fingerprint = await fingerprint_of(settings)
     identity = fingerprint.identity()
+    tracing.configure(settings.tracing, "antenna-jobs-worker")
     client = await connect_temporal(
         settings.temporal, runtime=metrics_runtime(settings.worker.metrics_bind)
     )
@@ -84,6 +86,7 @@ async def run_worker(settings: Settings, *, ready: asyncio.Event | None = None) 
         if metrics is not None:
             await asyncio.to_thread(metrics.stop)
         await asyncio.shield(resources.close())
+        tracing.shutdown()
 
 
 def start_metrics(settings: Settings, resources: Resources) -> MetricsServer | None:

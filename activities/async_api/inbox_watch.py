@@ -28,8 +28,9 @@ import psycopg
 from psycopg import sql
 
 from antenna_db import cachalot
-from core import inbox
+from core import inbox, job_workers
 from core.db import Pool, connect_kwargs
+from core.job_workers import JobWorker
 from core.settings import DatabaseSettings
 from core.states import JobState
 
@@ -61,6 +62,9 @@ class Seen:
     # Seconds since a processing worker last polled for tasks of the job's pipeline (None:
     # never). Not part of "the job changed": it moves on every read.
     poll_age: float | None = field(default=None, compare=False)
+    # The workers of the run (core/job_workers.py), as read with the job: not part of "the job
+    # changed" either.
+    workers: list[JobWorker] = field(default_factory=list, compare=False)
 
 
 @dataclass
@@ -182,6 +186,7 @@ class InboxWatch:
             rows = await cur.fetchall()
             if touch:
                 await conn.execute(_TOUCH, (touch,))
+            workers = await job_workers.of_jobs(conn, ids)
         if touch:
             cachalot.wrote("jobs_job")
         for row in rows:
@@ -192,6 +197,7 @@ class InboxWatch:
                 waiting=bool(row["waiting"]),
                 paused=bool(row["paused"]),
                 poll_age=row["poll_age"],
+                workers=workers.get(int(row["id"]), []),
             )
             for watch in self._watches.get(int(row["id"]), ()):
                 if int(row["id"]) in touch:

@@ -28,6 +28,7 @@ from activities.async_api.inbox_watch import InboxWatch, Watch
 from activities.async_api.job_state_cache import JobStateCache
 from activities.async_api.lost_images import MaxDeliveriesWatcher, TaskLookup
 from activities.async_api.models import AggregateInput, AggregateResult
+from activities.async_api.serving import ServingNote
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
 from activities.ml_run import WORKERS_PARAM, MlRun
@@ -150,6 +151,8 @@ class _Aggregation:
         # the watcher meanwhile are carried to the next try.
         self.schema = SchemaWait(run, self.jobs.schema_retry_max.total_seconds())
         self.carry: dict[int, str] = {}
+        # Who serves the job (progress params, idle log lines).
+        self.serving = ServingNote(run, settings.jobs)
 
     async def run(self) -> AggregateResult:
         run = self.ml
@@ -325,6 +328,7 @@ class _Aggregation:
             if seen.done > self.ml.counters.done:
                 await self.ml.reload_counters()
             await self._note_workers(seen.poll_age)
+            await self.serving.note(seen.workers)
             self._show_paused()
             if seen.paused:
                 self.ml.last_change = time.monotonic()

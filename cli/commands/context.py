@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from rich.console import Console
 
 from antenna_db.schema_check import SchemaIncompatible
+from core import tracing
 from core.db import Pool, open_pool
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
@@ -73,12 +74,17 @@ async def database(settings: Settings) -> AsyncIterator[Pool]:
 async def job_actions(settings: Settings) -> AsyncIterator[JobActions]:
     from job_control.actions import JobActions
 
+    tracing.configure(settings.tracing, "antenna-jobs-cli")
     try:
         client = await connect_temporal(settings.temporal)
     except RuntimeError as err:
+        tracing.shutdown()
         fail(
             f"cannot reach Temporal at {settings.temporal.address} ({err});"
             " is it running? try `antenna-jobs up`"
         )
-    async with database(settings) as pool:
-        yield JobActions(pool, client, settings)
+    try:
+        async with database(settings) as pool:
+            yield JobActions(pool, client, settings)
+    finally:
+        tracing.shutdown()

@@ -83,7 +83,7 @@ def _jobs_table(overview: Overview) -> Table:
             job.status.value,
             f"{job.done}/{job.total}{share}",
             str(job.failed),
-            f"{job.rate:.1f}",
+            f"{job.rate if job.recent_rate is None else job.recent_rate:.1f}",
             _ago(job.eta) if job.eta is not None else "-",
             *_queue(job),
             str(job.inbox),
@@ -139,7 +139,26 @@ def _bridge_lines(overview: Overview) -> list[Text | str]:
     return lines
 
 
-def render(overview: Overview) -> RenderableType:
+def _job_workers_table(overview: Overview, window: float) -> Table:
+    table = Table(title="Workers serving running jobs", title_justify="left")
+    for column in ("job", "worker", "user", "user agent", "last call", "images/s", "results"):
+        table.add_column(column)
+    for job in overview.running:
+        for worker in job.workers:
+            serving = worker.idle <= window
+            table.add_row(
+                str(job.id),
+                Text(worker.name, style="" if serving else "dim"),
+                worker.user_email or str(worker.user_id),
+                worker.user_agent or "-",
+                f"{_ago(worker.idle)} ago" + ("" if serving else " (idle)"),
+                f"{worker.throughput:.1f}",
+                str(worker.results),
+            )
+    return table
+
+
+def render(overview: Overview, window: float = 120.0) -> RenderableType:
     counts = sorted(
         overview.jobs_by_status.items(),
         # A status Antenna adds later is shown as it is, after ours.
@@ -167,7 +186,12 @@ def render(overview: Overview) -> RenderableType:
             " retried with backoff; `antenna-jobs db check` names the differences",
             style="red",
         )
-    return Group(head, _jobs_table(overview), _workers_table(overview))
+    return Group(
+        head,
+        _jobs_table(overview),
+        _job_workers_table(overview, window),
+        _workers_table(overview),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -206,12 +230,12 @@ def status(
                 typer.echo(json.dumps((await take()).model_dump(mode="json")))
                 return
             if not watch:
-                console.print(render(await take()))
+                console.print(render(await take(), window))
                 return
-            with Live(render(await take()), console=console, auto_refresh=False) as live:
+            with Live(render(await take(), window), console=console, auto_refresh=False) as live:
                 while True:
                     await asyncio.sleep(interval)
-                    live.update(render(await take()), refresh=True)
+                    live.update(render(await take(), window), refresh=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         run(go())
