@@ -24,6 +24,7 @@ from cli.stack.services import find_program
 from core import search_attributes
 from core.settings import Settings, settings_env
 from tests.helpers import eventually
+from tests.helpers.workflow_faults import MARKERS
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -148,6 +149,17 @@ class WorkerProcesses:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.started)
 
+    def faults(self) -> list[str]:
+        """Workflow faults (non-determinism, failed evictions) in the processes' logs: what the
+        in-process watch (tests/helpers/workflow_faults.py) finds for in-process workers."""
+        found: list[str] = []
+        for proc in self.started:
+            with contextlib.suppress(OSError):
+                for line in proc.log.read_text(errors="replace").splitlines():
+                    if any(marker in line.lower() for marker in MARKERS):
+                        found.append(f"{proc.name}: {line}")
+        return found
+
 
 @contextlib.contextmanager
 def worker_processes(
@@ -161,6 +173,8 @@ def worker_processes(
         raise
     finally:
         workers.stop_all()
+    faults = workers.faults()
+    assert not faults, "workflow faults in the worker processes' logs:\n" + "\n".join(faults[:10])
 
 
 async def wait_port(port: int, within: float = 60.0, proc: Proc | None = None) -> None:
