@@ -73,15 +73,6 @@ class JobActivities:
         self._pool = pool
         self._settings = settings
 
-    def _config(self) -> JobConfig:
-        jobs = self._settings.jobs
-        return JobConfig(
-            long_task_queue=jobs.long_task_queue,
-            heartbeat_timeout=jobs.heartbeat_timeout,
-            failure_threshold=jobs.failure_threshold,
-            short_timeout=jobs.short_activity_timeout,
-        )
-
     @activity.defn(name="start_job")
     async def start_job(self, ref: StartInput) -> StartResult:
         """Guarded move to STARTED; tells the workflow whether to run, stop, or clean up."""
@@ -94,7 +85,7 @@ class JobActivities:
                 outcome=StartOutcome.STARTED,
                 status=job.status,
                 project_id=job.project_id,
-                config=self._config(),
+                config=JobConfig.of(self._settings.jobs),
                 # A type Antenna added after this code travels as UNKNOWN (its real key stays in
                 # the row): the workflow decodes its StartResult whatever the row holds.
                 job_type=job.job_type if job.job_type.known else JobType.UNKNOWN,

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field, NonNegativeInt
 
 from core.counters import AggregateCounters
+from core.settings import JobSettings
 from core.states import JobState, JobType
 
 
@@ -33,6 +34,15 @@ class JobConfig(BaseModel):
     heartbeat_timeout: timedelta
     failure_threshold: float
     short_timeout: timedelta = timedelta(minutes=2)
+
+    @classmethod
+    def of(cls, jobs: JobSettings) -> JobConfig:
+        return cls(
+            long_task_queue=jobs.long_task_queue,
+            heartbeat_timeout=jobs.heartbeat_timeout,
+            failure_threshold=jobs.failure_threshold,
+            short_timeout=jobs.short_activity_timeout,
+        )
 
 
 class StartOutcome(StrEnum):

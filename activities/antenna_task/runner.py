@@ -86,12 +86,7 @@ class AntennaTaskActivities:
                 outcome=StartOutcome.STARTED,
                 status=row.status,
                 project_id=row.project_id,
-                config=JobConfig(
-                    long_task_queue=jobs.long_task_queue,
-                    heartbeat_timeout=jobs.heartbeat_timeout,
-                    failure_threshold=jobs.failure_threshold,
-                    short_timeout=jobs.short_activity_timeout,
-                ),
+                config=JobConfig.of(jobs),
                 job_type=row.job_type,
                 max_sends=antenna.task_max_sends,
                 task_queue=antenna.task_queue,

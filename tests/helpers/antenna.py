@@ -36,28 +36,39 @@ async def load_antenna_schema(url: str, schema: str) -> None:
                 await conn.execute((FIXTURES / name).read_bytes())
 
 
-@pytest_asyncio.fixture(scope="session")
-async def antenna_database(session_settings: Settings) -> AsyncIterator[DatabaseSettings]:
-    """An Antenna database (its own tables, made by Antenna's migrations) that antenna-jobs is
-    pointed at: ``db migrate`` finds Antenna's tables and only adds our schema."""
-    schema = f"aj_real_{uuid.uuid4().hex[:10]}"
-    db = session_settings.database.model_copy(
-        update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"}
-    )
+@contextlib.asynccontextmanager
+async def antenna_schema(
+    base: DatabaseSettings, prefix: str, *, offset_ids: bool = True, views: bool = False
+) -> AsyncIterator[DatabaseSettings]:
+    """Antenna's tables (made by Antenna's migrations: schema.sql) in schemas of their own,
+    migrated by ``db migrate`` (which checks them), dropped at the end. ``offset_ids``: job ids
+    start far from other sessions' (they name NATS streams shared with them)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    db = base.model_copy(update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"})
     await load_antenna_schema(db.url, schema)
     try:
         await migrate(db)
         async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-            offset = random.randint(10**8, 10**12)
-            await conn.execute(
-                f"SELECT setval(pg_get_serial_sequence('{schema}.jobs_job', 'id'), {offset})"
-            )
-            await create_views(conn, f"{db.jobs_schema},{schema}")
+            if offset_ids:
+                offset = random.randint(10**8, 10**12)
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{schema}.jobs_job', 'id'), {offset})"
+                )
+            if views:
+                await create_views(conn, f"{db.jobs_schema},{schema}")
         yield db
     finally:
         async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
             for name in (db.jobs_schema, schema):
                 await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def antenna_database(session_settings: Settings) -> AsyncIterator[DatabaseSettings]:
+    """An Antenna database (its own tables, made by Antenna's migrations) that antenna-jobs is
+    pointed at: ``db migrate`` finds Antenna's tables and only adds our schema."""
+    async with antenna_schema(session_settings.database, "aj_real", views=True) as db:
+        yield db
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -19,7 +19,7 @@ from core.schemas import PipelineProcessingTask
 from core.states import JobState
 from job_control.actions import JobActions
 from tests.helpers import eventually
-from tests.helpers.api import app_with_workers
+from tests.helpers.api import app_with_workers, start_over_api
 from tests.helpers.broker import queue_fixture, running_consumer, send_run_job
 from tests.helpers.db import NAMES, create_token
 from tests.helpers.jobs import make_job
@@ -68,16 +68,7 @@ async def test_a_job_run_is_one_trace(settings, pool, temporal_client, spans):
         key = await create_token(conn, "traces")
     slug = seeded.pipeline_slug
     async with app_with_workers(settings, pool, traced, key) as client:
-        created = await client.post(
-            "/jobs/?start_now=1",
-            json={
-                "project_id": seeded.project_id,
-                "pipeline_slug": slug,
-                "collection_id": seeded.collection_id,
-            },
-        )
-        assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
+        job_id = await start_over_api(client, seeded)
 
         async def work() -> bool:
             got = await client.post(f"/jobs/{job_id}/tasks/", json={"batch_size": 5})

@@ -16,7 +16,7 @@ from core.states import JobState
 from job_control.metrics import overview_metrics
 from job_control.overview import gather
 from tests.helpers import eventually
-from tests.helpers.api import app_with_workers
+from tests.helpers.api import app_with_workers, start_over_api
 from tests.helpers.db import NAMES, create_token
 
 IMAGES = 40
@@ -74,16 +74,7 @@ async def test_workers_of_a_job_are_listed_everywhere(settings, pool, temporal_c
             headers=ADC,
         )
         assert registered.status_code == 201, registered.text
-        created = await client.post(
-            "/jobs/?start_now=1",
-            json={
-                "project_id": seeded.project_id,
-                "pipeline_slug": slug,
-                "collection_id": seeded.collection_id,
-            },
-        )
-        assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
+        job_id = await start_over_api(client, seeded)
 
         async def fetched() -> int:
             return await _serve(client, job_id, slug, GPU, 10, {"hostname": "gpu-3"})

@@ -13,26 +13,23 @@ result saved exactly once.
 
 from __future__ import annotations
 
-import random
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import psycopg
 import pytest
 import pytest_asyncio
 from rich.console import Console
 
 from antenna_db import seed, users
 from cli.commands.status import render
-from core.db import migrate, open_pool
+from core.db import open_pool
 from core.metrics import SCHEMA_REFUSALS
 from core.settings import DatabaseSettings, Settings
 from core.states import JobState
 from job_control.metrics import overview_metrics
 from job_control.overview import gather
 from tests.helpers import eventually
-from tests.helpers.antenna import load_antenna_schema
+from tests.helpers.antenna import antenna_schema
 from tests.helpers.api import answer_tasks, app_with_workers, start_over_api, take_tasks
 from tests.helpers.db import NAMES, fetch, fetch_one, job_logs, job_status
 from tests.helpers.settings import with_settings
@@ -43,24 +40,8 @@ COLUMN = "reviewed"
 
 @pytest_asyncio.fixture
 async def antenna_db(session_settings: Settings) -> AsyncIterator[DatabaseSettings]:
-    schema = f"aj_s17r_{uuid.uuid4().hex[:10]}"
-    db = session_settings.database.model_copy(
-        update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"}
-    )
-    await load_antenna_schema(db.url, schema)
-    try:
-        await migrate(db)
-        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-            # Job ids name NATS streams shared with other sessions: start far apart.
-            offset = random.randint(10**8, 10**12)
-            await conn.execute(
-                f"SELECT setval(pg_get_serial_sequence('{schema}.jobs_job', 'id'), {offset})"
-            )
+    async with antenna_schema(session_settings.database, "aj_s17r") as db:
         yield db
-    finally:
-        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-            for name in (db.jobs_schema, schema):
-                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 async def counts(pool: Any, job_id: int) -> dict[str, int]:

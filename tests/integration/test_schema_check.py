@@ -28,11 +28,10 @@ from antenna_db import schema_check, schema_manifest
 from antenna_db.schema_check import SchemaIncompatible
 from api.app import open_resources
 from bridge.main import run_bridge
-from core.db import migrate
 from core.metrics import SCHEMA_PROBLEMS
 from core.settings import AntennaSettings, DatabaseSettings, Settings
 from tests.helpers import eventually
-from tests.helpers.antenna import FIXTURES, load_antenna_schema
+from tests.helpers.antenna import FIXTURES, antenna_schema
 from tests.helpers.broker import BROKER_URL
 from tests.helpers.settings import with_settings
 from worker.resources import Resources
@@ -45,18 +44,8 @@ ROOT = Path(__file__).parent.parent.parent
 async def antenna_db(session_settings: Settings) -> AsyncIterator[DatabaseSettings]:
     """A database made by Antenna's migrations (schema.sql), in schemas of this test's own,
     migrated by ``db migrate`` (which checked it)."""
-    schema = f"aj_s17_{uuid.uuid4().hex[:10]}"
-    db = session_settings.database.model_copy(
-        update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"}
-    )
-    await load_antenna_schema(db.url, schema)
-    try:
-        await migrate(db)
+    async with antenna_schema(session_settings.database, "aj_s17", offset_ids=False) as db:
         yield db
-    finally:
-        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-            for name in (db.jobs_schema, schema):
-                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def antennas_tables() -> list[str]:
