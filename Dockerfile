@@ -14,6 +14,7 @@ RUN mkdir core workflows activities worker api cli bridge antenna_db job_control
     && pip install . \
     && pip uninstall -y antenna-jobs
 COPY core core
+COPY storage storage
 COPY workflows workflows
 COPY activities activities
 COPY worker worker

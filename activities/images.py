@@ -12,12 +12,12 @@ from activities.heartbeat import heartbeating
 from activities.heartbeat import run_id as activity_run_id
 from activities.models import CollectInput, CollectResult
 from antenna_db import captures, job_store, pipelines
-from core import job_runs
-from core.db import Pool
 from core.errors import Failure, failure
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
+from storage import job_runs
+from storage.db import Pool
 
 
 def collected_progress(

@@ -28,8 +28,7 @@ from activities.models import (
     StartResult,
 )
 from antenna_db import job_store
-from core import job_runs, naming, tracing
-from core.db import Pool
+from core import naming, tracing
 from core.errors import Failure, JobNotFound, failure
 from core.ml_progress import apply_counters
 from core.settings import Settings
@@ -45,6 +44,8 @@ from core.states import (
     JobState,
     JobType,
 )
+from storage import job_runs
+from storage.db import Pool
 
 
 class RowCancelCheck:

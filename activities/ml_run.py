@@ -18,14 +18,14 @@ from activities.crops import CropRequests
 from activities.result_saver import BatchOutcome, BatchSaver, Resolver
 from antenna_db import cachalot, counts, job_store, pipelines
 from antenna_db.pipelines import PipelineContext
-from core import job_runs
 from core.counters import AggregateCounters
-from core.db import Pool
 from core.errors import Failure, failure
 from core.metrics import RESULTS_SAVED
 from core.ml_progress import apply_counters, throughput_line
 from core.progress import WORKERS_KEY, JobProgress
 from core.settings import JobSettings
+from storage import job_runs
+from storage.db import Pool
 
 # Throughput lines go to the job log at most this often (progress is written more often).
 THROUGHPUT_EVERY = 10.0

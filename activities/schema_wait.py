@@ -20,8 +20,8 @@ import psycopg
 from activities.ml_run import MlRun
 from activities.result_saver import SchemaBlocked
 from antenna_db.schema_check import schema_reason
-from core import job_runs
 from core.metrics import SCHEMA_REFUSALS
+from storage import job_runs
 
 FIRST_PAUSE = 1.0
 

@@ -19,13 +19,13 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, BeforeValidator
 
 from antenna_db import cachalot, exports, users
-from core import job_runs
 from core.errors import InvalidJobInput, JobNotFound
 from core.job_params import validate_params
 from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import JobProgress, new_export_progress, new_ml_progress, new_populate_progress
 from core.states import FINAL_STATES, DispatchMode, JobState, JobType
 from core.text import storable, storable_json
+from storage import job_runs
 
 NAME_MAX = 255
 EMPTY_LOGS = '{"stdout": [], "stderr": []}'

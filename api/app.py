@@ -24,11 +24,11 @@ from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
 from api.request_metrics import RequestMetrics
 from core import tracing
-from core.db import migrate, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal, metrics_runtime
 from job_control import metrics
 from job_control.overview import Overview
+from storage.db import migrate, open_pool
 
 log = logging.getLogger(__name__)
 

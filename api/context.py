@@ -17,10 +17,10 @@ from api.task_fetcher import TaskFetcher
 from api.task_images import TaskImages
 from api.tokens import PermissionCache, TokenVerifier
 from api.worker_tally import WorkerTally
-from core.db import Pool
 from core.settings import Settings
 from job_control.actions import JobActions
 from job_control.overview import OverviewSource
+from storage.db import Pool
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0

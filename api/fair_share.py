@@ -25,10 +25,10 @@ from nats.js.api import ConsumerInfo
 from psycopg_pool import PoolTimeout
 
 from antenna_db import job_listing
-from core.db import Pool
 from core.expiring import ExpiringMap
 from core.fair_share import JobLoad, least_served_first, withheld
 from core.settings import Settings
+from storage.db import Pool
 
 log = logging.getLogger(__name__)
 

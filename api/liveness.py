@@ -16,9 +16,9 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from antenna_db import processing_services
-from core import pipeline_polls
-from core.db import Pool
 from core.expiring import ExpiringMap
+from storage import pipeline_polls
+from storage.db import Pool
 
 log = logging.getLogger(__name__)
 

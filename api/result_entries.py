@@ -25,10 +25,10 @@ from api.http_errors import validation_errors
 from api.json_nesting import too_deep
 from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
 from core import result_arrays
-from core.inbox import InboxEntry
 from core.result_arrays import ArrayRow
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
+from storage.inbox import InboxEntry
 
 _IMAGE_ID = re.compile(r"^\s*\d{1,18}\s*$")
 _SUBJECT_TOKEN = re.compile(r"^[^\s*>]+$")

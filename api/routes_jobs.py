@@ -26,9 +26,9 @@ from api.job_bodies import (
 )
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
-from core import job_runs, job_workers
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
+from storage import job_runs, job_workers
 
 DEFAULT_PAGE_SIZE = 10
 # Jobs the fair-share listing sorts at most (the ADC reads the first page, of one job).

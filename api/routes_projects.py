@@ -13,9 +13,9 @@ from api.context import get_context
 from api.http_errors import BadRequest, validation_errors
 from api.pagination import page_body, page_of
 from api.routing import route
-from core import job_workers
 from core.errors import InvalidJobInput
 from core.schemas import AsyncPipelineRegistrationRequest
+from storage import job_workers
 
 # The ADC reads only the first page when it registers: make it hold every project there is.
 DEFAULT_PAGE_SIZE = 1000

@@ -39,11 +39,12 @@ from api.result_entries import (
 )
 from api.routing import route
 from api.worker_tally import identity
-from core import inbox, tracing
+from core import tracing
 from core.errors import JobNotFound, TaskQueueUnavailable
-from core.inbox import InboxEntry
 from core.metrics import RESULTS_RECEIVED
 from core.states import ACTIVE_STATES, JobState
+from storage import inbox
+from storage.inbox import InboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ async def _store(
     """Store the entries while the job still accepts them for this run: the job row is read
     FOR SHARE first, so a status change (a cancel) or a new run waits for these rows to commit
     (its clean-up then removes them) or is seen here and nothing is stored. A usual post is one
-    statement; a big one a transaction of pipelined inserts and one COPY (core/inbox.py)."""
+    statement; a big one a transaction of pipelined inserts and one COPY (storage/inbox.py)."""
     async with ctx.connection() as conn:
         if valid and inbox.one_statement(valid):
             found, ids = await inbox.store_for_run(conn, job_id, run_id, _ACCEPTING, valid)

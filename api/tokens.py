@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from antenna_db import users
 from antenna_db.users import Caller
-from core.db import Pool
 from core.expiring import ExpiringMap
+from storage.db import Pool
 
 CACHE_SECONDS = 30.0
 _MAX_CACHED = 10_000

@@ -1,4 +1,5 @@
-"""Per-process tally of the worker calls this API served, written in batches (core/job_workers.py).
+"""Per-process tally of the worker calls this API served, written in batches
+(storage/job_workers.py).
 
 A ``/tasks/`` or ``/result/`` call only adds to a dict in memory; at most once per
 ``interval`` a call that finds the tally due writes all of it in one statement (and the job log
@@ -23,9 +24,9 @@ from psycopg_pool import PoolTimeout
 
 from antenna_db import job_store
 from antenna_db.users import Caller
-from core import job_workers
-from core.db import Pool
-from core.job_workers import Calls, Identity
+from storage import job_workers
+from storage.db import Pool
+from storage.job_workers import Calls, Identity
 
 log = logging.getLogger(__name__)
 

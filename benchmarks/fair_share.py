@@ -27,11 +27,11 @@ from harness import bench_settings, goal_line, own_database, own_temporal, stack
 from antenna_db import users
 from antenna_db.seed import SeedResult, seed
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
-from core.db import Pool, open_pool
 from core.job_requests import NewMlJob
 from core.settings import DatabaseSettings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
+from storage.db import Pool, open_pool
 
 # B's small jobs should end at least this many times sooner with fair share than without.
 GOAL_SPEEDUP = 2.0

@@ -29,8 +29,8 @@ if str(ROOT) not in sys.path:
 
 from cli.stack import processes  # noqa: E402
 from core import search_attributes  # noqa: E402
-from core.db import migrate  # noqa: E402
 from core.settings import DatabaseSettings, Settings, settings_env  # noqa: E402
+from storage.db import migrate  # noqa: E402
 
 LOGS = ROOT / ".state" / "logs"
 BIN = Path(sys.executable).parent
@@ -236,8 +236,8 @@ async def connected(settings: Settings, user: str) -> AsyncIterator[Clients]:
     import nats
 
     from antenna_db import users
-    from core.db import open_pool
     from core.temporal_client import connect_temporal
+    from storage.db import open_pool
 
     pool = await open_pool(settings.database)
     try:

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager, suppress
 
 import psycopg
 
-from core.db import migrate
 from core.settings import DatabaseSettings
+from storage.db import migrate
 
 
 @asynccontextmanager

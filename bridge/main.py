@@ -26,10 +26,10 @@ from bridge import report as reports
 from bridge.consumer import RunJobConsumer
 from bridge.report import BridgeReport, DeadLetter
 from core import tracing
-from core.db import Pool, open_pool
 from core.settings import Settings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
+from storage.db import Pool, open_pool
 
 log = logging.getLogger("antenna_jobs.bridge")
 

@@ -39,7 +39,7 @@ from cli.commands.status import status
 from cli.commands.tokens import token_app
 from cli.stack import local_stack
 from cli.stack.services import StackError
-from core.db import migrate
+from storage.db import migrate
 
 app = typer.Typer(
     name="antenna-jobs",

@@ -25,8 +25,7 @@ from antenna_db import job_store
 from antenna_db.job_store import JobRecord
 from antenna_db.job_summary import JobSummary, job_summary
 from bridge.outcome import BridgeOutcome
-from core import job_images, naming, search_attributes, tracing
-from core.db import Pool
+from core import naming, search_attributes, tracing
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import reset_progress
@@ -41,6 +40,8 @@ from core.states import (
     JobType,
 )
 from core.workflow_io import JobWorkflowInput
+from storage import job_images
+from storage.db import Pool
 
 
 class JobView(BaseModel):

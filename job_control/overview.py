@@ -24,12 +24,12 @@ from pydantic import BaseModel
 
 from bridge import report as bridge_report
 from bridge.report import SavedReport
-from core import job_workers, pipeline_polls
-from core.db import Pool
-from core.job_workers import JobWorker
 from core.naming import Names
-from core.pipeline_polls import PipelinePoll
 from core.states import DispatchMode, JobState
+from storage import job_workers, pipeline_polls
+from storage.db import Pool
+from storage.job_workers import JobWorker
+from storage.pipeline_polls import PipelinePoll
 
 # Jobs counted as running (Antenna's running_states()).
 RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)
@@ -95,7 +95,7 @@ class RunningJob(BaseModel):
     # Why its saves wait for Antenna's schema (None: they do not), and for how many seconds.
     schema_error: str | None = None
     schema_error_age: float | None = None
-    # Its current run's workers (async jobs: core/job_workers.py), oldest first; those that
+    # Its current run's workers (async jobs: storage/job_workers.py), oldest first; those that
     # called within the window serve it now.
     workers: list[JobWorker] = []
     # Images per second of the workers serving it now (None: no worker was ever recorded).

@@ -24,8 +24,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core import search_attributes
-from core.db import migrate, open_pool
 from core.settings import DatabaseSettings, JobSettings, Settings
+from storage.db import migrate, open_pool
 from tests.helpers.db import create_views
 from tests.helpers.temporal import TEMPORAL_CLI, running_workers
 

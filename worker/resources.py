@@ -19,8 +19,8 @@ from activities.async_api.inbox_watch import InboxWatch
 from activities.crops import CropRequests
 from antenna_db import cachalot, schema_check
 from bridge.antenna_tasks import AntennaTaskSender
-from core.db import migrate, open_pool
 from core.settings import Settings
+from storage.db import migrate, open_pool
 
 # One JetStream context is shared by every publish of this process; each publish bounds its own
 # window (settings.nats.publish_window), so the shared limit only has to stay out of the way.

@@ -24,8 +24,8 @@ from temporalio.worker import (
 
 from antenna_db import job_store
 from antenna_db.schema_check import SchemaFault, schema_reason
-from core.db import Pool
 from core.metrics import SCHEMA_REFUSALS
+from storage.db import Pool
 
 log = logging.getLogger("antenna_jobs.schema")
 

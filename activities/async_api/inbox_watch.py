@@ -2,7 +2,7 @@
 costs next to nothing.
 
 Results wake their aggregator at once: the inbox insert notifies ``<jobs schema>.inbox`` with the
-job id in its own transaction (core/inbox.py), and one LISTEN connection per process hands that
+job id in its own transaction (storage/inbox.py), and one LISTEN connection per process hands that
 to the job's waiter. Everything an aggregator used to poll for on its own (is the job cancelled,
 did another run take it, did an older attempt save results meanwhile, are rows waiting that no
 notification announced) is read for all watched jobs in one statement per ``interval``, and the
@@ -28,11 +28,11 @@ import psycopg
 from psycopg import sql
 
 from antenna_db import cachalot
-from core import inbox, job_workers
-from core.db import Pool, connect_kwargs
-from core.job_workers import JobWorker
 from core.settings import DatabaseSettings
 from core.states import JobState
+from storage import inbox, job_workers
+from storage.db import Pool, connect_kwargs
+from storage.job_workers import JobWorker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Seen:
     # Seconds since a processing worker last polled for tasks of the job's pipeline (None:
     # never). Not part of "the job changed": it moves on every read.
     poll_age: float | None = field(default=None, compare=False)
-    # The workers of the run (core/job_workers.py), as read with the job: not part of "the job
+    # The workers of the run (storage/job_workers.py), as read with the job: not part of "the job
     # changed" either.
     workers: list[JobWorker] = field(default_factory=list, compare=False)
 

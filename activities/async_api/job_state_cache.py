@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 
-from core import job_images
 from core.naming import Names
+from storage import job_images
 
 STAGES = ("process", "results")
 

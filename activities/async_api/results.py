@@ -36,11 +36,11 @@ from activities.result_saver import BatchOutcome, SchemaBlocked
 from activities.schema_wait import SchemaWait
 from antenna_db import captures, job_store
 from antenna_db.job_store import RunState
-from core import inbox, job_images, job_runs
-from core.db import Pool
 from core.errors import Failure, failure
 from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
+from storage import inbox, job_images, job_runs
+from storage.db import Pool
 
 # How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
 CACHE_CHECK_EVERY = 30.0

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 
 from activities.ml_run import MlRun
-from core import job_workers
-from core.job_workers import JobWorker
 from core.progress import ETA_KEY, SERVING_KEY
 from core.settings import JobSettings
+from storage import job_workers
+from storage.job_workers import JobWorker
 
 SERVING_EVERY = 10.0
 

@@ -30,10 +30,10 @@ from activities.heartbeat import heartbeating, resume_details, run_id
 from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
-from core import inbox, job_runs
-from core.db import Pool
-from core.inbox import InboxEntry
 from core.settings import Settings
+from storage import inbox, job_runs
+from storage.db import Pool
+from storage.inbox import InboxEntry
 
 _TASK = b'{"id":"%d","image_id":"%d","image_url":%b,"reply_subject":null}'
 

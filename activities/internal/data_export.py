@@ -35,12 +35,12 @@ from activities.jobs import RowCancelCheck
 from activities.models import JobRef
 from antenna_db import exports, job_store
 from antenna_db.job_store import JobRecord
-from core.db import Pool
 from core.errors import Failure, failure
 from core.job_params import ExportFormat, export_params
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
+from storage.db import Pool
 
 DETECTION_COLUMNS = [
     "detection_id",

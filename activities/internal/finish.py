@@ -11,8 +11,8 @@ from temporalio import activity
 from activities.internal.models import FinishInput
 from activities.models import FinalizeResult
 from antenna_db import job_store
-from core.db import Pool
 from core.states import FINALIZABLE_STATES, JobState
+from storage.db import Pool
 
 
 class InternalJobActivities:

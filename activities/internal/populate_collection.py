@@ -18,11 +18,11 @@ from activities.heartbeat import heartbeating
 from activities.internal.models import InternalResult
 from activities.models import JobRef
 from antenna_db import cachalot, collections, job_store
-from core.db import Pool
 from core.errors import Failure, failure
 from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
+from storage.db import Pool
 
 STAGE = "populate_captures_collection"
 

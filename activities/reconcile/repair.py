@@ -47,10 +47,10 @@ from activities.reconcile.models import (
 )
 from antenna_db import job_store, users
 from bridge.failures import describe, is_transient
-from core.db import Pool
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 from job_control.actions import JobActions
+from storage.db import Pool
 
 # Not final, and not CREATED: a CREATED job has no workflow by design.
 CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}

@@ -34,12 +34,12 @@ from activities.sync_api.service_choice import choose_live_service, service_url
 from antenna_db import captures, job_store, pipelines
 from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.pipelines import BATCH_SIZE_KEY
-from core import inbox
-from core.db import Pool
 from core.errors import Failure, failure
-from core.inbox import InboxEntry
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
+from storage import inbox
+from storage.db import Pool
+from storage.inbox import InboxEntry
 
 
 def batch_size(config: dict[str, Any]) -> int:

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from antenna_db.schema_check import SchemaIncompatible
 from core import tracing
-from core.db import Pool, open_pool
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
 from core.temporal_client import connect_temporal
+from storage.db import Pool, open_pool
 
 if TYPE_CHECKING:
     from job_control.actions import JobActions

@@ -50,8 +50,8 @@ from cli.commands.demo_sync import run_sync
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack import local_stack, processes
 from cli.stack.services import StackError
-from core.db import migrate
 from core.settings import Settings
+from storage.db import migrate
 
 
 class DemoMode(StrEnum):

@@ -20,10 +20,10 @@ from cli.commands import progress_view
 from cli.commands.context import console
 from cli.fakes.worker import FakeWorker
 from cli.stack import processes
-from core.db import Pool
 from core.settings import Settings
 from core.states import JobState
 from core.temporal_client import connect_temporal
+from storage.db import Pool
 
 if TYPE_CHECKING:
     from job_control.actions import JobActions

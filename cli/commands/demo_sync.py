@@ -29,10 +29,10 @@ from cli.commands.demo_run import (
     start_children,
 )
 from cli.stack import local_stack, processes
-from core.db import migrate
 from core.job_requests import NewMlJob
 from core.settings import Settings
 from core.states import DispatchMode
+from storage.db import migrate
 
 
 async def run_sync(

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import nats
 
 from api.context import ApiResources
-from core.db import open_pool
 from core.states import JobState
+from storage.db import open_pool
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.db import create_token, inbox_rows

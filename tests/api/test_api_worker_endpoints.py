@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from core import job_runs
 from core.naming import parse_ack_subject
 from core.states import DispatchMode, JobState
+from storage import job_runs
 from tests.helpers import eventually
 from tests.helpers.api import Api
 from tests.helpers.db import NAMES, inbox_rows, job_status

@@ -19,8 +19,8 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
-from core.db import migrate, open_pool
 from core.settings import DatabaseSettings, Settings
+from storage.db import migrate, open_pool
 from tests.helpers.db import create_views
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "antenna"

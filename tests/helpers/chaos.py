@@ -27,9 +27,9 @@ import psycopg
 from nats.js.errors import NotFoundError
 
 from antenna_db import job_store
-from core.db import connect_kwargs
 from core.settings import Settings
 from core.states import JobState
+from storage.db import connect_kwargs
 from tests.helpers import eventually
 from tests.helpers.db import NAMES, run_consumer
 from tests.helpers.jobs import detections_for

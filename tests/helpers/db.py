@@ -13,9 +13,9 @@ from psycopg import AsyncConnection
 
 from antenna_db import job_store, users
 from antenna_db.job_store import JobRecord
-from core import job_runs
 from core.naming import Names
 from core.states import JobState
+from storage import job_runs
 
 VIEWS = """
 CREATE VIEW job_detections AS

@@ -18,8 +18,6 @@ from antenna_db.pipelines import BATCH_SIZE_KEY
 from antenna_db.processing_services import add_push_service
 from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY, SeedResult, seed
 from cli.fakes.service import results_for
-from core import job_runs
-from core.inbox import InboxEntry
 from core.job_requests import NewMlJob
 from core.schemas import (
     PipelineProcessingTask,
@@ -28,6 +26,8 @@ from core.schemas import (
     SourceImageRequest,
 )
 from core.states import JobState
+from storage import job_runs
+from storage.inbox import InboxEntry
 from tests.helpers.db import NAMES
 
 # The timestamp of the simulated ADC worker's results (the same on every redelivery).

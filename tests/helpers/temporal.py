@@ -2,7 +2,7 @@
 running activity, and a simulated ADC worker.
 
 The simulated worker pulls task messages straight from the job's consumer (as the API's
-/tasks/ does), stores results with core.inbox.store and only then acks (b"+ACK" to the reply
+/tasks/ does), stores results with storage.inbox.store and only then acks (b"+ACK" to the reply
 subject): the order the real API uses.
 """
 
@@ -22,8 +22,6 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 from temporalio.client import Client, WorkflowHandle
 
-from core import inbox
-from core.inbox import InboxEntry
 from core.naming import Names
 from core.schemas import (
     PipelineProcessingTask,
@@ -31,6 +29,8 @@ from core.schemas import (
 )
 from core.settings import Settings
 from core.workflow_io import JobWorkflowResult
+from storage import inbox
+from storage.inbox import InboxEntry
 from tests.helpers import eventually
 from tests.helpers.db import NAMES, run_consumer
 from tests.helpers.jobs import adc_result

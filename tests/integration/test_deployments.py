@@ -27,10 +27,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.context import ApiResources
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
-from core.db import migrate, open_pool
 from core.settings import DatabaseSettings, Settings
 from core.states import JobState
 from job_control.actions import JobActions
+from storage.db import migrate, open_pool
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.db import create_token, fetch_one, job_logs, job_status

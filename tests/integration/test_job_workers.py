@@ -10,11 +10,11 @@ from datetime import timedelta
 from antenna_db import job_store
 from antenna_db.seed import seed
 from cli.fakes.results import result_document
-from core import job_workers
 from core.schemas import PipelineProcessingTask
 from core.states import JobState
 from job_control.metrics import overview_metrics
 from job_control.overview import gather
+from storage import job_workers
 from tests.helpers import eventually
 from tests.helpers.api import app_with_workers, start_over_api
 from tests.helpers.db import NAMES, create_token

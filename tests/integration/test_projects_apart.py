@@ -21,9 +21,9 @@ from antenna_db import users
 from antenna_db.seed import seed
 from antenna_db.users import Role
 from cli.stack import processes
-from core import job_runs
 from core.states import FINAL_STATES, JobState
 from job_control.actions import JobActions
+from storage import job_runs
 from tests.helpers import eventually
 from tests.helpers.db import get_job, job_logs, run_counters
 from tests.helpers.jobs import make_job

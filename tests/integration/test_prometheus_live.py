@@ -24,9 +24,9 @@ import pytest
 
 from antenna_db import users
 from cli.stack import processes
-from core import job_runs
 from core.settings import Settings
 from job_control.actions import JobActions
+from storage import job_runs
 from tests.helpers import eventually
 from tests.helpers.db import run_counters
 from tests.helpers.jobs import entry, error_result, make_job, success_result

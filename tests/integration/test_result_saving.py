@@ -11,8 +11,8 @@ from typing import Any
 from antenna_db import pipelines, results
 from antenna_db.results import ClassificationSpec, DetectionSpec, determinations
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY
-from core import inbox
-from core.inbox import InboxEntry
+from storage import inbox
+from storage.inbox import InboxEntry
 from tests.helpers.jobs import make_job
 
 # Per image: each classification's (label, scores, terminal); the expected determination.

@@ -22,8 +22,8 @@ from activities.async_api.models import AggregateInput
 from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
 from activities.models import CollectInput
-from core import inbox
 from core.states import JobState
+from storage import inbox
 from tests.helpers import eventually
 from tests.helpers.jobs import inbox_entries, made_run_id, make_job
 from tests.helpers.settings import with_settings

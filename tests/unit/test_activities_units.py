@@ -12,11 +12,11 @@ from activities.images import collected_progress
 from activities.result_saver import parse_results, unnamed_errors
 from antenna_db.pipelines import Algorithm, PipelineContext
 from core.counters import AggregateCounters
-from core.inbox import ClaimedRow
 from core.ml_progress import apply_counters, fraction, throughput_line
 from core.naming import stream_seq_from_reply
 from core.progress import new_ml_progress
 from core.states import JobState
+from storage.inbox import ClaimedRow
 
 PIPELINE = PipelineContext(
     slug="p",

@@ -23,9 +23,9 @@ from activities.async_api.models import AggregateInput
 from activities.async_api.results import ResultActivities
 from activities.images import ImageActivities
 from activities.models import CollectInput
-from core import inbox
-from core.db import connect_kwargs
 from core.states import JobState
+from storage import inbox
+from storage.db import connect_kwargs
 from tests.helpers import eventually
 from tests.helpers.api import Api
 from tests.helpers.db import inbox_rows, job_status

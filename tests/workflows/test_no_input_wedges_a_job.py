@@ -15,10 +15,10 @@ from typing import Any
 
 from antenna_db import job_store
 from antenna_db.seed import seed
-from core import inbox
-from core.inbox import InboxEntry
 from core.states import JobState
 from job_control.actions import JobActions
+from storage import inbox
+from storage.inbox import InboxEntry
 from tests.helpers import eventually
 from tests.helpers.api import app_with_workers
 from tests.helpers.db import create_token, job_logs

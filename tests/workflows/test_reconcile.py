@@ -24,10 +24,11 @@ from activities.async_api.task_queue import TaskQueueActivities
 from activities.reconcile.models import ReconcileInput, ReconcileReport
 from activities.reconcile.repair import ReconcileActivities
 from antenna_db import job_store
-from core import inbox, naming
-from core.inbox import InboxEntry
+from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
+from storage import inbox
+from storage.inbox import InboxEntry
 from tests.helpers import eventually
 from tests.helpers.db import NAMES
 from tests.helpers.jobs import make_job

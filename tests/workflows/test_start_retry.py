@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from antenna_db import job_store
 from cli.main import app as cli_app
-from core import inbox
-from core.inbox import InboxEntry
 from core.states import JobState
+from storage import inbox
+from storage.inbox import InboxEntry
 from tests.helpers import eventually
 from tests.helpers.api import Api
 from tests.helpers.chaos import RecordingAdc, wait_final

@@ -1,7 +1,7 @@
 """A job's image set (``job_images``): each image moves pending -> processed or failed once.
 
 Only images still pending move, and callers add the moves to the run's counters
-(core/job_runs.py) in the same transaction: a replayed result moves nothing, saves nothing and
+(storage/job_runs.py) in the same transaction: a replayed result moves nothing, saves nothing and
 counts nothing.
 """
 

@@ -232,7 +232,7 @@ async def migrate(settings: DatabaseSettings) -> list[str]:
                         f" {', '.join(missing)}: is it an Antenna database?"
                     )
             applied += await _apply(
-                conn, "jobs", "core.migrations", settings.jobs_schema, settings.jobs_schema
+                conn, "jobs", "storage.migrations", settings.jobs_schema, settings.jobs_schema
             )
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
