@@ -24,7 +24,19 @@ _WORKFLOW_TASK_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
     EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
     EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
 }
+# A workflow task that failed or timed out (a busy machine; once, CPython's import lock raised
+# KeyError inside the sandbox) is retried by Temporal: three more events, nothing else changes.
+_RETRIED_TASK = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+}
+
+
+def events_but_retried_tasks(events) -> int:
+    return len(events) - 3 * sum(1 for e in events if e in _RETRIED_TASK)
 
 
 async def run_job(pool, client, settings, nats_client, images: int):
@@ -67,6 +79,6 @@ async def test_history_is_the_same_for_100_and_5000_images(
     # Every non-workflow-task event (activities, search attribute upserts, ...) is identical;
     # the total is too, unless the server happened to batch two completions in one task.
     assert activity_events(small_events) == activity_events(big_events)
-    assert len(small_events) == len(big_events)
+    assert events_but_retried_tasks(small_events) == events_but_retried_tasks(big_events)
     published = next(m for m in logs if m.startswith("Published 5000 tasks"))
     print(f"\n5,000-image job: {elapsed:.1f} s wall, {len(big_events)} events; {published}")
