@@ -24,11 +24,12 @@ from pydantic import BaseModel
 
 from bridge import report as bridge_report
 from bridge.report import SavedReport
+from core import worker_calls
 from core.naming import Names
 from core.states import DispatchMode, JobState
+from core.worker_calls import JobWorker
 from storage import job_workers, pipeline_polls
 from storage.db import Pool
-from storage.job_workers import JobWorker
 from storage.pipeline_polls import PipelinePoll
 
 # Jobs counted as running (Antenna's running_states()).
@@ -153,7 +154,7 @@ async def gather(
     for job in running:
         job.workers = workers.get(job.id, [])
         if job.workers:
-            job.recent_rate = job_workers.recent_rate(job.workers, workers_window)
+            job.recent_rate = worker_calls.recent_rate(job.workers, workers_window)
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
             age = ages.get(job.pipeline_id)
             # As the job's own progress says it: only once the run is older than the window.

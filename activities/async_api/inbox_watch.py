@@ -30,9 +30,9 @@ from psycopg import sql
 from antenna_db import cachalot
 from core.settings import DatabaseSettings
 from core.states import JobState
+from core.worker_calls import JobWorker
 from storage import inbox, job_workers
 from storage.db import Pool, connect_kwargs
-from storage.job_workers import JobWorker
 
 log = logging.getLogger(__name__)
 
