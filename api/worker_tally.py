@@ -27,7 +27,7 @@ from antenna_db.users import Caller
 from core import worker_calls
 from core.worker_calls import Calls, Identity
 from storage import job_workers
-from storage.db import Pool
+from storage.pool import Pool
 
 log = logging.getLogger(__name__)
 

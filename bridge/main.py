@@ -29,7 +29,7 @@ from core import tracing
 from core.settings import Settings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
-from storage.db import Pool, open_pool
+from storage.pool import Pool, open_pool
 
 log = logging.getLogger("antenna_jobs.bridge")
 

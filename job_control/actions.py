@@ -41,7 +41,7 @@ from core.states import (
 )
 from core.workflow_io import JobWorkflowInput
 from storage import job_images
-from storage.db import Pool
+from storage.pool import Pool
 
 
 class JobView(BaseModel):

@@ -29,8 +29,8 @@ from core.naming import Names
 from core.states import DispatchMode, JobState
 from core.worker_calls import JobWorker
 from storage import job_workers, pipeline_polls
-from storage.db import Pool
 from storage.pipeline_polls import PipelinePoll
+from storage.pool import Pool
 
 # Jobs counted as running (Antenna's running_states()).
 RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)

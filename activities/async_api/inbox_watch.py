@@ -32,7 +32,7 @@ from core.settings import DatabaseSettings
 from core.states import JobState
 from core.worker_calls import JobWorker
 from storage import inbox, job_workers
-from storage.db import Pool, connect_kwargs
+from storage.pool import Pool, connect_kwargs
 
 log = logging.getLogger(__name__)
 
