@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.result_arrays import COPY_HEADER, COPY_SQL, COPY_TRAILER, ArrayRow
+from core.result_arrays import COPY_HEADER, COPY_TRAILER, ArrayRow
 from core.text import storable
 
 
@@ -53,6 +53,10 @@ _ROWS = (
     " FROM unnest(%(images)s::bigint[], %(subjects)s::text[], %(errors)s::boolean[],"
     "             %(payloads)s::jsonb[])"
     "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
+)
+# The arrays of big results (core/result_arrays.py: ArrayRow.copy_row), in COPY's binary form.
+_COPY_ARRAYS = (
+    "COPY result_arrays (inbox_id, det, cls, scores, logits, score) FROM STDIN (FORMAT BINARY)"
 )
 _NOTIFY = "SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
 _INSERT_ALL = (
@@ -143,7 +147,7 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
             if not cur.nextset():
                 break
     if any(e.arrays for e in entries):
-        async with conn.cursor().copy(COPY_SQL) as copy:
+        async with conn.cursor().copy(_COPY_ARRAYS) as copy:
             await copy.write(COPY_HEADER)
             for row_id, entry in zip(ids, entries, strict=True):
                 for array in entry.arrays:
@@ -270,6 +274,16 @@ async def waiting(conn: AsyncConnection[Any], job_id: int) -> bool:
     )
     row = await cur.fetchone()
     return bool(row and row["waiting"])
+
+
+async def depth(conn: AsyncConnection[Any]) -> tuple[int, float | None]:
+    """Rows not yet saved, of every job, and seconds since the oldest was posted (None: none)."""
+    cur = await conn.execute(
+        "SELECT count(*)::int AS depth,"
+        " extract(epoch FROM now() - min(received_at))::float8 AS oldest FROM result_inbox"
+    )
+    row = await cur.fetchone()
+    return (int(row["depth"]), row["oldest"]) if row else (0, None)
 
 
 async def delete(conn: AsyncConnection[Any], ids: list[int]) -> None:
