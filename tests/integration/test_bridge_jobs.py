@@ -23,8 +23,8 @@ from antenna_db import job_store
 from antenna_db.seed import seed
 from bridge.dead_letters import list_dead_letters
 from bridge.main import run_bridge
-from bridge.outcome import BridgeOutcome
 from core import naming
+from core.bridge_outcome import BridgeOutcome
 from core.job_requests import NewInternalJob
 from core.progress import reset_progress
 from core.settings import AntennaSettings
