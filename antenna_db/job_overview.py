@@ -1,5 +1,6 @@
-"""Jobs at a glance (job_control/overview.py): how many of each status, and each running job with
-its current run's counters, its unsaved results and what keeps its saves waiting."""
+"""Jobs at a glance (job_control/overview.py): how many of each status, each running job with its
+current run's counters, its unsaved results and what keeps its saves waiting, and when workers
+last polled each pipeline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from core.states import JobState
+from storage.pipeline_polls import PipelinePoll
 
 _RUNNING = """
 SELECT j.id, j.name, j.project_id, j.status, j.job_type_key AS job_type, j.dispatch_mode,
@@ -41,3 +43,14 @@ async def running(
     start before any run), its result rows not yet saved, and its run's schema error and age."""
     cur = await conn.execute(_RUNNING, ([s.value for s in states], limit))
     return list(await cur.fetchall())
+
+
+async def pipeline_polls(conn: AsyncConnection[Any]) -> list[PipelinePoll]:
+    """Every pipeline's last poll, newest first, with its slug (None if the pipeline is gone)."""
+    cur = await conn.execute(
+        "SELECT p.pipeline_id, m.slug, p.polled_at,"
+        " extract(epoch FROM now() - p.polled_at)::float8 AS age"
+        " FROM pipeline_polls p LEFT JOIN ml_pipeline m ON m.id = p.pipeline_id"
+        " ORDER BY p.polled_at DESC"
+    )
+    return [PipelinePoll.model_validate(row) for row in await cur.fetchall()]

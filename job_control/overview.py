@@ -25,7 +25,7 @@ from core import worker_calls
 from core.naming import Names
 from core.states import DispatchMode, JobState
 from core.worker_calls import JobWorker
-from storage import bridge_reports, inbox, job_workers, pipeline_polls, server
+from storage import bridge_reports, inbox, job_workers, server
 from storage.bridge_reports import SavedReport
 from storage.pipeline_polls import PipelinePoll
 from storage.pool import Pool
@@ -124,7 +124,7 @@ async def gather(
             for r in await job_overview.running(conn, RUNNING, MAX_RUNNING)
         ]
         inbox_depth, inbox_oldest_age = await inbox.depth(conn)
-        polls = await pipeline_polls.latest(conn)
+        polls = await job_overview.pipeline_polls(conn)
         bridges = await bridge_reports.latest(conn)
         workers = await job_workers.of_jobs(conn, [job.id for job in running])
     ages = {p.pipeline_id: p.age for p in polls}

@@ -66,7 +66,8 @@ _INSERT_ALL = (
 # _INSERT_ALL guarded by the job's state, all in one statement: the job row is read FOR SHARE
 # (a status change or a new run waits for the rows to commit, or is seen and nothing is stored).
 # One round trip where BEGIN, the guard, the insert and COMMIT took four. ``announced`` is
-# selected so that it runs (a CTE nobody reads is skipped).
+# selected so that it runs (a CTE nobody reads is skipped). The one statement outside antenna_db
+# that names an Antenna table (jobs_job): the guard cannot be a statement of its own.
 _INSERT_FOR_RUN = (
     "WITH run AS ("
     " SELECT j.status, r.run_id FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
