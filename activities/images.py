@@ -17,7 +17,7 @@ from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
 from storage import job_runs
-from storage.db import Pool
+from storage.pool import Pool
 
 
 def collected_progress(

@@ -45,7 +45,7 @@ from core.states import (
     JobType,
 )
 from storage import job_runs
-from storage.db import Pool
+from storage.pool import Pool
 
 
 class RowCancelCheck:

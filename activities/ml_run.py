@@ -25,7 +25,7 @@ from core.ml_progress import apply_counters, throughput_line
 from core.progress import WORKERS_KEY, JobProgress
 from core.settings import JobSettings
 from storage import job_runs
-from storage.db import Pool
+from storage.pool import Pool
 
 # Throughput lines go to the job log at most this often (progress is written more often).
 THROUGHPUT_EVERY = 10.0

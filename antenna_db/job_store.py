@@ -388,6 +388,32 @@ async def touch(conn: AsyncConnection[Any], job_id: int) -> None:
     cachalot.wrote("jobs_job")
 
 
+async def touch_all(conn: AsyncConnection[Any], job_ids: list[int]) -> None:
+    """``touch`` for several jobs at once, in the caller's transaction: the caller says it wrote
+    (``cachalot.wrote("jobs_job")``) once that commits."""
+    await conn.execute(
+        "UPDATE jobs_job SET updated_at = now() WHERE id = ANY(%s::bigint[])", (job_ids,)
+    )
+
+
+_WATCHED = """
+SELECT j.id, j.status, r.run_id, coalesce(r.processed, 0) + coalesce(r.failed, 0) AS done,
+       r.paused_at IS NOT NULL AS paused,
+       EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting,
+       extract(epoch FROM now() - pp.polled_at)::float8 AS poll_age
+FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id
+     LEFT JOIN pipeline_polls pp ON pp.pipeline_id = j.pipeline_id
+WHERE j.id = ANY(%s::bigint[])"""
+
+
+async def watched(conn: AsyncConnection[Any], job_ids: list[int]) -> list[dict[str, Any]]:
+    """What the inbox watch (activities/async_api/inbox_watch.py) reads of each job that
+    exists: its status, current run, images the run counted done, whether it is paused,
+    whether result rows wait, and seconds since its pipeline was last polled (None: never)."""
+    cur = await conn.execute(_WATCHED, (job_ids,))
+    return list(await cur.fetchall())
+
+
 async def save_result(conn: AsyncConnection[Any], job_id: int, result: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE jobs_job SET result = %s::jsonb, updated_at = now() WHERE id = %s",

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from antenna_db import cachalot, schema_check
+from antenna_db.schema import ANTENNA
 from api import http_errors, routes_jobs, routes_projects, routes_results, routes_tasks
 from api.auth import forbidden, require_caller
 from api.context import DB_TIMEOUT_SECONDS, ApiContext, ApiResources, get_context
@@ -28,7 +29,8 @@ from core.settings import Settings
 from core.temporal_client import connect_temporal, metrics_runtime
 from job_control import metrics
 from job_control.overview import Overview
-from storage.db import migrate, open_pool
+from storage.migrate import migrate
+from storage.pool import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 async def open_resources(settings: Settings) -> AsyncIterator[ApiResources]:
     """Migrate, then open the pool, one NATS connection and the Temporal client."""
     async with AsyncExitStack() as stack:
-        applied = await migrate(settings.database)
+        applied = await migrate(settings.database, ANTENNA)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         # Antenna's tables as the manifest has them, or no start (each difference named).

@@ -20,7 +20,7 @@ from api.worker_tally import WorkerTally
 from core.settings import Settings
 from job_control.actions import JobActions
 from job_control.overview import OverviewSource
-from storage.db import Pool
+from storage.pool import Pool
 
 # How long a request waits for a pooled connection before answering 503.
 DB_TIMEOUT_SECONDS = 10.0

@@ -28,7 +28,7 @@ from antenna_db import job_listing
 from core.expiring import ExpiringMap
 from core.fair_share import JobLoad, least_served_first, withheld
 from core.settings import Settings
-from storage.db import Pool
+from storage.pool import Pool
 
 log = logging.getLogger(__name__)
 

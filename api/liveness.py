@@ -18,7 +18,7 @@ from psycopg_pool import PoolTimeout
 from antenna_db import processing_services
 from core.expiring import ExpiringMap
 from storage import pipeline_polls
-from storage.db import Pool
+from storage.pool import Pool
 
 log = logging.getLogger(__name__)
 

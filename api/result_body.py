@@ -61,7 +61,7 @@ class ResultsBody:
     entries: list[RawEntry]
     # (field, message) pairs about the envelope that do not sink its entries, e.g. client_info.
     problems: list[tuple[str, str]] = field(default_factory=list)
-    # The envelope's client_info, when it is a valid object (names the worker: storage/job_workers).
+    # The envelope's client_info, when it is a valid object (names the worker: core/worker_calls).
     client_info: dict[str, Any] | None = None
 
 

@@ -26,6 +26,7 @@ from api.job_bodies import (
 )
 from api.pagination import int_param, page_body, page_of, text_param, truthy
 from api.routing import route
+from core import worker_calls
 from core.errors import JobNotFound
 from core.states import DispatchMode, JobState, JobType
 from storage import job_runs, job_workers
@@ -170,9 +171,9 @@ async def _workers(ctx: ApiContext, job_id: int) -> dict[str, Any]:
     async with ctx.connection() as conn:
         workers = (await job_workers.of_jobs(conn, [job_id])).get(job_id, [])
         run = await job_runs.get(conn, job_id) if workers else None
-    rate = job_workers.recent_rate(workers, window)
+    rate = worker_calls.recent_rate(workers, window)
     remaining = run.counters.remaining if run is not None else 0
-    eta = job_workers.eta(remaining, rate) if run is not None and run.counters.total else None
+    eta = worker_calls.eta(remaining, rate) if run is not None and run.counters.total else None
     return {
         "workers": [{**w.brief(), "serving": w.idle <= window} for w in workers],
         "images_per_second": round(rate, 3),

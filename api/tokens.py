@@ -9,7 +9,7 @@ from __future__ import annotations
 from antenna_db import users
 from antenna_db.users import Caller
 from core.expiring import ExpiringMap
-from storage.db import Pool
+from storage.pool import Pool
 
 CACHE_SECONDS = 30.0
 _MAX_CACHED = 10_000

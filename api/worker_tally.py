@@ -24,9 +24,10 @@ from psycopg_pool import PoolTimeout
 
 from antenna_db import job_store
 from antenna_db.users import Caller
+from core import worker_calls
+from core.worker_calls import Calls, Identity
 from storage import job_workers
-from storage.db import Pool
-from storage.job_workers import Calls, Identity
+from storage.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class WorkerTally:
                     new = await job_workers.record(conn, calls.values())
                     for job_id, worker in new:
                         who = next(c.identity for c in calls.values() if c.identity.key == worker)
-                        name = job_workers.client_name(who.client_info) or (
+                        name = worker_calls.client_name(who.client_info) or (
                             await job_workers.service_name(conn, who.user_id, who.address)
                         )
                         await job_store.append_log(

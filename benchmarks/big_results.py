@@ -42,7 +42,7 @@ from antenna_db.seed import seed
 from cli.fakes.worker import api_base
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
-from storage.db import open_pool
+from storage.pool import open_pool
 
 IMAGES = 24
 POLLED_IMAGES = 8000

@@ -31,7 +31,7 @@ from core.job_requests import NewMlJob
 from core.settings import DatabaseSettings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
-from storage.db import Pool, open_pool
+from storage.pool import Pool, open_pool
 
 # B's small jobs should end at least this many times sooner with fair share than without.
 GOAL_SPEEDUP = 2.0

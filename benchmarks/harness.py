@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from antenna_db.schema import ANTENNA  # noqa: E402
 from cli.stack import processes  # noqa: E402
 from core import search_attributes  # noqa: E402
 from core.settings import DatabaseSettings, Settings, settings_env  # noqa: E402
-from storage.db import migrate  # noqa: E402
+from storage.migrate import migrate  # noqa: E402
 
 LOGS = ROOT / ".state" / "logs"
 BIN = Path(sys.executable).parent
@@ -59,7 +60,7 @@ async def own_database(base: DatabaseSettings | None = None) -> AsyncIterator[Da
     url = psycopg.conninfo.make_conninfo(**{**info, "dbname": name})
     db = base.model_copy(update={"url": url, "schema_name": "public"})
     try:
-        await migrate(db)
+        await migrate(db, ANTENNA)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             # Job ids name NATS streams and Redis keys shared with other runs: start far apart.
             sequence = "pg_get_serial_sequence('public.jobs_job', 'id')"
@@ -237,7 +238,7 @@ async def connected(settings: Settings, user: str) -> AsyncIterator[Clients]:
 
     from antenna_db import users
     from core.temporal_client import connect_temporal
-    from storage.db import open_pool
+    from storage.pool import open_pool
 
     pool = await open_pool(settings.database)
     try:

@@ -141,7 +141,7 @@ async def main(busy: int, rounds: int) -> None:
     from benchmarks.scratch import scratch_database
     from core import search_attributes
     from core.settings import JobSettings
-    from storage.db import open_pool
+    from storage.pool import open_pool
     from worker.app import build_workers
     from worker.resources import Resources
 

@@ -39,7 +39,7 @@ from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from core.schemas import PipelineProcessingTask
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
-from storage.db import connect_kwargs, open_pool
+from storage.pool import connect_kwargs, open_pool
 
 GOAL_TX_PER_S = 100.0
 GOAL_WAKE_MS = 100.0

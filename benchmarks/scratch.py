@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager, suppress
 
 import psycopg
 
+from antenna_db.schema import ANTENNA
 from core.settings import DatabaseSettings
-from storage.db import migrate
+from storage.migrate import migrate
 
 
 @asynccontextmanager
@@ -21,7 +22,7 @@ async def scratch_database(base: DatabaseSettings | None = None) -> AsyncIterato
     db = (base or DatabaseSettings()).model_copy(
         update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"}
     )
-    await migrate(db)
+    await migrate(db, ANTENNA)
     try:
         async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
             sequence = f"pg_get_serial_sequence('{schema}.jobs_job', 'id')"

@@ -50,10 +50,10 @@ from bridge.celery_messages import (
     run_job_request,
 )
 from bridge.failures import describe, is_transient
-from bridge.outcome import BridgeOutcome
 from bridge.queues import celery_queue
 from bridge.report import BridgeReport, DeadLetter
 from core import tracing
+from core.bridge_outcome import BridgeOutcome
 from core.settings import AntennaSettings
 
 log = logging.getLogger("antenna_jobs.bridge")

@@ -6,7 +6,7 @@ workflow through JobActions.start_for_antenna. Nothing in Antenna changes, but n
 worker may consume the same queue (the bridge warns when one does, and reports it).
 
 A message the bridge gives up on gets one ERROR line in its job's log; the bridge's view of the
-broker goes to table ``bridge_reports`` (bridge/report.py) for ``status`` and ``/metrics``.
+broker goes to table ``bridge_reports`` (storage/bridge_reports.py) for ``status`` and ``/metrics``.
 
 The pool is closed explicitly before returning; the SDK's Client has nothing to close, and the
 console script leaves through os._exit once the Temporal runtime is loaded (sdk-python #300).
@@ -22,14 +22,15 @@ import signal
 import psycopg
 
 from antenna_db import cachalot, job_store, schema_check
-from bridge import report as reports
 from bridge.consumer import RunJobConsumer
-from bridge.report import BridgeReport, DeadLetter
+from bridge.report import DeadLetter
 from core import tracing
 from core.settings import Settings
 from core.temporal_client import connect_temporal
 from job_control.actions import JobActions
-from storage.db import Pool, open_pool
+from storage import bridge_reports
+from storage.bridge_reports import BridgeReport
+from storage.pool import Pool, open_pool
 
 log = logging.getLogger("antenna_jobs.bridge")
 
@@ -126,9 +127,9 @@ class _Hooks:
             if self._closed:
                 return
             async with self._pool.connection() as conn:
-                await reports.save(conn, report)
+                await bridge_reports.save(conn, report)
 
     async def last_report(self, report: BridgeReport) -> None:
         self._closed = True
         async with self._reporting, self._pool.connection() as conn:
-            await reports.save(conn, report)
+            await bridge_reports.save(conn, report)

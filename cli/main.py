@@ -17,6 +17,7 @@ import psycopg
 import typer
 
 from antenna_db import schema_check, schema_manifest
+from antenna_db.schema import ANTENNA
 from antenna_db.seed import seed as seed_data
 from cli.commands.context import (
     console,
@@ -39,7 +40,7 @@ from cli.commands.status import status
 from cli.commands.tokens import token_app
 from cli.stack import local_stack
 from cli.stack.services import StackError
-from storage.db import migrate
+from storage.migrate import migrate
 
 app = typer.Typer(
     name="antenna-jobs",
@@ -69,7 +70,7 @@ def db_migrate() -> None:
     db = settings.database
 
     async def go() -> list[str]:
-        applied = await migrate(db)
+        applied = await migrate(db, ANTENNA)
         await schema_check.require_compatible(db.url, db.schema_name)
         return applied
 
@@ -200,7 +201,7 @@ def seed(
     settings = load_settings()
 
     async def go() -> str:
-        await migrate(settings.database)
+        await migrate(settings.database, ANTENNA)
         async with database(settings) as pool, pool.connection() as conn:
             return (await seed_data(conn, images)).model_dump_json()
 

@@ -1,4 +1,5 @@
-"""Shared domain of antenna-jobs: settings, states, progress, wire schemas, names, schema.
+"""Shared domain of antenna-jobs: settings, states, progress, wire schemas, names, workers' rates.
+Pure: no SQL (our tables' is storage/'s, Antenna's antenna_db/'s) and no connections.
 
-Imported by workflows, activities, worker, api and cli; imports none of them.
+Imported by every other package; imports none of them.
 """

@@ -17,7 +17,7 @@ PAUSED_KEY = "paused"
 # The process stage's param while no processing worker polls the job's pipeline.
 WORKERS_KEY = "workers"
 # The process stage's params while workers serve the job: who (with their rate and last call),
-# and when the job will end at their recent rate (storage/job_workers.py).
+# and when the job will end at their recent rate (core/worker_calls.py).
 SERVING_KEY = "serving"
 ETA_KEY = "eta"
 # Params that say how a running job is doing now (paused, waiting for workers, who serves it,

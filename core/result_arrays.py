@@ -55,7 +55,8 @@ class ArrayRow:
     score: float
 
     def copy_row(self, inbox_id: int) -> bytes:
-        """The row in COPY's binary format (``COPY_SQL``; ``COPY_HEADER`` before the first)."""
+        """The row in COPY's binary format (storage/inbox.py copies them; ``COPY_HEADER`` before
+        the first)."""
         logits = _NULL if self.logits is None else _field(self.logits)
         return b"".join(
             (
@@ -67,9 +68,6 @@ class ArrayRow:
         )
 
 
-COPY_SQL = (
-    "COPY result_arrays (inbox_id, det, cls, scores, logits, score) FROM STDIN (FORMAT BINARY)"
-)
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 # Field count, then (length, value) of inbox_id (bigint), det and cls (integer).

@@ -24,8 +24,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from antenna_db import job_store
 from antenna_db.job_store import JobRecord
 from antenna_db.job_summary import JobSummary, job_summary
-from bridge.outcome import BridgeOutcome
 from core import naming, search_attributes, tracing
+from core.bridge_outcome import BridgeOutcome
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.job_requests import NewInternalJob, NewMlJob
 from core.progress import reset_progress
@@ -41,7 +41,7 @@ from core.states import (
 )
 from core.workflow_io import JobWorkflowInput
 from storage import job_images
-from storage.db import Pool
+from storage.pool import Pool
 
 
 class JobView(BaseModel):

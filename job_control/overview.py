@@ -1,6 +1,6 @@
 """The system at a glance: jobs by status, every running job with its counts and its NATS queue,
 the result inbox, when processing workers last polled each pipeline, and the bridge's last report
-of Antenna's broker (bridge/report.py).
+of Antenna's broker (storage/bridge_reports.py).
 
 Gathered on demand (a ``/metrics`` scrape, ``antenna-jobs status``): three queries, plus one NATS
 consumer-info request per running async job, issued side by side with a bound. ``OverviewSource``
@@ -14,49 +14,27 @@ import asyncio
 import contextlib
 import time
 from datetime import datetime
-from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from psycopg import AsyncConnection
 from pydantic import BaseModel
 
-from bridge import report as bridge_report
-from bridge.report import SavedReport
+from antenna_db import job_overview
+from core import worker_calls
 from core.naming import Names
 from core.states import DispatchMode, JobState
-from storage import job_workers, pipeline_polls
-from storage.db import Pool
-from storage.job_workers import JobWorker
+from core.worker_calls import JobWorker
+from storage import bridge_reports, inbox, job_workers, server
+from storage.bridge_reports import SavedReport
 from storage.pipeline_polls import PipelinePoll
+from storage.pool import Pool
 
 # Jobs counted as running (Antenna's running_states()).
 RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)
 # Consumer-info requests in flight at once, and at most this many running jobs are listed.
 NATS_CONCURRENCY = 16
 MAX_RUNNING = 1000
-
-_BY_STATUS = "SELECT status, count(*)::int AS n FROM jobs_job GROUP BY status"
-_RUNNING = """
-SELECT j.id, j.name, j.project_id, j.status, j.job_type_key AS job_type, j.dispatch_mode,
-       j.pipeline_id, m.slug AS pipeline_slug, r.consumer,
-       coalesce(r.total, 0) AS total, coalesce(r.processed, 0) AS processed,
-       coalesce(r.failed, 0) AS failed,
-       extract(epoch FROM now() - coalesce(r.started_at, j.started_at))::float8 AS elapsed,
-       (SELECT count(*) FROM result_inbox i WHERE i.job_id = j.id)::int AS inbox,
-       r.schema_error,
-       extract(epoch FROM now() - r.schema_error_since)::float8 AS schema_error_age
-FROM jobs_job j
-     LEFT JOIN job_runs r ON r.job_id = j.id
-     LEFT JOIN ml_pipeline m ON m.id = j.pipeline_id
-WHERE j.status = ANY(%s)
-ORDER BY j.id
-LIMIT %s"""
-_INBOX = """
-SELECT count(*)::int AS depth,
-       extract(epoch FROM now() - min(received_at))::float8 AS oldest
-FROM result_inbox"""
 
 
 class QueueFigures(BaseModel):
@@ -139,21 +117,21 @@ async def gather(
 ) -> Overview:
     """One overview: the database in one transaction (one snapshot), then the NATS figures."""
     async with pool.connection() as conn, conn.transaction():
-        taken_at = await _now(conn)
-        cur = await conn.execute(_BY_STATUS)
-        by_status = {str(r["status"]): int(r["n"]) for r in await cur.fetchall()}
-        cur = await conn.execute(_RUNNING, ([s.value for s in RUNNING], MAX_RUNNING))
-        running = [RunningJob.model_validate(r) for r in await cur.fetchall()]
-        cur = await conn.execute(_INBOX)
-        inbox = await cur.fetchone()
-        polls = await pipeline_polls.latest(conn)
-        bridges = await bridge_report.latest(conn)
+        taken_at = await server.now(conn)
+        by_status = await job_overview.by_status(conn)
+        running = [
+            RunningJob.model_validate(r)
+            for r in await job_overview.running(conn, RUNNING, MAX_RUNNING)
+        ]
+        inbox_depth, inbox_oldest_age = await inbox.depth(conn)
+        polls = await job_overview.pipeline_polls(conn)
+        bridges = await bridge_reports.latest(conn)
         workers = await job_workers.of_jobs(conn, [job.id for job in running])
     ages = {p.pipeline_id: p.age for p in polls}
     for job in running:
         job.workers = workers.get(job.id, [])
         if job.workers:
-            job.recent_rate = job_workers.recent_rate(job.workers, workers_window)
+            job.recent_rate = worker_calls.recent_rate(job.workers, workers_window)
         if job.dispatch_mode == DispatchMode.ASYNC_API and job.pipeline_id is not None:
             age = ages.get(job.pipeline_id)
             # As the job's own progress says it: only once the run is older than the window.
@@ -166,19 +144,11 @@ async def gather(
         taken_at=taken_at,
         jobs_by_status=by_status,
         running=running,
-        inbox_depth=int(inbox["depth"]) if inbox else 0,
-        inbox_oldest_age=inbox["oldest"] if inbox else None,
+        inbox_depth=inbox_depth,
+        inbox_oldest_age=inbox_oldest_age,
         polls=polls,
         bridges=bridges,
     )
-
-
-async def _now(conn: AsyncConnection[Any]) -> datetime:
-    cur = await conn.execute("SELECT now() AS now")
-    row = await cur.fetchone()
-    assert row is not None
-    now: datetime = row["now"]
-    return now
 
 
 async def _queue_figures(js: JetStreamContext, names: Names, running: list[RunningJob]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.result_arrays import COPY_HEADER, COPY_SQL, COPY_TRAILER, ArrayRow
+from core.result_arrays import COPY_HEADER, COPY_TRAILER, ArrayRow
 from core.text import storable
 
 
@@ -54,6 +54,10 @@ _ROWS = (
     "             %(payloads)s::jsonb[])"
     "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
 )
+# The arrays of big results (core/result_arrays.py: ArrayRow.copy_row), in COPY's binary form.
+_COPY_ARRAYS = (
+    "COPY result_arrays (inbox_id, det, cls, scores, logits, score) FROM STDIN (FORMAT BINARY)"
+)
 _NOTIFY = "SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
 _INSERT_ALL = (
     f"WITH stored AS ({_ROWS} ORDER BY e.n RETURNING id), announced AS ({_NOTIFY})"
@@ -62,7 +66,8 @@ _INSERT_ALL = (
 # _INSERT_ALL guarded by the job's state, all in one statement: the job row is read FOR SHARE
 # (a status change or a new run waits for the rows to commit, or is seen and nothing is stored).
 # One round trip where BEGIN, the guard, the insert and COMMIT took four. ``announced`` is
-# selected so that it runs (a CTE nobody reads is skipped).
+# selected so that it runs (a CTE nobody reads is skipped). The one statement outside antenna_db
+# that names an Antenna table (jobs_job): the guard cannot be a statement of its own.
 _INSERT_FOR_RUN = (
     "WITH run AS ("
     " SELECT j.status, r.run_id FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id"
@@ -143,7 +148,7 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
             if not cur.nextset():
                 break
     if any(e.arrays for e in entries):
-        async with conn.cursor().copy(COPY_SQL) as copy:
+        async with conn.cursor().copy(_COPY_ARRAYS) as copy:
             await copy.write(COPY_HEADER)
             for row_id, entry in zip(ids, entries, strict=True):
                 for array in entry.arrays:
@@ -270,6 +275,16 @@ async def waiting(conn: AsyncConnection[Any], job_id: int) -> bool:
     )
     row = await cur.fetchone()
     return bool(row and row["waiting"])
+
+
+async def depth(conn: AsyncConnection[Any]) -> tuple[int, float | None]:
+    """Rows not yet saved, of every job, and seconds since the oldest was posted (None: none)."""
+    cur = await conn.execute(
+        "SELECT count(*)::int AS depth,"
+        " extract(epoch FROM now() - min(received_at))::float8 AS oldest FROM result_inbox"
+    )
+    row = await cur.fetchone()
+    return (int(row["depth"]), row["oldest"]) if row else (0, None)
 
 
 async def delete(conn: AsyncConnection[Any], ids: list[int]) -> None:

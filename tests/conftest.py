@@ -23,9 +23,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from antenna_db.schema import ANTENNA
 from core import search_attributes
 from core.settings import DatabaseSettings, JobSettings, Settings
-from storage.db import migrate, open_pool
+from storage.migrate import migrate
+from storage.pool import open_pool
 from tests.helpers.db import create_views
 from tests.helpers.temporal import TEMPORAL_CLI, running_workers
 
@@ -51,7 +53,7 @@ def session_settings() -> Settings:
 @pytest_asyncio.fixture(scope="session")
 async def pool(session_settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
     db = session_settings.database
-    await migrate(db)
+    await migrate(db, ANTENNA)
     async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
         # Job ids name streams and Redis keys that are shared across sessions: start far apart.
         offset = random.randint(10**8, 10**12)

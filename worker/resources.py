@@ -18,9 +18,11 @@ from activities.antenna_task.celery_link import AntennaCelery
 from activities.async_api.inbox_watch import InboxWatch
 from activities.crops import CropRequests
 from antenna_db import cachalot, schema_check
+from antenna_db.schema import ANTENNA
 from bridge.antenna_tasks import AntennaTaskSender
 from core.settings import Settings
-from storage.db import migrate, open_pool
+from storage.migrate import migrate
+from storage.pool import open_pool
 
 # One JetStream context is shared by every publish of this process; each publish bounds its own
 # window (settings.nats.publish_window), so the shared limit only has to stay out of the way.
@@ -47,7 +49,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings, *, run_migrations: bool = True) -> Resources:
         if run_migrations:
-            await migrate(settings.database)
+            await migrate(settings.database, ANTENNA)
         # Antenna's tables as the manifest has them, or no start (each difference named).
         db = settings.database
         await schema_check.require_compatible(db.url, db.schema_name)

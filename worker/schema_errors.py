@@ -25,7 +25,7 @@ from temporalio.worker import (
 from antenna_db import job_store
 from antenna_db.schema_check import SchemaFault, schema_reason
 from core.metrics import SCHEMA_REFUSALS
-from storage.db import Pool
+from storage.pool import Pool
 
 log = logging.getLogger("antenna_jobs.schema")
 

@@ -17,12 +17,12 @@ workers tell each other through what both see, Temporal itself:
   same second both passed the first check, and both stop here (a poll or two of theirs may
   have taken a task by then: the check narrows that window, it cannot close it).
 
-The database is identified by what the server says (its cluster's system identifier and the
-database name), not by the URL, so two spellings of one database's URL (a host name and its
-address, another password) agree. Pollers without a fingerprint (another program, an older
-antenna-jobs) are not compared. Temporal lists a poller for minutes after it stopped: only
-those seen within ``LIVE_WITHIN`` count (a poll lasts up to a minute), so a deployment
-restarted with changed settings starts once its old workers are that long gone.
+The database is identified by what the server says (storage/server.py: its cluster's system
+identifier and the database name), not by the URL, so two spellings of one database's URL (a
+host name and its address, another password) agree. Pollers without a fingerprint (another
+program, an older antenna-jobs) are not compared. Temporal lists a poller for minutes after it
+stopped: only those seen within ``LIVE_WITHIN`` count (a poll lasts up to a minute), so a
+deployment restarted with changed settings starts once its old workers are that long gone.
 """
 
 from __future__ import annotations
@@ -36,15 +36,14 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from core.errors import AntennaJobsError
-from core.settings import DatabaseSettings, Settings
+from core.settings import Settings
+from storage import server
 
 log = logging.getLogger("antenna_jobs.worker")
 
@@ -134,31 +133,8 @@ class SettingsConflict(AntennaJobsError):
         )
 
 
-async def database_identity(db: DatabaseSettings) -> str:
-    """Which database ``db.url`` reaches, as the server tells it: its cluster's system
-    identifier and the database's name (a role that may not read pg_control_system gets the
-    URL's host and port instead)."""
-    async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
-        cur = await conn.execute("SELECT current_database()")
-        row = await cur.fetchone()
-        name = str(row[0]) if row else ""
-        try:
-            cur = await conn.execute("SELECT system_identifier::text FROM pg_control_system()")
-            row = await cur.fetchone()
-            cluster = str(row[0]) if row else ""
-        except (
-            psycopg.errors.InsufficientPrivilege,
-            psycopg.errors.UndefinedFunction,
-            psycopg.errors.FeatureNotSupported,
-        ):
-            # Some managed PostgreSQL services keep it from ordinary roles.
-            parts = conninfo_to_dict(db.url)
-            cluster = f"{parts.get('host', '')}:{parts.get('port', '5432')}"
-    return f"{cluster}/{name}"
-
-
 async def fingerprint_of(settings: Settings) -> Fingerprint:
-    return Fingerprint.of(await database_identity(settings.database), settings)
+    return Fingerprint.of(await server.database_identity(settings.database.url), settings)
 
 
 async def check_task_queues(client: Client, settings: Settings, mine: Fingerprint) -> None:

@@ -56,7 +56,7 @@ from core.errors import Failure, JobNotFound, failure
 from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
 from storage import job_runs
-from storage.db import Pool
+from storage.pool import Pool
 
 _TASK_IDS = uuid.UUID("6f1d7c1e-2b7a-4c55-9d3e-a1b2c3d4e5f6")
 # How long a revoke waits (at most) for the workers to let go of the task, in control timeouts.

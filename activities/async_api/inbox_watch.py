@@ -27,24 +27,15 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from antenna_db import cachalot
+from antenna_db import cachalot, job_store
 from core.settings import DatabaseSettings
 from core.states import JobState
+from core.worker_calls import JobWorker
 from storage import inbox, job_workers
-from storage.db import Pool, connect_kwargs
-from storage.job_workers import JobWorker
+from storage.pool import Pool, connect_kwargs
 
 log = logging.getLogger(__name__)
 
-_STATES = """
-SELECT j.id, j.status, r.run_id, coalesce(r.processed, 0) + coalesce(r.failed, 0) AS done,
-       r.paused_at IS NOT NULL AS paused,
-       EXISTS (SELECT 1 FROM result_inbox i WHERE i.job_id = j.id) AS waiting,
-       extract(epoch FROM now() - pp.polled_at)::float8 AS poll_age
-FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id
-     LEFT JOIN pipeline_polls pp ON pp.pipeline_id = j.pipeline_id
-WHERE j.id = ANY(%s::bigint[])"""
-_TOUCH = "UPDATE jobs_job SET updated_at = now() WHERE id = ANY(%s::bigint[])"
 RECONNECT_BACKOFF_MAX = 30.0
 
 
@@ -182,10 +173,9 @@ class InboxWatch:
             return
         touch = [i for i in ids if any(w.touch for w in self._watches.get(i, ()))]
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_STATES, (ids,))
-            rows = await cur.fetchall()
+            rows = await job_store.watched(conn, ids)
             if touch:
-                await conn.execute(_TOUCH, (touch,))
+                await job_store.touch_all(conn, touch)
             workers = await job_workers.of_jobs(conn, ids)
         if touch:
             cachalot.wrote("jobs_job")

@@ -40,7 +40,7 @@ from core.errors import Failure, failure
 from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
 from storage import inbox, job_images, job_runs
-from storage.db import Pool
+from storage.pool import Pool
 
 # How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
 CACHE_CHECK_EVERY = 30.0

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 
 from activities.ml_run import MlRun
+from core import worker_calls
 from core.progress import ETA_KEY, SERVING_KEY
 from core.settings import JobSettings
+from core.worker_calls import JobWorker
 from storage import job_workers
-from storage.job_workers import JobWorker
 
 SERVING_EVERY = 10.0
 
@@ -34,7 +35,7 @@ class ServingNote:
                     said = await job_workers.note_idle(conn, self.ml.job_id, worker.worker)
                 if said:
                     await self.ml.log(
-                        f"Worker {worker.label} idle for {job_workers.duration(worker.idle)}"
+                        f"Worker {worker.label} idle for {worker_calls.duration(worker.idle)}"
                         f" (last call {worker.last_call:%Y-%m-%d %H:%M:%S %Z}, fetched"
                         f" {worker.tasks} tasks, posted {worker.results} results)",
                         level="WARNING",
@@ -50,10 +51,10 @@ class ServingNote:
         """Set (or drop) the params; written with the next progress write."""
         self.ml.progress.update_stage("process")
         stage = self.ml.progress.stage("process")
-        text = job_workers.summary(workers, self.window)
+        text = worker_calls.summary(workers, self.window)
         counters = self.ml.counters
-        rate = job_workers.recent_rate(workers, self.window)
-        eta = job_workers.eta(counters.total - counters.done, rate) if counters.total else None
+        rate = worker_calls.recent_rate(workers, self.window)
+        eta = worker_calls.eta(counters.total - counters.done, rate) if counters.total else None
         changed = False
         if text:
             changed |= stage.param(SERVING_KEY) != text
@@ -61,7 +62,7 @@ class ServingNote:
         else:
             changed |= stage.drop_param(SERVING_KEY)
         if eta is not None and text:
-            value = f"{job_workers.duration(eta)} at {rate:.1f} img/s"
+            value = f"{worker_calls.duration(eta)} at {rate:.1f} img/s"
             changed |= stage.param(ETA_KEY) != value
             stage.set_param(ETA_KEY, value, name="ETA")
         else:

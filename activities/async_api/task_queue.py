@@ -32,8 +32,8 @@ from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
 from core.settings import Settings
 from storage import inbox, job_runs
-from storage.db import Pool
 from storage.inbox import InboxEntry
+from storage.pool import Pool
 
 _TASK = b'{"id":"%d","image_id":"%d","image_url":%b,"reply_subject":null}'
 

@@ -40,7 +40,7 @@ from core.job_params import ExportFormat, export_params
 from core.progress import JobProgress
 from core.settings import Settings
 from core.states import JobState
-from storage.db import Pool
+from storage.pool import Pool
 
 DETECTION_COLUMNS = [
     "detection_id",

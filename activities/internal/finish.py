@@ -12,7 +12,7 @@ from activities.internal.models import FinishInput
 from activities.models import FinalizeResult
 from antenna_db import job_store
 from core.states import FINALIZABLE_STATES, JobState
-from storage.db import Pool
+from storage.pool import Pool
 
 
 class InternalJobActivities:

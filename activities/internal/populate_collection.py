@@ -22,7 +22,7 @@ from core.errors import Failure, failure
 from core.job_params import populate_params
 from core.settings import Settings
 from core.states import JobState
-from storage.db import Pool
+from storage.pool import Pool
 
 STAGE = "populate_captures_collection"
 

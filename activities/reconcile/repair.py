@@ -50,7 +50,7 @@ from bridge.failures import describe, is_transient
 from core.settings import Settings
 from core.states import FINAL_STATES, JobState
 from job_control.actions import JobActions
-from storage.db import Pool
+from storage.pool import Pool
 
 # Not final, and not CREATED: a CREATED job has no workflow by design.
 CANDIDATE_STATES = frozenset(JobState) - FINAL_STATES - {JobState.CREATED}

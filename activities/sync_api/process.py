@@ -38,8 +38,8 @@ from core.errors import Failure, failure
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
 from storage import inbox
-from storage.db import Pool
 from storage.inbox import InboxEntry
+from storage.pool import Pool
 
 
 def batch_size(config: dict[str, Any]) -> int:

@@ -21,7 +21,7 @@ from core import tracing
 from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
 from core.temporal_client import connect_temporal
-from storage.db import Pool, open_pool
+from storage.pool import Pool, open_pool
 
 if TYPE_CHECKING:
     from job_control.actions import JobActions

@@ -25,6 +25,7 @@ import typer
 from psycopg import sql
 
 from antenna_db import users
+from antenna_db.schema import ANTENNA
 from antenna_db.seed import seed
 from cli.commands.context import (
     console,
@@ -51,7 +52,7 @@ from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack import local_stack, processes
 from cli.stack.services import StackError
 from core.settings import Settings
-from storage.db import migrate
+from storage.migrate import migrate
 
 
 class DemoMode(StrEnum):
@@ -186,7 +187,7 @@ async def _run(
     delay: float,
     give_up_after: float,
 ) -> Outcome:
-    await migrate(settings.database)
+    await migrate(settings.database, ANTENNA)
     async with database(settings) as pool:
         async with pool.connection() as conn:
             seeded = await seed(conn, images)

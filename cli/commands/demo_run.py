@@ -23,7 +23,7 @@ from cli.stack import processes
 from core.settings import Settings
 from core.states import JobState
 from core.temporal_client import connect_temporal
-from storage.db import Pool
+from storage.pool import Pool
 
 if TYPE_CHECKING:
     from job_control.actions import JobActions

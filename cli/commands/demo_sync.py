@@ -17,6 +17,7 @@ import httpx
 from antenna_db import pipelines
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from antenna_db.processing_services import add_push_service
+from antenna_db.schema import ANTENNA
 from antenna_db.seed import seed
 from cli.commands.context import console, database, job_actions
 from cli.commands.demo_run import (
@@ -32,7 +33,7 @@ from cli.stack import local_stack, processes
 from core.job_requests import NewMlJob
 from core.settings import Settings
 from core.states import DispatchMode
-from storage.db import migrate
+from storage.migrate import migrate
 
 
 async def run_sync(
@@ -45,7 +46,7 @@ async def run_sync(
     latency: float,
     give_up_after: float,
 ) -> Outcome:
-    await migrate(settings.database)
+    await migrate(settings.database, ANTENNA)
     async with database(settings) as pool:
         async with pool.connection() as conn:
             seeded = await seed(conn, images, async_workers=False)

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import nats
-import psycopg
 import redis.asyncio as redis_asyncio
 import typer
 from kombu.connection import Connection
@@ -26,6 +25,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from cli.commands.context import console, err_console, load_settings
 from core.settings import Settings
 from core.temporal_client import connect_temporal
+from storage import server
 
 TIMEOUT = 5.0
 
@@ -43,9 +43,7 @@ def checks_for(role: Role, settings: Settings) -> dict[str, Check]:
     """What ``role`` needs, by name, in the order they are checked."""
 
     async def postgres() -> None:
-        conn = await psycopg.AsyncConnection.connect(settings.database.url, connect_timeout=5)
-        async with conn:
-            await conn.execute("SELECT 1")
+        await server.ping(settings.database.url, connect_timeout=5)
 
     async def redis() -> None:
         client = redis_asyncio.from_url(settings.redis.url, socket_timeout=TIMEOUT)

@@ -9,7 +9,7 @@ import nats
 
 from api.context import ApiResources
 from core.states import JobState
-from storage.db import open_pool
+from storage.pool import open_pool
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.db import create_token, inbox_rows

@@ -19,8 +19,10 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
+from antenna_db.schema import ANTENNA
 from core.settings import DatabaseSettings, Settings
-from storage.db import migrate, open_pool
+from storage.migrate import migrate
+from storage.pool import open_pool
 from tests.helpers.db import create_views
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "antenna"
@@ -47,7 +49,7 @@ async def antenna_schema(
     db = base.model_copy(update={"schema_name": schema, "jobs_schema": f"{schema}_jobs"})
     await load_antenna_schema(db.url, schema)
     try:
-        await migrate(db)
+        await migrate(db, ANTENNA)
         async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as conn:
             if offset_ids:
                 offset = random.randint(10**8, 10**12)

@@ -26,8 +26,9 @@ from kombu.messaging import Producer
 from bridge import queues
 from bridge.celery_messages import RUN_JOB_TASK
 from bridge.consumer import OnDeadLetter, OnReport, RunJobConsumer, StartJob, backoff, celery_queue
-from bridge.outcome import BridgeOutcome
-from bridge.report import BridgeReport, DeadLetter
+from bridge.report import DeadLetter
+from core.bridge_outcome import BridgeOutcome
+from storage.bridge_reports import BridgeReport
 
 BROKER_PORT = 5672
 

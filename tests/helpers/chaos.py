@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from antenna_db import job_store
 from core.settings import Settings
 from core.states import JobState
-from storage.db import connect_kwargs
+from storage.pool import connect_kwargs
 from tests.helpers import eventually
 from tests.helpers.db import NAMES, run_consumer
 from tests.helpers.jobs import detections_for

@@ -21,7 +21,7 @@ from kombu.entity import Exchange, Queue
 from bridge.celery_messages import RUN_JOB_TASK
 from bridge.consumer import celery_queue
 from bridge.dead_letters import list_dead_letters, replay_dead_letters
-from bridge.outcome import BridgeOutcome
+from core.bridge_outcome import BridgeOutcome
 from tests.helpers import eventually
 from tests.helpers.broker import (
     BROKER_PORT,

@@ -21,16 +21,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.reconcile.models import ReconcileInput, ReconcileReport
 from antenna_db import job_store
 from antenna_db.seed import seed
-from bridge import report as bridge_report
 from bridge.dead_letters import list_dead_letters
 from bridge.main import run_bridge
-from bridge.outcome import BridgeOutcome
 from core import naming
+from core.bridge_outcome import BridgeOutcome
 from core.job_requests import NewInternalJob
 from core.progress import reset_progress
 from core.settings import AntennaSettings
 from core.states import JobState, JobType
 from job_control.actions import JobActions
+from storage import bridge_reports
 from tests.helpers import eventually
 from tests.helpers.broker import (
     BROKER_URL,
@@ -344,7 +344,7 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
 
         async def reported():
             async with pool.connection() as conn:
-                saved = {r.queue: r for r in await bridge_report.latest(conn)}
+                saved = {r.queue: r for r in await bridge_reports.latest(conn)}
             mine = seen["report"] = saved.get(queue)
             return mine if mine and mine.connected and mine.dead_lettered == 10 else None
 
@@ -385,7 +385,7 @@ async def test_a_row_the_bridge_cannot_read_is_dead_lettered_and_reported(
                 "UPDATE jobs_job SET status = 'FAILURE' WHERE id = ANY(%s)", (odd_ids,)
             )
     async with pool.connection() as conn:
-        saved = {r.queue: r for r in await bridge_report.latest(conn)}
+        saved = {r.queue: r for r in await bridge_reports.latest(conn)}
     assert not saved[queue].connected and saved[queue].error == "stopped"
     await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, valid.id)
     letters = await asyncio.to_thread(list_dead_letters, BROKER_URL, queue)

@@ -25,12 +25,14 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from antenna_db.schema import ANTENNA
 from api.context import ApiResources
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.settings import DatabaseSettings, Settings
 from core.states import JobState
 from job_control.actions import JobActions
-from storage.db import migrate, open_pool
+from storage.migrate import migrate
+from storage.pool import open_pool
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.db import create_token, fetch_one, job_logs, job_status
@@ -57,7 +59,7 @@ async def deployment_b(settings: Settings, temporal_client: Client) -> AsyncIter
         database=db,
         jobs={"task_queue": f"aj-test-b{tag}", "name_prefix": f"b{tag}_"},
     )
-    await migrate(db)
+    await migrate(db, ANTENNA)
     pool = await open_pool(db)
     try:
         yield Deployment(b, pool, JobActions(pool, temporal_client, b))

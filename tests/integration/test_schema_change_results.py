@@ -27,7 +27,7 @@ from core.settings import DatabaseSettings, Settings
 from core.states import JobState
 from job_control.metrics import overview_metrics
 from job_control.overview import gather
-from storage.db import open_pool
+from storage.pool import open_pool
 from tests.helpers import eventually
 from tests.helpers.antenna import antenna_schema
 from tests.helpers.api import answer_tasks, app_with_workers, start_over_api, take_tasks

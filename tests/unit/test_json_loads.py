@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from storage.db import _json_loads
+from storage.pool import _json_loads
 
 
 def test_orjson_for_the_usual_and_the_stdlib_for_the_rest() -> None:

@@ -11,7 +11,17 @@ from antenna_db import schema_manifest
 from antenna_db.schema_check import compare
 
 ROOT = Path(__file__).parent.parent.parent
-PRODUCTION = ["antenna_db", "activities", "api", "bridge", "core", "job_control", "worker", "cli"]
+PRODUCTION = [
+    "antenna_db",
+    "activities",
+    "api",
+    "bridge",
+    "core",
+    "job_control",
+    "storage",
+    "worker",
+    "cli",
+]
 
 
 def antennas_tables() -> set[str]:

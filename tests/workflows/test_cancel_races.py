@@ -25,7 +25,7 @@ from activities.images import ImageActivities
 from activities.models import CollectInput
 from core.states import JobState
 from storage import inbox
-from storage.db import connect_kwargs
+from storage.pool import connect_kwargs
 from tests.helpers import eventually
 from tests.helpers.api import Api
 from tests.helpers.db import inbox_rows, job_status
