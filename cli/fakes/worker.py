@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, result_document
+from core import backoff
 from core.schemas import (
     AlgorithmReference,
     PipelineProcessingTask,
@@ -201,7 +202,7 @@ class FakeWorker:
                 if response.status_code < 500:
                     break
                 log.warning("job %s: result POST got %s", job_id, response.status_code)
-            await asyncio.sleep(min(0.5 * 2**attempt, 5.0))  # backoff before the retry
+            await asyncio.sleep(backoff.delay(attempt + 1, 0.5, 5.0))  # before the retry
         else:
             return False
         if response.is_error:
