@@ -16,8 +16,18 @@ can never succeed: it is dead-lettered at once.
 Every ``report_interval`` the thread reads the jobs queue's and the dead-letter queue's figures
 (passive declarations) and hands a BridgeReport to ``on_report``; another consumer on the jobs
 queue (a leftover Antenna worker would take Runs) is logged as a warning when it appears. A
-broker outage (or a refused declaration) is retried with backoff, forever; ``stop()`` or
-cancelling ``run()`` ends it within a poll interval.
+broker outage (or a refused declaration) is retried with backoff (core/backoff.py), forever;
+``stop()`` or cancelling ``run()`` ends it within a poll interval.
+
+The reconnect loop is ours, not kombu's ``ConsumerMixin`` (kombu 5.7), which falls short three
+ways: while the broker is down it waits in ``Connection.ensure_connection`` without a callback,
+so ``should_stop`` is not looked at and a stop waits for the broker to come back; those waits
+are ensure_connection's defaults (2 s, 4 s, 6 s... 30 s), not the configured backoff; and a
+failure once connected (a refused declaration, a lost connection) is only logged by ``run()``
+and retried once a second, with no backoff and no hook for the ``connected=False`` report.
+Overriding ``establish_connection`` and ``run()`` to mend that would leave it only the drain
+loop of ``consume()``, which checks heartbeats only when a drain times out (never while
+messages keep coming).
 """
 
 from __future__ import annotations
