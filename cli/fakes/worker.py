@@ -19,11 +19,10 @@ import time
 from typing import Any
 
 import httpx
-import orjson
 from pydantic import BaseModel, Field
 
 from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, result_document
-from core import backoff
+from core import backoff, json_codec
 from core.schemas import (
     AlgorithmReference,
     PipelineProcessingTask,
@@ -188,7 +187,7 @@ class FakeWorker:
     async def _post(
         self, http: httpx.AsyncClient, job_id: int, results: list[dict[str, Any]]
     ) -> bool:
-        body = orjson.dumps({"results": results})
+        body = json_codec.dumps({"results": results})
         for attempt in range(self.config.post_retries + 1):
             try:
                 response = await http.post(
