@@ -65,7 +65,7 @@ lint: install
 
 # Every benchmark with its goal, the figure measured and the ratio (harness.py, big_body.py and
 # scratch.py are their shared parts); then the 100,000-image demo end to end.
-BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_line fair_share
+BENCHMARKS := idle_jobs big_results publish_bench many_jobs scale_out head_of_line fair_share json_codecs
 bench: install
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; \
 		$(BIN)/python benchmarks/$$b.py; done; \

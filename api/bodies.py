@@ -7,7 +7,6 @@ the top-level field it is in; deeper than Python's parser can go (RecursionError
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi import Request
 
 from api.context import get_context
 from api.http_errors import BadRequest, BodyTooLarge
+from core import json_codec
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, json_problem
 
 
@@ -37,7 +37,7 @@ def parse_json(raw: bytes | bytearray) -> Any:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json_codec.loads(raw)
     except RecursionError:
         raise BadRequest.field("body", NESTED_TOO_DEEPLY) from None
     except (ValueError, UnicodeDecodeError) as err:

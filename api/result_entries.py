@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from api.http_errors import validation_errors
 from api.json_nesting import too_deep
 from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
-from core import result_arrays
+from core import json_codec, result_arrays
 from core.result_arrays import ArrayRow
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
@@ -107,7 +106,7 @@ class ValidEntry:
             del c["scores"]
             c.pop("logits", None)
             c["n_scores"] = row.n_scores
-        return orjson.dumps(data).decode()
+        return json_codec.dumps(data).decode()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ so does a paused one. A job over its fair share while another project's job wait
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -26,7 +25,7 @@ from api.http_errors import BadRequest
 from api.job_bodies import TasksBody, parse
 from api.routing import route
 from api.worker_tally import identity
-from core import tracing
+from core import json_codec, tracing
 from core.states import ACTIVE_STATES, DispatchMode, JobState
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def _task(msg: Msg) -> dict[str, Any] | None:
     try:
-        data = json.loads(msg.data)
+        data = json_codec.loads(msg.data)
         return {
             "id": str(data["id"]),
             "image_id": str(data["image_id"]),

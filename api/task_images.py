@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import json
 import time
 from collections import OrderedDict
 
@@ -24,6 +23,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
+from core import json_codec
 from core.errors import TaskQueueUnavailable
 from core.naming import AckSubject, parse_ack_subject
 
@@ -84,7 +84,7 @@ class TaskImages:
             msg = await self._js.get_msg(key.stream, key.stream_seq, direct=True)
             if stored_timestamp(msg.headers) != key.timestamp:
                 return None  # another message of that sequence: the subject is an earlier run's
-            return int(json.loads(msg.data or b"{}")["image_id"])
+            return int(json_codec.loads(msg.data or b"{}")["image_id"])
         except nats.js.errors.NotFoundError:
             return None
         except (KeyError, ValueError, TypeError):

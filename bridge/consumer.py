@@ -16,8 +16,18 @@ can never succeed: it is dead-lettered at once.
 Every ``report_interval`` the thread reads the jobs queue's and the dead-letter queue's figures
 (passive declarations) and hands a BridgeReport to ``on_report``; another consumer on the jobs
 queue (a leftover Antenna worker would take Runs) is logged as a warning when it appears. A
-broker outage (or a refused declaration) is retried with backoff, forever; ``stop()`` or
-cancelling ``run()`` ends it within a poll interval.
+broker outage (or a refused declaration) is retried with backoff (core/backoff.py), forever;
+``stop()`` or cancelling ``run()`` ends it within a poll interval.
+
+The reconnect loop is ours, not kombu's ``ConsumerMixin`` (kombu 5.7), which falls short three
+ways: while the broker is down it waits in ``Connection.ensure_connection`` without a callback,
+so ``should_stop`` is not looked at and a stop waits for the broker to come back; those waits
+are ensure_connection's defaults (2 s, 4 s, 6 s... 30 s), not the configured backoff; and a
+failure once connected (a refused declaration, a lost connection) is only logged by ``run()``
+and retried once a second, with no backoff and no hook for the ``connected=False`` report.
+Overriding ``establish_connection`` and ``run()`` to mend that would leave it only the drain
+loop of ``consume()``, which checks heartbeats only when a drain times out (never while
+messages keep coming).
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ from bridge.celery_messages import (
 from bridge.failures import describe, is_transient
 from bridge.queues import celery_queue
 from bridge.report import BridgeReport, DeadLetter
-from core import tracing
+from core import backoff, tracing
 from core.bridge_outcome import BridgeOutcome
 from core.settings import AntennaSettings
 
@@ -62,19 +72,13 @@ StartJob = Callable[[int, str], Awaitable[BridgeOutcome]]
 OnDeadLetter = Callable[[DeadLetter], Coroutine[Any, Any, None]]
 OnReport = Callable[[BridgeReport], Coroutine[Any, Any, None]]
 
-__all__ = ["OnDeadLetter", "OnReport", "RunJobConsumer", "StartJob", "backoff", "celery_queue"]
+__all__ = ["OnDeadLetter", "OnReport", "RunJobConsumer", "StartJob", "celery_queue"]
 
 # Antenna's broker transport options use the same heartbeat: a dead connection is seen in ~1 min.
 _HEARTBEAT = 30.0
 # After stop(), starts in flight may finish (and be acked) for this long; the rest are
 # redelivered by the broker (starting a job twice joins its one run).
 _STOP_GRACE = 1.0
-
-
-def backoff(failures: int, base: timedelta, cap: timedelta) -> float:
-    """Seconds to wait after the ``failures``-th consecutive failure: base, doubled, capped."""
-    seconds = base.total_seconds() * 2 ** max(failures - 1, 0)
-    return float(min(seconds, cap.total_seconds()))
 
 
 @dataclass
@@ -117,7 +121,7 @@ class RunJobConsumer:
         self._queue = queue
         self._start = start
         self._prefetch = prefetch
-        self._backoff = (retry_backoff, retry_backoff_max)
+        self._backoff = (retry_backoff.total_seconds(), retry_backoff_max.total_seconds())
         self._max_attempts = max_attempts
         self._connect_timeout = connect_timeout.total_seconds()
         self._report_interval = report_interval.total_seconds()
@@ -131,7 +135,7 @@ class RunJobConsumer:
         self._rejected: list[_Rejected] = []
         self._producer: Producer | None = None
         # Consecutive failed connections (or declarations): reset once consuming.
-        self._broker_failures = 0
+        self._broker_backoff = backoff.Backoff(*self._backoff)
         # Other consumers of the jobs queue when last looked (None: not looked yet).
         self._foreign: int | None = None
         # RabbitMQ's management API, to name them; their names when last named.
@@ -211,8 +215,7 @@ class RunJobConsumer:
                 conn.connect()
                 self._consume(conn)
             except recoverable as err:
-                self._broker_failures += 1
-                delay = backoff(self._broker_failures, *self._backoff)
+                delay = self._broker_backoff.failed()
                 log.warning(
                     "broker error on %s (%s: %s); reconnecting in %.1f s",
                     self.where,
@@ -245,7 +248,7 @@ class RunJobConsumer:
             prefetch_count=self._prefetch,
         )
         with consumer:
-            self._broker_failures = 0
+            self._broker_backoff.reset()
             if self._ready is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._ready.set)
             log.info(
@@ -397,7 +400,7 @@ class RunJobConsumer:
             )
             self._dead_letter(item.message, reason, attempts, job_id, task_id)
             return
-        delay = backoff(attempts, *self._backoff)
+        delay = backoff.delay(attempts, *self._backoff)
         log.warning(
             "run_job %s for job %s failed (attempt %d, %s); requeued in %.1f s",
             task_id,

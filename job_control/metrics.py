@@ -6,6 +6,16 @@ Python collectors) and the system overview read on scrape (job_control/overview.
 few seconds). The worker's server adds the Temporal SDK's metrics: the SDK serves them on an
 endpoint of its own (``TelemetryConfig(metrics=PrometheusConfig(...))``), which this module
 reads and re-exposes, so one scrape target has everything.
+
+Reading it over HTTP is the only way in: a Runtime takes one metrics sink (temporalio 1.35:
+``TelemetryConfig.metrics`` is a PrometheusConfig, an OpenTelemetryConfig or a MetricBuffer).
+A MetricBuffer instead would close the SDK's own endpoint (``METRICS_BIND``, which the README
+offers and tests/workflows/test_workflow_worker_process.py reads) and hand us raw updates, so
+that we would redo what the SDK's exporter does: sums, the histograms' buckets (which the alert
+rules' quantiles read), the ``_total`` and ``_seconds`` names and the service label. Having
+Prometheus scrape the SDK's endpoint directly would take the ``temporal_`` series off the
+worker's and the API's ``/metrics``, one target each (tests/integration/test_metrics.py,
+test_prometheus_live.py).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from antenna_db import cachalot, job_store
+from core.backoff import Backoff
 from core.settings import DatabaseSettings
 from core.states import JobState
 from core.worker_calls import JobWorker
@@ -131,7 +132,7 @@ class InboxWatch:
                 watch.wake()
 
     async def _listen(self) -> None:
-        backoff = 1.0
+        reconnect = Backoff(1.0, RECONNECT_BACKOFF_MAX)
         while True:
             try:
                 options = str(connect_kwargs(self._database)["options"])
@@ -140,7 +141,7 @@ class InboxWatch:
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.listening.set()
-                    backoff = 1.0
+                    reconnect.reset()
                     # Whatever was announced while nobody listened: look once.
                     self._wake_all()
                     async for notify in conn.notifies():
@@ -150,10 +151,10 @@ class InboxWatch:
                 raise
             except Exception as err:
                 self.listening.clear()
-                log.warning("inbox listener lost (%s); reconnecting in %.0f s", err, backoff)
+                wait = reconnect.failed()
+                log.warning("inbox listener lost (%s); reconnecting in %.0f s", err, wait)
                 self._wake_all()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                await asyncio.sleep(wait)
 
     async def _read_loop(self) -> None:
         while True:

@@ -5,7 +5,6 @@ MAX_DELIVERIES advisory; both carry the stream sequence, and get_msg gives the t
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -15,6 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from core import json_codec
 from core.naming import stream_seq_from_reply
 
 
@@ -26,7 +26,7 @@ class TaskLookup:
         """The image id of the task message at ``seq``; None if the message or stream is gone."""
         try:
             msg = await self._js.get_msg(stream, seq)
-            return int(json.loads(msg.data or b"{}")["image_id"])
+            return int(json_codec.loads(msg.data or b"{}")["image_id"])
         except (NatsError, KeyError, ValueError, TypeError):
             return None
 
@@ -57,7 +57,7 @@ class MaxDeliveriesWatcher:
 
     async def _on_advisory(self, msg: Msg) -> None:
         with suppress(ValueError, KeyError, TypeError):
-            body = json.loads(msg.data)
+            body = json_codec.loads(msg.data)
             self._seqs.append((int(body["stream_seq"]), int(body.get("deliveries", 0))))
             if self._wake is not None:
                 self._wake()

@@ -11,13 +11,13 @@ that a message is stored, so nothing is counted published before it.
 from __future__ import annotations
 
 import asyncio
-import json
 from types import TracebackType
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from core import json_codec
 from core.errors import PublishNotAcknowledged
 
 
@@ -66,7 +66,7 @@ def _refusal(msg: Msg) -> str | None:
     if b'"error"' not in msg.data:
         return None
     try:
-        error = json.loads(msg.data).get("error") or {}
+        error = json_codec.loads(msg.data).get("error") or {}
     except ValueError:
         return msg.data[:200].decode(errors="replace")
     return str(error.get("description") or error)

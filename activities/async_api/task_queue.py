@@ -15,7 +15,6 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -30,6 +29,7 @@ from activities.heartbeat import heartbeating, resume_details, run_id
 from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
+from core import json_codec
 from core.settings import Settings
 from storage import inbox, job_runs
 from storage.inbox import InboxEntry
@@ -40,9 +40,9 @@ _TASK = b'{"id":"%d","image_id":"%d","image_url":%b,"reply_subject":null}'
 
 def task_message(image_id: int, url: str) -> bytes:
     """The task body the ADC worker expects (reply_subject is filled in when it is fetched):
-    PipelineProcessingTask's JSON, written by orjson (a pydantic model per message was a sixth
-    of the publish time; tests check both give the same bytes)."""
-    return _TASK % (image_id, image_id, orjson.dumps(url))
+    PipelineProcessingTask's JSON, its URL written by msgspec (a pydantic model per message was
+    a sixth of the publish time; tests check both give the same bytes)."""
+    return _TASK % (image_id, image_id, json_codec.dumps(url))
 
 
 class TaskQueueActivities:

@@ -34,6 +34,7 @@ from activities.sync_api.service_choice import choose_live_service, service_url
 from antenna_db import captures, job_store, pipelines
 from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.pipelines import BATCH_SIZE_KEY
+from core import backoff
 from core.errors import Failure, failure
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
@@ -208,7 +209,7 @@ class _SyncRun:
             connect=self.sync.connect_timeout.total_seconds(),
         )
         attempts = self.sync.retries + 1
-        backoff = self.sync.retry_backoff.total_seconds()
+        base = self.sync.retry_backoff.total_seconds()
         error = ""
         for attempt in range(1, attempts + 1):
             try:
@@ -231,7 +232,7 @@ class _SyncRun:
                 if response.status_code < 500:
                     return None, error
             if attempt < attempts:
-                await asyncio.sleep(backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(backoff.delay(attempt, base))
         return None, f"{error} (after {attempts} attempts)"
 
 

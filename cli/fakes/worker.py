@@ -19,10 +19,10 @@ import time
 from typing import Any
 
 import httpx
-import orjson
 from pydantic import BaseModel, Field
 
 from cli.fakes.results import DEMO_MODEL, FakeModel, JobCounts, result_document
+from core import backoff, json_codec
 from core.schemas import (
     AlgorithmReference,
     PipelineProcessingTask,
@@ -187,7 +187,7 @@ class FakeWorker:
     async def _post(
         self, http: httpx.AsyncClient, job_id: int, results: list[dict[str, Any]]
     ) -> bool:
-        body = orjson.dumps({"results": results})
+        body = json_codec.dumps({"results": results})
         for attempt in range(self.config.post_retries + 1):
             try:
                 response = await http.post(
@@ -201,7 +201,7 @@ class FakeWorker:
                 if response.status_code < 500:
                     break
                 log.warning("job %s: result POST got %s", job_id, response.status_code)
-            await asyncio.sleep(min(0.5 * 2**attempt, 5.0))  # backoff before the retry
+            await asyncio.sleep(backoff.delay(attempt + 1, 0.5, 5.0))  # before the retry
         else:
             return False
         if response.is_error:

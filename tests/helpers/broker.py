@@ -25,8 +25,9 @@ from kombu.messaging import Producer
 
 from bridge import queues
 from bridge.celery_messages import RUN_JOB_TASK
-from bridge.consumer import OnDeadLetter, OnReport, RunJobConsumer, StartJob, backoff, celery_queue
+from bridge.consumer import OnDeadLetter, OnReport, RunJobConsumer, StartJob, celery_queue
 from bridge.report import DeadLetter
+from core import backoff
 from core.bridge_outcome import BridgeOutcome
 from storage.bridge_reports import BridgeReport
 
@@ -53,7 +54,8 @@ def delete_queue(name: str, url: str = BROKER_URL, delays_ms: tuple[int, ...] = 
     """The queue, its Celery exchange, and the bridge's dead-letter and retry queues for it
     (retry queues of other delays remove themselves a minute after their last use)."""
     ours = [queues.dead_letter_queue(name)]
-    test_delays = {int(backoff(n, *TEST_BACKOFF) * 1000) for n in range(1, 8)}
+    base, cap = (t.total_seconds() for t in TEST_BACKOFF)
+    test_delays = {int(backoff.delay(n, base, cap) * 1000) for n in range(1, 8)}
     ours += [queues.retry_queue(name, ms) for ms in sorted(test_delays | set(delays_ms))]
     with Connection(url) as conn:
         for queue in ours:

@@ -1,13 +1,13 @@
-"""What the pool's JSON loader gives for values orjson refuses but PostgreSQL stores."""
+"""What the pool's JSON loader gives for values msgspec refuses but PostgreSQL stores."""
 
 from __future__ import annotations
 
 import math
 
-from storage.pool import _json_loads
+from core.json_codec import loads as _json_loads
 
 
-def test_orjson_for_the_usual_and_the_stdlib_for_the_rest() -> None:
+def test_msgspec_for_the_usual_and_the_stdlib_for_the_rest() -> None:
     assert _json_loads(b'{"a": [1, 2.5, "x", null]}') == {"a": [1, 2.5, "x", None]}
     assert _json_loads(b'{"n": 123456789012345678901234567890}') == {
         "n": 123456789012345678901234567890

@@ -1,4 +1,4 @@
-"""The task message written by orjson is byte for byte the PipelineProcessingTask JSON."""
+"""The task message written by msgspec is byte for byte the PipelineProcessingTask JSON."""
 
 from __future__ import annotations
 
