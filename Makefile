@@ -26,8 +26,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/antenna-jobs demo --images $(IMAGES)
 
+# Every test once: the workflow tests (REPLAY_TESTS below) run in the stricter form only, with
+# the workflow cache off; every other test starts its workers with the cache on, as deployed.
 test: install
-	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS)
+	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS) \
+		$(addprefix --ignore=,$(REPLAY_TESTS))
 	$(MAKE) --no-print-directory test-replay
 
 # The alert rules alone (make test runs the same through tests/integration/test_monitoring_files.py,
@@ -37,8 +40,8 @@ test-rules:
 	promtool check rules deploy/prometheus/rules.yml
 	cd deploy/prometheus && promtool test rules rules.test.yml
 
-# The workflow tests again with the workers' workflow cache off: every workflow task replays its
-# run from the start, as after a worker restart (a run that does not replay its own history fails).
+# The workflow tests with the workers' workflow cache off: every workflow task replays its run
+# from the start, as after a worker restart (a run that does not replay its own history fails).
 REPLAY_TESTS := tests/workflows tests/integration/test_e2e_async_job.py \
 	tests/integration/test_bridge_jobs.py tests/chaos/test_cancel_paths.py
 test-replay: install
