@@ -24,9 +24,10 @@ from antenna_db.pipelines import PipelineContext
 from antenna_db.results import ClassificationSpec, DetectionSpec
 from antenna_db.schema_check import SchemaFault, schema_reason
 from core import tracing
+from core.result_payload import LightDetection, LightResult
 from core.schemas import PipelineResultsError
 from storage import inbox, job_images, job_runs
-from storage.inbox import ClaimedRow, LightDetection, LightResult
+from storage.inbox import ClaimedRow
 
 Resolver = Callable[[str], Awaitable[int | None]]
 MAX_ATTEMPTS = 3

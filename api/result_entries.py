@@ -26,6 +26,7 @@ from api.json_nesting import too_deep
 from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
 from core import result_arrays
 from core.result_arrays import ArrayRow
+from core.result_payload import NOT_STORED
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
 from storage.inbox import InboxEntry
@@ -33,8 +34,6 @@ from storage.inbox import InboxEntry
 _IMAGE_ID = re.compile(r"^\s*\d{1,18}\s*$")
 _SUBJECT_TOKEN = re.compile(r"^[^\s*>]+$")
 _REQUIRED = "This field is required."
-# Deprecated or ignored parts of a result (Antenna ignores them too): not stored.
-_NOT_STORED = {"algorithms", "errors"}
 _NOT_AN_OBJECT = "Expected an object."
 
 
@@ -99,14 +98,13 @@ class ValidEntry:
 
     def _payload(self) -> str:
         if not self.arrays:
-            return self.result.model_dump_json(exclude=_NOT_STORED)
-        data = self.result.model_dump(mode="json", exclude=_NOT_STORED)
+            return self.result.model_dump_json(exclude=NOT_STORED)
+        data = self.result.model_dump(mode="json", exclude=NOT_STORED)
         for row in self.arrays:
-            c = data["detections"][row.det]["classifications"][row.cls]
-            # The arrays are in result_arrays; the saver reads their length from here.
-            del c["scores"]
-            c.pop("logits", None)
-            c["n_scores"] = row.n_scores
+            # The arrays are in result_arrays.
+            result_arrays.cut_out(
+                data["detections"][row.det]["classifications"][row.cls], row.n_scores
+            )
         return orjson.dumps(data).decode()
 
 

@@ -35,6 +35,7 @@ from antenna_db import captures, job_store, pipelines
 from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from core.errors import Failure, failure
+from core.result_payload import NOT_STORED
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
 from storage import inbox
@@ -170,7 +171,7 @@ class _SyncRun:
             )
             response, error = await self._post(request)
             if response is not None:
-                answer = _only(response, ids).model_dump_json(exclude={"algorithms", "errors"})
+                answer = _only(response, ids).model_dump_json(exclude=NOT_STORED)
                 answered = {_int(s.id) for s in response.source_images} | {
                     _int(d.source_image_id) for d in response.detections
                 }
