@@ -24,7 +24,7 @@ from antenna_db.pipelines import PipelineContext
 from antenna_db.results import ClassificationSpec, DetectionSpec
 from antenna_db.schema_check import SchemaFault, schema_reason
 from core import tracing
-from core.result_payload import LightDetection, LightResult
+from core.result_payload import LightDetection, LightResult, image_id, images_named, is_error
 from core.schemas import PipelineResultsError
 from storage import inbox, job_images, job_runs
 from storage.inbox import ClaimedRow
@@ -69,13 +69,6 @@ class BatchOutcome:
         self.errors |= other.errors
         self.need_crops += other.need_crops
         self.tables |= other.tables
-
-
-def _int_id(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def unknown_algorithm(
@@ -131,11 +124,11 @@ def add_response(
     which the ADC copies from the job listing: the same one)."""
     by_image: dict[int, list[tuple[int, LightDetection]]] = {}
     for source in result.source_images:
-        image = _int_id(source.id)
+        image = image_id(source.id)
         if image is not None:
             by_image.setdefault(image, [])
     for i, det in enumerate(result.detections):
-        image = _int_id(det.source_image_id)
+        image = image_id(det.source_image_id)
         if image is not None:
             by_image.setdefault(image, []).append((i, det))
     for image, indexed in by_image.items():
@@ -157,10 +150,10 @@ def parse_results(
     the same image."""
     parsed = ParsedResults()
     for row in rows:
-        if row.is_error or "error" in row.light:
+        if _is_error(row):
             try:
                 error = PipelineResultsError.model_validate(row.light)
-                message, image = error.error, _int_id(error.image_id)
+                message, image = error.error, image_id(error.image_id)
             except ValidationError:
                 message, image = f"unreadable error result: {row.light!r:.200}", None
             image = image or row.image_id or resolved.get(row.id)
@@ -182,15 +175,15 @@ def parse_results(
     return parsed
 
 
-def images_named(row: ClaimedRow) -> list[int]:
-    """Every image a row speaks of (an ADC result names one; a /process answer several)."""
-    found = [row.image_id, _int_id(row.light.get("image_id"))]
-    for key in ("source_images", "detections"):
-        items = row.light.get(key)
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict):
-                found.append(_int_id(item.get("id", item.get("source_image_id"))))
-    return sorted({i for i in found if i is not None})
+def _images_of(row: ClaimedRow) -> list[int]:
+    """Every image a row speaks of: its own and those its result names."""
+    found = images_named(row.light) | ({row.image_id} if row.image_id is not None else set())
+    return sorted(found)
+
+
+def _is_error(row: ClaimedRow) -> bool:
+    """Stored as one (the API found an ``error`` key), or an error result all the same."""
+    return row.is_error or is_error(row.light)
 
 
 def unnamed_errors(rows: list[ClaimedRow]) -> list[ClaimedRow]:
@@ -198,9 +191,7 @@ def unnamed_errors(rows: list[ClaimedRow]) -> list[ClaimedRow]:
     return [
         r
         for r in rows
-        if (r.is_error or "error" in r.light)
-        and r.image_id is None
-        and _int_id(r.light.get("image_id")) is None
+        if _is_error(r) and r.image_id is None and image_id(r.light.get("image_id")) is None
     ]
 
 
@@ -361,7 +352,7 @@ class BatchSaver:
         outcome = BatchOutcome()
         if attempts < self.max_attempts:
             return outcome
-        images = images_named(row)
+        images = _images_of(row)
         if not images and row.reply_subject:
             found = await self.resolve(row.reply_subject)
             images = [found] if found is not None else []

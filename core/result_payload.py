@@ -6,15 +6,60 @@ in the database; the saver's INSERT reads them there). The SQL is storage/inbox.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import result_arrays
 
 # Deprecated or ignored parts of a success result (Antenna ignores them too): not stored.
 NOT_STORED = {"algorithms", "errors"}
+
+
+class _ErrorKey(msgspec.Struct):
+    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_ERROR_KEY = msgspec.json.Decoder(_ErrorKey)
+
+
+def is_error(result: Mapping[str, Any] | bytes) -> bool:
+    """Antenna's rule: a result with an ``error`` key is an error result (PipelineResultsError),
+    whatever else it holds. ``result`` decoded, or as the JSON text of an object (only its
+    top-level keys are read, by msgspec: a big result is not decoded for this)."""
+    if isinstance(result, bytes):
+        return b'"error"' in result and _ERROR_KEY.decode(result).error is not msgspec.UNSET
+    return "error" in result
+
+
+def image_id(value: Any) -> int | None:
+    """An image id as a result writes it (text), as an int; None if it is none."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def images_named(result: Mapping[str, Any] | BaseModel) -> set[int]:
+    """Every image a result names: an error result its ``image_id``; a success result its source
+    images and its detections' images (an ADC result names one; a /process answer several).
+    ``result`` as a model (core.schemas, LightResult) or in JSON form, of any shape (what is not
+    an image id is passed over)."""
+    found = {image_id(_field(result, "image_id"))}
+    found |= {image_id(_field(s, "id")) for s in _items(_field(result, "source_images"))}
+    found |= {image_id(_field(d, "source_image_id")) for d in _items(_field(result, "detections"))}
+    return {i for i in found if i is not None}
 
 
 def error_payload(image_id: int, message: str) -> str:
