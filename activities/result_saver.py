@@ -49,12 +49,20 @@ class BatchOutcome:
     failed: list[int] = field(default_factory=list)
     detections: int = 0
     classifications: int = 0
-    # Rows that could not be saved and were failed, with the reason (for the job log).
+    # Rows that could not be saved and were failed, with the reason (for the job log), by the
+    # image failed; ``refused_rows`` by inbox row id, for a row that names no image.
     refused: dict[int, str] = field(default_factory=dict)
+    refused_rows: dict[int, str] = field(default_factory=dict)
     # Images this batch failed because the worker returned an error for them, with the error.
     errors: dict[int, str] = field(default_factory=dict)
     need_crops: list[int] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)
+
+    def refusals(self) -> list[tuple[str, str]]:
+        """(what was refused, why), for the job log."""
+        return [(f"image {i}", reason) for i, reason in self.refused.items()] + [
+            (f"result row {i}", reason) for i, reason in self.refused_rows.items()
+        ]
 
     @property
     def moved(self) -> int:
@@ -66,6 +74,7 @@ class BatchOutcome:
         self.detections += other.detections
         self.classifications += other.classifications
         self.refused |= other.refused
+        self.refused_rows |= other.refused_rows
         self.errors |= other.errors
         self.need_crops += other.need_crops
         self.tables |= other.tables
@@ -366,7 +375,8 @@ class BatchSaver:
                     self.pipeline,
                     ParsedResults(failed=dict.fromkeys(images, message)),
                 )
-        for image in images or [-row.id]:
-            outcome.refused[image] = message
+            outcome.refused |= dict.fromkeys(images, message)
+        else:
+            outcome.refused_rows[row.id] = message
         await inbox.delete(conn, [row.id])
         return outcome
