@@ -31,10 +31,14 @@ class InboxEntry:
     arrays: Sequence[ArrayRow] = ()
 
 
+# The NOTIFY channel of new inbox rows is the jobs schema's name and this (``channel``).
+_CHANNEL_SUFFIX = ".inbox"
+
+
 def channel(jobs_schema: str) -> str:
     """The NOTIFY channel of new inbox rows (payload: the job id), one per jobs schema: the
     schema is first in every connection's search_path, so ``store`` names it current_schema()."""
-    return f"{jobs_schema}.inbox"
+    return f"{jobs_schema}{_CHANNEL_SUFFIX}"
 
 
 _INSERT = (
@@ -54,7 +58,7 @@ _ROWS = (
     "             %(payloads)s::jsonb[])"
     "      WITH ORDINALITY AS e(image_id, reply_subject, is_error, payload, n)"
 )
-_NOTIFY = "SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
+_NOTIFY = f"SELECT pg_notify(current_schema() || '{_CHANNEL_SUFFIX}', %(job_text)s)"
 _INSERT_ALL = (
     f"WITH stored AS ({_ROWS} ORDER BY e.n RETURNING id), announced AS ({_NOTIFY})"
     " SELECT id FROM stored, announced ORDER BY id"
@@ -149,7 +153,7 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
                 for array in entry.arrays:
                     await copy.write(array.copy_row(row_id))
             await copy.write(COPY_TRAILER)
-    await conn.execute("SELECT pg_notify(current_schema() || '.inbox', %s)", (str(job_id),))
+    await conn.execute(_NOTIFY, {"job_text": str(job_id)})
     return ids
 
 
