@@ -210,7 +210,7 @@ async def _discard(
     """Results for a job that is not active: ack them so they stop coming back, keep none.
     Only subjects of the job's stream are acked: while the job is not active, the only
     consumer that can take them is that of the run that is ending (or none)."""
-    prefix = prefix or f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
+    prefix = prefix or ctx.settings.jobs.names.ack_prefix(job_id)
     subjects = []
     for index, entry in enumerate(entries):
         subject = reply_subject_of(entry)
