@@ -13,6 +13,9 @@ SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 ANTENNA_TASK_WORKFLOW = "AntennaTaskWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
+# The job workflow's signals (JobWorkflow.pause and .resume), which job_control sends.
+PAUSE_SIGNAL = "pause"
+RESUME_SIGNAL = "resume"
 
 
 def workflow_type(

@@ -172,7 +172,8 @@ class JobActions:
                 raise InvalidJobState(job_id, job.status, action)
             request = await job_store.request_pause(conn, job_id, paused, reason)
         try:
-            await self._handle(job_id).signal(action, args=[reason, request])
+            signal = naming.PAUSE_SIGNAL if paused else naming.RESUME_SIGNAL
+            await self._handle(job_id).signal(signal, args=[reason, request])
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
