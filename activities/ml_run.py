@@ -111,8 +111,7 @@ class MlRun:
     async def apply(self, outcome: BatchOutcome) -> bool:
         """After a batch committed: its refusals logged, Antenna told, the counters moved;
         True if any image moved."""
-        for image, reason in outcome.refused.items():
-            where = f"image {image}" if image >= 0 else f"result row {-image}"
+        for where, reason in outcome.refusals():
             await self.log(f"Result for {where} refused: {reason}", level="ERROR")
         await self._list_errors(outcome.errors)
         cachalot.wrote(*outcome.tables)

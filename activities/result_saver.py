@@ -24,9 +24,10 @@ from antenna_db.pipelines import PipelineContext
 from antenna_db.results import ClassificationSpec, DetectionSpec
 from antenna_db.schema_check import SchemaFault, schema_reason
 from core import tracing
+from core.result_payload import LightDetection, LightResult, image_id, images_named, is_error
 from core.schemas import PipelineResultsError
 from storage import inbox, job_images, job_runs
-from storage.inbox import ClaimedRow, LightDetection, LightResult
+from storage.inbox import ClaimedRow
 
 Resolver = Callable[[str], Awaitable[int | None]]
 MAX_ATTEMPTS = 3
@@ -48,12 +49,20 @@ class BatchOutcome:
     failed: list[int] = field(default_factory=list)
     detections: int = 0
     classifications: int = 0
-    # Rows that could not be saved and were failed, with the reason (for the job log).
+    # Rows that could not be saved and were failed, with the reason (for the job log), by the
+    # image failed; ``refused_rows`` by inbox row id, for a row that names no image.
     refused: dict[int, str] = field(default_factory=dict)
+    refused_rows: dict[int, str] = field(default_factory=dict)
     # Images this batch failed because the worker returned an error for them, with the error.
     errors: dict[int, str] = field(default_factory=dict)
     need_crops: list[int] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)
+
+    def refusals(self) -> list[tuple[str, str]]:
+        """(what was refused, why), for the job log."""
+        return [(f"image {i}", reason) for i, reason in self.refused.items()] + [
+            (f"result row {i}", reason) for i, reason in self.refused_rows.items()
+        ]
 
     @property
     def moved(self) -> int:
@@ -65,16 +74,10 @@ class BatchOutcome:
         self.detections += other.detections
         self.classifications += other.classifications
         self.refused |= other.refused
+        self.refused_rows |= other.refused_rows
         self.errors |= other.errors
         self.need_crops += other.need_crops
         self.tables |= other.tables
-
-
-def _int_id(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def unknown_algorithm(
@@ -130,11 +133,11 @@ def add_response(
     which the ADC copies from the job listing: the same one)."""
     by_image: dict[int, list[tuple[int, LightDetection]]] = {}
     for source in result.source_images:
-        image = _int_id(source.id)
+        image = image_id(source.id)
         if image is not None:
             by_image.setdefault(image, [])
     for i, det in enumerate(result.detections):
-        image = _int_id(det.source_image_id)
+        image = image_id(det.source_image_id)
         if image is not None:
             by_image.setdefault(image, []).append((i, det))
     for image, indexed in by_image.items():
@@ -156,10 +159,10 @@ def parse_results(
     the same image."""
     parsed = ParsedResults()
     for row in rows:
-        if row.is_error or "error" in row.light:
+        if _is_error(row):
             try:
                 error = PipelineResultsError.model_validate(row.light)
-                message, image = error.error, _int_id(error.image_id)
+                message, image = error.error, image_id(error.image_id)
             except ValidationError:
                 message, image = f"unreadable error result: {row.light!r:.200}", None
             image = image or row.image_id or resolved.get(row.id)
@@ -181,15 +184,15 @@ def parse_results(
     return parsed
 
 
-def images_named(row: ClaimedRow) -> list[int]:
-    """Every image a row speaks of (an ADC result names one; a /process answer several)."""
-    found = [row.image_id, _int_id(row.light.get("image_id"))]
-    for key in ("source_images", "detections"):
-        items = row.light.get(key)
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict):
-                found.append(_int_id(item.get("id", item.get("source_image_id"))))
-    return sorted({i for i in found if i is not None})
+def _images_of(row: ClaimedRow) -> list[int]:
+    """Every image a row speaks of: its own and those its result names."""
+    found = images_named(row.light) | ({row.image_id} if row.image_id is not None else set())
+    return sorted(found)
+
+
+def _is_error(row: ClaimedRow) -> bool:
+    """Stored as one (the API found an ``error`` key), or an error result all the same."""
+    return row.is_error or is_error(row.light)
 
 
 def unnamed_errors(rows: list[ClaimedRow]) -> list[ClaimedRow]:
@@ -197,9 +200,7 @@ def unnamed_errors(rows: list[ClaimedRow]) -> list[ClaimedRow]:
     return [
         r
         for r in rows
-        if (r.is_error or "error" in r.light)
-        and r.image_id is None
-        and _int_id(r.light.get("image_id")) is None
+        if _is_error(r) and r.image_id is None and image_id(r.light.get("image_id")) is None
     ]
 
 
@@ -360,7 +361,7 @@ class BatchSaver:
         outcome = BatchOutcome()
         if attempts < self.max_attempts:
             return outcome
-        images = images_named(row)
+        images = _images_of(row)
         if not images and row.reply_subject:
             found = await self.resolve(row.reply_subject)
             images = [found] if found is not None else []
@@ -374,7 +375,8 @@ class BatchSaver:
                     self.pipeline,
                     ParsedResults(failed=dict.fromkeys(images, message)),
                 )
-        for image in images or [-row.id]:
-            outcome.refused[image] = message
+            outcome.refused |= dict.fromkeys(images, message)
+        else:
+            outcome.refused_rows[row.id] = message
         await inbox.delete(conn, [row.id])
         return outcome

@@ -189,7 +189,9 @@ LEFT JOIN result_arrays ra ON ra.inbox_id = n.inbox AND ra.det = n.det AND ra.cl
 """
 # Antenna's occurrence determination: the latest identification a human has not withdrawn
 # stands (such occurrences are left alone); otherwise, among the classifications whose score is
-# their algorithm's best for the occurrence, the first by terminal, then score.
+# their algorithm's best for the occurrence, the first by terminal, then score. ``determinations``
+# is the same rule in Python for new detections (a property test holds the two to agreeing:
+# tests/integration/test_result_saving.py).
 _DETERMINE = """
 WITH occ AS (SELECT DISTINCT unnest(%s::bigint[]) AS id),
 open_occ AS (

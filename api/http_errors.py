@@ -3,7 +3,7 @@
 400 bodies: ``{"detail": "<field>: <message>", "field": "<field path>", "errors": [{"field",
 "message"}]}``; 404 ``{"detail", "job_id"}``; 409 ``{"detail", "job_id", "status", "action"}``;
 413 ``{"detail", "limit"}`` for a body over the configured size; 503 when Postgres, NATS or
-Temporal does not answer.
+Temporal does not answer (``unavailable``, in Antenna's shapes).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TASK_QUEUE_UNAVAILABLE = "Task queue temporarily unavailable"
 DATABASE_UNAVAILABLE = "Database temporarily unavailable"
+RESULT_STORE_UNAVAILABLE = "Result store temporarily unavailable"
 # Pydantic names union members in error locations ("str", "list[any]"); they are not fields.
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
 
@@ -82,8 +83,15 @@ def bad_request(errors: Sequence[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(bad_request_body(errors), status_code=400)
 
 
-def unavailable(detail: str = DATABASE_UNAVAILABLE) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=503)
+def unavailable(
+    detail: str = DATABASE_UNAVAILABLE, *, job_id: int | None = None, key: str = "detail"
+) -> JSONResponse:
+    """A 503: a service we need did not answer (the client tries again). Every 503 is made
+    here, in the shapes Antenna answers with, which its clients know: ``{"detail"}`` as Django
+    REST framework's errors are; its /tasks/ ``{"error"}`` (``key``); its /result/
+    ``{"status": "error", "job_id", "detail"}`` (``job_id``)."""
+    body: dict[str, Any] = {"status": "error", "job_id": job_id} if job_id is not None else {}
+    return JSONResponse(body | {key: detail}, status_code=503)
 
 
 async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
@@ -132,7 +140,7 @@ async def _invalid_input(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _task_queue(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": TASK_QUEUE_UNAVAILABLE}, status_code=503)
+    return unavailable(TASK_QUEUE_UNAVAILABLE, key="error")
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from api.json_nesting import too_deep
 from api.result_body import Entry, EntryParts, EntrySlice, RawEntry, decode_entry
 from core import json_codec, result_arrays
 from core.result_arrays import ArrayRow
+from core.result_payload import NOT_STORED, images_named, is_error
 from core.schemas import PipelineResultsError, PipelineResultsResponse
 from core.wire_types import MAX_DEPTH, NESTED_TOO_DEEPLY, text_problem
 from storage.inbox import InboxEntry
@@ -32,8 +33,6 @@ from storage.inbox import InboxEntry
 _IMAGE_ID = re.compile(r"^\s*\d{1,18}\s*$")
 _SUBJECT_TOKEN = re.compile(r"^[^\s*>]+$")
 _REQUIRED = "This field is required."
-# Deprecated or ignored parts of a result (Antenna ignores them too): not stored.
-_NOT_STORED = {"algorithms", "errors"}
 _NOT_AN_OBJECT = "Expected an object."
 
 
@@ -59,15 +58,6 @@ class ValidEntry:
         """Whether serialising it is slow (a big result whose arrays stayed in the model)."""
         return not self.arrays and self.size >= BIG_ENTRY_BYTES
 
-    def images(self) -> set[int]:
-        """Every image the result names (an error's image id, or a result's source images and
-        detections)."""
-        if isinstance(self.result, PipelineResultsError):
-            return {self.image_id} if self.image_id is not None else set()
-        return {int(s.id) for s in self.result.source_images} | {
-            int(d.source_image_id) for d in self.result.detections
-        }
-
     def task_mismatch(self, index: int, task_image: int | None) -> EntryError | None:
         """Why this entry is not the result of its task's image (None: it is)."""
         if task_image is None:
@@ -77,7 +67,7 @@ class ValidEntry:
                 "No such task in this job's queue (of an earlier run, already finished, or never"
                 " handed out).",
             )
-        others = sorted(self.images() - {task_image})
+        others = sorted(images_named(self.result) - {task_image})
         if not others:
             return None
         where = "image_id" if isinstance(self.result, PipelineResultsError) else "source_images"
@@ -98,14 +88,13 @@ class ValidEntry:
 
     def _payload(self) -> str:
         if not self.arrays:
-            return self.result.model_dump_json(exclude=_NOT_STORED)
-        data = self.result.model_dump(mode="json", exclude=_NOT_STORED)
+            return self.result.model_dump_json(exclude=NOT_STORED)
+        data = self.result.model_dump(mode="json", exclude=NOT_STORED)
         for row in self.arrays:
-            c = data["detections"][row.det]["classifications"][row.cls]
-            # The arrays are in result_arrays; the saver reads their length from here.
-            del c["scores"]
-            c.pop("logits", None)
-            c["n_scores"] = row.n_scores
+            # The arrays are in result_arrays.
+            result_arrays.cut_out(
+                data["detections"][row.det]["classifications"][row.cls], row.n_scores
+            )
         return json_codec.dumps(data).decode()
 
 
@@ -115,13 +104,6 @@ class EntryError:
     index: int | None
     field: str
     message: str
-
-
-class _ErrorKey(msgspec.Struct):
-    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-
-
-_ERROR_KEY = msgspec.json.Decoder(_ErrorKey)
 
 
 def reply_subject_error(prefix: str, index: int, value: Any) -> EntryError | None:
@@ -208,7 +190,7 @@ def _validated(
 
 
 def _checked_result(index: int, result: Any) -> BaseModel | list[EntryError]:
-    """The result as a PipelineResultsError (it has an ``error`` key) or Response, or why not."""
+    """The result as a PipelineResultsError (``is_error``) or Response, or why not."""
     field = f"results[{index}].result"
     if isinstance(result, bytes):
         if too_deep(result, MAX_DEPTH):
@@ -217,12 +199,9 @@ def _checked_result(index: int, result: Any) -> BaseModel | list[EntryError]:
             return [EntryError(index, field, _REQUIRED)]
         if result[:1] != b"{":
             return [EntryError(index, field, _NOT_AN_OBJECT)]
-        is_error = b'"error"' in result and _ERROR_KEY.decode(result).error is not msgspec.UNSET
-    elif isinstance(result, dict):
-        is_error = "error" in result
-    else:
+    elif not isinstance(result, dict):
         return [EntryError(index, field, _REQUIRED if result is None else _NOT_AN_OBJECT)]
-    if is_error:
+    if is_error(result):
         return _validated(PipelineResultsError, index, result)
     model = _validated(PipelineResultsResponse, index, result)
     if isinstance(model, list):

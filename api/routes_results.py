@@ -28,6 +28,7 @@ from api.access import worker_job
 from api.auth import caller_of
 from api.bodies import read_body
 from api.context import ApiContext, get_context
+from api.http_errors import RESULT_STORE_UNAVAILABLE, unavailable
 from api.result_body import RawEntry, split_results
 from api.result_entries import (
     BIG_ENTRY_BYTES,
@@ -66,11 +67,6 @@ async def ack(nc: NatsClient, subjects: list[str]) -> None:
         await nc.flush(timeout=ACK_FLUSH_SECONDS)
     except Exception as err:
         log.warning("acking %d tasks failed (they will be redelivered): %r", len(subjects), err)
-
-
-def _unavailable(job_id: int) -> JSONResponse:
-    body = {"status": "error", "job_id": job_id, "detail": "Result store temporarily unavailable"}
-    return JSONResponse(body, status_code=503)
 
 
 async def _validate_all(
@@ -132,7 +128,7 @@ async def post_results(request: Request, job_id: int) -> JSONResponse:
     try:
         job = await worker_job(request, job_id)
     except (psycopg.OperationalError, PoolTimeout):
-        return _unavailable(job_id)
+        return unavailable(RESULT_STORE_UNAVAILABLE, job_id=job_id)
     # The ADC sends no trace headers: the request joins its job run's trace by job id.
     attributes = tracing.job_attributes(job_id, job.project_id, job.pipeline_slug, job.pipeline_id)
     with tracing.run_span("POST /api/v2/jobs/{id}/result/", attributes, job.trace_context) as span:
@@ -156,7 +152,7 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
     try:
         valid, errors = await _validate_all(ctx, job_id, job.run_id, prefix, body.entries)
     except TaskQueueUnavailable:
-        return _unavailable(job_id)
+        return unavailable(RESULT_STORE_UNAVAILABLE, job_id=job_id)
     errors += [EntryError(None, field, message) for field, message in body.problems]
     count = len(body.entries)
     who = identity(request, caller_of(request), body.client_info)
@@ -166,7 +162,7 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
     try:
         row_ids, status = await _store(ctx, job_id, job.run_id, valid)
     except (psycopg.OperationalError, PoolTimeout):
-        return _unavailable(job_id)
+        return unavailable(RESULT_STORE_UNAVAILABLE, job_id=job_id)
     if row_ids is None:
         # Still active: a new run took the job meanwhile. Its consumer has the name these
         # subjects carry, so acking them could ack the new run's messages: none is acked.
@@ -210,7 +206,7 @@ async def _discard(
     """Results for a job that is not active: ack them so they stop coming back, keep none.
     Only subjects of the job's stream are acked: while the job is not active, the only
     consumer that can take them is that of the run that is ending (or none)."""
-    prefix = prefix or f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
+    prefix = prefix or ctx.settings.jobs.names.ack_prefix(job_id)
     subjects = []
     for index, entry in enumerate(entries):
         subject = reply_subject_of(entry)

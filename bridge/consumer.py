@@ -153,10 +153,8 @@ class RunJobConsumer:
         on_dead_letter: OnDeadLetter | None = None,
         on_report: OnReport | None = None,
     ) -> RunJobConsumer:
-        if settings.broker_url is None:
-            raise ValueError("ANTENNA_JOBS_ANTENNA_BROKER_URL is not set: nothing to consume")
         return cls(
-            settings.broker_url,
+            settings.require_broker_url(),
             settings.jobs_queue,
             start,
             prefetch=settings.prefetch,

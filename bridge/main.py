@@ -40,8 +40,7 @@ async def run_bridge(settings: Settings, *, ready: asyncio.Event | None = None) 
 
     ``ready`` is set once the consumer is registered with the broker (again after a reconnect).
     """
-    if settings.antenna.broker_url is None:
-        raise ValueError("set ANTENNA_JOBS_ANTENNA_BROKER_URL (Antenna's Celery broker)")
+    settings.antenna.require_broker_url()
     # Antenna's tables as the manifest has them, or no start (each difference named).
     await schema_check.require_compatible(settings.database.url, settings.database.schema_name)
     loop = asyncio.get_running_loop()

@@ -184,8 +184,8 @@ def bridge() -> None:
     from bridge.main import run_bridge
 
     settings = load_settings()
-    if settings.antenna.broker_url is None:
-        fail("set ANTENNA_JOBS_ANTENNA_BROKER_URL to Antenna's Celery broker (amqp://...)")
+    with user_errors():
+        settings.antenna.require_broker_url()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         run(run_bridge(settings))

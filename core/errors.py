@@ -7,6 +7,7 @@ AntennaJobsError
 ├── InvalidJobState(job_id, status, action)      refused: e.g. run a finished job
 ├── InvalidJobInput(field, message)              bad create parameters
 ├── TaskQueueUnavailable(job_id)                 NATS did not answer in time
+├── BrokerNotConfigured                          Antenna's broker needed, its URL not set
 └── PublishNotAcknowledged(reason)               JetStream refused task messages or did not
                                                  confirm them in time (an outage: retried)
 
@@ -88,6 +89,16 @@ class PublishNotAcknowledged(AntennaJobsError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"task messages not stored by JetStream: {reason}")
         self.reason = reason
+
+
+class BrokerNotConfigured(AntennaJobsError, ValueError):
+    """The bridge, its dead letters or Antenna's Celery tasks need Antenna's broker, and
+    ANTENNA_JOBS_ANTENNA_BROKER_URL is not set (``AntennaSettings.require_broker_url``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "set ANTENNA_JOBS_ANTENNA_BROKER_URL to Antenna's Celery broker (amqp://...)"
+        )
 
 
 class TaskQueueUnavailable(AntennaJobsError):

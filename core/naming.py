@@ -13,6 +13,9 @@ SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 ANTENNA_TASK_WORKFLOW = "AntennaTaskWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
+# The job workflow's signals (JobWorkflow.pause and .resume), which job_control sends.
+PAUSE_SIGNAL = "pause"
+RESUME_SIGNAL = "resume"
 
 
 def workflow_type(
@@ -27,6 +30,8 @@ def workflow_type(
     return ANTENNA_TASK_WORKFLOW if antenna_tasks else INTERNAL_JOB_WORKFLOW
 
 
+# Every JetStream ack subject (a message's reply subject) starts with this:
+_ACK = "$JS.ACK."
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
 _V1_TOKENS = 9
 # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
@@ -49,9 +54,9 @@ class AckSubject:
 def parse_ack_subject(reply_subject: str) -> AckSubject | None:
     """Stream, consumer, stream sequence and message timestamp of a JetStream ack subject
     (None: not one)."""
-    tokens = reply_subject.split(".")
-    if tokens[:2] != ["$JS", "ACK"]:
+    if not reply_subject.startswith(_ACK):
         return None
+    tokens = reply_subject.split(".")
     try:
         if len(tokens) == _V1_TOKENS:
             return AckSubject(tokens[2], tokens[3], int(tokens[5]), int(tokens[7]))
@@ -133,9 +138,11 @@ class Names:
         """Antenna's consumer name (ami/ml/orchestration/nats_queue.py), the same for every run."""
         return f"{self.prefix}job-{job_id}-consumer"
 
-    def ack_prefix(self, job_id: int, consumer: str) -> str:
-        """Reply subjects of the messages delivered by ``consumer`` all start with this."""
-        return f"$JS.ACK.{self.stream(job_id)}.{consumer}."
+    def ack_prefix(self, job_id: int, consumer: str | None = None) -> str:
+        """Reply subjects of the messages delivered by ``consumer`` all start with this; of
+        the messages of the job's stream (any consumer), the shorter one without it."""
+        stream = f"{_ACK}{self.stream(job_id)}."
+        return stream if consumer is None else f"{stream}{consumer}."
 
     def max_deliveries_advisory(self, job_id: int, consumer: str) -> str:
         return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream(job_id)}.{consumer}"

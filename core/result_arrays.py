@@ -24,7 +24,10 @@ from typing import Any
 
 import msgspec
 
-_KEYS = (b'"scores"', b'"logits"')
+# A classification's arrays (one number per class of the classifier), by key: cut out of a big
+# posted result (``split``) and out of every result the saver reads (``cut_out``).
+ARRAY_KEYS = ("scores", "logits")
+_KEYS = tuple(b'"%s"' % key.encode() for key in ARRAY_KEYS)
 # One-byte slices that are JSON whitespace (an empty slice, past the end, is not).
 _WHITESPACE_BYTES = (b" ", b"\t", b"\n", b"\r")
 # msgspec refuses NaN and Infinity (not JSON) and numbers beyond float64 ("out of range").
@@ -97,6 +100,14 @@ def float8_array(values: list[float]) -> bytes:
     for k in range(8):
         out[4 + k :: 12] = raw[k::8]
     return _ARRAY_HEAD.pack(1, 0, _FLOAT8_OID, n, 1) + bytes(out)
+
+
+def cut_out(classification: dict[str, Any], n_scores: int) -> None:
+    """A classification in JSON form without its arrays, ``n_scores`` (the length of its scores)
+    in their place: the saver reads the arrays from the database and the length from here."""
+    for key in ARRAY_KEYS:
+        classification.pop(key, None)
+    classification["n_scores"] = n_scores
 
 
 def split(result: bytes | memoryview) -> Split | None:

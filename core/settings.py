@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.durations import Duration
+from core.errors import BrokerNotConfigured
 from core.naming import Names
 
 _OTLP_ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -309,6 +310,12 @@ class AntennaSettings(BaseSettings):
     # delivery) and is sent again, at most task_max_sends times in all.
     task_lost_after: Duration = timedelta(minutes=5)
     task_max_sends: int = Field(default=3, ge=1)
+
+    def require_broker_url(self) -> str:
+        """The broker's URL, where one is needed (BrokerNotConfigured if it is not set)."""
+        if self.broker_url is None:
+            raise BrokerNotConfigured()
+        return self.broker_url
 
     @property
     def runs_antenna_tasks(self) -> bool:

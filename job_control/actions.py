@@ -124,12 +124,9 @@ class JobActions:
             )
             last_run = (await job_store.run_state(conn, job_id)).run_id
         handle = await self._start_workflow(job, failed_only=failed_only)
-        if last_run is not None and handle.result_run_id == last_run:
-            # The last run wrote its final status and is still cleaning up (its stream, its
-            # Redis keys): the start joined it instead of starting anew, and the job would sit
-            # PENDING. Let it end, then start the new run.
-            await self._wait_closed(handle)
-            await self._start_workflow(job, failed_only=failed_only)
+        if _joined(handle, last_run):
+            # The last run wrote its final status and is still cleaning up.
+            await self._start_after_close(handle, job, failed_only=failed_only)
         async with self._pool.connection() as conn:
             return await job_store.get_job(conn, job_id)
 
@@ -172,7 +169,8 @@ class JobActions:
                 raise InvalidJobState(job_id, job.status, action)
             request = await job_store.request_pause(conn, job_id, paused, reason)
         try:
-            await self._handle(job_id).signal(action, args=[reason, request])
+            signal = naming.PAUSE_SIGNAL if paused else naming.RESUME_SIGNAL
+            await self._handle(job_id).signal(signal, args=[reason, request])
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -201,16 +199,14 @@ class JobActions:
             return BridgeOutcome.CANCELING
         running = await self._running_run_id(job_id)
         handle = await self._start_workflow(job)
-        if running is not None and handle.result_run_id == running:
+        if _joined(handle, running):
             async with self._pool.connection() as conn:
                 state = await job_store.run_state(conn, job_id)
             if not (state.status == JobState.PENDING and state.run_id == running):
                 return BridgeOutcome.ALREADY_RUNNING
             # The running run took the job before and Antenna has since set it PENDING again
-            # (its Retry): that run wrote its final status and is only cleaning up. Let it end,
-            # then start the new run.
-            await self._wait_closed(handle)
-            handle = await self._start_workflow(job)
+            # (its Retry): that run wrote its final status and is only cleaning up.
+            handle = await self._start_after_close(handle, job)
         line = (
             f"Run started from Antenna's run_job message (task {task_id})"
             if started_by == "bridge"
@@ -246,6 +242,15 @@ class JobActions:
                 conn, job_id, log_lines or self._settings.api.log_lines
             )
         return JobView(job=job, logs=logs)
+
+    async def _start_after_close(
+        self, joined: WorkflowHandle[Any, Any], job: JobRecord, *, failed_only: bool = False
+    ) -> WorkflowHandle[Any, Any]:
+        """The start joined a run that has written its final status and is only cleaning up
+        (its stream, its Redis keys), and the job would sit PENDING: let that run end, then
+        start the new run."""
+        await self._wait_closed(joined)
+        return await self._start_workflow(job, failed_only=failed_only)
 
     async def _wait_closed(self, handle: WorkflowHandle[Any, Any]) -> None:
         """Until the run ``handle`` names has closed, however it ends (or the short activity
@@ -308,3 +313,8 @@ def _check_type(job: JobRecord, antenna_tasks: bool) -> None:
         raise InvalidJobInput(
             "job_type", f"job {job.id}'s type {job.job_type.value!r} is not one antenna-jobs runs"
         )
+
+
+def _joined(handle: WorkflowHandle[Any, Any], run_id: str | None) -> bool:
+    """Whether a start joined the run ``run_id`` (a start while a run of the id is open does)."""
+    return run_id is not None and handle.result_run_id == run_id

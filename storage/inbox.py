@@ -2,21 +2,21 @@
 aggregator, which saves and deletes rows in one transaction so a replay cannot count twice.
 
 A stored result keeps its full score and logit arrays for the saver's INSERT to read in the
-database; the aggregator itself only reads a light form of each row (``claim``), without them.
+database; the aggregator itself only reads a light form of each row (``claim``), without them
+(core/result_payload.py).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from core.result_arrays import COPY_HEADER, COPY_TRAILER, ArrayRow
+from core.result_payload import light
 from core.text import storable
 
 
@@ -31,10 +31,14 @@ class InboxEntry:
     arrays: Sequence[ArrayRow] = ()
 
 
+# The NOTIFY channel of new inbox rows is the jobs schema's name and this (``channel``).
+_CHANNEL_SUFFIX = ".inbox"
+
+
 def channel(jobs_schema: str) -> str:
     """The NOTIFY channel of new inbox rows (payload: the job id), one per jobs schema: the
     schema is first in every connection's search_path, so ``store`` names it current_schema()."""
-    return f"{jobs_schema}.inbox"
+    return f"{jobs_schema}{_CHANNEL_SUFFIX}"
 
 
 _INSERT = (
@@ -58,7 +62,7 @@ _ROWS = (
 _COPY_ARRAYS = (
     "COPY result_arrays (inbox_id, det, cls, scores, logits, score) FROM STDIN (FORMAT BINARY)"
 )
-_NOTIFY = "SELECT pg_notify(current_schema() || '.inbox', %(job_text)s)"
+_NOTIFY = f"SELECT pg_notify(current_schema() || '{_CHANNEL_SUFFIX}', %(job_text)s)"
 _INSERT_ALL = (
     f"WITH stored AS ({_ROWS} ORDER BY e.n RETURNING id), announced AS ({_NOTIFY})"
     " SELECT id FROM stored, announced ORDER BY id"
@@ -154,58 +158,8 @@ async def store(conn: AsyncConnection[Any], job_id: int, entries: list[InboxEntr
                 for array in entry.arrays:
                     await copy.write(array.copy_row(row_id))
             await copy.write(COPY_TRAILER)
-    await conn.execute("SELECT pg_notify(current_schema() || '.inbox', %s)", (str(job_id),))
+    await conn.execute(_NOTIFY, {"job_text": str(job_id)})
     return ids
-
-
-def error_payload(image_id: int, message: str) -> str:
-    return json.dumps({"error": message, "image_id": str(image_id)})
-
-
-class _Light(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-
-
-class LightAlgorithm(_Light):
-    key: str
-    name: str = ""
-
-
-class LightClassification(_Light):
-    classification: str
-    algorithm: LightAlgorithm
-    terminal: bool = True
-    timestamp: datetime | None = None
-    # len(scores): the arrays themselves stay in the database.
-    n_scores: int = 0
-
-
-class LightBox(_Light):
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-class LightDetection(_Light):
-    source_image_id: str
-    bbox: LightBox | None = None
-    algorithm: LightAlgorithm
-    timestamp: datetime | None = None
-    crop_image_url: str | None = None
-    classifications: list[LightClassification] = Field(default_factory=list)
-
-
-class LightSource(_Light):
-    id: str
-
-
-class LightResult(_Light):
-    """A success result without its score and logit arrays."""
-
-    pipeline: str = ""
-    source_images: list[LightSource] = Field(default_factory=list)
-    detections: list[LightDetection] = Field(default_factory=list)
 
 
 class ClaimedRow(BaseModel):
@@ -216,39 +170,6 @@ class ClaimedRow(BaseModel):
     attempts: int
     # The error result, or the light form of a success result (a dict until parsed).
     light: dict[str, Any]
-
-
-def _count(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-
-
-def light(payload: Any, is_error: bool) -> Any:
-    """A success result's payload without its score, logit and label arrays (its
-    classifications keep only ``n_scores``, their length); anything else as it is. Done here,
-    not in the claim's SQL: taking the jsonb apart in PostgreSQL cost 19 ms per batch of 250
-    rows, the database being the busiest process of a big job; an inline payload is < 64 kB.
-    Any shape is accepted (a row is only as valid as its writer)."""
-    if is_error or not isinstance(payload, dict) or not isinstance(payload.get("detections"), list):
-        return payload
-    for detection in payload["detections"]:
-        if not isinstance(detection, dict):
-            continue
-        found = detection.get("classifications")
-        if not isinstance(found, list):
-            detection["classifications"] = []
-            continue
-        for c in found:
-            if isinstance(c, dict):
-                scores = c.pop("scores", None)
-                c.pop("logits", None)
-                c.pop("labels", None)
-                c["n_scores"] = (
-                    len(scores) if isinstance(scores, list) else _count(c.get("n_scores"))
-                )
-    return payload
 
 
 async def claim(

@@ -52,14 +52,14 @@ class JobWorkflow(MlJobLifecycle):
     async def run(self, inp: JobWorkflowInput) -> JobWorkflowResult:
         return await self._run_job()
 
-    @workflow.signal(name="pause")
+    @workflow.signal(name=naming.PAUSE_SIGNAL)
     async def pause(self, reason: str | None = None, request: int | None = None) -> None:
         """No tasks are handed out until ``resume``; results in flight are still saved.
         ``request``: the number our API gave the request (it applied it already); a signal
         handled after a newer request changes nothing."""
         await self._apply_pause(True, reason or "pause signal", request)
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name=naming.RESUME_SIGNAL)
     async def resume(self, reason: str | None = None, request: int | None = None) -> None:
         await self._apply_pause(False, reason or "resume signal", request)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from core.errors import BrokerNotConfigured
 from core.settings import AntennaSettings
 
 RUN_JOB_TASK = "ami.jobs.tasks.run_job"
@@ -48,7 +49,7 @@ class AntennaCelery:
 
     def _require(self) -> Celery:
         if self._app is None:
-            raise RuntimeError("ANTENNA_JOBS_ANTENNA_BROKER_URL is not set: no Antenna Celery")
+            raise BrokerNotConfigured()
         return self._app
 
     async def _call(self, fn: Any, *args: Any) -> Any:

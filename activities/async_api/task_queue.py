@@ -30,6 +30,7 @@ from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
 from core import json_codec
+from core.result_payload import error_payload
 from core.settings import Settings
 from storage import inbox, job_runs
 from storage.inbox import InboxEntry
@@ -235,5 +236,5 @@ def _no_url_entry(image_id: int) -> InboxEntry:
         image_id=image_id,
         reply_subject="",
         is_error=True,
-        payload=inbox.error_payload(image_id, NO_URL_ERROR),
+        payload=error_payload(image_id, NO_URL_ERROR),
     )

@@ -36,6 +36,7 @@ from antenna_db.capture_urls import NO_URL_ERROR
 from antenna_db.pipelines import BATCH_SIZE_KEY
 from core import backoff
 from core.errors import Failure, failure
+from core.result_payload import NOT_STORED, image_id, images_named
 from core.schemas import PipelineRequest, PipelineResultsResponse, SourceImageRequest
 from core.settings import Settings
 from storage import inbox
@@ -171,10 +172,8 @@ class _SyncRun:
             )
             response, error = await self._post(request)
             if response is not None:
-                answer = _only(response, ids).model_dump_json(exclude={"algorithms", "errors"})
-                answered = {_int(s.id) for s in response.source_images} | {
-                    _int(d.source_image_id) for d in response.detections
-                }
+                answer = _only(response, ids).model_dump_json(exclude=NOT_STORED)
+                answered = images_named(response)
                 missing = error or "missing from the service's answer"
                 failed |= dict.fromkeys(ids - answered, missing)
             else:
@@ -241,18 +240,11 @@ async def _no_reply(_: str) -> int | None:
     return None
 
 
-def _int(value: str) -> int | None:
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
 def _only(response: PipelineResultsResponse, ids: set[int]) -> PipelineResultsResponse:
     """The answer restricted to the images the batch asked for: never save or fail another."""
     return response.model_copy(
         update={
-            "source_images": [s for s in response.source_images if _int(s.id) in ids],
-            "detections": [d for d in response.detections if _int(d.source_image_id) in ids],
+            "source_images": [s for s in response.source_images if image_id(s.id) in ids],
+            "detections": [d for d in response.detections if image_id(d.source_image_id) in ids],
         }
     )

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from antenna_db.schema_check import SchemaIncompatible
 from core import tracing
-from core.errors import InvalidJobInput, InvalidJobState, JobNotFound
+from core.errors import BrokerNotConfigured, InvalidJobInput, InvalidJobState, JobNotFound
 from core.settings import Settings
 from core.temporal_client import connect_temporal
 from storage.pool import Pool, open_pool
@@ -53,7 +53,7 @@ def user_errors() -> Iterator[None]:
         yield
     except InvalidJobState as err:
         fail(f"job {err.job_id} is {err.status}: cannot {err.action}")
-    except (JobNotFound, InvalidJobInput) as err:
+    except (JobNotFound, InvalidJobInput, BrokerNotConfigured) as err:
         fail(str(err))
     except SchemaIncompatible as err:
         fail(str(err))

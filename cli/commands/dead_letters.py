@@ -14,7 +14,7 @@ import typer
 from kombu.exceptions import OperationalError
 
 from bridge.dead_letters import DeadLetterView, list_dead_letters, replay_dead_letters
-from cli.commands.context import console, fail, load_settings
+from cli.commands.context import console, fail, load_settings, user_errors
 
 dead_letter_app = typer.Typer(
     help="run_job messages the bridge gave up on (list, replay).", no_args_is_help=True
@@ -23,9 +23,9 @@ dead_letter_app = typer.Typer(
 
 def _broker() -> tuple[str, str]:
     settings = load_settings().antenna
-    if settings.broker_url is None:
-        fail("set ANTENNA_JOBS_ANTENNA_BROKER_URL to Antenna's Celery broker (amqp://...)")
-    return settings.broker_url, settings.jobs_queue
+    with user_errors():
+        url = settings.require_broker_url()
+    return url, settings.jobs_queue
 
 
 def _line(letter: DeadLetterView) -> str:

@@ -76,10 +76,7 @@ def checks_for(role: Role, settings: Settings) -> dict[str, Check]:
             await asyncio.to_thread(http_ok, f"http://127.0.0.1:{port}/metrics")
 
     async def broker() -> None:
-        url = settings.antenna.broker_url
-        if url is None:
-            raise RuntimeError("ANTENNA_JOBS_ANTENNA_BROKER_URL is not set")
-        await asyncio.to_thread(broker_ok, url)
+        await asyncio.to_thread(broker_ok, settings.antenna.require_broker_url())
 
     if role is Role.api:
         return {"api": api_http, "postgres": postgres, "nats": nats_js, "temporal": temporal}

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY
+from core.result_payload import is_error
 from core.schemas import AlgorithmReference, PipelineProcessingTask, PipelineTaskResult
 
 DETECTOR = AlgorithmReference(name="Fake Detector", key=DETECTOR_KEY)
@@ -134,7 +135,7 @@ class JobCounts:
         """Count one posted ``result_document``."""
         self.results_posted += 1
         body = document["result"]
-        if "error" in body:
+        if is_error(body):
             image_id = body.get("image_id")
         else:
             image_id = body["source_images"][0]["id"] if body["source_images"] else None
@@ -143,7 +144,7 @@ class JobCounts:
             return
         self.seen.add(image_id)
         self.images += 1
-        if "error" in body:
+        if is_error(body):
             self.errors += 1
             return
         self.detections += len(body["detections"])

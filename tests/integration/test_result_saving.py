@@ -1,19 +1,29 @@
 """Saving a batch (antenna_db.results.save) on real PostgreSQL: new detections, their
 occurrences and classifications are inserted with their links and the occurrence's
 determination already in place, and that determination is the one Antenna's rule (the general
-``_DETERMINE`` statement) picks for the same rows."""
+``_DETERMINE`` statement) picks for the same rows: on three cases, and as a property on generated
+classifications (bounded in CI, more examples with `make fuzz`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+import uuid
+from typing import Any, NamedTuple
 
-from antenna_db import pipelines, results
+import pytest
+import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from antenna_db import pipelines, results, taxa
 from antenna_db.results import ClassificationSpec, DetectionSpec, determinations
 from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY
 from storage import inbox
 from storage.inbox import InboxEntry
 from tests.helpers.jobs import make_job
+
+EXAMPLES = 500 if os.environ.get("ANTENNA_JOBS_TEST_PROFILE") == "full" else 50
 
 # Per image: each classification's (label, scores, terminal); the expected determination.
 CASES = {
@@ -140,3 +150,105 @@ def test_determinations_take_each_algorithms_best_then_terminal_then_score_then_
         row(9, 3, 7, None, True),
     ]
     assert determinations(rows) == {1: (103, 0.6), 2: (104, 0.4)}
+
+
+# Generated classifications: (detection, algorithm, score, terminal), in the order inserted (so
+# ids interleave across detections). Scores from a few values (ties at the best are the rule's
+# hard part) or any finite float; NULL scores too, which the rule passes over.
+MAX_DETECTIONS, MAX_CLASSIFICATIONS = 4, 12
+_SCORES = st.one_of(
+    st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.9, 1.0]),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_CLASSIFICATION = st.tuples(
+    st.integers(0, MAX_DETECTIONS - 1), st.integers(0, 1), _SCORES, st.booleans()
+)
+
+
+class _Rows(NamedTuple):
+    """What the generated rows refer to: the seeded project's image, two algorithms and one
+    taxon per classification (so a determination names the very row chosen)."""
+
+    project: int
+    image: int
+    algorithms: tuple[int, int]
+    taxa: list[int]
+
+
+@pytest_asyncio.fixture(name="rows")
+async def rows_fixture(pool: Any) -> _Rows:
+    made = await make_job(pool, images=1)
+    async with pool.connection() as conn:
+        pipeline = await pipelines.load(conn, made.job.id)
+        prefix = uuid.uuid4().hex[:8]
+        labels = [f"determination {prefix} {i}" for i in range(MAX_CLASSIFICATIONS)]
+        found = await taxa.create(conn, [taxa.NewTaxon(label, "SPECIES") for label in labels])
+    return _Rows(
+        project=made.seeded.project_id,
+        image=made.images[0][0],
+        algorithms=(
+            pipeline.algorithms[DETECTOR_KEY].id,
+            pipeline.algorithms[CLASSIFIER_KEY].id,
+        ),
+        taxa=[found[label] for label in labels],
+    )
+
+
+@pytest.mark.fuzz
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(classifications=st.lists(_CLASSIFICATION, max_size=MAX_CLASSIFICATIONS))
+async def test_sql_and_python_determinations_agree_on_generated_rows(
+    pool: Any, rows: _Rows, classifications: list[tuple[int, int, float | None, bool]]
+) -> None:
+    """``determinations`` (Python, for new detections) picks what ``_DETERMINE`` (SQL, for any
+    occurrence) picks, for occurrences of one detection without human identifications."""
+    async with pool.connection() as conn, conn.transaction(force_rollback=True):
+        occurrences: list[int] = []
+        detections: list[int] = []
+        for _ in range(MAX_DETECTIONS):
+            cur = await conn.execute(
+                "INSERT INTO main_occurrence (created_at, updated_at, project_id)"
+                " VALUES (now(), now(), %s) RETURNING id",
+                (rows.project,),
+            )
+            occurrence = (await cur.fetchone())["id"]
+            cur = await conn.execute(
+                "INSERT INTO main_detection (created_at, updated_at, source_image_id,"
+                " detection_algorithm_id, occurrence_id) VALUES (now(), now(), %s, %s, %s)"
+                " RETURNING id",
+                (rows.image, rows.algorithms[0], occurrence),
+            )
+            occurrences.append(occurrence)
+            detections.append((await cur.fetchone())["id"])
+        inserted = []
+        for n, (detection, algorithm, score, terminal) in enumerate(classifications):
+            cur = await conn.execute(
+                'INSERT INTO main_classification (created_at, updated_at, score, "timestamp",'
+                " algorithm_id, detection_id, taxon_id, terminal)"
+                " VALUES (now(), now(), %s, now(), %s, %s, %s, %s)"
+                " RETURNING id, detection_id, taxon_id, score, terminal, algorithm_id",
+                (score, rows.algorithms[algorithm], detections[detection], rows.taxa[n], terminal),
+            )
+            inserted.append(await cur.fetchone())
+
+        by_python = determinations(inserted)
+        await conn.execute(results._DETERMINE, (occurrences,))
+        cur = await conn.execute(
+            "SELECT id, determination_id, determination_score FROM main_occurrence"
+            " WHERE id = ANY(%s)",
+            (occurrences,),
+        )
+        by_sql = {r["id"]: r for r in await cur.fetchall()}
+        for detection, occurrence in zip(detections, occurrences, strict=True):
+            row = by_sql[occurrence]
+            chosen = (
+                None
+                if row["determination_id"] is None
+                else (row["determination_id"], row["determination_score"])
+            )
+            assert chosen == by_python.get(detection), (detection, inserted)

@@ -9,7 +9,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.async_api.models import PublishCheckpoint
 from activities.heartbeat import resume_details
 from activities.images import collected_progress
-from activities.result_saver import parse_results, unnamed_errors
+from activities.result_saver import BatchOutcome, parse_results, unnamed_errors
 from antenna_db.pipelines import Algorithm, PipelineContext
 from core.counters import AggregateCounters
 from core.ml_progress import apply_counters, fraction, throughput_line
@@ -89,6 +89,12 @@ def test_parse_results_errors_without_image_use_the_resolved_id():
     assert [r.id for r in unnamed_errors(rows)] == [1, 2]
     parsed = parse_results(rows, PIPELINE, {1: 42})
     assert parsed.failed == {42: "gpu oom"}
+
+
+def test_refusals_name_the_image_or_else_the_inbox_row():
+    outcome = BatchOutcome(refused={5: "bad"})
+    outcome.add(BatchOutcome(refused_rows={12: "worse"}))
+    assert outcome.refusals() == [("image 5", "bad"), ("result row 12", "worse")]
 
 
 def test_stream_seq_from_reply_v1_and_v2():

@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from typer.testing import CliRunner
 
 from activities.antenna_task.runner import AntennaTaskActivities, task_id_for
 from antenna_db.job_store import JobRecord
 from antenna_db.job_tasks import TaskRow
+from cli.main import app
 from core import naming
+from core.errors import BrokerNotConfigured
 from core.settings import AntennaSettings, Settings
 from core.states import DispatchMode, JobState, JobType
 
@@ -40,6 +43,16 @@ def test_antenna_mode_is_having_antennas_broker():
     assert not AntennaSettings(broker_url=None).runs_antenna_tasks
     assert AntennaSettings(broker_url="amqp://guest:guest@127.0.0.1:5672//").runs_antenna_tasks
     assert AntennaSettings().task_queue == "antenna"
+
+
+@pytest.mark.parametrize("command", [["bridge"], ["dead-letters", "list"]])
+def test_what_needs_the_broker_names_the_setting_it_lacks(command: list[str]) -> None:
+    with pytest.raises(BrokerNotConfigured, match="ANTENNA_JOBS_ANTENNA_BROKER_URL"):
+        AntennaSettings(broker_url=None).require_broker_url()
+    assert AntennaSettings(broker_url="amqp://x//").require_broker_url() == "amqp://x//"
+    result = CliRunner().invoke(app, command, env={"ANTENNA_JOBS_ANTENNA_BROKER_URL": None})
+    assert result.exit_code == 1
+    assert "set ANTENNA_JOBS_ANTENNA_BROKER_URL" in result.output
 
 
 def test_task_ids_are_the_same_for_every_attempt_of_one_send_and_new_for_the_next():

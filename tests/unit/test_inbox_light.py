@@ -1,5 +1,5 @@
-"""The light form of an inbox row (storage.inbox.light): arrays dropped, their length kept, and
-any shape a faulty writer left accepted without raising."""
+"""The light form of an inbox row (core.result_payload.light): arrays dropped, their length kept,
+and any shape a faulty writer left accepted without raising."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from storage.inbox import light
+from core.result_payload import light
 
 
 def test_success_result_loses_its_arrays_and_keeps_their_length() -> None:
