@@ -37,6 +37,8 @@ pytest_plugins = [
     "tests.helpers.mocked_job",
     "tests.helpers.workflow_faults",
     "tests.helpers.histories",
+    # Marks the tests that need no service (no_services, fast): see the module.
+    "tests.helpers.fast",
 ]
 
 
