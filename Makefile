@@ -38,8 +38,11 @@ test: install
 CLOSED := 127.0.0.1:1
 FAST_ENV := ANTENNA_JOBS_DATABASE_URL=postgresql://postgres@$(CLOSED)/none \
 	ANTENNA_JOBS_REDIS_URL=redis://$(CLOSED)/0 ANTENNA_JOBS_NATS_URL=nats://$(CLOSED)
+# Temporary files in a directory of its own: pytest's shared one (/tmp/pytest-of-<user>) is pruned
+# at the end of every run, and a run beside this one (another checkout's) can fail that pruning.
 test-fast: install
-	$(FAST_ENV) $(BIN)/pytest $(PYTEST_ARGS) -m fast
+	mkdir -p .state
+	$(FAST_ENV) $(BIN)/pytest $(PYTEST_ARGS) -m fast --basetemp=.state/pytest-fast
 
 # The alert rules alone (make test runs the same through tests/integration/test_monitoring_files.py,
 # with the compose files and a live Prometheus in test_prometheus_live.py). Needs Debian's
