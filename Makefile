@@ -9,7 +9,7 @@ IMAGES ?= 500
 # CI-bounded test run: per-test timeout from pyproject, chaos and slow tests in their bounded form.
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test test-replay test-rules record-histories lint bench chaos fuzz up down \
+.PHONY: install demo test test-fast test-replay test-rules record-histories lint bench chaos fuzz up down \
 	schema-manifest
 
 $(BIN)/python:
@@ -32,6 +32,20 @@ test: install
 	ANTENNA_JOBS_TEST_PROFILE=$${ANTENNA_JOBS_TEST_PROFILE:-ci} $(BIN)/pytest $(PYTEST_ARGS) \
 		$(addprefix --ignore=,$(REPLAY_TESTS))
 	$(MAKE) --no-print-directory test-replay
+
+# The tests that need no service (marked from the fixtures they use, tests/helpers/fast.py) and the
+# workflows with mocked activities on the Temporal dev server the session starts itself: under a
+# minute, with no PostgreSQL, Redis, NATS or RabbitMQ. Their URLs point at a closed port here, so
+# a test that reaches one anyway fails instead of passing on what happens to run on this machine.
+# (Not Temporal's address: tests of the connection settings check its default.)
+CLOSED := 127.0.0.1:1
+FAST_ENV := ANTENNA_JOBS_DATABASE_URL=postgresql://postgres@$(CLOSED)/none \
+	ANTENNA_JOBS_REDIS_URL=redis://$(CLOSED)/0 ANTENNA_JOBS_NATS_URL=nats://$(CLOSED)
+# Temporary files in a directory of its own: pytest's shared one (/tmp/pytest-of-<user>) is pruned
+# at the end of every run, and a run beside this one (another checkout's) can fail that pruning.
+test-fast: install
+	mkdir -p .state
+	$(FAST_ENV) $(BIN)/pytest $(PYTEST_ARGS) -m fast --basetemp=.state/pytest-fast
 
 # The alert rules alone (make test runs the same through tests/integration/test_monitoring_files.py,
 # with the compose files and a live Prometheus in test_prometheus_live.py). Needs Debian's

@@ -37,8 +37,11 @@ pytest_plugins = [
     "tests.helpers.api",
     "tests.helpers.broker",
     "tests.helpers.mocked_job",
+    "tests.helpers.mocked_workflows",
     "tests.helpers.workflow_faults",
     "tests.helpers.histories",
+    # Marks the tests that need no service (no_services, fast): see the module.
+    "tests.helpers.fast",
 ]
 
 

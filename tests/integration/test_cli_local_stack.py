@@ -28,6 +28,9 @@ from core.settings import (
     TemporalSettings,
 )
 
+# Starts embedded PostgreSQL, Redis, NATS and Temporal servers (tests/helpers/fast.py).
+pytestmark = pytest.mark.services
+
 
 def temporal_settings() -> TemporalSettings:
     port, ui = processes.free_port(), processes.free_port()

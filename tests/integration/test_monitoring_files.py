@@ -54,11 +54,13 @@ def alerts() -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
 
 
+@pytest.mark.services  # promtool, which make install does not provide
 def test_promtool_checks_the_rules() -> None:
     checked = run(promtool(), "check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.services  # promtool, which make install does not provide
 def test_promtool_unit_tests_of_every_alert_pass() -> None:
     tested = run(promtool(), "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -81,6 +83,7 @@ def test_every_alert_is_tested_firing_and_quiet_and_has_a_runbook() -> None:
         assert f"| `{name}` |" in readme, f"README has no runbook line for {name}"
 
 
+@pytest.mark.services  # promtool, which make install does not provide
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:
     """prometheus.yml as the container sees it: the secret and the rule file at their paths."""
     (tmp_path / "token").write_text("secret")

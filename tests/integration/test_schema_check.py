@@ -64,6 +64,7 @@ async def report(db: DatabaseSettings) -> schema_check.SchemaReport:
         return await schema_check.check(conn, db.schema_name)
 
 
+@pytest.mark.services  # the PostgreSQL of the default settings (tests/helpers/fast.py)
 def test_the_committed_manifest_is_what_the_generator_makes_of_antennas_schema() -> None:
     url = DatabaseSettings().url
     made = schema_manifest.generate(url, FIXTURES / "schema.sql")

@@ -26,6 +26,8 @@ from antenna_db.schema_manifest import USED_TABLES
 from core.settings import DatabaseSettings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "antenna"
+# Its fixtures connect to the PostgreSQL of the default settings (tests/helpers/fast.py).
+pytestmark = pytest.mark.services
 
 # The tables antenna-jobs uses: the schema manifest names them.
 TABLES = list(USED_TABLES)

@@ -13,28 +13,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from core.counters import AggregateCounters
 from core.errors import Failure, failure
 from core.states import JobState
-from core.workflow_io import JobWorkflowResult, WorkflowProgress
+from core.workflow_io import JobWorkflowResult
 from tests.helpers import eventually
-from tests.helpers.mocked_job import MockedJob, start
+from tests.helpers.mocked_job import MockedJob, ended_with, progress, start
 from workflows.job_workflow import JobWorkflow
-
-
-async def ended_with(handle: WorkflowHandle[Any, JobWorkflowResult]) -> BaseException:
-    """The cause of the run's failure (a CancelledError for a cancelled run)."""
-    with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()
-    assert failed.value.cause is not None
-    return failed.value.cause
-
-
-async def progress(handle: WorkflowHandle[Any, JobWorkflowResult]) -> WorkflowProgress:
-    return await handle.query(JobWorkflow.progress, result_type=WorkflowProgress)
 
 
 async def assert_revoked(job: MockedJob, handle: WorkflowHandle[Any, JobWorkflowResult]) -> None:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -108,6 +109,8 @@ async def test_the_guard_fails_on_a_moved_activity_and_names_the_history(
     workflow_faults.take()
 
 
+# A pytest of its own, with its own Temporal dev server: 20 s (tests/helpers/fast.py).
+@pytest.mark.services
 def test_the_recording_command_records_replayable_histories(tmp_path: Path) -> None:
     """`make record-histories` on a small scale, so it cannot rot: one test's run recorded by a
     pytest of its own, and the file it wrote replays."""
