@@ -150,7 +150,7 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
         else (split_results(raw))
     )
     if job.status in REFUSED_STATES or job.consumer is None or job.run_id is None:
-        return await _discard(ctx, job_id, job.status, body.entries, None)
+        return await _discard(ctx, job_id, job.status, body.entries)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
     try:
@@ -205,12 +205,12 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
 
 
 async def _discard(
-    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry], prefix: str | None
+    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry]
 ) -> JSONResponse:
     """Results for a job that is not active: ack them so they stop coming back, keep none.
     Only subjects of the job's stream are acked: while the job is not active, the only
     consumer that can take them is that of the run that is ending (or none)."""
-    prefix = prefix or f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
+    prefix = f"$JS.ACK.{ctx.settings.jobs.names.stream(job_id)}."
     subjects = []
     for index, entry in enumerate(entries):
         subject = reply_subject_of(entry)
