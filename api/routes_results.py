@@ -79,7 +79,8 @@ async def _validate_all(
     """Each entry on its own: validated, matched with its task's image, then serialised. A big
     entry (a 29,176-class result is 2.7 MB, 50 ms of work) is handled in a thread, so the event
     loop keeps serving /tasks/ and other posts meanwhile: it takes the GIL back within the switch
-    interval (5 ms) whenever it has work, as msgspec and the array encoding run in short C calls."""
+    interval (0.5 ms, set in api/server.py) whenever it has work, as msgspec and the array encoding
+    run in short C calls."""
     checked: list[tuple[int, ValidEntry]] = []
     errors: list[EntryError] = []
     for index, raw in enumerate(entries):
