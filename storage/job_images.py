@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from core.text import storable
+from core.text import STORED_ERROR_CHARS, storable
 
 _MARK_PROCESSED = (
     "UPDATE job_images SET status = 'processed', updated_at = now()"
@@ -48,13 +48,13 @@ async def mark_failed(conn: AsyncConnection[Any], job_id: int, errors: dict[int,
         return []
     cur = await conn.execute(
         _MARK_FAILED,
-        (list(errors), [storable(e, 2000) for e in errors.values()], job_id),
+        (list(errors), [storable(e, STORED_ERROR_CHARS) for e in errors.values()], job_id),
     )
     return [int(r["source_image_id"]) for r in await cur.fetchall()]
 
 
 async def fail_pending(conn: AsyncConnection[Any], job_id: int, reason: str) -> list[int]:
-    cur = await conn.execute(_FAIL_PENDING, (storable(reason, 2000), job_id))
+    cur = await conn.execute(_FAIL_PENDING, (storable(reason, STORED_ERROR_CHARS), job_id))
     return [int(r["source_image_id"]) for r in await cur.fetchall()]
 
 
