@@ -25,14 +25,12 @@ from pydantic import BaseModel
 from bridge import report as bridge_report
 from bridge.report import SavedReport
 from core.naming import Names
-from core.states import DispatchMode, JobState
+from core.states import RUNNING_STATES, DispatchMode, JobState
 from storage import job_workers, pipeline_polls
 from storage.db import Pool
 from storage.job_workers import JobWorker
 from storage.pipeline_polls import PipelinePoll
 
-# Jobs counted as running (Antenna's running_states()).
-RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)
 # Consumer-info requests in flight at once, and at most this many running jobs are listed.
 NATS_CONCURRENCY = 16
 MAX_RUNNING = 1000
@@ -142,7 +140,7 @@ async def gather(
         taken_at = await _now(conn)
         cur = await conn.execute(_BY_STATUS)
         by_status = {str(r["status"]): int(r["n"]) for r in await cur.fetchall()}
-        cur = await conn.execute(_RUNNING, ([s.value for s in RUNNING], MAX_RUNNING))
+        cur = await conn.execute(_RUNNING, ([s.value for s in RUNNING_STATES], MAX_RUNNING))
         running = [RunningJob.model_validate(r) for r in await cur.fetchall()]
         cur = await conn.execute(_INBOX)
         inbox = await cur.fetchone()
