@@ -38,6 +38,9 @@ WAITING_FOR_WORKERS = "waiting for workers"
 ERROR_LINES_PER_RUN = 100
 # A worker's error is cut to this many characters in its line.
 ERROR_TEXT_MAX = 1000
+# A log line about many images names at most this many of them in its context (a sample; the
+# message gives the count).
+LOGGED_IMAGE_IDS = 10
 
 
 def pipeline_error_prefix(job_id: int) -> str:

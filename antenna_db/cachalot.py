@@ -4,7 +4,7 @@ Cachalot caches every SELECT of Antenna's ORM in its Django cache (Redis) and on
 writes made by Django itself: after a raw write, Antenna keeps serving the old rows (its job log,
 capture lists, counts). Setting a table's invalidation key to "now" (what
 ``cachalot.api.invalidate()`` writes: django-redis key prefix '', version 1, a pickled float, no
-expiry) makes every cached query on it stale (reference/antenna-db.md section 0).
+expiry) makes every cached query on it stale (docs/antenna-db.md section 0).
 
 Writers here say what they wrote with ``wrote(table, ...)``: right after an autocommitted write,
 or, for a transaction, after its commit. A process that is pointed at Antenna's cache (worker,

@@ -2,8 +2,8 @@
 
 Collect materialises a job's image set (our ``job_images``) from Antenna's capture tables with
 one set-based statement: the job's capture set, else its single capture, else its station's
-captures; minus what Antenna's ``filter_processed_images`` skips (reference/antenna-db.md
-section 3, the SQL form verified against Antenna's Python) unless the project reprocesses
+captures; minus what Antenna's ``filter_processed_images`` skips (docs/antenna-db.md
+section 2, the SQL form verified against Antenna's Python) unless the project reprocesses
 everything; shuffled if the job says so, then cut to its limit.
 """
 

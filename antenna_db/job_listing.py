@@ -12,7 +12,7 @@ from antenna_db.users import runnable_jobs, visible_projects
 from core.states import ACTIVE_STATES, FINAL_STATES, DispatchMode
 
 _FINAL = [s.value for s in FINAL_STATES]
-_RUNNING = {s.value for s in ACTIVE_STATES}
+_ACTIVE = {s.value for s in ACTIVE_STATES}
 _SUMMARY_COLUMNS = COLUMNS + ", p.slug AS pipeline_slug, r.paused_at"
 _FROM = (
     " FROM jobs_job j LEFT JOIN ml_pipeline p ON p.id = j.pipeline_id"
@@ -86,9 +86,9 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
         body["progress"] = row["progress"]
     body["pipeline_slug"] = row.get("pipeline_slug")
     paused_at = row.get("paused_at")
-    running = body.get("status") in _RUNNING
-    body["paused"] = paused_at is not None and running
-    body["paused_at"] = paused_at.isoformat() if paused_at is not None and running else None
+    active = body.get("status") in _ACTIVE
+    body["paused"] = paused_at is not None and active
+    body["paused_at"] = paused_at.isoformat() if paused_at is not None and active else None
     return body
 
 

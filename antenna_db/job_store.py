@@ -1,6 +1,6 @@
 """Antenna's job rows: ``jobs_job`` reads, creation and guarded writes, and ``jobs_joblog`` lines.
 
-Columns change as Antenna's own writers change them (reference/antenna-db.md section 4): every
+Columns change as Antenna's own writers change them (docs/antenna-db.md section 3): every
 status write is ``UPDATE ... WHERE status IN (...)``, so a stale writer can never move a job out of
 a final state (antenna#1337), and the progress summary's status follows the row's status in the
 same statement. No row locks: one writer of progress per running job. ``logs`` (deprecated in

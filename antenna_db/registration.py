@@ -1,5 +1,5 @@
 """Registering a pull-mode processing service's pipelines with a project, as Antenna's
-``ProjectPipelineViewSet.create`` does (reference/antenna-db.md section 6), in one transaction.
+``ProjectPipelineViewSet.create`` does (docs/antenna-db.md section 5), in one transaction.
 
 Idempotent (a worker re-registers at every start). Unlike Antenna, a request never changes what
 another project uses, and links only the caller's project:

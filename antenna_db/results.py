@@ -1,4 +1,4 @@
-"""Saving results as Antenna's ``save_results`` does (reference/antenna-db.md section 2), set-based
+"""Saving results as Antenna's ``save_results`` does (docs/antenna-db.md section 1), set-based
 and inside the caller's transaction, so a batch is saved whole or not at all.
 
 For the images a batch moved from pending (never for a replay: the caller only passes those):

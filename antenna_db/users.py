@@ -1,5 +1,5 @@
 """Antenna's users, tokens and project permissions, as its API checks them
-(reference/antenna-db.md section 5).
+(docs/antenna-db.md section 4).
 
 Tokens are ``authtoken_token`` rows (plaintext keys, one per user) of active users. Object
 permissions are guardian's, through the project's role groups (``"<id>_<name>_<Role>"``);

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 # Listing polls without a pipeline filter: every pipeline is polled for.
 ANY_PIPELINE = "*"
-# A slow NATS must not hold every /tasks/ request of the process: such a job counts as unknown.
-CONSUMER_INFO_TIMEOUT = 1.0
 # (pipeline slug, poller) pairs remembered at most; past it the least recently polled go first
 # (a real deployment polls a few dozen pipelines; a caller naming thousands only evicts its own).
 MAX_POLLED = 10_000

@@ -75,7 +75,8 @@ async def _validate_all(
     """Each entry on its own: validated, matched with its task's image, then serialised. A big
     entry (a 29,176-class result is 2.7 MB, 50 ms of work) is handled in a thread, so the event
     loop keeps serving /tasks/ and other posts meanwhile: it takes the GIL back within the switch
-    interval (5 ms) whenever it has work, as msgspec and the array encoding run in short C calls."""
+    interval (0.5 ms, set in api/server.py) whenever it has work, as msgspec and the array encoding
+    run in short C calls."""
     checked: list[tuple[int, ValidEntry]] = []
     errors: list[EntryError] = []
     for index, raw in enumerate(entries):
@@ -146,7 +147,7 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
         else (split_results(raw))
     )
     if job.status in REFUSED_STATES or job.consumer is None or job.run_id is None:
-        return await _discard(ctx, job_id, job.status, body.entries, None)
+        return await _discard(ctx, job_id, job.status, body.entries)
     prefix = ctx.settings.jobs.names.ack_prefix(job_id, job.consumer)
 
     try:
@@ -201,12 +202,12 @@ async def _post(request: Request, ctx: ApiContext, job_id: int, job: WorkerView)
 
 
 async def _discard(
-    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry], prefix: str | None
+    ctx: ApiContext, job_id: int, status: JobState, entries: list[RawEntry]
 ) -> JSONResponse:
     """Results for a job that is not active: ack them so they stop coming back, keep none.
     Only subjects of the job's stream are acked: while the job is not active, the only
     consumer that can take them is that of the run that is ending (or none)."""
-    prefix = prefix or ctx.settings.jobs.names.ack_prefix(job_id)
+    prefix = ctx.settings.jobs.names.ack_prefix(job_id)
     subjects = []
     for index, entry in enumerate(entries):
         subject = reply_subject_of(entry)

@@ -2,7 +2,7 @@
 
 Today one task: ``ami.ml.tasks.create_detection_images(source_image_ids=[...])`` on the results
 queue (``ml_results``), which Antenna queues after saving detections so its crop worker cuts and
-stores a crop for every detection with a bbox and no path (reference/antenna-db.md section 2,
+stores a crop for every detection with a bbox and no path (docs/antenna-db.md section 1,
 step 5). Crops are best effort, as in Antenna: a broker outage is logged, never raised.
 """
 

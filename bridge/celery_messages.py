@@ -1,9 +1,10 @@
 """Parsing Celery task messages (what Antenna's ``app.send_task`` puts on RabbitMQ).
 
-Protocol 2 (Celery >= 4, Antenna's): the task name and id are headers (``task``, ``id``) and the
-body is ``[args, kwargs, embed]``. Protocol 1: the body is a dict with ``task``, ``id``, ``args``
-and ``kwargs``. Antenna sends JSON, gzip-compressed (``CELERY_TASK_COMPRESSION``; the
-``compression`` header names it), with ``content_encoding`` utf-8. No I/O here.
+Celery's protocol 2 (Celery >= 4, the one Antenna sends): the task name and id are headers
+(``task``, ``id``) and the body is ``[args, kwargs, embed]``; anything else (protocol 1's dict
+body included) is malformed. Antenna sends JSON, gzip-compressed (``CELERY_TASK_COMPRESSION``),
+with ``content_encoding`` utf-8; kombu decompresses the body on receipt (by its ``compression``
+header), so what is parsed here is plain. No I/O here.
 
 AntennaJobsError
 └── MalformedTaskMessage(reason, task, task_id)   can never succeed: the bridge drops it
@@ -16,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu.compression import decompress
 from kombu.serialization import loads
 
 from core.errors import AntennaJobsError
@@ -49,7 +49,6 @@ class TaskMessage:
     id: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    protocol: int = 2
 
 
 @dataclass(frozen=True)
@@ -60,42 +59,27 @@ class RunJobRequest:
     task_id: str
 
 
-def decode_body(
-    body: bytes | str,
-    content_type: str | None,
-    content_encoding: str | None,
-    *,
-    compression: str | None = None,
-) -> Any:
+def decode_body(body: bytes | str, content_type: str | None, content_encoding: str | None) -> Any:
     """The body as Python values; JSON only (Antenna's only serializer; never unpickle)."""
     if content_type != JSON_CONTENT_TYPE:
         raise MalformedTaskMessage(f"content type {content_type!r} is not {JSON_CONTENT_TYPE}")
     try:
-        if compression:
-            raw = body.encode() if isinstance(body, str) else body
-            body = decompress(raw, compression)
         return loads(body, content_type, content_encoding, accept=[JSON_CONTENT_TYPE])
     except Exception as err:
         raise MalformedTaskMessage(f"undecodable body ({type(err).__name__}: {err})") from err
 
 
 def parse_task(headers: Mapping[str, Any] | None, payload: Any) -> TaskMessage:
-    """A decoded message of either protocol as a TaskMessage."""
+    """A decoded protocol 2 message as a TaskMessage."""
     headers = headers or {}
-    if "task" in headers:
-        task, task_id = _text(headers.get("task")), _text(headers.get("id"))
-        if not isinstance(payload, list | tuple) or len(payload) != 3:
-            raise MalformedTaskMessage(
-                "protocol 2 body is not [args, kwargs, embed]", task=task, task_id=task_id
-            )
-        args, kwargs, _embed = payload
-        protocol = 2
-    elif isinstance(payload, Mapping) and "task" in payload:
-        task, task_id = _text(payload.get("task")), _text(payload.get("id"))
-        args, kwargs = payload.get("args", ()), payload.get("kwargs", {})
-        protocol = 1
-    else:
-        raise MalformedTaskMessage("no task name (neither a 'task' header nor a protocol 1 body)")
+    if "task" not in headers:
+        raise MalformedTaskMessage("no task name (no 'task' header: not a protocol 2 message)")
+    task, task_id = _text(headers.get("task")), _text(headers.get("id"))
+    if not isinstance(payload, list | tuple) or len(payload) != 3:
+        raise MalformedTaskMessage(
+            "protocol 2 body is not [args, kwargs, embed]", task=task, task_id=task_id
+        )
+    args, kwargs, _embed = payload
     if task is None:
         raise MalformedTaskMessage("task name is not a non-empty string", task_id=task_id)
     if task_id is None:
@@ -104,7 +88,7 @@ def parse_task(headers: Mapping[str, Any] | None, payload: Any) -> TaskMessage:
         raise MalformedTaskMessage("args is not a list", task=task, task_id=task_id)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise MalformedTaskMessage("kwargs is not an object", task=task, task_id=task_id)
-    return TaskMessage(task, task_id, tuple(args), dict(kwargs), protocol)
+    return TaskMessage(task, task_id, tuple(args), dict(kwargs))
 
 
 def parse_run_job(message: TaskMessage) -> RunJobRequest:
@@ -131,11 +115,9 @@ def run_job_request(
     body: bytes | str,
     content_type: str | None,
     content_encoding: str | None,
-    *,
-    compression: str | None = None,
 ) -> RunJobRequest:
     """Decode, parse and check one raw message; MalformedTaskMessage for anything wrong."""
-    payload = decode_body(body, content_type, content_encoding, compression=compression)
+    payload = decode_body(body, content_type, content_encoding)
     return parse_run_job(parse_task(headers, payload))
 
 

@@ -12,8 +12,8 @@ AntennaJobsError
                                                  confirm them in time (an outage: retried)
 
 Raised to Temporal, as ApplicationError types (``failure(kind, message)``), by activities and
-the job workflows; none is retryable: each says something no retry can change (outages are
-plain exceptions, retried by the activity retry policy):
+the job workflows; all but WorkerShutdown are non-retryable: each says something no retry can
+change (outages are plain exceptions, retried by the activity retry policy):
 
 Failure
 ├── JobNotFound              the job row is gone
@@ -25,7 +25,8 @@ Failure
 ├── PopulateFailed           populate_captures_collection cannot run (bad sampling, set gone)
 ├── ExportFailed             data_export cannot write its file or read its params
 ├── AntennaTaskLost          Antenna's Celery worker lost the job's run_job every time it was sent
-└── JobFailed                the job ended FAILURE (the run fails with it, the result attached)
+├── JobFailed                the job ended FAILURE (the run fails with it, the result attached)
+└── WorkerShutdown           the worker is shutting down (a deploy): retried, on another worker
 """
 
 from __future__ import annotations

@@ -102,18 +102,12 @@ class Names:
         self.prefix = prefix
         self._stream = re.compile(rf"^{re.escape(prefix)}job_(\d+)$")
         self._redis_key = re.compile(rf"^{re.escape(prefix)}job:(\d+):")
-        self._workflow_id = re.compile(rf"^{re.escape(prefix)}job-(\d+)$")
 
     # --- Temporal ---
 
     def workflow_id(self, job_id: int) -> str:
         """The job's workflow: one id per job, every run of it (retries) under the same id."""
         return f"{self.prefix}job-{job_id}"
-
-    def job_id_from_workflow_id(self, workflow_id: str) -> int | None:
-        """The job of one of this deployment's job workflows (None: not one of ours)."""
-        match = self._workflow_id.match(workflow_id)
-        return int(match.group(1)) if match else None
 
     def reconcile_schedule_id(self, task_queue: str) -> str:
         """One reconcile Schedule per deployment and task queue."""

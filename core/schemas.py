@@ -1,4 +1,4 @@
-"""Wire schemas shared with the Antenna ADC worker (reference/antenna-jobs.md section 5).
+"""Wire schemas shared with the Antenna ADC worker (docs/antenna-jobs.md section 2).
 
 Field names and optionality follow Antenna's ami/ml/schemas.py; unknown fields are ignored so a
 newer worker keeps working. Every value type is one PostgreSQL can store (core.wire_types): text

@@ -32,6 +32,8 @@ REVOCABLE_STATES = FINALIZABLE_STATES | {JobState.CANCELING}
 RETRYABLE_STATES = frozenset({JobState.FAILURE, JobState.REVOKED})
 # A job row in one of these (written by our cancel paths, or by Antenna's UI) stops its work.
 CANCEL_STATES = frozenset({JobState.CANCELING, JobState.REVOKED})
+# Jobs the overview (`status`, /metrics) lists as running: Antenna's running_states() less UNKNOWN.
+RUNNING_STATES = frozenset({JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING})
 
 
 class DispatchMode(StrEnum):

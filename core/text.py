@@ -10,6 +10,10 @@ import json
 import math
 from typing import Any
 
+# An error reason kept in one of our rows (an inbox row's last error, a job image's failure) is
+# cut to this many characters: enough for the message and the end of a traceback.
+STORED_ERROR_CHARS = 2000
+
 
 def storable(text: str, limit: int | None = None) -> str:
     """``text`` with NUL and lone surrogates replaced, cut to ``limit`` characters."""

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, start_http_server
@@ -313,13 +313,3 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-def scrape_text(fetch: Callable[[], bytes]) -> dict[str, float]:
-    """Sample name{labels} -> value of an exposition (for tests and `status`)."""
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(fetch().decode()):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out

@@ -23,15 +23,13 @@ from pydantic import BaseModel
 from antenna_db import job_overview
 from core import worker_calls
 from core.naming import Names
-from core.states import DispatchMode, JobState
+from core.states import RUNNING_STATES, DispatchMode, JobState
 from core.worker_calls import JobWorker
 from storage import bridge_reports, inbox, job_workers, server
 from storage.bridge_reports import SavedReport
 from storage.pipeline_polls import PipelinePoll
 from storage.pool import Pool
 
-# Jobs counted as running (Antenna's running_states()).
-RUNNING = (JobState.PENDING, JobState.STARTED, JobState.RETRY, JobState.CANCELING)
 # Consumer-info requests in flight at once, and at most this many running jobs are listed.
 NATS_CONCURRENCY = 16
 MAX_RUNNING = 1000
@@ -121,7 +119,7 @@ async def gather(
         by_status = await job_overview.by_status(conn)
         running = [
             RunningJob.model_validate(r)
-            for r in await job_overview.running(conn, RUNNING, MAX_RUNNING)
+            for r in await job_overview.running(conn, RUNNING_STATES, MAX_RUNNING)
         ]
         inbox_depth, inbox_oldest_age = await inbox.depth(conn)
         polls = await job_overview.pipeline_polls(conn)

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from core.result_arrays import COPY_HEADER, COPY_TRAILER, ArrayRow
 from core.result_payload import light
-from core.text import storable
+from core.text import STORED_ERROR_CHARS, storable
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ async def record_failure(conn: AsyncConnection[Any], row_id: int, error: str) ->
     cur = await conn.execute(
         "UPDATE result_inbox SET attempts = attempts + 1, last_error = %s WHERE id = %s"
         " RETURNING attempts",
-        (storable(error, 2000), row_id),
+        (storable(error, STORED_ERROR_CHARS), row_id),
     )
     row = await cur.fetchone()
     return int(row["attempts"]) if row else 0

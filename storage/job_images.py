@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from core.text import storable
+from core.text import STORED_ERROR_CHARS, storable
 
 _MARK_PROCESSED = (
     "UPDATE job_images SET status = 'processed', updated_at = now()"
@@ -47,24 +47,15 @@ async def mark_failed(conn: AsyncConnection[Any], job_id: int, errors: dict[int,
     if not errors:
         return []
     cur = await conn.execute(
-        _MARK_FAILED, (list(errors), [storable(e, 2000) for e in errors.values()], job_id)
+        _MARK_FAILED,
+        (list(errors), [storable(e, STORED_ERROR_CHARS) for e in errors.values()], job_id),
     )
     return [int(r["source_image_id"]) for r in await cur.fetchall()]
 
 
 async def fail_pending(conn: AsyncConnection[Any], job_id: int, reason: str) -> list[int]:
-    cur = await conn.execute(_FAIL_PENDING, (storable(reason, 2000), job_id))
+    cur = await conn.execute(_FAIL_PENDING, (storable(reason, STORED_ERROR_CHARS), job_id))
     return [int(r["source_image_id"]) for r in await cur.fetchall()]
-
-
-async def pending_count(conn: AsyncConnection[Any], job_id: int) -> int:
-    """On the pending rows' partial index: cheap for any job size."""
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM job_images WHERE job_id = %s AND status = 'pending'",
-        (job_id,),
-    )
-    row = await cur.fetchone()
-    return int(row["n"]) if row else 0
 
 
 async def failed_count(conn: AsyncConnection[Any], job_id: int) -> int:

@@ -5,7 +5,7 @@ failure, revoke) is JobLifecycle's; cleanup removes what an export left unless i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Never
 
 from temporalio import workflow
 
@@ -14,12 +14,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.internal.finish import InternalJobActivities
     from activities.internal.models import FinishInput, InternalResult, RemoveExportInput
     from activities.internal.populate_collection import PopulateActivities
+    from activities.models import JobRef
     from core import naming
     from core.states import JobType
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult
-    from workflows.job_lifecycle import JobLifecycle
+    from workflows.job_lifecycle import Activity, JobLifecycle
 
-_WORK: dict[JobType, tuple[str, Any]] = {
+# Each type's phase and activity. The methods belong to different classes (the worker registers an
+# instance of each), hence Never for the owner: any activity taking a JobRef and returning an
+# InternalResult fits, and mypy checks the call in _work against that.
+_WORK: dict[JobType, tuple[str, Activity[Never, JobRef, InternalResult]]] = {
     JobType.POPULATE_CAPTURES_COLLECTION: ("populating", PopulateActivities.populate_collection),
     JobType.DATA_EXPORT: ("exporting", ExportActivities.export_data),
 }

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -57,6 +58,14 @@ WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 # that caught those would go on to issue commands into that other workflow (a non-determinism
 # error there: issue 21). Those pass through untouched, and the SDK finishes the teardown.
 _RUN_ENDED = (Exception, asyncio.CancelledError)
+
+# A step or phase is an activity method taking one input: mypy checks each call's argument against
+# the activity's input type and gives the call the activity's result type (as the SDK's own
+# start_activity_method overloads do; every activity here is an async method with one input).
+_Owner = TypeVar("_Owner")
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+Activity = Callable[[_Owner, _In], Awaitable[_Out]]
 
 
 def _error_type(err: BaseException) -> str | None:
@@ -253,7 +262,9 @@ class JobLifecycle:
 
     # --- activity calls ------------------------------------------------------------------------
 
-    async def _run_step(self, activity: Any, arg: Any, *, check: bool = True) -> Any:
+    async def _run_step(
+        self, activity: Activity[_Owner, _In, _Out], arg: _In, *, check: bool = True
+    ) -> _Out:
         """A step: a short activity on the main queue that always runs to its end. A cancel
         arriving meanwhile waits for it (so we know whether its write happened) and is honoured
         afterwards."""
@@ -270,7 +281,9 @@ class JobLifecycle:
             self._raise_if_cancel_requested()
         return result
 
-    def _start_phase(self, activity: Any, arg: Any) -> workflow.ActivityHandle[Any]:
+    def _start_phase(
+        self, activity: Activity[_Owner, _In, _Out], arg: _In
+    ) -> workflow.ActivityHandle[_Out]:
         """A phase: a long, heartbeating activity on the long queue that a cancel stops at its
         next heartbeat; wind-down cancels and awaits every phase still running."""
         assert self._config is not None
@@ -286,7 +299,7 @@ class JobLifecycle:
         self._handles.append(handle)
         return handle
 
-    async def _run_phase(self, activity: Any, arg: Any) -> Any:
+    async def _run_phase(self, activity: Activity[_Owner, _In, _Out], arg: _In) -> _Out:
         handle = self._start_phase(activity, arg)
         # Through workflow.wait, not on the handle: a cancel reaches this code at once (so the
         # job is CANCELING right away), while the activity stops at its next heartbeat.

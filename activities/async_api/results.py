@@ -31,7 +31,7 @@ from activities.async_api.models import AggregateInput, AggregateResult
 from activities.async_api.serving import ServingNote
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
-from activities.ml_run import WORKERS_PARAM, MlRun
+from activities.ml_run import LOGGED_IMAGE_IDS, WORKERS_PARAM, MlRun
 from activities.result_saver import BatchOutcome, SchemaBlocked
 from activities.schema_wait import SchemaWait
 from antenna_db import captures, job_store
@@ -44,6 +44,9 @@ from storage.pool import Pool
 
 # How often an aggregator checks that the job's Redis sets still exist (a flush is rare).
 CACHE_CHECK_EVERY = 30.0
+# The shortest wait between wakes (seconds): a progress write already due waits this long rather
+# than none, so the loop never spins.
+SHORTEST_WAIT = 0.05
 
 
 class ResultActivities:
@@ -195,7 +198,7 @@ class _Aggregation:
                         f"{len(exhausted)} tasks exhausted max_deliver"
                         f" ({self.settings.nats.max_deliver}) without a result: counted failed",
                         level="WARNING",
-                        context={"image_ids": sorted(exhausted)[:10]},
+                        context={"image_ids": sorted(exhausted)[:LOGGED_IMAGE_IDS]},
                     )
                 await run.maybe_write_progress()
                 if outcome.claimed >= batch:
@@ -264,7 +267,7 @@ class _Aggregation:
         due = self.jobs.progress_interval.total_seconds() - (
             time.monotonic() - self.ml.last_progress
         )
-        return min(interval, max(due, 0.05))
+        return min(interval, max(due, SHORTEST_WAIT))
 
     async def _apply(self, outcome: BatchOutcome) -> None:
         if outcome.processed:
@@ -421,7 +424,7 @@ class _Aggregation:
         await self.ml.log(
             f"Stalled: {len(failed)} images counted failed ({reason})",
             level="WARNING",
-            context={"image_ids": failed[:10], "count": len(failed)},
+            context={"image_ids": failed[:LOGGED_IMAGE_IDS], "count": len(failed)},
         )
 
     async def _all_delivered(self) -> bool:

@@ -171,7 +171,7 @@ class ExportActivities:
 
     @activity.defn(name="export_data")
     async def export_data(self, ref: JobRef) -> InternalResult:
-        return await _Export(self, ref.job_id).run()
+        return await _Export(self._pool, self._settings, self._dir, ref.job_id).run()
 
     @activity.defn(name="remove_export")
     async def remove_export(self, inp: RemoveExportInput) -> None:
@@ -196,23 +196,25 @@ class ExportActivities:
 class _Export:
     """One attempt of export_data."""
 
-    def __init__(self, owner: ExportActivities, job_id: int) -> None:
-        self.o = owner
+    def __init__(self, pool: Pool, settings: Settings, directory: Path, job_id: int) -> None:
+        self.pool = pool
+        self.dir = directory
         self.job_id = job_id
-        self.jobs = owner._settings.jobs
+        self.jobs = settings.jobs
+        self.export = settings.export
         self.progress = JobProgress()
         self.export_id: int | None = None
         self.last_progress = 0.0
         self._check_job = RowCancelCheck(
-            owner._pool, job_id, self.jobs.heartbeat_interval, first_now=False
+            pool, job_id, self.jobs.heartbeat_interval, first_now=False
         )
 
     async def run(self) -> InternalResult:
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             job = await job_store.get_job(conn, self.job_id)
             fmt = await export_format(conn, job)
         self.export_id = job.data_export_id
-        final = export_path(self.o._dir, job, fmt)
+        final = export_path(self.dir, job, fmt)
         partial = partial_path(final)
         query = {"project": job.project_id, "collection": job.collection_id}
         state = resume_details(ExportCheckpoint) or ExportCheckpoint()
@@ -227,7 +229,7 @@ class _Export:
         try:
             async with (
                 heartbeating(self.jobs.heartbeat_interval, lambda: state),
-                self.o._pool.connection() as conn,
+                self.pool.connection() as conn,
                 conn.transaction(),
             ):
                 # One snapshot for the count and every page.
@@ -238,7 +240,7 @@ class _Export:
                 await self._write_progress(state, fmt, force=True)
                 async with conn.cursor(name=f"export_job_{self.job_id}") as cursor:
                     await cursor.execute(exports.PAGE, {**query, "after": state.last_id})
-                    while page := await cursor.fetchmany(self.o._settings.export.batch_size):
+                    while page := await cursor.fetchmany(self.export.batch_size):
                         data, rows = encode_page(fmt, [r["record"] for r in page])
                         file.write(data)
                         file.flush()
@@ -291,7 +293,7 @@ class _Export:
             total_records=state.total,
             records_exported=state.records,
         )
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await job_store.save_progress(conn, self.job_id, self.progress)
         self.last_progress = now
 
@@ -309,13 +311,13 @@ class _Export:
             file_path=str(final),
             file_size=size,
         )
-        async with self.o._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await job_store.save_progress(conn, self.job_id, self.progress)
             if self.export_id is not None:
                 await exports.finish(
                     conn,
                     self.export_id,
-                    file_url=file_url(self.o._settings.export.url_base, final),
+                    file_url=file_url(self.export.url_base, final),
                     records=state.records,
                     size=size,
                 )

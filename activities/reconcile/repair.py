@@ -1,6 +1,6 @@
 """Reconcile: repair jobs whose workflow ended without finishing them, and remove leftovers.
 
-Replaces Antenna's ``jobs_health_check`` (reference section 7.3). A job's workflow normally
+Replaces Antenna's ``jobs_health_check`` (docs/antenna-jobs.md section 4). A job's workflow normally
 writes a final status and cleans up in its own ``finally``; ``temporal workflow terminate`` (or a
 run that timed out, or a start request that never reached Temporal) skips that. Here:
 

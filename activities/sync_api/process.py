@@ -21,7 +21,7 @@ from temporalio import activity
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, resume_details, run_id
 from activities.jobs import RowCancelCheck
-from activities.ml_run import MlRun
+from activities.ml_run import LOGGED_IMAGE_IDS, MlRun
 from activities.models import JobRef
 from activities.result_saver import BatchOutcome, ParsedResults, record_parsed
 from activities.sync_api.models import (
@@ -196,7 +196,9 @@ class _SyncRun:
             await self.ml.log(
                 f"Batch of {len(sent)} images failed: {error}",
                 level="ERROR",
-                context={"image_ids": sorted(r["source_image_id"] for r in sent)[:10]},
+                context={
+                    "image_ids": sorted(r["source_image_id"] for r in sent)[:LOGGED_IMAGE_IDS]
+                },
             )
         return outcome, int(bool(error))
 

@@ -1,4 +1,4 @@
-"""A stand-in for the Antenna ADC worker (reference/antenna-jobs.md section 10), over real HTTP.
+"""A stand-in for the Antenna ADC worker (docs/antenna-jobs.md section 6), over real HTTP.
 
 Loop: ``GET {base}/jobs`` (ids_only, incomplete_only, dispatch_mode=async_api, optional
 pipeline__slug__in); for each job listed, ``concurrency`` fetchers each loop ``POST

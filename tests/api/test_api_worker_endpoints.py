@@ -1,4 +1,4 @@
-"""Wire shapes of the ADC worker-facing endpoints (reference/antenna-jobs.md 4.4, 5, 9.1, 10)."""
+"""Wire shapes of the ADC worker-facing endpoints (docs/antenna-jobs.md sections 1, 2, 5, 6)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A stand-in for Antenna's Celery worker: a real Celery app (run with ``celery -A
 tests.fakes.antenna_worker worker``) that registers ``ami.jobs.tasks.run_job`` and writes the job
 row, its progress stages and its log lines as Antenna's JobType.run does for each type
-(reference/antenna-operations.md sections 1 and 2), over ``FAKE_ANTENNA_DURATION`` seconds.
+(docs/antenna-operations.md sections 1 and 2), over ``FAKE_ANTENNA_DURATION`` seconds.
 
 As Antenna at 731cc2a2: acked on delivery (no acks_late), prefetch 1, task_prerun writes PENDING
 (unguarded), the job type's run writes STARTED and the stages, task_postrun writes the task's

@@ -1,6 +1,6 @@
 """A real Antenna database for tests: Antenna's schema dump (200 migrations' worth) and reference
 rows loaded into a schema of the test session's own, with our machinery beside it, and the
-runnable recipe (reference/antenna-db.md section 7) that makes a project, captures, a pipeline,
+runnable recipe (docs/antenna-db.md section 6) that makes a project, captures, a pipeline,
 a user with a token and a CREATED async_api job exactly as Antenna's rows look.
 """
 
@@ -217,8 +217,8 @@ async def cancel_as_antenna(pool: AsyncConnectionPool[Any], job_id: int) -> None
 
 @dataclass(frozen=True)
 class AntennaJobView:
-    """A job as Antenna's job detail serializer gives it to its UI (reference/antenna-db.md
-    section 4): the row's status and progress, ``logs.stdout`` (jobs_joblog newest first, 1000
+    """A job as Antenna's job detail serializer gives it to its UI (docs/antenna-db.md
+    section 3): the row's status and progress, ``logs.stdout`` (jobs_joblog newest first, 1000
     lines, ``[YYYY-mm-dd HH:MM:SS] LEVEL message``) and ``logs.stderr`` (those at ERROR or
     CRITICAL: the UI's red Errors box, with ``progress.errors``)."""
 
@@ -281,8 +281,8 @@ async def antenna_job_log(
 async def cancel_with_antennas_cleanup(
     pool: AsyncConnectionPool[Any], js: Any, redis_client: Any, job_id: int
 ) -> None:
-    """Antenna's Cancel button on an async job, as its request runs it (reference/antenna-jobs.md
-    section 7.1; our own re-implementation of Antenna's code path): in the request's one
+    """Antenna's Cancel button on an async job, as its request runs it (docs/antenna-jobs.md
+    section 3; our own re-implementation of Antenna's code path): in the request's one
     transaction (ATOMIC_REQUESTS) the guarded CANCELING and REVOKED, then
     ``cleanup_async_job_resources``: the Redis keys, then ``TaskQueueManager
     .cleanup_job_resources`` with the job's logger: the consumer's final stats, delete consumer

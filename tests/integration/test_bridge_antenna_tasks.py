@@ -44,7 +44,7 @@ async def test_create_detection_images_is_antennas_own_task_message(queue):
     body = decode_body(message.body, message.content_type, message.content_encoding)
     assert body[1] == {"source_image_ids": [30, 10, 20]}
     task = parse_task(message.headers, body)
-    assert (task.protocol, task.args, task.kwargs) == (2, (), {"source_image_ids": [30, 10, 20]})
+    assert (task.args, task.kwargs) == ((), {"source_image_ids": [30, 10, 20]})
 
 
 async def test_without_a_broker_it_does_nothing(queue):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime, TelemetryConfig
@@ -23,7 +25,6 @@ from core.metrics import RESULTS_RECEIVED, RESULTS_SAVED
 from core.states import JobState
 from core.temporal_client import sdk_metrics_options
 from job_control.actions import JobActions
-from job_control.metrics import scrape_text
 from tests.helpers import eventually
 from tests.helpers.api import http_client, running_app
 from tests.helpers.jobs import entry, make_job, success_result
@@ -35,6 +36,16 @@ from tests.helpers.temporal import (
     simulated_worker,
 )
 from worker.main import start_metrics
+
+
+def scrape_text(fetch: Callable[[], bytes]) -> dict[str, float]:
+    """Sample name{labels} -> value of an exposition."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(fetch().decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
 
 
 async def one(pool, sql: str, *args: Any) -> Any:
