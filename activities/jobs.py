@@ -120,6 +120,11 @@ class PoolActivities:
         self._pool = pool
         self._settings = settings
 
+    @property
+    def _names(self) -> naming.Names:
+        """This deployment's names of streams, consumers, keys and workflows."""
+        return self._settings.jobs.names
+
 
 class JobActivities(PoolActivities):
     @activity.defn(name="start_job")

@@ -20,6 +20,19 @@ class JobRef(BaseModel):
     job_id: int
 
 
+class RunInput(JobRef):
+    """A run activity's input (publish, aggregate, the sync batches): its job and image count."""
+
+    total: NonNegativeInt
+
+
+class Checkpoint(BaseModel):
+    """Heartbeat details of a run activity: everything up to last_ordinal is done (a retried
+    attempt resumes after it)."""
+
+    last_ordinal: NonNegativeInt = 0
+
+
 class StartInput(JobRef):
     """start_job's input: the workflow type asking, checked against the job's type and mode.
     A payload of a plain JobRef (an older run) reads as the async ML JobWorkflow."""
