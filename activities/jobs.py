@@ -20,7 +20,6 @@ from activities.models import (
     FailInput,
     FinalizeInput,
     FinalizeResult,
-    JobConfig,
     JobRef,
     PauseInput,
     RevokeInput,
@@ -132,14 +131,13 @@ class JobActivities(PoolActivities):
         """Guarded move to STARTED; tells the workflow whether to run, stop, or clean up."""
         async with self._pool.connection() as conn:
             job = await found(job_store.get_job(conn, ref.job_id))
-            result = StartResult(
-                outcome=StartOutcome.STARTED,
-                status=job.status,
-                project_id=job.project_id,
-                config=JobConfig.of(self._settings.jobs),
+            result = StartResult.started(
+                job.status,
+                job.project_id,
+                self._settings.jobs,
                 # A type Antenna added after this code travels as UNKNOWN (its real key stays in
                 # the row): the workflow decodes its StartResult whatever the row holds.
-                job_type=job.job_type if job.job_type.known else JobType.UNKNOWN,
+                job.job_type if job.job_type.known else JobType.UNKNOWN,
             )
             if (stop := not_started(result)) is not None:
                 return stop

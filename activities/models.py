@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, Self
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
@@ -72,6 +73,20 @@ class StartResult(BaseModel):
     project_id: int
     config: JobConfig
     job_type: JobType = JobType.ML
+
+    @classmethod
+    def started(
+        cls, status: JobState, project_id: int, jobs: JobSettings, job_type: JobType, **more: Any
+    ) -> Self:
+        """The answer for a job this run takes, with the settings its workflow uses."""
+        return cls(
+            outcome=StartOutcome.STARTED,
+            status=status,
+            project_id=project_id,
+            config=JobConfig.of(jobs),
+            job_type=job_type,
+            **more,
+        )
 
 
 class CollectInput(JobRef):

@@ -50,7 +50,7 @@ from activities.antenna_task.models import (
 )
 from activities.heartbeat import heartbeating, run_id
 from activities.jobs import PoolActivities, check_workflow, found, not_started
-from activities.models import JobConfig, StartInput, StartOutcome
+from activities.models import StartInput
 from antenna_db import job_store, job_tasks
 from core.errors import Failure, failure
 from core.settings import Settings
@@ -89,12 +89,11 @@ class AntennaTaskActivities(PoolActivities):
         jobs, antenna = self._settings.jobs, self._settings.antenna
         async with self._pool.connection() as conn:
             row = await found(job_tasks.get(conn, inp.job_id))
-            result = AntennaStartResult(
-                outcome=StartOutcome.STARTED,
-                status=row.status,
-                project_id=row.project_id,
-                config=JobConfig.of(jobs),
-                job_type=row.job_type,
+            result = AntennaStartResult.started(
+                row.status,
+                row.project_id,
+                jobs,
+                row.job_type,
                 max_sends=antenna.task_max_sends,
                 task_queue=antenna.task_queue,
             )
