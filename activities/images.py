@@ -10,14 +10,13 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.heartbeat import run_id as activity_run_id
+from activities.jobs import PoolActivities
 from activities.models import CollectInput, CollectResult
 from antenna_db import captures, job_store, pipelines
 from core.errors import Failure, failure
 from core.progress import JobProgress
-from core.settings import Settings
 from core.states import JobState
 from storage import job_runs
-from storage.pool import Pool
 
 
 def collected_progress(
@@ -32,11 +31,7 @@ def collected_progress(
     return updated
 
 
-class ImageActivities:
-    def __init__(self, pool: Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
-
+class ImageActivities(PoolActivities):
     @activity.defn(name="collect_images")
     async def collect_images(self, ref: CollectInput) -> CollectResult:
         async with self._pool.connection() as conn:

@@ -7,8 +7,9 @@ writer can never move a job out of a final state.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from temporalio import activity
@@ -19,7 +20,6 @@ from activities.models import (
     FailInput,
     FinalizeInput,
     FinalizeResult,
-    JobConfig,
     JobRef,
     PauseInput,
     RevokeInput,
@@ -41,11 +41,54 @@ from core.states import (
     REVOCABLE_STATES,
     RUN_JOB_TYPES,
     STARTABLE_STATES,
+    DispatchMode,
     JobState,
     JobType,
 )
 from storage import job_runs
 from storage.pool import Pool
+
+T = TypeVar("T")
+
+
+async def found(lookup: Awaitable[T]) -> T:
+    """The job row ``lookup`` reads; a job that is gone is a non-retryable JOB_NOT_FOUND."""
+    try:
+        return await lookup
+    except JobNotFound as err:
+        raise failure(Failure.JOB_NOT_FOUND, str(err)) from err
+
+
+def check_workflow(
+    workflow: str,
+    job_id: int,
+    job_type: JobType,
+    type_key: str,
+    mode: DispatchMode,
+    *,
+    antenna_tasks: bool,
+) -> None:
+    """A job is run by the workflow naming.workflow_type names for it (its row's ``type_key``
+    in the message); any other that is asked to is refused, non-retryable."""
+    runs_it = naming.workflow_type(job_type, mode, antenna_tasks=antenna_tasks)
+    if runs_it != workflow:
+        raise failure(
+            Failure.UNSUPPORTED_JOB,
+            f"job {job_id} is {type_key}/{mode}: {workflow} does not run it ({runs_it} does)",
+        )
+
+
+R = TypeVar("R", bound=StartResult)
+
+
+def not_started(result: R) -> R | None:
+    """The answer for a job that is not to start (over already: FINAL; being cancelled:
+    CANCELING), with ``result``'s status; None for one that may."""
+    if result.status in FINAL_STATES:
+        return result.model_copy(update={"outcome": StartOutcome.FINAL})
+    if result.status in CANCEL_STATES:
+        return result.model_copy(update={"outcome": StartOutcome.CANCELING})
+    return None
 
 
 class RowCancelCheck:
@@ -69,49 +112,49 @@ class RowCancelCheck:
             raise failure(Failure.JOB_CANCELLED, f"job {self._job_id} is {status}")
 
 
-class JobActivities:
+class PoolActivities:
+    """Activities that work on the database through ``pool``, with the worker's settings."""
+
     def __init__(self, pool: Pool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
 
+    @property
+    def _names(self) -> naming.Names:
+        """This deployment's names of streams, consumers, keys and workflows."""
+        return self._settings.jobs.names
+
+
+class JobActivities(PoolActivities):
     @activity.defn(name="start_job")
     async def start_job(self, ref: StartInput) -> StartResult:
         """Guarded move to STARTED; tells the workflow whether to run, stop, or clean up."""
         async with self._pool.connection() as conn:
-            try:
-                job = await job_store.get_job(conn, ref.job_id)
-            except JobNotFound as err:
-                raise failure(Failure.JOB_NOT_FOUND, str(err)) from err
-            result = StartResult(
-                outcome=StartOutcome.STARTED,
-                status=job.status,
-                project_id=job.project_id,
-                config=JobConfig.of(self._settings.jobs),
+            job = await found(job_store.get_job(conn, ref.job_id))
+            result = StartResult.started(
+                job.status,
+                job.project_id,
+                self._settings.jobs,
                 # A type Antenna added after this code travels as UNKNOWN (its real key stays in
                 # the row): the workflow decodes its StartResult whatever the row holds.
-                job_type=job.job_type if job.job_type.known else JobType.UNKNOWN,
+                job.job_type if job.job_type.known else JobType.UNKNOWN,
             )
-            if job.status in FINAL_STATES:
-                return result.model_copy(update={"outcome": StartOutcome.FINAL})
-            if job.status == JobState.CANCELING:
-                return result.model_copy(update={"outcome": StartOutcome.CANCELING})
-            runs_it = naming.workflow_type(
-                job.job_type,
-                job.dispatch_mode,
-                antenna_tasks=self._settings.antenna.runs_antenna_tasks,
-            )
+            if (stop := not_started(result)) is not None:
+                return stop
             if job.job_type not in RUN_JOB_TYPES and not self._settings.antenna.runs_antenna_tasks:
                 raise failure(
                     Failure.UNSUPPORTED_JOB,
                     f"job {job.id} is a {job.job_type} job: only Antenna's own code runs it (set"
                     " ANTENNA_JOBS_ANTENNA_BROKER_URL: Antenna mode sends it to its Celery worker)",
                 )
-            if runs_it != ref.workflow:
-                raise failure(
-                    Failure.UNSUPPORTED_JOB,
-                    f"job {job.id} is {job.job_type}/{job.dispatch_mode}: {ref.workflow} does"
-                    f" not run it ({runs_it} does)",
-                )
+            check_workflow(
+                ref.workflow,
+                job.id,
+                job.job_type,
+                job.job_type,
+                job.dispatch_mode,
+                antenna_tasks=self._settings.antenna.runs_antenna_tasks,
+            )
             info = activity.info()
             consumer = self._settings.jobs.names.consumer(job.id)
             async with conn.transaction():
@@ -123,14 +166,8 @@ class JobActivities:
                 )
             if not moved:
                 status = await job_store.get_status(conn, job.id)
-                if status in FINAL_STATES:
-                    return result.model_copy(
-                        update={"outcome": StartOutcome.FINAL, "status": status}
-                    )
-                if status == JobState.CANCELING:
-                    return result.model_copy(
-                        update={"outcome": StartOutcome.CANCELING, "status": status}
-                    )
+                if (stop := not_started(result.model_copy(update={"status": status}))) is not None:
+                    return stop
                 # STARTED already: a retried attempt of this activity, or a new run after the
                 # previous one was terminated. Either way the job resumes from collect.
             await job_store.append_log(
@@ -205,29 +242,26 @@ class JobActivities:
     @activity.defn(name="fail_job")
     async def fail_job(self, inp: FailInput) -> FinalizeResult:
         """Guarded FAILURE for a job whose workflow itself failed (not the images)."""
-        async with self._pool.connection() as conn:
-            moved = await job_store.transition(
-                conn, inp.job_id, JobState.FAILURE, FINALIZABLE_STATES, finished=True
-            )
-            if moved:
-                await job_store.append_log(
-                    conn, inp.job_id, f"Job failed: {inp.reason}", level="ERROR"
-                )
-            status = await _ended(conn, inp.job_id)
-        return FinalizeResult(status=status, moved=moved)
+        return await self._end(
+            inp.job_id, JobState.FAILURE, FINALIZABLE_STATES, f"Job failed: {inp.reason}", "ERROR"
+        )
 
     @activity.defn(name="revoke_job")
     async def revoke_job(self, inp: RevokeInput) -> FinalizeResult:
         """Guarded REVOKED with finished_at, after the job's queue state has been removed."""
+        return await self._end(
+            inp.job_id, JobState.REVOKED, REVOCABLE_STATES, f"Job revoked: {inp.reason}", "WARNING"
+        )
+
+    async def _end(
+        self, job_id: int, to: JobState, from_states: frozenset[JobState], line: str, level: str
+    ) -> FinalizeResult:
+        """Guarded move to the final ``to`` with finished_at, and its log line if it moved."""
         async with self._pool.connection() as conn:
-            moved = await job_store.transition(
-                conn, inp.job_id, JobState.REVOKED, REVOCABLE_STATES, finished=True
-            )
+            moved = await job_store.transition(conn, job_id, to, from_states, finished=True)
             if moved:
-                await job_store.append_log(
-                    conn, inp.job_id, f"Job revoked: {inp.reason}", level="WARNING"
-                )
-            status = await _ended(conn, inp.job_id)
+                await job_store.append_log(conn, job_id, line, level=level)
+            status = await _ended(conn, job_id)
         return FinalizeResult(status=status, moved=moved)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, Self
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
@@ -18,6 +19,19 @@ from core.states import JobState, JobType
 
 class JobRef(BaseModel):
     job_id: int
+
+
+class RunInput(JobRef):
+    """A run activity's input (publish, aggregate, the sync batches): its job and image count."""
+
+    total: NonNegativeInt
+
+
+class Checkpoint(BaseModel):
+    """Heartbeat details of a run activity: everything up to last_ordinal is done (a retried
+    attempt resumes after it)."""
+
+    last_ordinal: NonNegativeInt = 0
 
 
 class StartInput(JobRef):
@@ -59,6 +73,20 @@ class StartResult(BaseModel):
     project_id: int
     config: JobConfig
     job_type: JobType = JobType.ML
+
+    @classmethod
+    def started(
+        cls, status: JobState, project_id: int, jobs: JobSettings, job_type: JobType, **more: Any
+    ) -> Self:
+        """The answer for a job this run takes, with the settings its workflow uses."""
+        return cls(
+            outcome=StartOutcome.STARTED,
+            status=status,
+            project_id=project_id,
+            config=JobConfig.of(jobs),
+            job_type=job_type,
+            **more,
+        )
 
 
 class CollectInput(JobRef):

@@ -66,24 +66,35 @@ LEFT JOIN (
 WHERE si.id = img.id
 """
 
-_JOB_EVENTS = """
-SELECT DISTINCT si.event_id AS id FROM job_images ji
-JOIN main_sourceimage si ON si.id = ji.source_image_id
-WHERE ji.job_id = %(job)s AND si.event_id IS NOT NULL
+
+def _job_groups(column: str) -> str:
+    """The events or deployments (``column`` of main_sourceimage) of the job's images."""
+    return f"""
+    SELECT DISTINCT si.{column} AS id FROM job_images ji
+    JOIN main_sourceimage si ON si.id = ji.source_image_id
+    WHERE ji.job_id = %(job)s AND si.{column} IS NOT NULL
 """
+
+
+def _detections_by(column: str, groups: str) -> str:
+    """The counted detections of each of ``groups`` (its ids by ``column`` of main_sourceimage),
+    as the CTE ``dets``."""
+    return f"""dets AS (
+    SELECT si.{column} AS id, count(DISTINCT d.id) AS n FROM main_sourceimage si
+    JOIN main_detection d ON d.source_image_id = si.id {_COUNTED_JOINS}
+    WHERE si.{column} IN (SELECT id FROM {groups}) AND {_REAL_BOX} AND {_PASSES_FILTERS}
+    GROUP BY si.{column}
+)"""
+
+
 _EVENTS = f"""
-WITH ev AS ({_JOB_EVENTS}),
+WITH ev AS ({_job_groups("event_id")}),
 caps AS (
     SELECT si.event_id AS id, min(si."timestamp") AS first, max(si."timestamp") AS last,
            count(*) AS n
     FROM main_sourceimage si WHERE si.event_id IN (SELECT id FROM ev) GROUP BY si.event_id
 ),
-dets AS (
-    SELECT si.event_id AS id, count(DISTINCT d.id) AS n FROM main_sourceimage si
-    JOIN main_detection d ON d.source_image_id = si.id {_COUNTED_JOINS}
-    WHERE si.event_id IN (SELECT id FROM ev) AND {_REAL_BOX} AND {_PASSES_FILTERS}
-    GROUP BY si.event_id
-),
+{_detections_by("event_id", "ev")},
 occs AS (
     SELECT o.event_id AS id, count(DISTINCT o.id) AS n FROM main_occurrence o
     LEFT JOIN main_taxon dt ON dt.id = o.determination_id
@@ -105,11 +116,7 @@ LEFT JOIN occs ON occs.id = ev.id
 WHERE e.id = ev.id
 """
 _DEPLOYMENTS = f"""
-WITH dep AS (
-    SELECT DISTINCT si.deployment_id AS id FROM job_images ji
-    JOIN main_sourceimage si ON si.id = ji.source_image_id
-    WHERE ji.job_id = %(job)s AND si.deployment_id IS NOT NULL
-),
+WITH dep AS ({_job_groups("deployment_id")}),
 caps AS (
     SELECT si.deployment_id AS id, count(*) AS n, coalesce(sum(si.size), 0) AS size,
            min(si."timestamp") AS first, max(si."timestamp") AS last
@@ -120,12 +127,7 @@ evs AS (
     SELECT e.deployment_id AS id, count(*) AS n FROM main_event e
     WHERE e.deployment_id IN (SELECT id FROM dep) GROUP BY e.deployment_id
 ),
-dets AS (
-    SELECT si.deployment_id AS id, count(DISTINCT d.id) AS n FROM main_sourceimage si
-    JOIN main_detection d ON d.source_image_id = si.id {_COUNTED_JOINS}
-    WHERE si.deployment_id IN (SELECT id FROM dep) AND {_REAL_BOX} AND {_PASSES_FILTERS}
-    GROUP BY si.deployment_id
-),
+{_detections_by("deployment_id", "dep")},
 occs AS (
     SELECT o.deployment_id AS id, count(DISTINCT o.id) AS n,
            count(DISTINCT o.determination_id) AS taxa

@@ -50,26 +50,22 @@ class JobFilters:
     runner: int | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clause = " WHERE " + visible_projects("pr")
+        mode = self.dispatch_mode.value if self.dispatch_mode is not None else None
         params: dict[str, Any] = {"final": _FINAL, "viewer": self.viewer}
-        if self.runner is not None:
-            clause += " AND " + runnable_jobs("j")
-            params["runner"] = self.runner
-        if self.project_id is not None:
-            clause += " AND j.project_id = %(project_id)s"
-            params["project_id"] = self.project_id
-        if self.pipeline_id is not None:
-            clause += " AND j.pipeline_id = %(pipeline_id)s"
-            params["pipeline_id"] = self.pipeline_id
-        if self.pipeline_slugs is not None:
-            clause += " AND p.slug = ANY(%(slugs)s)"
-            params["slugs"] = self.pipeline_slugs
-        if self.dispatch_mode is not None:
-            clause += " AND j.dispatch_mode = %(dispatch_mode)s"
-            params["dispatch_mode"] = self.dispatch_mode.value
-        if self.statuses is not None:
-            clause += " AND j.status = ANY(%(statuses)s)"
-            params["statuses"] = self.statuses
+        conditions = [visible_projects("pr")]
+        # Each filter that is set: its condition, on the parameter of that name.
+        for name, value, condition in (
+            ("runner", self.runner, runnable_jobs("j")),
+            ("project_id", self.project_id, "j.project_id = %(project_id)s"),
+            ("pipeline_id", self.pipeline_id, "j.pipeline_id = %(pipeline_id)s"),
+            ("slugs", self.pipeline_slugs, "p.slug = ANY(%(slugs)s)"),
+            ("dispatch_mode", mode, "j.dispatch_mode = %(dispatch_mode)s"),
+            ("statuses", self.statuses, "j.status = ANY(%(statuses)s)"),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                params[name] = value
+        clause = " WHERE " + " AND ".join(conditions)
         if self.incomplete_only:
             clause += _INCOMPLETE
         if self.with_pipeline:

@@ -69,19 +69,23 @@ class JobRecord(BaseModel):
     finished_at: datetime | None
 
 
-async def get_job(conn: AsyncConnection[Any], job_id: int) -> JobRecord:
-    cur = await conn.execute(f"SELECT {COLUMNS} FROM jobs_job j WHERE j.id = %s", (job_id,))
+async def job_row(conn: AsyncConnection[Any], query: str, job_id: int) -> dict[str, Any]:
+    """The row ``query`` reads for the job (its one parameter); JobNotFound if there is none."""
+    cur = await conn.execute(query, (job_id,))
     row = await cur.fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    return JobRecord.model_validate(row)
+    return dict(row)
+
+
+async def get_job(conn: AsyncConnection[Any], job_id: int) -> JobRecord:
+    return JobRecord.model_validate(
+        await job_row(conn, f"SELECT {COLUMNS} FROM jobs_job j WHERE j.id = %s", job_id)
+    )
 
 
 async def get_status(conn: AsyncConnection[Any], job_id: int) -> JobState:
-    cur = await conn.execute("SELECT status FROM jobs_job WHERE id = %s", (job_id,))
-    row = await cur.fetchone()
-    if row is None:
-        raise JobNotFound(job_id)
+    row = await job_row(conn, "SELECT status FROM jobs_job WHERE id = %s", job_id)
     return JobState(row["status"])
 
 
@@ -147,27 +151,10 @@ async def create_ml_job(conn: AsyncConnection[Any], new: NewMlJob) -> JobRecord:
             "collection", f"collection {new.collection_id} is not in project {new.project_id}"
         )
     mode = await choose_dispatch_mode(conn, new.project_id, new.dispatch_mode)
-    cur = await conn.execute(
-        _INSERT,
-        {
-            "name": _name(new.name, f"{new.pipeline_slug} on collection {new.collection_id}"),
-            "progress": json.dumps(new_ml_progress().as_json()),
-            "logs": EMPTY_LOGS,
-            "shuffle": new.shuffle,
-            "job_type": JobType.ML.value,
-            "mode": mode.value,
-            "project": new.project_id,
-            "pipeline": pipeline["id"],
-            "collection": new.collection_id,
-            "limit": new.limit,
-            "params": None,
-            "export": None,
-        },
+    name = f"{new.pipeline_slug} on collection {new.collection_id}"
+    return await _insert(
+        conn, new, name, new_ml_progress(), mode, pipeline=pipeline["id"], limit=new.limit
     )
-    row = await cur.fetchone()
-    assert row is not None
-    cachalot.wrote("jobs_job")
-    return await get_job(conn, row["id"])
 
 
 async def create_internal_job(
@@ -199,21 +186,45 @@ async def create_internal_job(
         default_name = f"Export {scope} as {stored['format']}"
         owner = user_id if user_id is not None else await users.system_user(conn)
         data_export_id = await exports.create(conn, new.project_id, owner, stored["format"])
+    return await _insert(
+        conn,
+        new,
+        default_name,
+        progress,
+        DispatchMode.INTERNAL,
+        params=json.dumps(stored),
+        export=data_export_id,
+    )
+
+
+async def _insert(
+    conn: AsyncConnection[Any],
+    new: NewMlJob | NewInternalJob,
+    default_name: str,
+    progress: JobProgress,
+    mode: DispatchMode,
+    *,
+    pipeline: int | None = None,
+    limit: int | None = None,
+    params: str | None = None,
+    export: int | None = None,
+) -> JobRecord:
+    """The new job's row (CREATED, as Antenna's Job.save() leaves it); what the row holds."""
     cur = await conn.execute(
         _INSERT,
         {
             "name": _name(new.name, default_name),
             "progress": json.dumps(progress.as_json()),
             "logs": EMPTY_LOGS,
-            "shuffle": True,
-            "job_type": new.job_type.value,
-            "mode": DispatchMode.INTERNAL.value,
+            "shuffle": new.shuffle if isinstance(new, NewMlJob) else True,
+            "job_type": new.job_type.value if isinstance(new, NewInternalJob) else JobType.ML.value,
+            "mode": mode.value,
             "project": new.project_id,
-            "pipeline": None,
+            "pipeline": pipeline,
             "collection": new.collection_id,
-            "limit": None,
-            "params": json.dumps(stored),
-            "export": data_export_id,
+            "limit": limit,
+            "params": params,
+            "export": export,
         },
     )
     row = await cur.fetchone()
@@ -333,14 +344,12 @@ async def run_state(conn: AsyncConnection[Any], job_id: int, *, share: bool = Fa
     """The job's status and current run; ``share`` locks the job row FOR SHARE (in the caller's
     transaction), so a status change waits for it or is seen by it."""
     lock = " FOR SHARE OF j" if share else ""
-    cur = await conn.execute(
+    row = await job_row(
+        conn,
         "SELECT j.status, r.run_id, r.consumer FROM jobs_job j"
         f" LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s{lock}",
-        (job_id,),
+        job_id,
     )
-    row = await cur.fetchone()
-    if row is None:
-        raise JobNotFound(job_id)
     return RunState.model_validate(row)
 
 
@@ -368,17 +377,15 @@ class WorkerView(BaseModel):
 
 
 async def worker_view(conn: AsyncConnection[Any], job_id: int) -> WorkerView:
-    cur = await conn.execute(
+    row = await job_row(
+        conn,
         "SELECT j.status, j.dispatch_mode, j.pipeline_id, j.project_id, j.source_image_single_id,"
         " r.run_id, CASE WHEN r.collected_at IS NOT NULL THEN r.consumer END AS consumer,"
         " r.paused_at IS NOT NULL AS paused, r.trace_context,"
         " (SELECT slug FROM ml_pipeline m WHERE m.id = j.pipeline_id) AS pipeline_slug"
         " FROM jobs_job j LEFT JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
-        (job_id,),
+        job_id,
     )
-    row = await cur.fetchone()
-    if row is None:
-        raise JobNotFound(job_id)
     return WorkerView.model_validate(row)
 
 

@@ -13,8 +13,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
-from antenna_db import cachalot
-from core.errors import JobNotFound
+from antenna_db import cachalot, job_store
 from core.states import DispatchMode, JobState, JobType
 
 
@@ -35,14 +34,12 @@ class TaskRow(BaseModel):
 
 
 async def get(conn: AsyncConnection[Any], job_id: int) -> TaskRow:
-    cur = await conn.execute(
+    row = await job_store.job_row(
+        conn,
         "SELECT id, project_id, job_type_key, dispatch_mode, status, task_id, updated_at"
         " FROM jobs_job WHERE id = %s",
-        (job_id,),
+        job_id,
     )
-    row = await cur.fetchone()
-    if row is None:
-        raise JobNotFound(job_id)
     return TaskRow.model_validate(row)
 
 

@@ -32,50 +32,6 @@ from psycopg import sql
 MANIFEST_NAME = "schema_manifest.json"
 SOURCE = "../shared/antenna/schema.sql, committed as tests/fixtures/antenna/schema.sql"
 
-# Antenna tables antenna-jobs reads or writes: exactly the ones antenna_db/standalone creates on
-# a bare database.
-USED_TABLES = (
-    "auth_group",
-    "auth_group_permissions",
-    "auth_permission",
-    "authtoken_token",
-    "django_content_type",
-    "exports_dataexport",
-    "guardian_groupobjectpermission",
-    "guardian_userobjectpermission",
-    "jobs_job",
-    "jobs_joblog",
-    "main_classification",
-    "main_deployment",
-    "main_detection",
-    "main_device",
-    "main_event",
-    "main_identification",
-    "main_occurrence",
-    "main_project",
-    "main_project_default_filters_exclude_taxa",
-    "main_project_default_filters_include_taxa",
-    "main_s3storagesource",
-    "main_site",
-    "main_sourceimage",
-    "main_sourceimagecollection",
-    "main_sourceimagecollection_images",
-    "main_taxalist",
-    "main_taxalist_taxa",
-    "main_taxon",
-    "main_userprojectmembership",
-    "ml_algorithm",
-    "ml_algorithmcategorymap",
-    "ml_pipeline",
-    "ml_pipeline_algorithms",
-    "ml_processingservice",
-    "ml_processingservice_pipelines",
-    "ml_processingservice_projects",
-    "ml_projectpipelineconfig",
-    "users_user",
-    "users_user_groups",
-)
-
 # The tables our INSERTs write (antenna_db/seed.py's demo rows aside). Antenna's columns have no
 # database defaults, so every NOT NULL column of these in the manifest is one we write; a new
 # NOT NULL column without a default is one we do not.
@@ -106,6 +62,31 @@ INSERTED_TABLES = frozenset(
         "users_user",
         "users_user_groups",
     }
+)
+
+# Antenna tables antenna-jobs reads or writes (the inserted ones and these, which it only reads
+# or updates), in name order: exactly the ones antenna_db/standalone creates on a bare database.
+USED_TABLES = tuple(
+    sorted(
+        INSERTED_TABLES
+        | {
+            "auth_group_permissions",
+            "auth_permission",
+            "django_content_type",
+            "guardian_userobjectpermission",
+            "main_deployment",
+            "main_device",
+            "main_event",
+            "main_identification",
+            "main_project",
+            "main_project_default_filters_exclude_taxa",
+            "main_project_default_filters_include_taxa",
+            "main_s3storagesource",
+            "main_site",
+            "main_sourceimage",
+            "main_sourceimagecollection",
+        }
+    )
 )
 
 # One row per column of the named tables of one schema. An identity column's default is shown

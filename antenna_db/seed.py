@@ -12,6 +12,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
+from antenna_db.processing_services import add_push_service
 from antenna_db.registration import DEFAULT_STAGES
 from core.job_requests import NewMlJob
 
@@ -98,6 +99,32 @@ async def ensure_algorithms(conn: AsyncConnection[Any]) -> tuple[int, int]:
     return detector, classifier
 
 
+async def new_capture_set(conn: AsyncConnection[Any], project_id: int, name: str) -> int:
+    """A new empty capture set of the project (``manual``, as Antenna's UI makes one), for demo
+    and test rows; its id."""
+    cur = await conn.execute(
+        "INSERT INTO main_sourceimagecollection (created_at, updated_at, name, description,"
+        " method, kwargs, project_id) VALUES (now(), now(), %s, '', 'manual', '{}'::jsonb, %s)"
+        " RETURNING id",
+        (name, project_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def add_service(conn: AsyncConnection[Any], seeded: SeedResult, url: str, label: str) -> None:
+    """A push-mode processing service at ``url`` for the seeded project and pipeline, named
+    ``label`` and the pipeline's slug."""
+    await add_push_service(
+        conn,
+        name=f"{label} {seeded.pipeline_slug}",
+        endpoint_url=url,
+        project_id=seeded.project_id,
+        pipeline_slugs=[seeded.pipeline_slug],
+    )
+
+
 async def seed(
     conn: AsyncConnection[Any],
     images: int,
@@ -152,13 +179,7 @@ async def seed(
             (images, deployment_id, project_id),
         )
         event_id = int((await cur.fetchone() or {})["id"])
-        cur = await conn.execute(
-            "INSERT INTO main_sourceimagecollection (created_at, updated_at, name, description,"
-            " method, kwargs, project_id) VALUES (now(), now(), %s, '', 'manual', '{}'::jsonb, %s)"
-            " RETURNING id",
-            (f"{images} captures", project_id),
-        )
-        collection_id = int((await cur.fetchone() or {})["id"])
+        collection_id = await new_capture_set(conn, project_id, f"{images} captures")
         await conn.execute(
             "WITH new_images AS ("
             " INSERT INTO main_sourceimage (created_at, updated_at, path, public_base_url,"

@@ -6,7 +6,11 @@ can see but may not run is a 403.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from fastapi import Request
+from psycopg import AsyncConnection
 
 from antenna_db import job_store, users
 from antenna_db.job_store import JobRecord, WorkerView
@@ -15,6 +19,9 @@ from api.context import get_context
 from core.errors import JobNotFound
 from core.states import JobType, run_permission
 
+# A job as one endpoint reads it (the whole row, or what the worker endpoints need of it).
+J = TypeVar("J", JobRecord, WorkerView)
+
 
 def viewer(request: Request) -> int | None:
     """The user whose visibility limits what a request sees (None: a superuser sees all)."""
@@ -22,14 +29,20 @@ def viewer(request: Request) -> int | None:
     return None if who.is_superuser else who.user_id
 
 
-async def visible_job(request: Request, job_id: int) -> JobRecord:
-    ctx = get_context(request)
+async def _visible(
+    request: Request, job_id: int, read: Callable[[AsyncConnection[Any], int], Awaitable[J]]
+) -> J:
+    """What ``read`` reads of the job, if the caller may see its project (else a 404)."""
     who = caller_of(request)
-    async with ctx.connection() as conn:
-        job = await job_store.get_job(conn, job_id)
+    async with get_context(request).connection() as conn:
+        job = await read(conn, job_id)
         if not who.is_superuser and not await users.can_see_project(conn, who, job.project_id):
             raise JobNotFound(job_id)
     return job
+
+
+async def visible_job(request: Request, job_id: int) -> JobRecord:
+    return await _visible(request, job_id, job_store.get_job)
 
 
 async def runnable_job(request: Request, job_id: int) -> JobRecord:
@@ -48,12 +61,7 @@ async def may_create(request: Request, project_id: int, job_type: JobType, start
 
 
 async def worker_job(request: Request, job_id: int) -> WorkerView:
-    ctx = get_context(request)
-    who = caller_of(request)
-    async with ctx.connection() as conn:
-        job = await job_store.worker_view(conn, job_id)
-        if not who.is_superuser and not await users.can_see_project(conn, who, job.project_id):
-            raise JobNotFound(job_id)
+    job = await _visible(request, job_id, job_store.worker_view)
     codename = run_permission(JobType.ML, job.source_image_single_id is not None)
     await require_perm(request, codename, job.project_id)
     return job

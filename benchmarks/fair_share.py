@@ -25,7 +25,7 @@ from typing import Any
 from harness import bench_settings, goal_line, own_database, own_temporal, stack, until
 
 from antenna_db import users
-from antenna_db.seed import SeedResult, seed
+from antenna_db.seed import SeedResult, new_capture_set, seed
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.job_requests import NewMlJob
 from core.settings import DatabaseSettings
@@ -61,13 +61,7 @@ async def _split(pool: Pool, seeded: SeedResult, parts: int, size: int) -> list[
     collections = []
     async with pool.connection() as conn:
         for part in range(parts):
-            cur = await conn.execute(
-                "INSERT INTO main_sourceimagecollection (created_at, updated_at, name,"
-                " description, method, kwargs, project_id) VALUES (now(), now(), %s, '',"
-                " 'manual', '{}'::jsonb, %s) RETURNING id",
-                (f"part {part + 1}", seeded.project_id),
-            )
-            collection = int((await cur.fetchone() or {})["id"])
+            collection = await new_capture_set(conn, seeded.project_id, f"part {part + 1}")
             await conn.execute(
                 "INSERT INTO main_sourceimagecollection_images"
                 " (sourceimagecollection_id, sourceimage_id)"

@@ -118,6 +118,17 @@ def bench_settings(db: DatabaseSettings, temporal_address: str, **groups: Any) -
     return settings.model_copy(update=updates)
 
 
+def many_jobs_settings(db: DatabaseSettings, temporal_address: str, jobs: int) -> Settings:
+    """bench_settings for ``jobs`` jobs running at once: a long-queue slot for each one's
+    activity (two each, and some over), a pool of 20."""
+    return bench_settings(
+        db,
+        temporal_address,
+        worker={"long_queue_slots": max(2 * jobs + 10, 100)},
+        database={"pool_max_size": 20},
+    )
+
+
 @dataclass
 class Child:
     name: str

@@ -22,8 +22,8 @@ import httpx
 import nats
 import psycopg
 from harness import (
-    bench_settings,
     goal_line,
+    many_jobs_settings,
     own_database,
     own_temporal,
     published,
@@ -72,12 +72,7 @@ async def _wake_latency(
 
 async def run(jobs: int, images: int, window: float, samples: int) -> None:
     async with own_temporal() as address, own_database() as db:
-        settings = bench_settings(
-            db,
-            address,
-            worker={"long_queue_slots": max(2 * jobs + 10, 100)},
-            database={"pool_max_size": 20},
-        )
+        settings = many_jobs_settings(db, address, jobs)
         pool = await open_pool(settings.database)
         client = await connect_temporal(settings.temporal)
         nc = await nats.connect(settings.nats.url)

@@ -17,9 +17,9 @@ import time
 
 import psycopg
 from harness import (
-    bench_settings,
     connected,
     goal_line,
+    many_jobs_settings,
     own_database,
     own_temporal,
     stack,
@@ -35,12 +35,7 @@ FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
 async def run(jobs: int, images: int, fakes: int) -> None:
     async with own_temporal() as address, own_database() as db:
-        settings = bench_settings(
-            db,
-            address,
-            worker={"long_queue_slots": max(2 * jobs + 10, 100)},
-            database={"pool_max_size": 20},
-        )
+        settings = many_jobs_settings(db, address, jobs)
         async with (
             connected(settings, "many-jobs-bench") as clients,
             stack(settings) as running,

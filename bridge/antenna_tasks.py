@@ -13,39 +13,24 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from bridge.celery_app import CeleryApp
 from bridge.celery_messages import CREATE_DETECTION_IMAGES_TASK
 from core.settings import AntennaSettings
 
 log = logging.getLogger("antenna_jobs.bridge")
 
-# How long one send may take on a broker outage (connect, then Celery's publish retries).
-_CONNECT_TIMEOUT = 4.0
-_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
-
-class AntennaTaskSender:
+class AntennaTaskSender(CeleryApp):
     """Sends tasks through a Celery app of its own (``send_task``, as Antenna's code does), so
     the messages are Celery's own: protocol 2, JSON, Celery's queue declaration."""
 
     def __init__(self, settings: AntennaSettings) -> None:
+        super().__init__("antenna-jobs", settings.broker_url)
         self._queue = settings.results_queue
-        self._app: Celery | None = None
         if settings.broker_url is not None:
-            self._app = Celery("antenna-jobs", broker=settings.broker_url, set_as_current=False)
-            self._app.conf.update(
-                task_serializer="json",
-                accept_content=["json"],
-                broker_connection_timeout=_CONNECT_TIMEOUT,
-                task_publish_retry_policy=_PUBLISH_RETRY,
-            )
             self._where = f"{self._queue!r} on {maybe_sanitize_url(settings.broker_url)}"
-
-    @property
-    def enabled(self) -> bool:
-        return self._app is not None
 
     async def create_detection_images(self, source_image_ids: Iterable[int]) -> str | None:
         """Queue the crops of these images' detections; the Celery task id, or None if nothing
@@ -72,12 +57,3 @@ class AntennaTaskSender:
         assert self._app is not None
         result = self._app.send_task(task, kwargs=kwargs, queue=self._queue)
         return str(result.id)
-
-    def close(self) -> None:
-        """Close the app's broker connections (blocking; call once, at shutdown)."""
-        if self._app is not None:
-            self._app.close()
-
-    async def aclose(self) -> None:
-        if self._app is not None:
-            await asyncio.to_thread(self.close)

@@ -23,22 +23,20 @@ def apply_counters(
         return updated
     share = fraction(counters.done, counters.total)
     status = final or JobState.STARTED
-    updated.update_stage(
-        "process",
-        status=status,
-        progress=share,
-        processed=counters.done,
-        remaining=counters.remaining,
-        failed=counters.failed,
-    )
-    updated.update_stage(
-        "results",
-        status=status,
-        progress=share,
-        captures=counters.processed,
-        detections=counters.detections,
-        classifications=counters.classifications,
-    )
+    params = {
+        "process": {
+            "processed": counters.done,
+            "remaining": counters.remaining,
+            "failed": counters.failed,
+        },
+        "results": {
+            "captures": counters.processed,
+            "detections": counters.detections,
+            "classifications": counters.classifications,
+        },
+    }
+    for key, values in params.items():
+        updated.update_stage(key, status=status, progress=share, **values)
     if final is not None:
         updated.show_paused(False)
     return updated

@@ -4,6 +4,7 @@ long queue (collect, publish, aggregate), so long activities never hold the shor
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -66,15 +67,28 @@ def build_workers(
     reconcile = ReconcileActivities(
         resources.pool, client, queue, resources.js, resources.redis, settings
     )
-    grace = settings.worker.graceful_shutdown
     # Traced (the client carries the SDK's TracingInterceptor): activity spans name their job.
     tags = [JobSpanTags()] if tracing.enabled() else []
-    main = Worker(
-        client,
-        task_queue=settings.jobs.task_queue,
-        identity=identity,
-        workflows=WORKFLOWS,
-        activities=[
+
+    def worker(
+        task_queue: str, slots: int, activities: list[Callable[..., Any]], **more: Any
+    ) -> Worker:
+        """A worker of ``task_queue`` running ``activities``, at most ``slots`` at once."""
+        return Worker(
+            client,
+            task_queue=task_queue,
+            identity=identity,
+            activities=activities,
+            max_concurrent_activities=slots,
+            interceptors=[schema_errors, *tags],
+            graceful_shutdown_timeout=settings.worker.graceful_shutdown,
+            **more,
+        )
+
+    main = worker(
+        settings.jobs.task_queue,
+        settings.worker.short_queue_slots,
+        [
             jobs.start_job,
             jobs.check_cancel,
             jobs.mark_canceling,
@@ -95,19 +109,16 @@ def build_workers(
             reconcile.reconcile_jobs,
             reconcile.remove_leftovers,
         ],
-        max_concurrent_activities=settings.worker.short_queue_slots,
-        interceptors=[schema_errors, *tags],
-        graceful_shutdown_timeout=grace,
+        workflows=WORKFLOWS,
         # A killed worker's sticky queue holds a workflow's next task this long before any
         # worker gets it: part of every crash's recovery time.
         sticky_queue_schedule_to_start_timeout=settings.worker.sticky_timeout,
         max_cached_workflows=settings.worker.max_cached_workflows,
     )
-    long = Worker(
-        client,
-        task_queue=settings.jobs.long_task_queue,
-        identity=identity,
-        activities=[
+    long = worker(
+        settings.jobs.long_task_queue,
+        settings.worker.long_queue_slots,
+        [
             images.collect_images,
             queue.publish_tasks,
             results.aggregate_results,
@@ -116,8 +127,5 @@ def build_workers(
             export.export_data,
             antenna.wait_for_row,
         ],
-        max_concurrent_activities=settings.worker.long_queue_slots,
-        interceptors=[schema_errors, *tags],
-        graceful_shutdown_timeout=grace,
     )
     return [main, long]

@@ -15,37 +15,23 @@ from typing import Any
 
 from celery import Celery
 
+from bridge.celery_app import CeleryApp
 from core.errors import BrokerNotConfigured
 from core.settings import AntennaSettings
 
 RUN_JOB_TASK = "ami.jobs.tasks.run_job"
-# Celery's own publish retry, short: a broker outage fails the attempt (Temporal retries it).
-_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-_CONNECT_TIMEOUT = 4.0
 # States query_task reports for a task a worker holds (received, prefetched, running).
 HELD_STATES = frozenset({"active", "reserved", "scheduled"})
 
 
-class AntennaCelery:
-    def __init__(self, settings: AntennaSettings) -> None:
-        self._settings = settings
-        self._app: Celery | None = None
-        if settings.broker_url is not None:
-            self._app = Celery(
-                "antenna-jobs-tasks", broker=settings.broker_url, set_as_current=False
-            )
-            self._app.conf.update(
-                task_serializer="json",
-                accept_content=["json"],
-                broker_connection_timeout=_CONNECT_TIMEOUT,
-                task_publish_retry_policy=_PUBLISH_RETRY,
-                # Antenna compresses its task messages; its workers read either.
-                task_compression="gzip",
-            )
+class AntennaCelery(CeleryApp):
+    """A broker outage fails the attempt fast (Celery's short publish retry); Temporal retries
+    it."""
 
-    @property
-    def enabled(self) -> bool:
-        return self._app is not None
+    def __init__(self, settings: AntennaSettings) -> None:
+        # Antenna compresses its task messages; its workers read either.
+        super().__init__("antenna-jobs-tasks", settings.broker_url, task_compression="gzip")
+        self._settings = settings
 
     def _require(self) -> Celery:
         if self._app is None:
@@ -108,11 +94,3 @@ class AntennaCelery:
             except conn.channel_errors:
                 return 0  # NOT_FOUND closes the channel; the pool replaces it
         return int(ready)
-
-    def close(self) -> None:
-        if self._app is not None:
-            self._app.close()
-
-    async def aclose(self) -> None:
-        if self._app is not None:
-            await asyncio.to_thread(self.close)

@@ -49,10 +49,10 @@ from activities.antenna_task.models import (
     WaitResult,
 )
 from activities.heartbeat import heartbeating, run_id
-from activities.models import JobConfig, StartInput, StartOutcome
+from activities.jobs import PoolActivities, check_workflow, found, not_started
+from activities.models import StartInput
 from antenna_db import job_store, job_tasks
-from core import naming
-from core.errors import Failure, JobNotFound, failure
+from core.errors import Failure, failure
 from core.settings import Settings
 from core.states import CANCEL_STATES, FINAL_STATES
 from storage import job_runs
@@ -68,10 +68,19 @@ def task_id_for(workflow_id: str, workflow_run_id: str, previous: str | None) ->
     return str(uuid.uuid5(_TASK_IDS, f"{workflow_id}/{workflow_run_id}/{previous or 'first'}"))
 
 
-class AntennaTaskActivities:
+def _final(row: job_tasks.TaskRow) -> bool:
+    """Whether the job is over (FINAL_STATES; REVOKED is final first); one being cancelled
+    stops the activity, non-retryable."""
+    if row.status in FINAL_STATES:
+        return True
+    if row.status in CANCEL_STATES:
+        raise failure(Failure.JOB_CANCELLED, f"job {row.id} is {row.status}")
+    return False
+
+
+class AntennaTaskActivities(PoolActivities):
     def __init__(self, pool: Pool, settings: Settings, celery: AntennaCelery) -> None:
-        self._pool = pool
-        self._settings = settings
+        super().__init__(pool, settings)
         self._celery = celery
 
     @activity.defn(name="start_antenna_job")
@@ -79,32 +88,25 @@ class AntennaTaskActivities:
         """This run takes the job (job_runs); the status is left to Antenna's code."""
         jobs, antenna = self._settings.jobs, self._settings.antenna
         async with self._pool.connection() as conn:
-            try:
-                row = await job_tasks.get(conn, inp.job_id)
-            except JobNotFound as err:
-                raise failure(Failure.JOB_NOT_FOUND, str(err)) from err
-            result = AntennaStartResult(
-                outcome=StartOutcome.STARTED,
-                status=row.status,
-                project_id=row.project_id,
-                config=JobConfig.of(jobs),
-                job_type=row.job_type,
+            row = await found(job_tasks.get(conn, inp.job_id))
+            result = AntennaStartResult.started(
+                row.status,
+                row.project_id,
+                jobs,
+                row.job_type,
                 max_sends=antenna.task_max_sends,
                 task_queue=antenna.task_queue,
             )
-            if row.status in FINAL_STATES:
-                return result.model_copy(update={"outcome": StartOutcome.FINAL})
-            if row.status in CANCEL_STATES:
-                return result.model_copy(update={"outcome": StartOutcome.CANCELING})
-            runs_it = naming.workflow_type(
-                row.job_type, row.dispatch_mode, antenna_tasks=antenna.runs_antenna_tasks
+            if (stop := not_started(result)) is not None:
+                return stop
+            check_workflow(
+                inp.workflow,
+                row.id,
+                row.job_type,
+                row.job_type_key,
+                row.dispatch_mode,
+                antenna_tasks=antenna.runs_antenna_tasks,
             )
-            if runs_it != inp.workflow:
-                raise failure(
-                    Failure.UNSUPPORTED_JOB,
-                    f"job {row.id} is {row.job_type_key}/{row.dispatch_mode}: {inp.workflow}"
-                    f" does not run it ({runs_it} does)",
-                )
             info = activity.info()
             if await job_runs.take(conn, row.id, run_id(), ""):
                 await job_store.append_log(
@@ -123,10 +125,8 @@ class AntennaTaskActivities:
         queue = self._settings.antenna.task_queue
         async with self._pool.connection() as conn:
             row = await job_tasks.get(conn, inp.job_id)
-            if row.status in FINAL_STATES:
+            if _final(row):
                 return SendResult(outcome=TaskOutcome.FINAL, status=row.status)
-            if row.status in CANCEL_STATES:
-                raise failure(Failure.JOB_CANCELLED, f"job {row.id} is {row.status}")
             if row.task_id == task_id:
                 # An earlier attempt wrote it and then published, or died just before: never
                 # two messages for one id (a lost one is resent by the wait's rule).
@@ -179,10 +179,8 @@ class AntennaTaskActivities:
             while True:
                 async with self._pool.connection() as conn:
                     row = await job_tasks.get(conn, inp.job_id)
-                if row.status in FINAL_STATES:
+                if _final(row):
                     return WaitResult(outcome=TaskOutcome.FINAL, status=row.status)
-                if row.status in CANCEL_STATES:
-                    raise failure(Failure.JOB_CANCELLED, f"job {row.id} is {row.status}")
                 now = time.monotonic()
                 if (row.updated_at, row.status) != last_change:
                     last_change, quiet_since, interval = (row.updated_at, row.status), now, first

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, NonNegativeInt
 
+from activities.models import Checkpoint, RunInput
 from core.counters import AggregateCounters
 
 
-class PublishInput(BaseModel):
-    job_id: int
-    total: NonNegativeInt
+class PublishInput(RunInput):
+    pass
 
 
-class PublishCheckpoint(BaseModel):
+class PublishCheckpoint(Checkpoint):
     """Heartbeat details of publish_tasks: everything up to last_ordinal has its acks."""
 
-    last_ordinal: NonNegativeInt = 0
     published: NonNegativeInt = 0
     no_url: NonNegativeInt = 0
 
@@ -29,9 +28,8 @@ class PublishResult(BaseModel):
     seconds: float
 
 
-class AggregateInput(BaseModel):
-    job_id: int
-    total: NonNegativeInt
+class AggregateInput(RunInput):
+    pass
 
 
 class AggregateResult(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
@@ -31,6 +32,7 @@ from activities.async_api.models import AggregateInput, AggregateResult
 from activities.async_api.serving import ServingNote
 from activities.crops import CropRequests
 from activities.heartbeat import heartbeating, run_id
+from activities.jobs import PoolActivities
 from activities.ml_run import LOGGED_IMAGE_IDS, WORKERS_PARAM, MlRun
 from activities.result_saver import BatchOutcome, SchemaBlocked
 from activities.schema_wait import SchemaWait
@@ -49,7 +51,7 @@ CACHE_CHECK_EVERY = 30.0
 SHORTEST_WAIT = 0.05
 
 
-class ResultActivities:
+class ResultActivities(PoolActivities):
     def __init__(
         self,
         pool: Pool,
@@ -61,12 +63,11 @@ class ResultActivities:
         watch: InboxWatch | None = None,
         request_schema_check: Callable[[], None] | None = None,
     ) -> None:
-        self._pool = pool
+        super().__init__(pool, settings)
         # Asks this process's schema check to run now (after a save refused for the schema).
         self._request_schema_check = request_schema_check
         self._nc = nc
         self._js = js
-        self._settings = settings
         self._lookup = TaskLookup(js)
         self._crops = crops or CropRequests()
         self._cache = JobStateCache(
@@ -102,6 +103,7 @@ def _says_waiting(run: MlRun) -> bool:
         return False
 
 
+@dataclass(eq=False)
 class _Aggregation:
     """One attempt of aggregate_results for one job; its state lives as long as the attempt.
 
@@ -110,25 +112,17 @@ class _Aggregation:
     job's state as the process-wide read found it, so a waiting job makes no query of its own.
     """
 
-    def __init__(
-        self,
-        run: MlRun,
-        pool: Pool,
-        nc: NatsClient,
-        js: JetStreamContext,
-        lookup: TaskLookup,
-        cache: JobStateCache,
-        watch: Watch,
-        settings: Settings,
-    ) -> None:
-        self.ml = run
-        self.pool = pool
-        self.nc = nc
-        self.js = js
-        self.lookup = lookup
-        self.cache = cache
-        self.watch = watch
-        self.settings = settings
+    ml: MlRun
+    pool: Pool
+    nc: NatsClient
+    js: JetStreamContext
+    lookup: TaskLookup
+    cache: JobStateCache
+    watch: Watch
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        run, lookup, settings = self.ml, self.lookup, self.settings
         self.names = settings.jobs.names
         self.jobs = settings.jobs
         self.job_id = run.job_id

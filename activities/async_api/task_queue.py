@@ -26,6 +26,7 @@ from activities.async_api.job_state_cache import JobStateCache
 from activities.async_api.models import PublishCheckpoint, PublishInput, PublishResult
 from activities.async_api.publisher import JetStreamPublisher, PageAcks
 from activities.heartbeat import heartbeating, resume_details, run_id
+from activities.jobs import PoolActivities
 from activities.models import JobRef
 from antenna_db import captures, job_store
 from antenna_db.capture_urls import NO_URL_ERROR
@@ -46,7 +47,7 @@ def task_message(image_id: int, url: str) -> bytes:
     return _TASK % (image_id, image_id, json_codec.dumps(url))
 
 
-class TaskQueueActivities:
+class TaskQueueActivities(PoolActivities):
     def __init__(
         self,
         nc: NatsClient,
@@ -55,12 +56,10 @@ class TaskQueueActivities:
         pool: Pool,
         settings: Settings,
     ) -> None:
+        super().__init__(pool, settings)
         # ``nc``: the connection of ``js``, on which the publisher awaits its PubAcks itself.
         self._nc = nc
         self._js = js
-        self._pool = pool
-        self._settings = settings
-        self._names = settings.jobs.names
         self._cache = JobStateCache(redis, int(settings.redis.key_ttl.total_seconds()), self._names)
 
     async def remove(self, job_id: int) -> None:

@@ -31,7 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating, resume_details
 from activities.internal.models import ExportCheckpoint, InternalResult, RemoveExportInput
-from activities.jobs import RowCancelCheck
+from activities.jobs import PoolActivities, RowCancelCheck
 from activities.models import JobRef
 from antenna_db import exports, job_store
 from antenna_db.job_store import JobRecord
@@ -162,10 +162,9 @@ def file_url(base: str | None, path: Path) -> str:
     return f"{base.rstrip('/')}/{path.name}" if base else path.as_uri()
 
 
-class ExportActivities:
+class ExportActivities(PoolActivities):
     def __init__(self, pool: Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
+        super().__init__(pool, settings)
         # Absolute once, so the job's result names the file whatever the reader's directory.
         self._dir = settings.export.dir.resolve()
 

@@ -16,13 +16,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.internal.models import InternalResult
+from activities.jobs import PoolActivities
 from activities.models import JobRef
 from antenna_db import cachalot, collections, job_store
 from core.errors import Failure, failure
 from core.job_params import populate_params
-from core.settings import Settings
 from core.states import JobState
-from storage.pool import Pool
 
 STAGE = "populate_captures_collection"
 
@@ -32,11 +31,7 @@ def _refused(message: str) -> ApplicationError:
     return failure(Failure.POPULATE_FAILED, message)
 
 
-class PopulateActivities:
-    def __init__(self, pool: Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
-
+class PopulateActivities(PoolActivities):
     @activity.defn(name="populate_collection")
     async def populate_collection(self, ref: JobRef) -> InternalResult:
         async with self._pool.connection() as conn:

@@ -39,6 +39,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.async_api.task_queue import TaskQueueActivities
 from activities.heartbeat import heartbeating
+from activities.jobs import PoolActivities
 from activities.reconcile.models import (
     JobsReport,
     LeftoversReport,
@@ -60,7 +61,7 @@ _DESCRIBE_CONCURRENCY = 20
 START = "start"
 
 
-class ReconcileActivities:
+class ReconcileActivities(PoolActivities):
     def __init__(
         self,
         pool: Pool,
@@ -70,13 +71,11 @@ class ReconcileActivities:
         redis: aioredis.Redis,
         settings: Settings,
     ) -> None:
-        self._pool = pool
+        super().__init__(pool, settings)
         self._client = client
         self._queue = queue
         self._js = js
         self._redis = redis
-        self._settings = settings
-        self._names = settings.jobs.names
 
     @activity.defn(name="reconcile_jobs")
     async def reconcile_jobs(self, inp: ReconcileInput) -> JobsReport:

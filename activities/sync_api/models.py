@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, NonNegativeInt
 
+from activities.models import Checkpoint, RunInput
 from core.counters import AggregateCounters
 
 
@@ -15,16 +16,13 @@ class ServiceChoice(BaseModel):
     latency: float
 
 
-class SyncProcessInput(BaseModel):
-    job_id: int
-    total: NonNegativeInt
+class SyncProcessInput(RunInput):
     service: ServiceChoice
 
 
-class SyncCheckpoint(BaseModel):
+class SyncCheckpoint(Checkpoint):
     """Heartbeat details of process_sync_batches: every batch up to last_ordinal is saved."""
 
-    last_ordinal: NonNegativeInt = 0
     batches: NonNegativeInt = 0
     failed_batches: NonNegativeInt = 0
 

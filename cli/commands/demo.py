@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from enum import StrEnum
 from typing import Annotated
 
-import httpx
 import psycopg
 import typer
 from psycopg import sql
 
 from antenna_db import users
-from antenna_db.schema import ANTENNA
-from antenna_db.seed import seed
 from cli.commands.context import (
     console,
-    database,
     err_console,
     fail,
-    job_actions,
     load_settings,
     user_errors,
 )
@@ -40,19 +34,19 @@ from cli.commands.demo_run import (
     Child,
     DemoError,
     Outcome,
-    check_children,
     cleanup_temporal,
-    follow,
     outcome_of,
+    run_job,
+    seeded_demo,
     start_children,
     stop_children,
+    wait_answering,
 )
 from cli.commands.demo_sync import run_sync
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig, api_base
 from cli.stack import local_stack, processes
 from cli.stack.services import StackError
 from core.settings import Settings
-from storage.migrate import migrate
 
 
 class DemoMode(StrEnum):
@@ -187,10 +181,8 @@ async def _run(
     delay: float,
     give_up_after: float,
 ) -> Outcome:
-    await migrate(settings.database, ANTENNA)
-    async with database(settings) as pool:
+    async with seeded_demo(settings, images) as (pool, seeded):
         async with pool.connection() as conn:
-            seeded = await seed(conn, images)
             token = await users.create_token_user(
                 conn, f"demo-{seeded.pipeline_slug}", superuser=True
             )
@@ -205,7 +197,14 @@ async def _run(
         start_children(
             children, stack.state_dir.resolve() / "logs", env, {"worker": ["worker"], "api": api}
         )
-        await _wait_for_api(api_url, token, children, within=60)
+        await wait_answering(
+            f"the API at {api_url}",
+            f"{api_base(api_url)}/jobs?ids_only=1",
+            lambda response: response.status_code < 500,
+            children,
+            within=60,
+            headers={"Authorization": f"Token {token}"},
+        )
 
         fakes = [
             FakeWorker(
@@ -224,30 +223,10 @@ async def _run(
         ]
         fake_tasks = [asyncio.create_task(f.run()) for f in fakes]
         try:
-            async with job_actions(settings) as actions:
-                new = seeded.ml_job(name=f"demo: {images} images")
-                job = await actions.create(new, start=True)
-                job = await follow(settings, actions, pool, job, children, give_up_after)
+            new = seeded.ml_job(name=f"demo: {images} images")
+            job = await run_job(settings, pool, new, children, give_up_after)
         finally:
             for f in fakes:
                 f.stop()
             await asyncio.gather(*fake_tasks, return_exceptions=True)
-        for child in children:
-            child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
         return await outcome_of(pool, job, fakes, children)
-
-
-async def _wait_for_api(url: str, token: str, children: list[Child], within: float) -> None:
-    deadline = time.monotonic() + within
-    headers = {"Authorization": f"Token {token}"}
-    async with httpx.AsyncClient(timeout=2, headers=headers) as http:
-        while time.monotonic() < deadline:
-            check_children(children)
-            try:
-                response = await http.get(f"{api_base(url)}/jobs", params={"ids_only": 1})
-                if response.status_code < 500:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)  # poll interval while the server starts
-    raise DemoError(f"the API at {url} did not answer within {within:.0f} s")

@@ -7,22 +7,28 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from antenna_db import results
 from antenna_db.job_store import JobRecord
+from antenna_db.schema import ANTENNA
+from antenna_db.seed import SeedResult, seed
 from cli.commands import progress_view
-from cli.commands.context import console
+from cli.commands.context import console, database, job_actions
 from cli.fakes.worker import FakeWorker
 from cli.stack import processes
+from core.job_requests import NewMlJob
 from core.settings import Settings
 from core.states import JobState
 from core.temporal_client import connect_temporal
+from storage.migrate import migrate
 from storage.pool import Pool
 
 if TYPE_CHECKING:
@@ -78,6 +84,51 @@ async def follow(
         raise DemoError(f"job {job.id} not final after {give_up_after:.0f} s") from None
 
 
+@contextlib.asynccontextmanager
+async def seeded_demo(
+    settings: Settings, images: int, *, async_workers: bool = True
+) -> AsyncIterator[tuple[Pool, SeedResult]]:
+    """The database migrated, a new project of ``images`` demo images seeded: the pool (open
+    until the block ends) and what was seeded."""
+    await migrate(settings.database, ANTENNA)
+    async with database(settings) as pool:
+        async with pool.connection() as conn:
+            seeded = await seed(conn, images, async_workers=async_workers)
+        yield pool, seeded
+
+
+async def run_job(
+    settings: Settings, pool: Pool, new: NewMlJob, children: list[Child], give_up_after: float
+) -> JobRecord:
+    """Create and start the job; follow it to a final state."""
+    async with job_actions(settings) as actions:
+        job = await actions.create(new, start=True)
+        return await follow(settings, actions, pool, job, children, give_up_after)
+
+
+async def wait_answering(
+    what: str,
+    url: str,
+    answers: Callable[[httpx.Response], bool],
+    children: list[Child],
+    within: float,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Until a GET of ``url`` ``answers`` (the server ``what`` has started); a child that
+    exits meanwhile, or no answer ``within`` seconds, is a DemoError."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=2, headers=headers) as http:
+        while time.monotonic() < deadline:
+            check_children(children)
+            try:
+                if answers(await http.get(url)):
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)  # poll interval while the server starts
+    raise DemoError(f"{what} did not answer within {within:.0f} s")
+
+
 def start_children(
     children: list[Child], logs: Path, env: dict[str, str], commands: dict[str, list[str]]
 ) -> None:
@@ -108,8 +159,11 @@ def stop_children(children: list[Child]) -> None:
 
 
 async def outcome_of(
-    pool: Pool, job: JobRecord, fakes: list[FakeWorker], children: list[Child]
+    pool: Pool, job: JobRecord, fakes: Sequence[FakeWorker], children: list[Child]
 ) -> Outcome:
+    """The outcome line, with the children's peak memory and what the fake workers posted."""
+    for child in children:
+        child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
     async with pool.connection() as conn:
         detections, classifications = await results.job_result_counts(conn, job.id)
     row = {"detections": detections, "classifications": classifications}

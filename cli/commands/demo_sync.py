@@ -8,32 +8,24 @@ creates and starts the job and follows it like the async demo, ending with the s
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-
-import httpx
 
 from antenna_db import pipelines
 from antenna_db.pipelines import BATCH_SIZE_KEY
-from antenna_db.processing_services import add_push_service
-from antenna_db.schema import ANTENNA
-from antenna_db.seed import seed
-from cli.commands.context import console, database, job_actions
+from antenna_db.seed import add_service
+from cli.commands.context import console
 from cli.commands.demo_run import (
     Child,
-    DemoError,
     Outcome,
-    check_children,
-    follow,
     outcome_of,
+    run_job,
+    seeded_demo,
     start_children,
+    wait_answering,
 )
 from cli.stack import local_stack, processes
-from core.job_requests import NewMlJob
 from core.settings import Settings
 from core.states import DispatchMode
-from storage.migrate import migrate
 
 
 async def run_sync(
@@ -46,10 +38,8 @@ async def run_sync(
     latency: float,
     give_up_after: float,
 ) -> Outcome:
-    await migrate(settings.database, ANTENNA)
-    async with database(settings) as pool:
+    async with seeded_demo(settings, images, async_workers=False) as (pool, seeded):
         async with pool.connection() as conn:
-            seeded = await seed(conn, images, async_workers=False)
             await pipelines.set_default_config(
                 conn, seeded.pipeline_slug, BATCH_SIZE_KEY, batch_size
             )
@@ -64,39 +54,17 @@ async def run_sync(
         service = ["fake-service", "--port", str(port), "--pipeline", seeded.pipeline_slug]
         service += ["--latency", str(latency), "--error-rate", str(error_rate)]
         start_children(children, logs, env, {"worker": ["worker"], "fake-service": service})
-        await _wait_ready(url, children, within=60)
+        await wait_answering(
+            f"the fake service at {url}",
+            f"{url}/readyz",
+            lambda response: response.is_success,
+            children,
+            within=60,
+        )
         async with pool.connection() as conn:
-            await add_push_service(
-                conn,
-                name=f"demo fake service {seeded.pipeline_slug}",
-                endpoint_url=url,
-                project_id=seeded.project_id,
-                pipeline_slugs=[seeded.pipeline_slug],
-            )
-        async with job_actions(settings) as actions:
-            new = NewMlJob(
-                project_id=seeded.project_id,
-                pipeline_slug=seeded.pipeline_slug,
-                collection_id=seeded.collection_id,
-                name=f"demo (sync): {images} images",
-                dispatch_mode=DispatchMode.SYNC_API,
-            )
-            job = await actions.create(new, start=True)
-            job = await follow(settings, actions, pool, job, children, give_up_after)
-        for child in children:
-            child.peak_rss_kib = processes.peak_rss_kib(child.proc.pid)
+            await add_service(conn, seeded, url, "demo fake service")
+        new = seeded.ml_job(
+            name=f"demo (sync): {images} images", dispatch_mode=DispatchMode.SYNC_API
+        )
+        job = await run_job(settings, pool, new, children, give_up_after)
         return await outcome_of(pool, job, [], children)
-
-
-async def _wait_ready(url: str, children: list[Child], within: float) -> None:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            check_children(children)
-            try:
-                if (await http.get(f"{url}/readyz")).is_success:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)  # poll interval while the server starts
-    raise DemoError(f"the fake service at {url} did not answer within {within:.0f} s")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -88,6 +89,16 @@ class FakeWorker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FakeWorker]:
+        """This worker polling in the background until the block ends (then stopped)."""
+        task = asyncio.create_task(self.run())
+        try:
+            yield self
+        finally:
+            self.stop()
+            await task
 
     async def run(self) -> dict[str, int]:
         """Poll and work until ``stop()`` or ``max_idle`` s without work; returns the totals."""

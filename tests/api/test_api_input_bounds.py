@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
-from api.context import ApiResources
 from api.job_bodies import MAX_BATCH_SIZE
 from core.states import JobState
 from core.wire_types import INT4_MAX, NESTED_TOO_DEEPLY, NUL_MESSAGE, SURROGATE_MESSAGE
-from tests.helpers.api import Api, http_client, running_app
-from tests.helpers.db import create_token, inbox_rows
+from tests.helpers.api import Api, serving_api
+from tests.helpers.db import inbox_rows
 from tests.helpers.jobs import entry, make_job, success_result
 from tests.helpers.settings import with_settings
 
@@ -115,15 +116,18 @@ async def test_job_create_bounds_every_stored_value(api: Api, pool, change, fiel
         assert (await cur.fetchone())["n"] == 1  # only the fixture's own job
 
 
+async def create_in_new_project(api: Api, pool, pipeline: bool, **fields: Any) -> httpx.Response:
+    """POST /jobs/ of ``fields`` in the project, on the collection (and with the pipeline) of a
+    new started job."""
+    seeded = (await make_job(pool, images=1, status=JobState.STARTED)).seeded
+    body = {"project_id": seeded.project_id, "collection_id": seeded.collection_id, **fields}
+    if pipeline:
+        body["pipeline_slug"] = seeded.pipeline_slug
+    return await api.client.post("/jobs/", json=body)
+
+
 async def test_job_create_stores_the_largest_limit(api: Api, pool):
-    job = await make_job(pool, images=1, status=JobState.STARTED)
-    body = {
-        "project_id": job.seeded.project_id,
-        "pipeline_slug": job.seeded.pipeline_slug,
-        "collection_id": job.seeded.collection_id,
-        "limit": INT4_MAX,
-    }
-    response = await api.client.post("/jobs/", json=body)
+    response = await create_in_new_project(api, pool, pipeline=True, limit=INT4_MAX)
     assert response.status_code == 201, response.text
     assert response.json()["limit"] == INT4_MAX
 
@@ -138,14 +142,9 @@ async def test_job_create_stores_the_largest_limit(api: Api, pool):
     ],
 )
 async def test_populate_params_are_bounded(api: Api, pool, params, field):
-    job = await make_job(pool, images=1, status=JobState.STARTED)
-    body = {
-        "job_type_key": "populate_captures_collection",
-        "project_id": job.seeded.project_id,
-        "collection_id": job.seeded.collection_id,
-        "params": params,
-    }
-    response = await api.client.post("/jobs/", json=body)
+    response = await create_in_new_project(
+        api, pool, pipeline=False, job_type_key="populate_captures_collection", params=params
+    )
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
 
@@ -216,12 +215,8 @@ LIMIT = 4096
 @pytest_asyncio.fixture(name="small_api")
 async def small_api_fixture(settings, pool, temporal_client, nats_client) -> AsyncIterator[Api]:
     small = with_settings(settings, api={"max_body_bytes": LIMIT})
-    resources = ApiResources(pool=pool, nats=nats_client, temporal=temporal_client)
-    async with running_app(small, resources) as app:
-        async with pool.connection() as conn:
-            key = await create_token(conn, "small body limit")
-        async with http_client(app, key) as client:
-            yield Api(client=client, key=key, app=app, nats=nats_client)
+    async with serving_api(small, pool, temporal_client, nats_client, "small body limit") as api:
+        yield api
 
 
 def _big_results(tasks: list[dict]) -> bytes:

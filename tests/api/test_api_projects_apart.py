@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from antenna_db import users
-from antenna_db.seed import seed
+from antenna_db.seed import SeedResult, seed
 from antenna_db.users import Role
 from core.fair_share import JobLoad
 from core.states import JobState
@@ -27,17 +27,27 @@ async def _claim(client: Any, slug: str) -> tuple[int, set[int]]:
     return body["count"], {r["id"] for r in body["results"]}
 
 
-async def test_the_claim_listing_offers_only_jobs_the_token_may_run(api: Api, pool):
+Worker = tuple[SeedResult, str]
+
+
+async def two_projects(pool, images: int) -> tuple[str, Worker, Worker]:
+    """Two projects of ``images`` each whose pipelines share one new slug, each with a worker's
+    token that may run its jobs: the slug, then (project, token) of A and of B."""
     slug = f"shared-{uuid.uuid4().hex[:8]}"
+    made = []
     async with pool.connection() as conn:
-        seeded_a = await seed(conn, 4, pipeline_slug=slug)
-        seeded_b = await seed(conn, 4, pipeline_slug=slug)
-        key_a = await users.create_token_user(
-            conn, "A's worker", project_id=seeded_a.project_id, role=Role.ML_DATA_MANAGER
-        )
-        key_b = await users.create_token_user(
-            conn, "B's worker", project_id=seeded_b.project_id, role=Role.ML_DATA_MANAGER
-        )
+        for name in ("A", "B"):
+            seeded = await seed(conn, images, pipeline_slug=slug)
+            key = await users.create_token_user(
+                conn, f"{name}'s worker", project_id=seeded.project_id, role=Role.ML_DATA_MANAGER
+            )
+            made.append((seeded, key))
+    return slug, made[0], made[1]
+
+
+async def test_the_claim_listing_offers_only_jobs_the_token_may_run(api: Api, pool):
+    slug, (seeded_a, key_a), (seeded_b, key_b) = await two_projects(pool, 4)
+    async with pool.connection() as conn:
         # A member of B who may see its jobs but not run them (BasicMember: no run_ml_job).
         key_viewer = await users.create_token_user(
             conn, "B's viewer", project_id=seeded_b.project_id, role=Role.BASIC_MEMBER
@@ -56,16 +66,7 @@ async def test_the_claim_listing_offers_only_jobs_the_token_may_run(api: Api, po
 
 
 async def test_a_job_nobody_polling_may_run_is_no_rival(api: Api, pool):
-    slug = f"shared-{uuid.uuid4().hex[:8]}"
-    async with pool.connection() as conn:
-        seeded_a = await seed(conn, 1, pipeline_slug=slug)
-        seeded_b = await seed(conn, 1, pipeline_slug=slug)
-        key_a = await users.create_token_user(
-            conn, "A's worker", project_id=seeded_a.project_id, role=Role.ML_DATA_MANAGER
-        )
-        key_b = await users.create_token_user(
-            conn, "B's worker", project_id=seeded_b.project_id, role=Role.ML_DATA_MANAGER
-        )
+    slug, (seeded_a, key_a), (seeded_b, key_b) = await two_projects(pool, 1)
     fair = api.app.state.context.fair_share
     a_waits = JobLoad(1, seeded_a.project_id, slug, in_flight=0, waiting=100)
     b_waits = JobLoad(2, seeded_b.project_id, slug, in_flight=0, waiting=100)

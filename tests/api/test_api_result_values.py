@@ -18,6 +18,16 @@ from tests.helpers.jobs import entry, error_result, make_job, success_result
 CLS = "detections[0].classifications[0]"
 
 
+def set_at(result: dict[str, Any], where: str, value: Any) -> None:
+    """Set the field of ``result`` at the path ``where`` (``detections[0].bbox``) to ``value``."""
+    target: Any = result
+    parts = where.replace("]", "").replace("[", ".").split(".")
+    for part in parts[:-1]:
+        target = target[int(part)] if part.isdigit() else target[part]
+    last = parts[-1]
+    target[int(last) if last.isdigit() else last] = value
+
+
 def splice(body: Any, **tokens: str) -> bytes:
     """``body`` as JSON with each string "@NAME@" replaced by the raw token ``tokens[NAME]``
     (``1e400``, a 2,000-deep array: text Python's json cannot write)."""
@@ -98,15 +108,7 @@ async def test_non_finite_numbers_are_refused_by_field(api: Api, pool, streams, 
     cls = first_classification(bad)
     cls["scores"] = [0.01] * 20
     cls["logits"] = [0.5] * 5
-    target: Any = bad
-    parts = where.replace("]", "").replace("[", ".").split(".")
-    for part in parts[:-1]:
-        target = target[int(part)] if part.isdigit() else target[part]
-    last = parts[-1]
-    if last.isdigit():
-        target[int(last)] = "@BAD@"
-    else:
-        target[last] = "@BAD@"
+    set_at(bad, where, "@BAD@")
     body = {"results": [entry(t, success_result(t)) for t in tasks]}
     body["results"][1] = entry(tasks[1], bad)
     response = await post_raw(api, job.id, splice(body, BAD=token))
@@ -134,15 +136,7 @@ async def test_non_finite_numbers_are_refused_by_field(api: Api, pool, streams, 
 async def test_unstorable_text_is_refused_by_field(api: Api, pool, streams, value, where, message):
     job, tasks = await tasks_of(api, pool, streams, 3)
     bad = success_result(tasks[2])
-    target: Any = bad
-    parts = where.replace("]", "").replace("[", ".").split(".")
-    for part in parts[:-1]:
-        target = target[int(part)] if part.isdigit() else target[part]
-    last = parts[-1]
-    if last.isdigit():
-        target[int(last)] = value
-    else:
-        target[last] = value
+    set_at(bad, where, value)
     results = [entry(t, success_result(t)) for t in tasks[:2]] + [entry(tasks[2], bad)]
     # json.dumps writes "\ud800" and "\u0000" as escapes, as a worker's JSON library does.
     response = await post_raw(api, job.id, json.dumps({"results": results}).encode())

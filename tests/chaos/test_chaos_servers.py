@@ -25,14 +25,15 @@ from tests.helpers.chaos import (
     check_exactly_once,
     hold_no_url_failure,
     pick,
+    processed_at_least,
     record_recovery,
-    seconds_until,
+    record_recovery_when,
     wait_final,
 )
 from tests.helpers.db import NAMES, job_counts
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import OwnedNats, OwnedRedis, OwnedTemporal, owned, worker_processes
-from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
+from tests.helpers.settings import with_crashes, with_settings
 from tests.helpers.temporal import job_handle, simulated_worker
 
 pytestmark = pytest.mark.chaos
@@ -43,52 +44,36 @@ FIRST = IMAGES // 3
 
 @pytest.fixture
 def settings(settings):
-    return with_settings(
-        settings,
-        jobs=CRASH_JOBS,
-        nats={"ack_wait": timedelta(seconds=3)},  # acks lost in an outage come back soon
-        worker=CRASH_WORKER,
-        reconcile={"interval": timedelta(0)},
-    )
-
-
-async def processed_at_least(pool, job_id: int, n: int) -> bool:
-    return (await job_counts(pool, job_id))["processed"] >= n
+    # Acks lost in an outage come back soon.
+    return with_crashes(settings, nats={"ack_wait": timedelta(seconds=3)})
 
 
 @pytest.mark.parametrize("run", RUNS)
-async def test_temporal_restart_mid_job(run, pool, settings, nats_client, tmp_path):
+async def test_temporal_restart_mid_job(run, pool, settings, tmp_path, under_way):
     async with owned(OwnedTemporal("temporal", tmp_path / "temporal")) as server:
         settings = with_settings(settings, temporal={"address": server.address})
         client = await connect_temporal(settings.temporal)
-        job, seeded, _ = await make_job(pool, images=IMAGES)
-        adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, budget=FIRST)
-        with worker_processes(settings, tmp_path) as workers:
-            workers.start()
-            async with simulated_worker(adc):
-                await JobActions(pool, client, settings).run(job.id)
-                await eventually(lambda: processed_at_least(pool, job.id, FIRST), within=60)
-                server.stop()
-                # Results keep being saved while Temporal is down: only orchestration waits.
-                adc.answer_more(FIRST)
-                await eventually(lambda: processed_at_least(pool, job.id, 2 * FIRST), within=60)
-                await asyncio.sleep(settings.jobs.heartbeat_timeout.total_seconds())
-                await server.start()
-                restarted = time.monotonic()
-                adc.answer_more(None)
-                assert await wait_final(pool, job.id) == JobState.SUCCESS
-                record_recovery(
-                    "Temporal restart (restart to SUCCESS)", time.monotonic() - restarted
-                )
-                # The row is final before the run closes (cleanup comes after finalize): wait
-                # for the close while the workers still run.
-                handle = client.get_workflow_handle(NAMES.workflow_id(job.id))
+        async with under_way(IMAGES, FIRST, client=client, settings=settings) as on:
+            job, adc = on.job, on.adc
+            server.stop()
+            # Results keep being saved while Temporal is down: only orchestration waits.
+            adc.answer_more(FIRST)
+            await eventually(lambda: processed_at_least(pool, job.id, 2 * FIRST), within=60)
+            await asyncio.sleep(settings.jobs.heartbeat_timeout.total_seconds())
+            await server.start()
+            restarted = time.monotonic()
+            adc.answer_more(None)
+            assert await wait_final(pool, job.id) == JobState.SUCCESS
+            record_recovery("Temporal restart (restart to SUCCESS)", time.monotonic() - restarted)
+            # The row is final before the run closes (cleanup comes after finalize): wait
+            # for the close while the workers still run.
+            handle = client.get_workflow_handle(NAMES.workflow_id(job.id))
 
-                async def closed() -> str | None:
-                    status = (await handle.describe()).status
-                    return None if status is None or status.name == "RUNNING" else status.name
+            async def closed() -> str | None:
+                status = (await handle.describe()).status
+                return None if status is None or status.name == "RUNNING" else status.name
 
-                assert await eventually(closed, within=60) == "COMPLETED"
+            assert await eventually(closed, within=60) == "COMPLETED"
         await check_exactly_once(pool, job.id, adc)
 
 
@@ -152,35 +137,29 @@ async def _drop_url(pool, collection_id: int, offset: int) -> int:
 
 
 @pytest.mark.parametrize("run", RUNS)
-async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_client, tmp_path):
+async def test_redis_flushed_mid_job(run, pool, settings, temporal_client, tmp_path, under_way):
     async with owned(OwnedRedis("redis", tmp_path / "redis")) as server:
         settings = with_settings(settings, redis={"url": server.url})
         redis = aioredis.Redis.from_url(server.url, decode_responses=True)
         try:
-            job, seeded, _ = await make_job(pool, images=IMAGES)
-            adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, budget=FIRST)
-            with worker_processes(settings, tmp_path) as workers:
-                workers.start()
-                async with simulated_worker(adc):
-                    await JobActions(pool, temporal_client, settings).run(job.id)
-                    await eventually(lambda: processed_at_least(pool, job.id, FIRST), within=60)
-                    await redis.flushall()
-                    flushed = time.monotonic()
+            async with under_way(IMAGES, FIRST, settings=settings) as on:
+                job, adc = on.job, on.adc
+                await redis.flushall()
+                flushed = time.monotonic()
 
-                    async def rebuilt():
-                        pending = await redis.scard(NAMES.pending_key(job.id, "process"))
-                        total = await redis.get(NAMES.total_key(job.id))
-                        counts = await job_counts(pool, job.id)
-                        return total == str(IMAGES) and pending == counts["pending"]
+                async def rebuilt():
+                    pending = await redis.scard(NAMES.pending_key(job.id, "process"))
+                    total = await redis.get(NAMES.total_key(job.id))
+                    counts = await job_counts(pool, job.id)
+                    return total == str(IMAGES) and pending == counts["pending"]
 
-                    record_recovery(
-                        "Redis flushed (flush to keys rebuilt)",
-                        await seconds_until(flushed, rebuilt),
-                    )
-                    adc.answer_more(None)
-                    assert await wait_final(pool, job.id) == JobState.SUCCESS
-                    # The row is final before the run's clean-up (Redis keys) has run.
-                    await job_handle(temporal_client, job.id).result()
+                await record_recovery_when(
+                    "Redis flushed (flush to keys rebuilt)", flushed, rebuilt
+                )
+                adc.answer_more(None)
+                assert await wait_final(pool, job.id) == JobState.SUCCESS
+                # The row is final before the run's clean-up (Redis keys) has run.
+                await job_handle(temporal_client, job.id).result()
             await check_exactly_once(pool, job.id, adc)
             assert await redis.exists(*NAMES.redis_keys(job.id)) == 0
         finally:
@@ -188,38 +167,30 @@ async def test_redis_flushed_mid_job(run, pool, settings, nats_client, temporal_
 
 
 @pytest.mark.parametrize("run", RUNS)
-async def test_postgres_connections_dropped_during_aggregation(
-    run, pool, settings, nats_client, temporal_client, tmp_path
-):
+async def test_postgres_connections_dropped_during_aggregation(run, pool, under_way):
     app_name = f"aj-chaos-{uuid.uuid4().hex[:8]}"
-    job, seeded, _ = await make_job(pool, images=IMAGES)
-    adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, batch_size=20, budget=FIRST)
-    with worker_processes(settings, tmp_path, PGAPPNAME=app_name) as workers:
-        workers.start()
-        async with simulated_worker(adc):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            await eventually(lambda: processed_at_least(pool, job.id, FIRST), within=60)
-            adc.answer_more(FIRST)  # posted while the connections keep dying
-            terminated = 0
-            # Each round drops every connection of the worker at once (a failover, a restart of
-            # a pooler), replacements included.
-            for _ in range(pick(6, 12)):
-                async with pool.connection() as conn:
-                    cur = await conn.execute(
-                        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
-                        " WHERE application_name = %s",
-                        (app_name,),
-                    )
-                    terminated += (await cur.fetchone())["n"]
-                await asyncio.sleep(0.3)
-            last = time.monotonic()
-            assert terminated > 0
-            caught_up = await seconds_until(
-                last, lambda: processed_at_least(pool, job.id, 2 * FIRST)
-            )
-            record_recovery(
-                "PostgreSQL connections terminated (last kill to results saved)", caught_up
-            )
-            adc.answer_more(None)
-            assert await wait_final(pool, job.id) == JobState.SUCCESS
+    async with under_way(IMAGES, FIRST, batch_size=20, PGAPPNAME=app_name) as on:
+        job, adc = on.job, on.adc
+        adc.answer_more(FIRST)  # posted while the connections keep dying
+        terminated = 0
+        # Each round drops every connection of the worker at once (a failover, a restart of
+        # a pooler), replacements included.
+        for _ in range(pick(6, 12)):
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (app_name,),
+                )
+                terminated += (await cur.fetchone())["n"]
+            await asyncio.sleep(0.3)
+        last = time.monotonic()
+        assert terminated > 0
+        await record_recovery_when(
+            "PostgreSQL connections terminated (last kill to results saved)",
+            last,
+            lambda: processed_at_least(pool, job.id, 2 * FIRST),
+        )
+        adc.answer_more(None)
+        assert await wait_final(pool, job.id) == JobState.SUCCESS
     await check_exactly_once(pool, job.id, adc)

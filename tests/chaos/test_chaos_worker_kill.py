@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from contextlib import AsyncExitStack
-from datetime import timedelta
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -28,14 +27,15 @@ from tests.helpers.chaos import (
     hold_no_url_failure,
     hold_saves,
     pick,
+    processed_at_least,
     record_recovery,
-    seconds_until,
+    record_recovery_when,
     wait_final,
 )
 from tests.helpers.db import NAMES, job_counts
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import worker_processes
-from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
+from tests.helpers.settings import with_crashes
 from tests.helpers.temporal import simulated_worker
 
 pytestmark = pytest.mark.chaos
@@ -45,12 +45,7 @@ RUNS = range(pick(1, 3))
 @pytest.fixture
 def settings(settings):
     """Crashes are noticed within seconds: short heartbeats and short-activity attempts."""
-    return with_settings(
-        settings,
-        jobs={**CRASH_JOBS, "publish_page_size": 50},
-        worker=CRASH_WORKER,
-        reconcile={"interval": timedelta(0)},
-    )
+    return with_crashes(settings, jobs={"publish_page_size": 50})
 
 
 async def count(pool, sql: str, *args) -> int:
@@ -78,7 +73,7 @@ async def test_kill_during_collect(run, pool, temporal_client, settings, nats_cl
                 sql = "SELECT count(*) AS n FROM job_images WHERE job_id = %s"
                 return await count(pool, sql, job.id) > 0
 
-            record_recovery("worker SIGKILL in collect", await seconds_until(killed, collected))
+            await record_recovery_when("worker SIGKILL in collect", killed, collected)
         async with simulated_worker(adc):
             assert await wait_final(pool, job.id) == JobState.SUCCESS
     await check_exactly_once(pool, job.id, adc)
@@ -126,9 +121,7 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
                 info = await js.stream_info(NAMES.stream(job.id))
                 return info.state.messages > 2 * page
 
-            record_recovery(
-                "worker SIGKILL in publish", await seconds_until(killed, publishing_again)
-            )
+            await record_recovery_when("worker SIGKILL in publish", killed, publishing_again)
             assert await wait_final(pool, job.id) == JobState.SUCCESS
     await check_exactly_once(pool, job.id, adc, failed={no_url})
     async with pool.connection() as conn:
@@ -137,32 +130,23 @@ async def test_kill_during_publish(run, pool, temporal_client, settings, nats_cl
 
 
 @pytest.mark.parametrize("run", RUNS)
-async def test_kill_during_aggregation(run, pool, temporal_client, settings, nats_client, tmp_path):
-    total = pick(200, 2000)
-    job, seeded, _ = await make_job(pool, images=total)
-    adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, batch_size=20, budget=80)
-    with worker_processes(settings, tmp_path) as workers:
-        first = workers.start()
-        async with simulated_worker(adc):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-
-            async def committed(n: int):
-                return (await job_counts(pool, job.id))["processed"] >= n
-
-            await eventually(lambda: committed(80), within=60)
-            async with hold_saves(settings, job.id) as hold:
-                adc.answer_more(40)
-                await hold.wait_blocked()  # a batch claimed, saving, not committed
-                first.kill()
-                killed = time.monotonic()
-                workers.start()
-            assert (await job_counts(pool, job.id))["processed"] == 80
-            record_recovery(
-                "worker SIGKILL in aggregation",
-                await seconds_until(killed, lambda: committed(81)),
-            )
-            adc.answer_more(None)
-            assert await wait_final(pool, job.id) == JobState.SUCCESS
+async def test_kill_during_aggregation(run, pool, settings, under_way):
+    async with under_way(pick(200, 2000), 80, batch_size=20, settings=settings) as on:
+        job, adc, workers = on.job, on.adc, on.workers
+        async with hold_saves(settings, job.id) as hold:
+            adc.answer_more(40)
+            await hold.wait_blocked()  # a batch claimed, saving, not committed
+            on.first.kill()
+            killed = time.monotonic()
+            workers.start()
+        assert (await job_counts(pool, job.id))["processed"] == 80
+        await record_recovery_when(
+            "worker SIGKILL in aggregation",
+            killed,
+            lambda: processed_at_least(pool, job.id, 81),
+        )
+        adc.answer_more(None)
+        assert await wait_final(pool, job.id) == JobState.SUCCESS
     await check_exactly_once(pool, job.id, adc)
 
 

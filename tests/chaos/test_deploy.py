@@ -11,28 +11,21 @@ from datetime import timedelta
 import pytest
 
 from core.states import JobState
-from job_control.actions import JobActions
-from tests.helpers import eventually
 from tests.helpers.chaos import (
-    RecordingAdc,
     check_exactly_once,
     pick,
-    record_recovery,
-    seconds_until,
+    processed_at_least,
+    record_recovery_when,
     wait_final,
 )
-from tests.helpers.db import job_counts
-from tests.helpers.jobs import make_job
-from tests.helpers.processes import worker_processes
 from tests.helpers.settings import SHORT_HEARTBEATS, with_settings
-from tests.helpers.temporal import simulated_worker
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize("order", ["new first", "old first"])
 async def test_a_worker_replaced_while_a_job_aggregates_finishes_it(
-    order, pool, temporal_client, settings, nats_client, tmp_path
+    order, pool, settings, under_way
 ):
     # The deployed defaults (a graceful shutdown of 30 s, which a waiting aggregator does not
     # sit out: it hands over at once), but for heartbeats short enough for a test.
@@ -42,28 +35,19 @@ async def test_a_worker_replaced_while_a_job_aggregates_finishes_it(
         worker={"graceful_shutdown": timedelta(seconds=30)},
         reconcile={"interval": timedelta(0)},
     )
-    total = pick(200, 2000)
-    job, seeded, _ = await make_job(pool, images=total)
-    adc = RecordingAdc(nats_client, pool, job.id, seeded.pipeline_slug, batch_size=20, budget=80)
-    with worker_processes(settings, tmp_path) as workers:
-        old = workers.start()
-        async with simulated_worker(adc):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-
-            async def committed(n: int) -> bool:
-                return (await job_counts(pool, job.id))["processed"] >= n
-
-            await eventually(lambda: committed(80), within=60)
-            if order == "new first":
-                workers.start()
-            stopped = time.monotonic()
-            old.stop()
-            if order == "old first":
-                workers.start()
-            adc.answer_more(None)
-            record_recovery(
-                f"deploy ({order}) in aggregation",
-                await seconds_until(stopped, lambda: committed(81)),
-            )
-            assert await wait_final(pool, job.id) == JobState.SUCCESS
+    async with under_way(pick(200, 2000), 80, batch_size=20, settings=settings) as on:
+        job, adc, workers, old = on.job, on.adc, on.workers, on.first
+        if order == "new first":
+            workers.start()
+        stopped = time.monotonic()
+        old.stop()
+        if order == "old first":
+            workers.start()
+        adc.answer_more(None)
+        await record_recovery_when(
+            f"deploy ({order}) in aggregation",
+            stopped,
+            lambda: processed_at_least(pool, job.id, 81),
+        )
+        assert await wait_final(pool, job.id) == JobState.SUCCESS
     await check_exactly_once(pool, job.id, adc)

@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
 from antenna_db.schema import ANTENNA
+from antenna_db.seed import new_capture_set
 from core.settings import DatabaseSettings, Settings
 from storage.migrate import migrate
 from storage.pool import open_pool
@@ -123,13 +124,8 @@ async def add_captures(
     captures, in ``collection`` or a capture set of their own; the set's id."""
     async with pool.connection() as conn, conn.transaction():
         if collection is None:
-            cur = await conn.execute(
-                "INSERT INTO main_sourceimagecollection (created_at, updated_at, name,"
-                " description, method, kwargs, project_id)"
-                " VALUES (now(), now(), %s, '', 'manual', '{}'::jsonb, %s) RETURNING id",
-                (f"set {uuid.uuid4().hex[:8]}", recipe["project"]),
-            )
-            collection = int((await cur.fetchone() or {})["id"])
+            name = f"set {uuid.uuid4().hex[:8]}"
+            collection = await new_capture_set(conn, recipe["project"], name)
         await conn.execute(
             "WITH new AS (INSERT INTO main_sourceimage (created_at, updated_at, path,"
             ' public_base_url, "timestamp", test_image, deployment_id, event_id, project_id)'
@@ -200,16 +196,21 @@ async def cancel_as_antenna(pool: AsyncConnectionPool[Any], job_id: int) -> None
     """Antenna's Job.cancel of an async job: guarded CANCELING, then guarded REVOKED with
     finished_at (its NATS and Redis clean-up is the test's to do)."""
     async with pool.connection() as conn:
-        await conn.execute(
-            "UPDATE jobs_job SET status = 'CANCELING', updated_at = now() WHERE id = %s"
-            " AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY')",
-            (job_id,),
-        )
-        await conn.execute(
-            "UPDATE jobs_job SET status = 'REVOKED', finished_at = now(), updated_at = now()"
-            " WHERE id = %s AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY', 'CANCELING')",
-            (job_id,),
-        )
+        await _cancel_row_as_antenna(conn, job_id)
+
+
+async def _cancel_row_as_antenna(conn: Any, job_id: int) -> None:
+    """Antenna's Job.cancel on the row: guarded CANCELING, then guarded REVOKED."""
+    await conn.execute(
+        "UPDATE jobs_job SET status = 'CANCELING', updated_at = now() WHERE id = %s"
+        " AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY')",
+        (job_id,),
+    )
+    await conn.execute(
+        "UPDATE jobs_job SET status = 'REVOKED', finished_at = now(), updated_at = now()"
+        " WHERE id = %s AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY', 'CANCELING')",
+        (job_id,),
+    )
 
 
 # --- Antenna's UI's view of a job, and Antenna's own NATS clean-up on cancel -------------------
@@ -291,16 +292,7 @@ async def cancel_with_antennas_cleanup(
     the end of the request, after the clean-up."""
     stream, consumer = f"job_{job_id}", f"job-{job_id}-consumer"
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE jobs_job SET status = 'CANCELING', updated_at = now() WHERE id = %s"
-            " AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY')",
-            (job_id,),
-        )
-        await conn.execute(
-            "UPDATE jobs_job SET status = 'REVOKED', finished_at = now(), updated_at = now()"
-            " WHERE id = %s AND status IN ('CREATED', 'PENDING', 'STARTED', 'RETRY', 'CANCELING')",
-            (job_id,),
-        )
+        await _cancel_row_as_antenna(conn, job_id)
         # AsyncJobStateManager.cleanup(): DEL of its four keys.
         await redis_client.delete(
             f"job:{job_id}:pending_images:process",

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from api.app import create_app
 from api.context import ApiResources
 from core.naming import Names
+from core.settings import Settings
 from tests.helpers import eventually
 from tests.helpers.db import create_token
 from tests.helpers.jobs import entry, made_consumer, success_result
@@ -80,16 +81,25 @@ class Api:
     nats: NatsClient
 
 
+@contextlib.asynccontextmanager
+async def serving_api(
+    settings: Settings, pool: Any, temporal_client: Any, nc: NatsClient, token_name: str
+) -> AsyncIterator[Api]:
+    """The API app of ``settings`` in-process and a client with a new superuser's token."""
+    resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
+    async with running_app(settings, resources) as app:
+        async with pool.connection() as conn:
+            key = await create_token(conn, token_name)
+        async with http_client(app, key) as client:
+            yield Api(client=client, key=key, app=app, nats=nc)
+
+
 @pytest_asyncio.fixture(name="api")
 async def api_fixture(settings, pool, temporal_client) -> AsyncIterator[Api]:
     nc = await nats.connect(settings.nats.url, name="antenna-jobs-api-test")
     try:
-        resources = ApiResources(pool=pool, nats=nc, temporal=temporal_client)
-        async with running_app(settings, resources) as app:
-            async with pool.connection() as conn:
-                key = await create_token(conn, "api tests")
-            async with http_client(app, key) as client:
-                yield Api(client=client, key=key, app=app, nats=nc)
+        async with serving_api(settings, pool, temporal_client, nc, "api tests") as api:
+            yield api
     finally:
         await nc.drain()
 

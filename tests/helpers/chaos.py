@@ -17,23 +17,28 @@ import random
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats.errors
 import psycopg
+from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
+from temporalio.client import Client
 
 from antenna_db import job_store
+from antenna_db.job_store import JobRecord
 from core.settings import Settings
 from core.states import JobState
+from job_control.actions import JobActions
 from storage.pool import connect_kwargs
 from tests.helpers import eventually
-from tests.helpers.db import NAMES, run_consumer
-from tests.helpers.jobs import detections_for
-from tests.helpers.temporal import SimulatedAdcWorker
+from tests.helpers.db import NAMES, job_counts, run_consumer
+from tests.helpers.jobs import detections_for, make_job
+from tests.helpers.processes import Proc, WorkerProcesses, worker_processes
+from tests.helpers.temporal import SimulatedAdcWorker, simulated_worker
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RECOVERY_LOG = ROOT / ".state" / "chaos-recovery.jsonl"
@@ -57,9 +62,12 @@ def record_recovery(fault: str, seconds: float) -> None:
     print(f"recovery {fault}: {seconds:.2f} s")
 
 
-async def seconds_until(started: float, check: Callable[[], Awaitable[Any]], within=120.0) -> float:
+async def record_recovery_when(
+    fault: str, started: float, check: Callable[[], Awaitable[Any]], within: float = 120.0
+) -> None:
+    """Record the time from ``started`` (time.monotonic) until ``check`` is first true."""
     await eventually(check, within=within, interval=0.05)
-    return time.monotonic() - started
+    record_recovery(fault, time.monotonic() - started)
 
 
 _HOLD_FUNCTION = """
@@ -126,38 +134,31 @@ class DbHold:
         await self._conn.close()
 
 
+def job_hold(settings: Settings, table: str, op: str, job_id: int, *more: str) -> DbHold:
+    """Hold ``op`` on ``table`` for one job (its ``job_id`` column, ``id`` of jobs_job) where
+    ``more`` conditions hold too."""
+    column = "id" if table == "jobs_job" else "job_id"
+    return DbHold(settings, table, op, " AND ".join([f"NEW.{column} = {int(job_id)}", *more]))
+
+
 def hold_collect(settings: Settings, job_id: int) -> DbHold:
-    return DbHold(settings, "job_images", "INSERT", f"NEW.job_id = {int(job_id)}")
+    return job_hold(settings, "job_images", "INSERT", job_id)
 
 
 def hold_no_url_failure(settings: Settings, job_id: int, image_id: int) -> DbHold:
     """Publish stores a failure for an image without URL before it publishes that page."""
-    return DbHold(
-        settings,
-        "result_inbox",
-        "INSERT",
-        f"NEW.job_id = {int(job_id)} AND NEW.image_id = {int(image_id)}",
-    )
+    return job_hold(settings, "result_inbox", "INSERT", job_id, f"NEW.image_id = {int(image_id)}")
 
 
 def hold_saves(settings: Settings, job_id: int) -> DbHold:
     """The aggregator's batch transaction, after it claimed inbox rows, before it commits."""
-    return DbHold(
-        settings,
-        "job_images",
-        "UPDATE",
-        f"NEW.job_id = {int(job_id)} AND OLD.status = 'pending' AND NEW.status <> 'pending'",
-    )
+    claimed = "OLD.status = 'pending' AND NEW.status <> 'pending'"
+    return job_hold(settings, "job_images", "UPDATE", job_id, claimed)
 
 
 def hold_finalize(settings: Settings, job_id: int) -> DbHold:
-    return DbHold(
-        settings,
-        "jobs_job",
-        "UPDATE",
-        f"NEW.id = {int(job_id)} AND NEW.status IN ('SUCCESS', 'FAILURE')"
-        " AND OLD.status IS DISTINCT FROM NEW.status",
-    )
+    final = "NEW.status IN ('SUCCESS', 'FAILURE') AND OLD.status IS DISTINCT FROM NEW.status"
+    return job_hold(settings, "jobs_job", "UPDATE", job_id, final)
 
 
 @dataclass
@@ -233,6 +234,48 @@ class RecordingAdc(SimulatedAdcWorker):
         """Images that reached the worker through more than one task message (not redeliveries
         of one message: those share a stream sequence)."""
         return {i: set(s) for i, s in self.deliveries.items() if len(set(s)) > 1}
+
+
+async def processed_at_least(pool: Any, job_id: int, n: int) -> bool:
+    return int((await job_counts(pool, job_id))["processed"]) >= n
+
+
+@dataclass
+class UnderWay:
+    """A job running on worker processes, the simulated ADC worker paused (adc.answer_more)."""
+
+    job: JobRecord
+    adc: RecordingAdc
+    workers: WorkerProcesses
+    first: Proc
+
+
+@contextlib.asynccontextmanager
+async def job_under_way(
+    pool: Any,
+    client: Client,
+    settings: Settings,
+    nats_client: NatsClient,
+    log_dir: Path,
+    *,
+    images: int,
+    budget: int,
+    batch_size: int = 100,
+    **worker_env: str,
+) -> AsyncIterator[UnderWay]:
+    """A job of ``images`` run by one worker process (started with ``worker_env``), until the
+    recording ADC worker has answered ``budget`` tasks in batches of ``batch_size`` and their
+    results are saved; the worker processes stop when the block ends."""
+    job, seeded, _ = await make_job(pool, images=images)
+    adc = RecordingAdc(
+        nats_client, pool, job.id, seeded.pipeline_slug, batch_size=batch_size, budget=budget
+    )
+    with worker_processes(settings, log_dir, **worker_env) as workers:
+        first = workers.start()
+        async with simulated_worker(adc):
+            await JobActions(pool, client, settings).run(job.id)
+            await eventually(lambda: processed_at_least(pool, job.id, budget), within=60)
+            yield UnderWay(job, adc, workers, first)
 
 
 async def wait_final(pool: Any, job_id: int, within: float = 120.0) -> JobState:

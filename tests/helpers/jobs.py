@@ -15,8 +15,14 @@ from nats.js.errors import NotFoundError
 from antenna_db import job_store, pipelines
 from antenna_db.job_store import JobRecord
 from antenna_db.pipelines import BATCH_SIZE_KEY
-from antenna_db.processing_services import add_push_service
-from antenna_db.seed import CLASSIFIER_KEY, CLASSIFIER_LABELS, DETECTOR_KEY, SeedResult, seed
+from antenna_db.seed import (
+    CLASSIFIER_KEY,
+    CLASSIFIER_LABELS,
+    DETECTOR_KEY,
+    SeedResult,
+    add_service,
+    seed,
+)
 from cli.fakes.service import results_for
 from core.job_requests import NewMlJob
 from core.schemas import (
@@ -115,13 +121,7 @@ async def seed_sync(
                 (project_batch_size, seeded.project_id),
             )
         if service_url is not None:
-            await add_push_service(
-                conn,
-                name=f"fake service {seeded.pipeline_slug}",
-                endpoint_url=service_url,
-                project_id=seeded.project_id,
-                pipeline_slugs=[seeded.pipeline_slug],
-            )
+            await add_service(conn, seeded, service_url, "fake service")
     return seeded
 
 

@@ -13,8 +13,9 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner, Result
 
@@ -159,6 +160,25 @@ class WorkerProcesses:
                     if any(marker in line.lower() for marker in MARKERS):
                         found.append(f"{proc.name}: {line}")
         return found
+
+
+@contextlib.asynccontextmanager
+async def child_process(*args: str, **options: Any) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``asyncio.create_subprocess_exec(*args, **options)``, killed if the block leaves it
+    running."""
+    proc = await asyncio.create_subprocess_exec(*args, **options)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def sigterm_exit_code(proc: asyncio.subprocess.Process, within: float) -> int:
+    """SIGTERM, as a deploy stops a process; its exit code (within ``within`` seconds)."""
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(proc.wait(), within)
 
 
 @contextlib.contextmanager

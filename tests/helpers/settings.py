@@ -46,6 +46,20 @@ def with_settings(settings: Settings, **groups: Mapping[str, Any] | BaseModel) -
     return settings.model_copy(update=update)
 
 
+def with_crashes(
+    settings: Settings, *, jobs: Mapping[str, Any] | None = None, **groups: Any
+) -> Settings:
+    """The chaos tests' settings: a crash noticed within seconds (CRASH_JOBS with ``jobs``,
+    CRASH_WORKER), no reconcile schedule; ``groups`` as with_settings."""
+    return with_settings(
+        settings,
+        jobs={**CRASH_JOBS, **(jobs or {})},
+        worker=CRASH_WORKER,
+        reconcile={"interval": timedelta(0)},
+        **groups,
+    )
+
+
 def with_export(settings: Settings, directory: Path, **values: Any) -> Settings:
     """Exports written under ``directory``/exports (``values``: more ExportSettings), their
     progress written at every page."""

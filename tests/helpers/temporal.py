@@ -12,27 +12,34 @@ import asyncio
 import contextlib
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats.errors
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
+from activities.reconcile.models import ReconcileInput, ReconcileReport
+from core import naming
 from core.naming import Names
 from core.schemas import (
     PipelineProcessingTask,
     PipelineResultsError,
 )
 from core.settings import Settings
+from core.states import JobState
 from core.workflow_io import JobWorkflowResult
+from job_control.actions import JobActions
 from storage import inbox
 from storage.inbox import InboxEntry
+from storage.pool import Pool
 from tests.helpers import eventually
-from tests.helpers.db import NAMES, run_consumer
+from tests.helpers.db import NAMES, get_job, job_logs, run_consumer
 from tests.helpers.jobs import adc_result
 from worker.app import build_workers
 from worker.resources import Resources
@@ -52,6 +59,35 @@ async def running_workers(client: Client, settings: Settings) -> AsyncIterator[R
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         await asyncio.gather(*runs, return_exceptions=True)
         await resources.close()
+
+
+async def run_to_end(
+    pool: Pool, client: Client, settings: Settings, job_id: int
+) -> JobWorkflowResult:
+    """The job run (JobActions.run) by this process's workers, to its workflow's result."""
+    async with running_workers(client, settings):
+        await JobActions(pool, client, settings).run(job_id)
+        return await job_handle(client, job_id).result()
+
+
+async def run_to_failure(pool: Pool, client: Client, settings: Settings, job_id: int) -> list[str]:
+    """The job run as run_to_end fails: its row FAILURE and finished; its ERROR log lines."""
+    with pytest.raises(WorkflowFailureError):
+        await run_to_end(pool, client, settings, job_id)
+    done = await get_job(pool, job_id)
+    assert done.status == JobState.FAILURE and done.finished_at is not None
+    return [r["message"] for r in await job_logs(pool, job_id) if r["level"] == "ERROR"]
+
+
+async def run_reconcile(client: Client, settings: Settings) -> ReconcileReport:
+    """One reconcile pass (the workflow the schedule starts), run now on the test's queue."""
+    return await client.execute_workflow(
+        naming.RECONCILE_WORKFLOW,
+        ReconcileInput(),
+        id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.jobs.task_queue,
+        result_type=ReconcileReport,
+    )
 
 
 @dataclass

@@ -15,7 +15,8 @@ import contextlib
 import pickle
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio.client import WorkflowExecutionStatus
 
 from activities import ml_run
-from antenna_db import job_store, users
+from antenna_db import users
 from antenna_db.cachalot import table_key
 from antenna_db.users import Role
 from api.context import ApiResources
@@ -52,6 +53,7 @@ from tests.helpers.antenna import (
 )
 from tests.helpers.api import http_client, running_app
 from tests.helpers.broker import BROKER_URL, delete_queue, send_run_job
+from tests.helpers.chaos import wait_final
 from tests.helpers.db import NAMES
 from tests.helpers.settings import with_settings
 from tests.helpers.temporal import job_handle, running_workers
@@ -190,25 +192,59 @@ async def run_as_antenna(stack: Stack, queue: str, job_id: int) -> None:
     await send_run_job(queue, job_id)
 
 
-async def final_status(pool: Any, job_id: int, within: float = 180) -> JobState:
-    async def final() -> JobState | None:
-        async with pool.connection() as conn:
-            status = await job_store.get_status(conn, job_id)
-        return status if status in {JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED} else None
-
-    return await eventually(final, within=within, interval=0.2)
-
-
 async def process(stack: Stack, queue: str, job_id: int, token: str, **config: Any) -> FakeWorker:
-    fake = fake_worker(stack, token, **config)
-    running = asyncio.create_task(fake.run())
-    try:
+    async with fake_worker(stack, token, **config).running() as fake:
         await run_as_antenna(stack, queue, job_id)
-        assert await final_status(stack.pool, job_id) in {JobState.SUCCESS, JobState.FAILURE}
-    finally:
-        fake.stop()
-        await running
+        status = await wait_final(stack.pool, job_id, within=180)
+        assert status in {JobState.SUCCESS, JobState.FAILURE}
     return fake
+
+
+async def captures_job(pool: Any, recipe: Recipe, images: int) -> int:
+    """A new job of Antenna's (not run yet) on ``images`` new captures of the recipe's."""
+    return await new_antenna_job(pool, recipe, await add_captures(pool, recipe, images))
+
+
+async def some_failed(
+    stack: Stack, queue: str, recipe: Recipe, images: int, error_rate: float, seed: int
+) -> tuple[int, int]:
+    """A job of ``images`` new captures processed by a fake worker that fails about
+    ``error_rate`` of them: the job, and how many failed (some, fewer than half)."""
+    job_id = await captures_job(stack.pool, recipe, images)
+    fake = await process(stack, queue, job_id, recipe.token, error_rate=error_rate, seed=seed)
+    failed = fake.jobs[job_id].errors
+    assert 0 < failed < images // 2
+    return job_id, failed
+
+
+@pytest.fixture
+def waiting_job(
+    settings: Settings,
+    antenna_database: Any,
+    antenna_pool: Any,
+    temporal_client: Any,
+    queue: str,
+    recipe: Recipe,
+) -> Callable[[int], AbstractAsyncContextManager[tuple[Stack, int, str]]]:
+    """A job of ``images`` new captures run as Antenna runs it, no worker polling, until it says
+    it waits for workers (a 4 s window): the stack, the job and what it said."""
+
+    @contextlib.asynccontextmanager
+    async def start(images: int) -> AsyncIterator[tuple[Stack, int, str]]:
+        window = 4.0
+        async with antenna_stack(
+            settings,
+            antenna_database,
+            antenna_pool,
+            temporal_client,
+            queue,
+            workers_seen_window=timedelta(seconds=window),
+        ) as stack:
+            job_id = await captures_job(stack.pool, recipe, images)
+            await run_as_antenna(stack, queue, job_id)
+            yield stack, job_id, await _said_waiting(stack.pool, job_id, window)
+
+    return start
 
 
 def crop_requests(queue: str) -> list[list[int]]:
@@ -380,11 +416,7 @@ async def test_a_retry_from_antenna_queues_only_what_is_left(
     stack: Stack, queue: str, recipe: Recipe
 ) -> None:
     pool = stack.pool
-    collection = await add_captures(pool, recipe, 60)
-    job_id = await new_antenna_job(pool, recipe, collection)
-    fake = await process(stack, queue, job_id, recipe.token, error_rate=0.3, seed=3)
-    failed = fake.jobs[job_id].errors
-    assert 0 < failed < 30
+    job_id, failed = await some_failed(stack, queue, recipe, 60, error_rate=0.3, seed=3)
     await retry_as_antenna(pool, job_id)
     retried = await process(stack, queue, job_id, recipe.token, seed=4)
     assert retried.jobs[job_id].images == failed
@@ -398,8 +430,7 @@ async def test_a_cancel_from_antennas_ui_ends_revoked_with_the_stream_gone(
     stack: Stack, queue: str, recipe: Recipe, temporal_client: Any
 ) -> None:
     pool = stack.pool
-    collection = await add_captures(pool, recipe, 40)
-    job_id = await new_antenna_job(pool, recipe, collection)
+    job_id = await captures_job(pool, recipe, 40)
     await run_as_antenna(stack, queue, job_id)
     nc = await nats.connect(stack.settings.nats.url)
     try:
@@ -524,11 +555,7 @@ async def test_antennas_ui_lists_each_failed_image_in_the_job_errors(
     stack: Stack, queue: str, recipe: Recipe
 ) -> None:
     pool = stack.pool
-    collection = await add_captures(pool, recipe, 40)
-    job_id = await new_antenna_job(pool, recipe, collection)
-    fake = await process(stack, queue, job_id, recipe.token, error_rate=0.25, seed=7)
-    failed = fake.jobs[job_id].errors
-    assert 0 < failed < 20
+    job_id, failed = await some_failed(stack, queue, recipe, 40, error_rate=0.25, seed=7)
 
     view = await antenna_ui_view(pool, job_id)
     assert view.status == "SUCCESS"
@@ -554,8 +581,7 @@ async def test_per_image_error_lines_are_bounded_with_one_count_line(
 ) -> None:
     monkeypatch.setattr(ml_run, "ERROR_LINES_PER_RUN", 5)
     pool = stack.pool
-    collection = await add_captures(pool, recipe, 20)
-    job_id = await new_antenna_job(pool, recipe, collection)
+    job_id = await captures_job(pool, recipe, 20)
     await process(stack, queue, job_id, recipe.token, error_rate=1.0)
 
     view = await antenna_ui_view(pool, job_id)
@@ -595,35 +621,13 @@ async def _said_waiting(pool: Any, job_id: int, window: float) -> str:
 
 
 async def test_a_job_that_waited_for_workers_reads_as_antennas_own(
-    settings: Settings,
-    antenna_database: Any,
-    antenna_pool: Any,
-    temporal_client: Any,
-    queue: str,
-    recipe: Recipe,
+    waiting_job: Any, recipe: Recipe
 ) -> None:
-    window = 4.0
-    async with antenna_stack(
-        settings,
-        antenna_database,
-        antenna_pool,
-        temporal_client,
-        queue,
-        workers_seen_window=timedelta(seconds=window),
-    ) as stack:
+    async with waiting_job(20) as (stack, job_id, warning):
         pool = stack.pool
-        collection = await add_captures(pool, recipe, 20)
-        job_id = await new_antenna_job(pool, recipe, collection)
-        await run_as_antenna(stack, queue, job_id)
-        warning = await _said_waiting(pool, job_id, window)
         assert "recipe-pipeline" in warning
-        fake = fake_worker(stack, recipe.token)
-        running = asyncio.create_task(fake.run())
-        try:
-            assert await final_status(pool, job_id) == JobState.SUCCESS
-        finally:
-            fake.stop()
-            await running
+        async with fake_worker(stack, recipe.token).running():
+            assert await wait_final(pool, job_id, within=180) == JobState.SUCCESS
 
     view = await antenna_ui_view(pool, job_id)
     assert view.status == "SUCCESS" and view.errors == []
@@ -635,31 +639,13 @@ async def test_a_job_that_waited_for_workers_reads_as_antennas_own(
 
 
 async def test_a_cancel_through_antennas_clean_up_shows_no_error(
-    settings: Settings,
-    antenna_database: Any,
-    antenna_pool: Any,
-    temporal_client: Any,
-    queue: str,
-    recipe: Recipe,
-    redis_client: Any,
+    waiting_job: Any, temporal_client: Any, redis_client: Any
 ) -> None:
     """Antenna's Job.cancel deletes ``job-{id}-consumer`` and ``job_{id}`` and writes an ERROR
     to the job for each one it does not find: it finds both. The job had been waiting for
     workers; REVOKED, it no longer says so."""
-    window = 4.0
-    async with antenna_stack(
-        settings,
-        antenna_database,
-        antenna_pool,
-        temporal_client,
-        queue,
-        workers_seen_window=timedelta(seconds=window),
-    ) as stack:
+    async with waiting_job(30) as (stack, job_id, _):
         pool = stack.pool
-        collection = await add_captures(pool, recipe, 30)
-        job_id = await new_antenna_job(pool, recipe, collection)
-        await run_as_antenna(stack, queue, job_id)
-        await _said_waiting(pool, job_id, window)
         nc = await nats.connect(stack.settings.nats.url)
         try:
             await cancel_with_antennas_cleanup(pool, nc.jetstream(), redis_client, job_id)

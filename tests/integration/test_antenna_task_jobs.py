@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from tests.helpers.antenna_celery import (
 )
 from tests.helpers.broker import BROKER_URL, delete_queue, queue_depth, send_run_job
 from tests.helpers.processes import worker_processes
-from tests.helpers.settings import CRASH_JOBS, CRASH_WORKER, with_settings
+from tests.helpers.settings import with_crashes, with_settings
 from tests.helpers.temporal import job_handle, running_workers
 from workflows.antenna_task_workflow import AntennaTaskWorkflow
 
@@ -78,12 +78,9 @@ async def antenna_stack(
     broker, with short polls and a short lost-task bound (``in_process=False``: no worker here,
     the test runs worker processes it may kill)."""
     with antenna_celery_worker(antenna_database, tmp_path, duration) as celery:
-        real = with_settings(
+        real = with_crashes(
             settings,
             database=antenna_database,
-            jobs=CRASH_JOBS,
-            worker=CRASH_WORKER,
-            reconcile={"interval": timedelta(0)},
             antenna=AntennaSettings(
                 broker_url=BROKER_URL,
                 jobs_queue=queue,
@@ -200,6 +197,36 @@ async def running_pid(pool: Any, job_id: int) -> int:
     return int(started[-1]["context"]["pid"])
 
 
+@pytest.fixture
+def antenna_job(
+    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
+) -> Callable[..., AbstractAsyncContextManager[tuple[Stack, int]]]:
+    """A new job of a type (Antenna's key), run as Antenna runs it unless not ``started``, on a
+    stack whose Antenna tasks last ``duration`` seconds (``more``: antenna_stack's other
+    options): (stack, job id) until the block ends."""
+
+    @contextlib.asynccontextmanager
+    async def run(
+        job_type: str, duration: float, started: bool = True, **more: Any
+    ) -> AsyncIterator[tuple[Stack, int]]:
+        async with antenna_stack(
+            settings,
+            antenna_database,
+            antenna_pool,
+            temporal_client,
+            queue,
+            tmp_path,
+            duration=duration,
+            **more,
+        ) as stack:
+            job_id = await new_job(stack.pool, antenna_recipe, job_type)
+            if started:
+                await run_as_antenna(stack, job_id)
+            yield stack, job_id
+
+    return run
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -212,14 +239,8 @@ async def running_pid(pool: Any, job_id: int) -> int:
         "train_classifier",
     ],
 )
-async def test_every_job_type_but_ml_runs_antennas_own_code_to_success(
-    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path, key
-) -> None:
-    async with antenna_stack(
-        settings, antenna_database, antenna_pool, temporal_client, queue, tmp_path, duration=1
-    ) as stack:
-        job_id = await new_job(stack.pool, antenna_recipe, key)
-        await run_as_antenna(stack, job_id)
+async def test_every_job_type_but_ml_runs_antennas_own_code_to_success(antenna_job, key) -> None:
+    async with antenna_job(key, duration=1) as (stack, job_id):
         assert await final(stack.pool, job_id) == JobState.SUCCESS
         assert await closed(stack.client, job_id) == WorkflowExecutionStatus.COMPLETED
         desc = await job_handle(stack.client, job_id).describe()
@@ -255,13 +276,9 @@ async def test_every_job_type_but_ml_runs_antennas_own_code_to_success(
 
 
 async def test_a_type_antenna_does_not_know_either_fails_with_antennas_reason(
-    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
+    antenna_job,
 ) -> None:
-    async with antenna_stack(
-        settings, antenna_database, antenna_pool, temporal_client, queue, tmp_path, duration=1
-    ) as stack:
-        job_id = await new_job(stack.pool, antenna_recipe, "no_such_type")
-        await run_as_antenna(stack, job_id)
+    async with antenna_job("no_such_type", duration=1) as (stack, job_id):
         assert await final(stack.pool, job_id) == JobState.FAILURE
         assert await closed(stack.client, job_id) == WorkflowExecutionStatus.FAILED
         messages = [r["message"] for r in await logs(stack.pool, job_id)]
@@ -298,21 +315,8 @@ async def cancel_signal(stack: Stack, job_id: int) -> None:
 @pytest.mark.parametrize(
     "cancel", [cancel_from_antennas_ui, cancel_from_our_api, cancel_from_temporal, cancel_signal]
 )
-async def test_a_cancel_terminates_the_task_and_ends_revoked(
-    settings,
-    antenna_database,
-    antenna_pool,
-    antenna_recipe,
-    temporal_client,
-    queue,
-    tmp_path,
-    cancel,
-) -> None:
-    async with antenna_stack(
-        settings, antenna_database, antenna_pool, temporal_client, queue, tmp_path, duration=60
-    ) as stack:
-        job_id = await new_job(stack.pool, antenna_recipe, "regroup_events")
-        await run_as_antenna(stack, job_id)
+async def test_a_cancel_terminates_the_task_and_ends_revoked(antenna_job, cancel) -> None:
+    async with antenna_job("regroup_events", duration=60) as (stack, job_id):
         pid = await running_pid(stack.pool, job_id)
         assert pid_alive(pid)
         await cancel(stack, job_id)
@@ -332,13 +336,9 @@ async def test_a_cancel_terminates_the_task_and_ends_revoked(
 
 @pytest.mark.chaos
 async def test_antennas_worker_killed_mid_task_then_restarted_runs_the_job_to_the_end_once(
-    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
+    antenna_job,
 ) -> None:
-    async with antenna_stack(
-        settings, antenna_database, antenna_pool, temporal_client, queue, tmp_path, duration=4
-    ) as stack:
-        job_id = await new_job(stack.pool, antenna_recipe, "data_storage_sync")
-        await run_as_antenna(stack, job_id)
+    async with antenna_job("data_storage_sync", duration=4) as (stack, job_id):
         first = await running_pid(stack.pool, job_id)
         stack.celery.kill()  # the worker and its children: the acked message goes with them
         await eventually(lambda: not pid_alive(first), within=30, interval=0.1)
@@ -383,19 +383,10 @@ async def test_standalone_refuses_a_type_only_antennas_code_runs_with_the_reason
 
 @pytest.mark.chaos
 async def test_our_worker_killed_while_antennas_code_runs_neither_loses_nor_repeats_the_job(
-    settings, antenna_database, antenna_pool, antenna_recipe, temporal_client, queue, tmp_path
+    antenna_job, tmp_path
 ) -> None:
-    async with antenna_stack(
-        settings,
-        antenna_database,
-        antenna_pool,
-        temporal_client,
-        queue,
-        tmp_path,
-        duration=6,
-        in_process=False,
-    ) as stack:
-        job_id = await new_job(stack.pool, antenna_recipe, "post_processing")
+    running = antenna_job("post_processing", duration=6, started=False, in_process=False)
+    async with running as (stack, job_id):
         with worker_processes(stack.settings, tmp_path) as workers:
             first = workers.start()
             await JobActions(stack.pool, stack.client, stack.settings).run(job_id)

@@ -10,20 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import uuid
 from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.reconcile.models import ReconcileInput, ReconcileReport
 from antenna_db import job_store
 from antenna_db.seed import seed
 from bridge.dead_letters import list_dead_letters
 from bridge.main import run_bridge
-from core import naming
 from core.bridge_outcome import BridgeOutcome
 from core.job_requests import NewInternalJob
 from core.progress import reset_progress
@@ -42,9 +38,9 @@ from tests.helpers.broker import (
 )
 from tests.helpers.db import get_job, job_logs
 from tests.helpers.jobs import make_job
-from tests.helpers.processes import VENV_BIN, child_env
+from tests.helpers.processes import VENV_BIN, child_env, child_process, sigterm_exit_code
 from tests.helpers.settings import with_settings
-from tests.helpers.temporal import job_handle, running_workers
+from tests.helpers.temporal import job_handle, run_reconcile, running_workers
 
 BRIDGE_LOG = "Run started from Antenna's run_job message"
 
@@ -211,11 +207,11 @@ async def test_bridge_command_starts_jobs_and_exits_zero_on_sigterm(
         ANTENNA_JOBS_ANTENNA_BROKER_URL=BROKER_URL,
         ANTENNA_JOBS_ANTENNA_JOBS_QUEUE=queue,
     )
-    proc = await asyncio.create_subprocess_exec(
+    job = await pending_job(pool)
+    bridge = child_process(
         str(VENV_BIN / "antenna-jobs"), "bridge", env=env, stderr=asyncio.subprocess.PIPE
     )
-    job = await pending_job(pool)
-    try:
+    async with bridge as proc:
         assert proc.stderr is not None
         while b"consuming run_job messages" not in (
             line := await asyncio.wait_for(proc.stderr.readline(), 60)
@@ -227,12 +223,7 @@ async def test_bridge_command_starts_jobs_and_exits_zero_on_sigterm(
             return await status_of(pool, job.id) == JobState.STARTED
 
         await eventually(started, within=30)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await sigterm_exit_code(proc, 30) == 0
     await cancel_and_wait(JobActions(pool, temporal_client, settings), temporal_client, job.id)
     assert await asyncio.to_thread(queue_depth, queue) == 0
 
@@ -247,16 +238,6 @@ async def test_bridge_command_without_a_broker_url_says_so(settings):
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert b"ANTENNA_JOBS_ANTENNA_BROKER_URL" in err
-
-
-async def run_reconcile(client, settings) -> ReconcileReport:
-    return await client.execute_workflow(
-        naming.RECONCILE_WORKFLOW,
-        ReconcileInput(),
-        id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.jobs.task_queue,
-        result_type=ReconcileReport,
-    )
 
 
 async def test_a_run_clicked_while_the_bridge_is_down_ends_success(

@@ -152,24 +152,22 @@ async def _token_keys(pool) -> set[str]:
         return {r["key"] for r in await cur.fetchall()}
 
 
+async def new_user(conn, tag: str, name: str) -> int:
+    """A plain active user (no password) with a new address starting ``tag``; its id."""
+    cur = await conn.execute(
+        "INSERT INTO users_user (password, is_superuser, email, is_staff, is_active,"
+        " date_joined, name) VALUES ('!', false, %s, false, true, now(), %s) RETURNING id",
+        (f"{tag}-{uuid.uuid4().hex[:8]}@example.org", name),
+    )
+    return (await cur.fetchone())["id"]
+
+
 async def test_token_revoke_matches_the_key_exactly(cli_env, pool):
     """Issue 17 row 4: LIKE wildcards in the argument match only themselves, and a prefix that
     several keys share revokes nothing; each command removes one token at most."""
     async with pool.connection() as conn:
-        user = await conn.execute(
-            "INSERT INTO users_user (password, is_superuser, email, is_staff, is_active,"
-            " date_joined, name) VALUES ('!', false, %s, false, true, now(), 'twins')"
-            " RETURNING id",
-            (f"twins-{uuid.uuid4().hex[:8]}@example.org",),
-        )
-        twin_user = (await user.fetchone())["id"]
-        other = await conn.execute(
-            "INSERT INTO users_user (password, is_superuser, email, is_staff, is_active,"
-            " date_joined, name) VALUES ('!', false, %s, false, true, now(), 'twin 2')"
-            " RETURNING id",
-            (f"twin2-{uuid.uuid4().hex[:8]}@example.org",),
-        )
-        twin_user_2 = (await other.fetchone())["id"]
+        twin_user = await new_user(conn, "twins", "twins")
+        twin_user_2 = await new_user(conn, "twin2", "twin 2")
         prefix = uuid.uuid4().hex[:10]
         twins = [prefix + "a" * 30, prefix + "b" * 30]
         for key, owner in zip(twins, (twin_user, twin_user_2), strict=True):

@@ -89,12 +89,8 @@ async def fake_adc(d: Deployment, client: Client, pipeline: str) -> AsyncIterato
                 ),
                 transport=http_client(app, token)._transport,
             )
-            running = asyncio.create_task(fake.run())
-            try:
+            async with fake.running():
                 yield fake
-            finally:
-                fake.stop()
-                await running
     finally:
         await nc.drain()
 

@@ -3,8 +3,6 @@ the Temporal worker, the fake ADC worker over HTTP, Postgres, Redis, NATS and a 
 
 from __future__ import annotations
 
-import asyncio
-
 import nats
 from nats.js.errors import NotFoundError
 
@@ -13,7 +11,7 @@ from antenna_db.seed import seed
 from cli.fakes.worker import FakeWorker, FakeWorkerConfig
 from core.states import JobState
 from tests.helpers import eventually
-from tests.helpers.api import app_with_workers
+from tests.helpers.api import app_with_workers, start_over_api
 from tests.helpers.db import NAMES, create_token
 
 IMAGES = 300
@@ -31,16 +29,7 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
         seeded = await seed(conn, IMAGES)
         key = await create_token(conn, "e2e")
     async with app_with_workers(settings, pool, temporal_client, key) as client:
-        created = await client.post(
-            "/jobs/?start_now=1",
-            json={
-                "project_id": seeded.project_id,
-                "pipeline_slug": seeded.pipeline_slug,
-                "collection_id": seeded.collection_id,
-            },
-        )
-        assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
+        job_id = await start_over_api(client, seeded)
 
         fake = FakeWorker(
             FakeWorkerConfig(
@@ -54,16 +43,14 @@ async def test_job_from_api_start_to_success(settings, pool, temporal_client, re
             ),
             transport=client._transport,
         )
-        fake_run = asyncio.create_task(fake.run())
+        async with fake.running():
 
-        async def final() -> JobState | None:
-            async with pool.connection() as conn:
-                status = await job_store.get_status(conn, job_id)
-            return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
+            async def final() -> JobState | None:
+                async with pool.connection() as conn:
+                    status = await job_store.get_status(conn, job_id)
+                return status if status in {JobState.SUCCESS, JobState.FAILURE} else None
 
-        status = await eventually(final, within=120)
-        fake.stop()
-        await fake_run
+            status = await eventually(final, within=120)
         detail = await client.get(f"/jobs/{job_id}")
 
     assert status == JobState.SUCCESS

@@ -129,19 +129,26 @@ async def test_api_metrics_match_the_database_and_nats(api, pool, streams):
     assert m[job_series("antenna_jobs_job_waiting_for_workers", job, slug)] == 0
 
 
+async def client_with_sdk_metrics(temporal_env: Any) -> tuple[Client, str]:
+    """A client of the test's Temporal server whose runtime serves the SDK's metrics on a free
+    port; the client and that port's address."""
+    bind = f"127.0.0.1:{processes.free_port()}"
+    runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(bind)))
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+    return client, bind
+
+
 def saved(outcome: str) -> float:
     return RESULTS_SAVED.labels(outcome)._value.get()
 
 
 async def test_worker_metrics_during_a_job(pool, settings, temporal_env, nats_client):
     """The worker's server: its counters, the overview, and the Temporal SDK's metrics."""
-    temporal_bind = f"127.0.0.1:{processes.free_port()}"
-    runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(temporal_bind)))
-    client = await Client.connect(
-        temporal_env.client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-    )
+    client, temporal_bind = await client_with_sdk_metrics(temporal_env)
     worker_settings = settings.model_copy(
         update={
             "worker": settings.worker.model_copy(
@@ -232,13 +239,7 @@ async def running_row(pool, job_id: int) -> dict[str, Any]:
 
 
 async def test_api_metrics_carry_the_temporal_sdks(pool, settings, temporal_env, nats_client):
-    bind = f"127.0.0.1:{processes.free_port()}"
-    runtime = Runtime(telemetry=TelemetryConfig(**sdk_metrics_options(bind)))
-    client = await Client.connect(
-        temporal_env.client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-    )
+    client, bind = await client_with_sdk_metrics(temporal_env)
     secret = f"scrape-{uuid.uuid4().hex}"
     api_settings = settings.model_copy(
         update={

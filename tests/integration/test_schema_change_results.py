@@ -31,7 +31,7 @@ from storage.pool import open_pool
 from tests.helpers import eventually
 from tests.helpers.antenna import antenna_schema
 from tests.helpers.api import answer_tasks, app_with_workers, start_over_api, take_tasks
-from tests.helpers.db import NAMES, fetch, fetch_one, job_logs, job_status
+from tests.helpers.db import NAMES, fetch, fetch_one, job_counts, job_logs, job_status
 from tests.helpers.settings import with_settings
 
 IMAGES = 40
@@ -45,17 +45,11 @@ async def antenna_db(session_settings: Settings) -> AsyncIterator[DatabaseSettin
 
 
 async def counts(pool: Any, job_id: int) -> dict[str, int]:
-    row = await fetch_one(
-        pool,
-        "SELECT count(*) FILTER (WHERE status = 'processed') AS processed,"
-        " count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " (SELECT count(*) FROM result_inbox WHERE job_id = %s) AS inbox"
-        " FROM job_images WHERE job_id = %s",
-        job_id,
-        job_id,
-    )
-    assert row is not None
-    return {k: int(v) for k, v in row.items()}
+    """The job's images processed and failed, and its results still in the inbox."""
+    images = await job_counts(pool, job_id)
+    inbox = await fetch_one(pool, "SELECT count(*) FROM result_inbox WHERE job_id = %s", job_id)
+    assert inbox is not None
+    return {"processed": images["processed"], "failed": images["failed"], "inbox": inbox["count"]}
 
 
 # (how Antenna's schema changes under the running job, how the operator makes it compatible

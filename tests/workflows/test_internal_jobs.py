@@ -13,7 +13,7 @@ from temporalio.exceptions import CancelledError
 
 from antenna_db.collections import ANTENNA_METHOD
 from antenna_db.job_store import JobRecord
-from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY, SeedResult, seed
+from antenna_db.seed import CLASSIFIER_KEY, DETECTOR_KEY, SeedResult, new_capture_set, seed
 from core.job_params import SampleMethod
 from core.job_requests import NewInternalJob
 from core.settings import ExportSettings, Settings
@@ -25,20 +25,20 @@ from tests.helpers.db import collection_image_ids, fetch, get_job, job_logs
 from tests.helpers.jobs import file_size
 from tests.helpers.processes import worker_processes
 from tests.helpers.settings import with_export, with_settings
-from tests.helpers.temporal import heartbeat_details, job_handle, running_workers
+from tests.helpers.temporal import (
+    heartbeat_details,
+    job_handle,
+    run_to_end,
+    run_to_failure,
+    running_workers,
+)
 
 IMAGES = 150  # captures every minute from 2026-06-01 22:01 UTC to 2026-06-02 00:30
 
 
 async def new_collection(pool, project_id: int, members: list[int] | None = None) -> int:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO main_sourceimagecollection (created_at, updated_at, name, description,"
-            " method, kwargs, project_id) VALUES (now(), now(), 'sample', '', 'manual',"
-            " '{}'::jsonb, %s) RETURNING id",
-            (project_id,),
-        )
-        collection_id = int((await cur.fetchone())["id"])
+        collection_id = await new_capture_set(conn, project_id, "sample")
         if members:
             await conn.execute(
                 "INSERT INTO main_sourceimagecollection_images"
@@ -64,6 +64,40 @@ async def project_images(pool, project_id: int) -> list[int]:
     return [r["id"] for r in rows]
 
 
+async def seeded_images(pool, images: int = IMAGES) -> tuple[SeedResult, list[int]]:
+    """A new project of ``images`` captures, and their ids in time order."""
+    async with pool.connection() as conn:
+        seeded = await seed(conn, images)
+    return seeded, await project_images(pool, seeded.project_id)
+
+
+async def populate_job(
+    pool, temporal_client, settings, members: slice, params: dict
+) -> tuple[JobRecord, int, list[int]]:
+    """A populate job (not started) of a new project's capture set that holds the ``members``
+    of its captures; the job, the set and the captures' ids."""
+    seeded, ids = await seeded_images(pool)
+    collection = await new_collection(pool, seeded.project_id, members=ids[members])
+    job = await populate(pool, temporal_client, settings, seeded.project_id, collection, params)
+    return job, collection, ids
+
+
+async def populate(
+    pool, temporal_client, settings, project_id: int, collection: int, params: dict, start=False
+) -> JobRecord:
+    """A populate_captures_collection job of ``collection``."""
+    return await create(
+        pool,
+        temporal_client,
+        settings,
+        JobType.POPULATE_CAPTURES_COLLECTION,
+        project_id=project_id,
+        collection_id=collection,
+        params=params,
+        start=start,
+    )
+
+
 # --- populate_captures_collection -----------------------------------------------------------
 
 
@@ -86,24 +120,12 @@ async def project_images(pool, project_id: int) -> list[int]:
 async def test_populate_fills_the_collection_by_method(
     params, expected, considered, pool, temporal_client, settings
 ):
-    async with pool.connection() as conn:
-        seeded = await seed(conn, IMAGES)
-    ids = await project_images(pool, seeded.project_id)
-    collection = await new_collection(pool, seeded.project_id, members=ids[-2:])
-    job = await create(
-        pool,
-        temporal_client,
-        settings,
-        JobType.POPULATE_CAPTURES_COLLECTION,
-        project_id=seeded.project_id,
-        collection_id=collection,
-        params=params,
+    job, collection, ids = await populate_job(
+        pool, temporal_client, settings, slice(-2, None), params
     )
     assert job.dispatch_mode == DispatchMode.INTERNAL
-    async with running_workers(temporal_client, settings):
-        await JobActions(pool, temporal_client, settings).run(job.id)
-        result = await job_handle(temporal_client, job.id).result()
-        desc = await job_handle(temporal_client, job.id).describe()
+    result = await run_to_end(pool, temporal_client, settings, job.id)
+    desc = await job_handle(temporal_client, job.id).describe()
     want = sorted(expected(ids))
     assert await collection_image_ids(pool, collection) == want
     assert result.status == JobState.SUCCESS
@@ -135,22 +157,15 @@ async def test_populate_fills_the_collection_by_method(
 async def test_populate_random_is_the_same_sample_for_the_same_seed(
     pool, temporal_client, settings
 ):
-    async with pool.connection() as conn:
-        seeded = await seed(conn, IMAGES)
-    ids = set(await project_images(pool, seeded.project_id))
+    seeded, project_ids = await seeded_images(pool)
+    ids = set(project_ids)
     samples = []
     async with running_workers(temporal_client, settings):
         for seed_value in (7, 7, 8):
             collection = await new_collection(pool, seeded.project_id)
-            job = await create(
-                pool,
-                temporal_client,
-                settings,
-                JobType.POPULATE_CAPTURES_COLLECTION,
-                project_id=seeded.project_id,
-                collection_id=collection,
-                params={"method": "random", "size": 12, "seed": seed_value},
-                start=True,
+            params = {"method": "random", "size": 12, "seed": seed_value}
+            job = await populate(
+                pool, temporal_client, settings, seeded.project_id, collection, params, start=True
             )
             assert (await job_handle(temporal_client, job.id).result()).status == JobState.SUCCESS
             samples.append(await collection_image_ids(pool, collection))
@@ -159,18 +174,8 @@ async def test_populate_random_is_the_same_sample_for_the_same_seed(
 
 
 async def _populate_job_held(pool, temporal_client, settings):
-    async with pool.connection() as conn:
-        seeded = await seed(conn, IMAGES)
-    ids = await project_images(pool, seeded.project_id)
-    collection = await new_collection(pool, seeded.project_id, members=ids[:3])
-    job = await create(
-        pool,
-        temporal_client,
-        settings,
-        JobType.POPULATE_CAPTURES_COLLECTION,
-        project_id=seeded.project_id,
-        collection_id=collection,
-        params={"method": "all"},
+    job, collection, ids = await populate_job(
+        pool, temporal_client, settings, slice(3), {"method": "all"}
     )
     # The populate statement waits inside its transaction, some rows already inserted.
     hold = DbHold(
@@ -274,10 +279,17 @@ async def add_detections(pool, seeded: SeedResult) -> None:
         )
 
 
-async def export_job(pool, temporal_client, settings, images: int, **kwargs):
-    async with pool.connection() as conn:
-        seeded = await seed(conn, images)
+async def export_job(
+    pool, temporal_client, settings, images: int, members: slice | None = None, **kwargs
+):
+    """An export job (not started) of a new project of ``images`` with detections; of a new
+    capture set of its ``members`` if given."""
+    seeded, ids = await seeded_images(pool, images)
     await add_detections(pool, seeded)
+    if members is not None:
+        kwargs["collection_id"] = await new_collection(
+            pool, seeded.project_id, members=ids[members]
+        )
     job = await create(
         pool,
         temporal_client,
@@ -306,9 +318,7 @@ async def test_export_streams_detections_and_classifications(
 ):
     settings = with_export(settings, tmp_path, batch_size=7)
     job, seeded = await export_job(pool, temporal_client, settings, 30, params={"format": fmt})
-    async with running_workers(temporal_client, settings):
-        await JobActions(pool, temporal_client, settings).run(job.id)
-        result = await job_handle(temporal_client, job.id).result()
+    result = await run_to_end(pool, temporal_client, settings, job.id)
     assert result.status == JobState.SUCCESS
     done = await get_job(pool, job.id)
     path = Path(done.result["path"])
@@ -348,24 +358,12 @@ async def test_export_of_a_collection_has_only_its_images(
     pool, temporal_client, settings, tmp_path
 ):
     settings = with_export(settings, tmp_path)
-    async with pool.connection() as conn:
-        seeded = await seed(conn, 20)
-    await add_detections(pool, seeded)
-    ids = await project_images(pool, seeded.project_id)
-    collection = await new_collection(pool, seeded.project_id, members=ids[:5])
-    job = await create(
-        pool,
-        temporal_client,
-        settings,
-        JobType.DATA_EXPORT,
-        project_id=seeded.project_id,
-        collection_id=collection,
-        params={"format": "jsonl"},
-        start=False,
+    job, seeded = await export_job(
+        pool, temporal_client, settings, 20, slice(5), params={"format": "jsonl"}
     )
-    async with running_workers(temporal_client, settings):
-        await JobActions(pool, temporal_client, settings).run(job.id)
-        await job_handle(temporal_client, job.id).result()
+    ids = await project_images(pool, seeded.project_id)
+    collection = job.collection_id
+    await run_to_end(pool, temporal_client, settings, job.id)
     done = await get_job(pool, job.id)
     records = read_export(Path(done.result["path"]), "jsonl")
     assert {r["source_image_id"] for r in records} == set(ids[:5])
@@ -468,13 +466,7 @@ async def test_export_that_cannot_write_its_file_fails_with_the_reason(
     blocker.write_text("")
     settings = with_settings(settings, export=ExportSettings(dir=blocker / "exports"))
     job, _ = await export_job(pool, temporal_client, settings, 3, params={"format": "csv"})
-    async with running_workers(temporal_client, settings):
-        await JobActions(pool, temporal_client, settings).run(job.id)
-        with pytest.raises(WorkflowFailureError):
-            await job_handle(temporal_client, job.id).result()
-    done = await get_job(pool, job.id)
-    assert done.status == JobState.FAILURE and done.finished_at is not None
-    errors = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
+    errors = await run_to_failure(pool, temporal_client, settings, job.id)
     assert any("cannot write the export file" in m for m in errors), errors
 
 

@@ -21,10 +21,9 @@ from temporalio.client import ScheduleHandle, WorkflowExecutionStatus
 from temporalio.testing import ActivityEnvironment
 
 from activities.async_api.task_queue import TaskQueueActivities
-from activities.reconcile.models import ReconcileInput, ReconcileReport
+from activities.reconcile.models import ReconcileInput
 from activities.reconcile.repair import ReconcileActivities
 from antenna_db import job_store
-from core import naming
 from core.states import JobState
 from job_control.actions import JobActions
 from storage import inbox
@@ -34,7 +33,7 @@ from tests.helpers.db import NAMES
 from tests.helpers.jobs import make_job
 from tests.helpers.processes import OwnedNats, owned, worker_processes
 from tests.helpers.settings import SHORT_HEARTBEATS, with_settings
-from tests.helpers.temporal import running_workers, wait_activity
+from tests.helpers.temporal import run_reconcile, running_workers, wait_activity
 from worker.resources import Resources
 from worker.schedules import ensure_reconcile_schedule
 
@@ -46,16 +45,6 @@ def settings(settings):
         jobs=SHORT_HEARTBEATS,
         # Streams of jobs unknown to this session belong to other sessions: never touched.
         reconcile={"grace": timedelta(seconds=2), "zombie_age": timedelta(days=3650)},
-    )
-
-
-async def run_reconcile(client, settings) -> ReconcileReport:
-    return await client.execute_workflow(
-        naming.RECONCILE_WORKFLOW,
-        ReconcileInput(),
-        id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.jobs.task_queue,
-        result_type=ReconcileReport,
     )
 
 

@@ -19,7 +19,13 @@ from tests.helpers.db import collection_image_ids, fetch, get_job, image_statuse
 from tests.helpers.jobs import expected_results, make_job, seed_sync
 from tests.helpers.processes import worker_processes
 from tests.helpers.settings import with_settings
-from tests.helpers.temporal import heartbeat_details, job_handle, running_workers
+from tests.helpers.temporal import (
+    heartbeat_details,
+    job_handle,
+    run_to_end,
+    run_to_failure,
+    running_workers,
+)
 
 
 def with_sync(settings: Settings, **values: object) -> Settings:
@@ -77,10 +83,8 @@ async def test_sync_job_posts_batches_and_saves_every_answer(pool, temporal_clie
         seeded = await seed_sync(pool, 23, batch_size=4, project_batch_size=5, service_url=url)
         job = (await make_job(pool, seeded=seeded, shuffle=False)).job
         assert job.dispatch_mode == DispatchMode.SYNC_API
-        async with running_workers(temporal_client, settings):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            result = await job_handle(temporal_client, job.id).result()
-            desc = await job_handle(temporal_client, job.id).describe()
+        result = await run_to_end(pool, temporal_client, settings, job.id)
+        desc = await job_handle(temporal_client, job.id).describe()
 
     ids = await collection_image_ids(pool, seeded.collection_id)
     detections, classifications = expected_results(ids)
@@ -130,9 +134,7 @@ async def test_failed_batches_fail_their_images_and_write_no_markers(
         config.invalid_images = {str(ids[6])}  # batch 4: an answer that is not a result
         config.hang_images = {str(ids[10])}  # batch 6: no answer within the read timeout
         job = (await make_job(pool, seeded=seeded, shuffle=False)).job
-        async with running_workers(temporal_client, settings):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            result = await job_handle(temporal_client, job.id).result()
+        result = await run_to_end(pool, temporal_client, settings, job.id)
         await eventually(lambda: _true(stats.in_flight == 0))
 
     failed = {ids[2], ids[3], ids[6], ids[7], ids[10], ids[11]}
@@ -189,13 +191,7 @@ async def test_no_live_service_fails_the_job_with_the_reason(case, pool, tempora
     async with serving(create_fake_service(config)) as url:
         seeded = await seed_sync(pool, 4, service_url=None if case == "none registered" else url)
         job = (await make_job(pool, seeded=seeded, shuffle=False)).job
-        async with running_workers(temporal_client, settings):
-            await JobActions(pool, temporal_client, settings).run(job.id)
-            with pytest.raises(WorkflowFailureError):
-                await job_handle(temporal_client, job.id).result()
-    done = await get_job(pool, job.id)
-    assert done.status == JobState.FAILURE and done.finished_at is not None
-    failure = [r["message"] for r in await job_logs(pool, job.id) if r["level"] == "ERROR"]
+        failure = await run_to_failure(pool, temporal_client, settings, job.id)
     assert any("no live processing service" in m for m in failure), failure
     if case == "not ready":
         assert any("/readyz answered 503" in m for m in failure), failure

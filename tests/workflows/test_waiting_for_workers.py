@@ -3,7 +3,6 @@ rule; when a worker comes, it runs to SUCCESS."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 
@@ -95,12 +94,8 @@ async def test_a_job_without_workers_waits_past_the_stall_period(pool, temporal_
                     ),
                     transport=client._transport,
                 )
-                fake_run = asyncio.create_task(fake.run())
-                try:
+                async with fake.running():
                     result = await job_handle(temporal_client, job.id).result()
-                finally:
-                    fake.stop()
-                    await fake_run
         finally:
             await nc.drain()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
 
@@ -15,6 +14,7 @@ from core.states import JobState
 from job_control.actions import JobActions
 from tests.helpers import eventually
 from tests.helpers.jobs import make_job
+from tests.helpers.processes import child_process, sigterm_exit_code
 from tests.helpers.temporal import SimulatedAdcWorker, job_handle, simulated_worker
 from worker.main import run_worker
 
@@ -67,10 +67,8 @@ async def test_worker_process_serves_metrics_and_exits_zero_on_sigterm(settings)
         "ANTENNA_JOBS_TASK_QUEUE": settings.jobs.task_queue,
         "ANTENNA_JOBS_WORKER_METRICS_BIND": f"127.0.0.1:{port}",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _SCRIPT, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
+    worker = child_process(sys.executable, "-c", _SCRIPT, env=env, stdout=asyncio.subprocess.PIPE)
+    async with worker as proc:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         assert line.strip() == b"ready"
@@ -84,9 +82,4 @@ async def test_worker_process_serves_metrics_and_exits_zero_on_sigterm(settings)
             return response.text if "temporal_" in response.text else ""
 
         assert "temporal_" in await eventually(metrics, within=30)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await sigterm_exit_code(proc, 60) == 0
