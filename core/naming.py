@@ -13,9 +13,11 @@ SYNC_JOB_WORKFLOW = "SyncJobWorkflow"
 INTERNAL_JOB_WORKFLOW = "InternalJobWorkflow"
 ANTENNA_TASK_WORKFLOW = "AntennaTaskWorkflow"
 RECONCILE_WORKFLOW = "ReconcileJobsWorkflow"
-# The job workflow's signals (JobWorkflow.pause and .resume), which job_control sends.
+# The job workflow's signals (JobWorkflow.pause and .resume), which job_control sends, and every
+# job workflow's cancel signal, which operators send with `temporal workflow signal --name cancel`.
 PAUSE_SIGNAL = "pause"
 RESUME_SIGNAL = "resume"
+CANCEL_SIGNAL = "cancel"
 
 
 def workflow_type(

@@ -27,7 +27,8 @@ import msgspec
 # A classification's arrays (one number per class of the classifier), by key: cut out of a big
 # posted result (``split``) and out of every result the saver reads (``cut_out``).
 ARRAY_KEYS = ("scores", "logits")
-_KEYS = tuple(b'"%s"' % key.encode() for key in ARRAY_KEYS)
+_SCORES, _LOGITS = (key.encode() for key in ARRAY_KEYS)
+_KEYS = tuple(b'"%s"' % key for key in (_SCORES, _LOGITS))
 # One-byte slices that are JSON whitespace (an empty slice, past the end, is not).
 _WHITESPACE_BYTES = (b" ", b"\t", b"\n", b"\r")
 # msgspec refuses NaN and Infinity (not JSON) and numbers beyond float64 ("out of range").
@@ -179,13 +180,13 @@ def bind(cut: Split, classifications: list[list[Any]]) -> list[ArrayRow] | None:
     for det, of_detection in enumerate(classifications):
         for cls, c in enumerate(of_detection):
             k = _placeholder(c.scores, len(cut.arrays))
-            if k is None or k in used or cut.kinds[k] != b"scores":
+            if k is None or k in used or cut.kinds[k] != _SCORES:
                 return None
             used.add(k)
             logits: bytes | None = None
             if c.logits is not None:
                 j = _placeholder(c.logits, len(cut.arrays))
-                if j is None or j in used or cut.kinds[j] != b"logits":
+                if j is None or j in used or cut.kinds[j] != _LOGITS:
                     return None
                 used.add(j)
                 logit_values = _numbers(cut.arrays[j])

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         StartResult,
     )
     from activities.temporal_ops import TemporalActivities
-    from core import search_attributes
+    from core import naming, search_attributes
     from core.errors import Failure, failure
     from core.states import FINAL_STATES, JobState
     from core.workflow_io import JobWorkflowInput, JobWorkflowResult, WorkflowProgress
@@ -95,7 +95,7 @@ class JobLifecycle:
     def progress(self) -> WorkflowProgress:
         return self._state
 
-    @workflow.signal(name="cancel")
+    @workflow.signal(name=naming.CANCEL_SIGNAL)
     async def cancel(self, reason: str | None = None) -> None:
         """Same as a Temporal cancel request: it makes one (see activities/temporal_ops.py)."""
         if self._finished or self._cancel_signalled or workflow.cancellation_reason() is not None:
