@@ -79,7 +79,16 @@ def prometheus_config(api_port: int, worker_port: int, token_file: Path) -> str:
 
 class PromApi:
     def __init__(self, port: int) -> None:
+        self.port = port
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10)
+
+    async def ready(self) -> bool:
+        """Prometheus listens before it is ready; until then its API answers 503 in plain text."""
+        try:
+            answer = await self.http.get(f"http://127.0.0.1:{self.port}/-/ready")
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200
 
     async def get(self, path: str, **params: Any) -> Any:
         answer = await self.http.get(path, params=params)
@@ -186,6 +195,7 @@ async def test_a_real_prometheus_scrapes_api_and_worker_while_a_job_runs(
             await wait_port(worker_port, proc=worker)
             prometheus.start()
             await wait_port(prom_port, proc=prometheus)
+            await eventually(prom.ready, within=60, interval=0.2)
 
             async def targets_up() -> bool:
                 active = (await prom.get("/targets"))["activeTargets"]
