@@ -262,7 +262,10 @@ class _Export:
             if isinstance(err, OSError):
                 raise _file_error(err) from err
             raise
-        await self._saved(final, size, state)
+        # The last writes heartbeat too: one waiting for the job's row (a status write, a lock)
+        # still hears a cancel, and a long one is not taken for a lost worker.
+        async with heartbeating(self.jobs.heartbeat_interval, lambda: state):
+            await self._saved(final, size, state)
         return InternalResult(
             result={
                 "path": str(final),

@@ -427,6 +427,56 @@ async def test_export_cancelled_mid_way_removes_the_partial_file(
     assert list((tmp_path / "exports").iterdir()) == []
 
 
+_SAVING_FILE = (
+    "jsonb_path_exists(NEW.progress,"
+    ' \'$.stages[*] ? (@.key == "saving_file" && @.status == "STARTED")\')'
+)
+
+
+async def test_the_exports_last_write_heartbeats_while_it_waits_for_the_row(
+    pool, temporal_client, settings, tmp_path
+):
+    """The export's last write (its file in place, the saving stage started) waiting for the
+    job's row, as behind another writer: the activity keeps heartbeating (a cancel can reach it,
+    it is not taken for a lost worker), then ends the job SUCCESS once the row is free. Before,
+    it was past its heartbeats: a cancel that came then waited for ever behind it."""
+    settings = with_export(settings, tmp_path, batch_size=10)
+    job, _ = await export_job(pool, temporal_client, settings, 50, params={"format": "csv"})
+    last = DbHold(settings, "jobs_job", "UPDATE", f"NEW.id = {job.id} AND {_SAVING_FILE}")
+    handle = job_handle(temporal_client, job.id)
+
+    async def export_heartbeat() -> float | None:
+        """The export attempt's last heartbeat; an attempt after the first (the first timed out
+        for want of heartbeats while it waited) fails the test."""
+        pending = (await handle.describe()).raw_description.pending_activities
+        for a in pending:
+            if a.activity_type.name == "export_data":
+                assert a.attempt == 1, "the waiting export was taken for lost and run again"
+                if a.HasField("last_heartbeat_time"):
+                    return float(a.last_heartbeat_time.ToNanoseconds())
+        return None
+
+    async with running_workers(temporal_client, settings), last:
+        await JobActions(pool, temporal_client, settings).run(job.id)
+        await last.wait_blocked()
+        # Past the heartbeat timeout (5 s here) the same attempt is still beating.
+        beats: set[float] = set()
+
+        async def beating_on() -> bool:
+            beat = await export_heartbeat()
+            if beat is not None:
+                beats.add(beat)
+            return len(beats) >= 3 and max(beats) - min(beats) > 6e9
+
+        await eventually(beating_on, within=30, interval=0.2)
+        assert await last.waiting_pids()  # still waiting: the beats came from the wait
+        await last.release()
+        await handle.result()
+    done = await get_job(pool, job.id)
+    assert done.status == JobState.SUCCESS
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == [Path(done.result["path"]).name]
+
+
 @pytest.mark.chaos
 async def test_export_worker_killed_mid_way_resumes_from_its_checkpoint(
     pool, temporal_client, settings, tmp_path
