@@ -34,7 +34,12 @@ def _refused(message: str) -> ApplicationError:
 class PopulateActivities(PoolActivities):
     @activity.defn(name="populate_collection")
     async def populate_collection(self, ref: JobRef) -> InternalResult:
-        async with self._pool.connection() as conn:
+        # Every statement heartbeats, the progress writes too: one waiting for the job's row past
+        # the heartbeat timeout would have the attempt taken for lost and run again beside it.
+        async with (
+            heartbeating(self._settings.jobs.heartbeat_interval),
+            self._pool.connection() as conn,
+        ):
             job = await job_store.get_job(conn, ref.job_id)
             if job.collection_id is None:
                 raise _refused("the job names no capture set to populate")
@@ -53,7 +58,7 @@ class PopulateActivities(PoolActivities):
                     STAGE, status=JobState.STARTED, progress=0.1, method=params.method.value
                 )
                 await job_store.save_progress(conn, job.id, progress)
-            async with heartbeating(self._settings.jobs.heartbeat_interval), conn.transaction():
+            async with conn.transaction():
                 done = await collections.populate(
                     conn,
                     collection_id=job.collection_id,
