@@ -53,11 +53,16 @@ def foreign_consumers(
         answer.raise_for_status()
         for detail in answer.json().get("consumer_details") or []:
             channel: dict[str, Any] = detail.get("channel_details") or {}
+            name = channel.get("connection_name")
+            if not name:
+                # Listed before the management API filled in its channel (seconds after it
+                # appears): not yet known, not even whether it is the bridge's own; a later look
+                # names it.
+                continue
             host, port = str(channel.get("peer_host", "")), int(channel.get("peer_port") or 0)
             if port == own_peer[1] and host in {own_peer[0], "127.0.0.1", "::1"}:
                 continue
-            name = str(channel.get("connection_name") or "?")
-            found.append(_described(client, base, name, channel))
+            found.append(_described(client, base, str(name), channel))
     return found
 
 
