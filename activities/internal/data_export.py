@@ -225,46 +225,43 @@ class _Export:
             state = ExportCheckpoint(bytes=file.tell())
         resumed = state.last_id
         self.progress = job.progress.model_copy(deep=True)
-        try:
-            async with (
-                heartbeating(self.jobs.heartbeat_interval, lambda: state),
-                self.pool.connection() as conn,
-                conn.transaction(),
-            ):
-                # One snapshot for the count and every page.
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                if not state.total:
-                    total = await exports.count(conn, job.project_id, job.collection_id)
-                    state = state.model_copy(update={"total": total})
-                await self._write_progress(state, fmt, force=True)
-                async with conn.cursor(name=f"export_job_{self.job_id}") as cursor:
-                    await cursor.execute(exports.PAGE, {**query, "after": state.last_id})
-                    while page := await cursor.fetchmany(self.export.batch_size):
-                        data, rows = encode_page(fmt, [r["record"] for r in page])
-                        file.write(data)
-                        file.flush()
-                        state = ExportCheckpoint(
-                            last_id=page[-1]["id"],
-                            records=state.records + len(page),
-                            rows=state.rows + rows,
-                            bytes=state.bytes + len(data),
-                            total=state.total,
-                        )
-                        await self._write_progress(state, fmt)
-                        await self._check_job()
-            size = publish_file(file, partial, final)
-        except BaseException as err:
-            # Cancelled or failed: no partial file stays behind. (A killed worker runs no
-            # code at all: its partial file is what the next attempt resumes from.)
-            file.close()
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            if isinstance(err, OSError):
-                raise _file_error(err) from err
-            raise
-        # The last writes heartbeat too: one waiting for the job's row (a status write, a lock)
-        # still hears a cancel, and a long one is not taken for a lost worker.
+        # Every statement heartbeats, the last writes too: one waiting for the job's row (a
+        # status write, a lock) still hears a cancel, and a long one is not taken for a lost
+        # worker and run again beside this attempt.
         async with heartbeating(self.jobs.heartbeat_interval, lambda: state):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    # One snapshot for the count and every page.
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    if not state.total:
+                        total = await exports.count(conn, job.project_id, job.collection_id)
+                        state = state.model_copy(update={"total": total})
+                    await self._write_progress(state, fmt, force=True)
+                    async with conn.cursor(name=f"export_job_{self.job_id}") as cursor:
+                        await cursor.execute(exports.PAGE, {**query, "after": state.last_id})
+                        while page := await cursor.fetchmany(self.export.batch_size):
+                            data, rows = encode_page(fmt, [r["record"] for r in page])
+                            file.write(data)
+                            file.flush()
+                            state = ExportCheckpoint(
+                                last_id=page[-1]["id"],
+                                records=state.records + len(page),
+                                rows=state.rows + rows,
+                                bytes=state.bytes + len(data),
+                                total=state.total,
+                            )
+                            await self._write_progress(state, fmt)
+                            await self._check_job()
+                size = publish_file(file, partial, final)
+            except BaseException as err:
+                # Cancelled or failed: no partial file stays behind. (A killed worker runs no
+                # code at all: its partial file is what the next attempt resumes from.)
+                file.close()
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                if isinstance(err, OSError):
+                    raise _file_error(err) from err
+                raise
             await self._saved(final, size, state)
         return InternalResult(
             result={
